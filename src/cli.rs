@@ -1,0 +1,367 @@
+//! Command-line interface: clap definitions for every subcommand, plus the parsers for
+//! sizes (`8MiB`) and durations (`60s`) that the options share.
+//!
+//! Option names follow what users know from mount-s3, ossfs and ossutil. Credentials are
+//! never options: they come from the environment only (`OSS_ACCESS_KEY_ID`,
+//! `OSS_ACCESS_KEY_SECRET`, `OSS_SESSION_TOKEN`, or the `AWS_*` names for `s3://`), so they
+//! never show up in `ps` or shell history.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ossmount", version, about, long_about = None)]
+pub struct Cli {
+    /// Log more (debug level). RUST_LOG overrides.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mount a bucket (or a prefix of one) read-only at MOUNTPOINT.
+    Mount(MountArgs),
+    /// Download one object to a local file, resumably (like the SDKs' resumable download).
+    Download(DownloadArgs),
+    /// Serve the folders under DIR as buckets over an OSS- and S3-compatible HTTP API
+    /// (for demos, tests, benchmarks and offline pipelines).
+    Serve(ServeArgs),
+    /// Inspect, verify or clean an ossmount cache directory.
+    Cache(CacheArgs),
+    /// List objects and prefixes under a URL (one level, like `ls`).
+    Ls(LsArgs),
+    /// Write an object, or a byte range of it, to stdout.
+    Cat(CatArgs),
+}
+
+/// Where the bucket lives and how to sign: shared by every command that talks to a store.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Endpoint URL or host, e.g. `oss-cn-hangzhou-internal.aliyuncs.com` or
+    /// `http://127.0.0.1:9000`. Default: derived from --region (OSS) or AWS's endpoint (S3).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Region id, e.g. `cn-hangzhou` (OSS) or `us-east-1` (S3). Used for signing and for the
+    /// default endpoint.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Send unsigned requests (public buckets); ignores credentials in the environment.
+    #[arg(long)]
+    pub no_sign_request: bool,
+    /// Address the bucket in the path (`endpoint/bucket/key`) instead of the host name.
+    /// Default: path style for IP addresses and localhost, virtual-hosted otherwise.
+    #[arg(long)]
+    pub path_style: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// `oss://bucket[/prefix/]` or `s3://bucket[/prefix/]`.
+    pub url: String,
+    /// An existing, empty directory.
+    pub mountpoint: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub cache: CacheOptions,
+    /// How long file attributes and directory listings are trusted before asking the store
+    /// again.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub metadata_ttl: Duration,
+    /// Owner of every file and directory. Default: the user running ossmount.
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group of every file and directory. Default: the group running ossmount.
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Permission bits of files (octal).
+    #[arg(long, default_value = "0444", value_parser = parse_mode)]
+    pub file_mode: u32,
+    /// Permission bits of directories (octal).
+    #[arg(long, default_value = "0555", value_parser = parse_mode)]
+    pub dir_mode: u32,
+    /// Let other users access the mount (needs `user_allow_other` in /etc/fuse.conf unless
+    /// root).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Let root access the mount.
+    #[arg(long, conflicts_with = "allow_other")]
+    pub allow_root: bool,
+    /// Stay in the foreground instead of detaching once the mount is ready.
+    #[arg(long, short = 'f')]
+    pub foreground: bool,
+    /// Write logs to this file (default: stderr in the foreground, syslog-less silence
+    /// in the background).
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+    /// Comma-separated mount options in fstab style (`-o ro,allow_other,cache_dir=/x`);
+    /// used by `mount -t fuse.ossmount`.
+    #[arg(short = 'o')]
+    pub options: Option<String>,
+}
+
+/// The part cache's settings, shared by `mount` and `download`.
+#[derive(Debug, Clone, Args)]
+pub struct CacheOptions {
+    /// Cache directory (one owner at a time). Default: `$XDG_CACHE_HOME/ossmount` or
+    /// `~/.cache/ossmount`.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Byte limit of the cache (least recently used whole objects are evicted first).
+    #[arg(long, value_parser = parse_size)]
+    pub cache_size: Option<u64>,
+    /// Size of one part: the unit of fetching, caching and verifying (100KiB to 5GiB).
+    #[arg(long, value_parser = parse_size)]
+    pub part_size: Option<u64>,
+    /// Parts fetched in parallel.
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// `oss://bucket/key` or `s3://bucket/key`.
+    pub url: String,
+    /// Local file (default: the key's last component in the current directory). Written to
+    /// a temporary name and renamed only once complete and verified.
+    pub local: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Size of one part (100KiB to 5GiB).
+    #[arg(long, value_parser = parse_size)]
+    pub part_size: Option<u64>,
+    /// Parts fetched in parallel.
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// Where checkpoints live (default: beside LOCAL).
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Skip the whole-object CRC-64 check against `x-oss-hash-crc64ecma`.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// No progress bar even on a terminal.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Folder whose top-level folders are the buckets.
+    pub dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+    /// Accept unsigned requests. Otherwise requests must be signed (OSS V4 or S3 SigV4)
+    /// with a key pair from OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET or
+    /// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment.
+    #[arg(long)]
+    pub anonymous: bool,
+    /// Region the server claims (checked against the signature scope).
+    #[arg(long, default_value = "cn-hangzhou")]
+    pub region: String,
+    /// Testing aid: reset the connection after this many body bytes of each response.
+    #[arg(long, value_parser = parse_size)]
+    pub fault_reset_after: Option<u64>,
+    /// Testing aid: answer this fraction (0..1) of requests with 503 SlowDown.
+    #[arg(long)]
+    pub fault_503_rate: Option<f64>,
+    /// Testing aid: add this latency before each response.
+    #[arg(long, value_parser = parse_duration)]
+    pub fault_latency: Option<Duration>,
+    /// Testing aid: stall this fraction (0..1) of response bodies midway.
+    #[arg(long)]
+    pub fault_stall_rate: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List entries: key, size, percent present, finalized or not.
+    Status {
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Check every entry against its recorded CRC-64s; report bad ones.
+    Verify {
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Drop entries that fail.
+        #[arg(long)]
+        fix: bool,
+    },
+    /// Remove entries (all, or those unused for longer than --older-than).
+    Clean {
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        #[arg(long, value_parser = parse_duration)]
+        older_than: Option<Duration>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// `oss://bucket[/prefix]` or `s3://bucket[/prefix]`.
+    pub url: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// List every key under the prefix instead of one level.
+    #[arg(long, short = 'r')]
+    pub recursive: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// `oss://bucket/key` or `s3://bucket/key`.
+    pub url: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Byte range `FIRST-LAST` (inclusive, like HTTP), or `FIRST-` to the end.
+    #[arg(long)]
+    pub range: Option<String>,
+}
+
+/// A command's failure: the message for the user and the process exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub exit_code: u8,
+    pub message: String,
+}
+
+/// Exit codes, distinct so scripts can tell the causes apart.
+pub mod exit {
+    /// Anything not below.
+    pub const GENERIC: u8 = 1;
+    /// Bad arguments (clap uses 2 as well).
+    pub const USAGE: u8 = 2;
+    /// The store said no: not found, access denied, archived, network after retries.
+    pub const STORE: u8 = 3;
+    /// Downloaded bytes failed verification (CRC-64 mismatch).
+    pub const VERIFY: u8 = 4;
+    /// Local I/O: disk full, permission denied, cache locked by another process.
+    pub const LOCAL: u8 = 5;
+}
+
+impl Failure {
+    pub fn new(exit_code: u8, message: impl Into<String>) -> Self {
+        Self {
+            exit_code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parse a size: a plain byte count or a number with a unit, binary (`KiB`, `MiB`, `GiB`,
+/// `TiB`, also `K`, `M`, `G`, `T`) or decimal (`KB`, `MB`, `GB`, `TB`).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "unknown size unit in {s:?} (use e.g. 8MiB, 512K, 10GB)"
+            ))
+        }
+    };
+    let value: f64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("not a size: {s:?}"));
+    }
+    Ok((value * mult as f64).round() as u64)
+}
+
+/// Parse a duration: seconds, or a number with `ms`, `s`, `m`, `h`, `d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("not a duration: {s:?}"))?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        _ => {
+            return Err(format!(
+                "unknown duration unit in {s:?} (use e.g. 500ms, 60s, 5m, 1h)"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("not a duration: {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parse octal permission bits such as `0444` or `755`.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let m = u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("not an octal mode: {s:?}"))?;
+    if m > 0o7777 {
+        return Err(format!("mode out of range: {s:?}"));
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("100KiB"), Ok(100 << 10));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("10GB"), Ok(10_000_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("8 parsecs").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0444"), Ok(0o444));
+        assert_eq!(parse_mode("755"), Ok(0o755));
+        assert!(parse_mode("999").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,30 @@
+//! The `ossmount` binary: parse the command line, run one command, turn its failure into a
+//! one-line message and a distinct exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ossmount::cli::{Cli, Command, Failure};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `mount` sets up logging itself: it may detach first and log to a file.
+    if !matches!(cli.command, Command::Mount(_)) {
+        let _ = ossmount::logging::init(cli.debug, None);
+    }
+    let result: Result<(), Failure> = match cli.command {
+        Command::Mount(args) => ossmount::fs::run(args, cli.debug),
+        Command::Download(args) => ossmount::download::run(args),
+        Command::Serve(args) => ossmount::serve::run(args),
+        Command::Cache(args) => ossmount::cache::run_command(args.command),
+        Command::Ls(args) => ossmount::inspect::ls(args),
+        Command::Cat(args) => ossmount::inspect::cat(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("ossmount: {}", f.message);
+            ExitCode::from(f.exit_code)
+        }
+    }
+}

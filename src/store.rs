@@ -1,0 +1,218 @@
+//! The object store as the rest of ossmount sees it: a bucket you can HEAD, read ranges
+//! from, and list.
+//!
+//! Everything above this trait (cache, fetcher, mount, download) is written against
+//! `dyn ObjectStore`, so it runs unchanged against the HTTP client (OSS V4, S3 SigV4 or
+//! anonymous), against `ossmount serve`, and against the in-memory store with fault
+//! injection that the cache tests use. `async_trait` makes the trait object-safe; one boxed
+//! future per request is noise next to an HTTP round trip.
+//!
+//! A store is bound to one bucket. Implementations make exactly one attempt per call;
+//! retries, backoff and resuming a broken body live in [`retry`], once, for every store.
+
+pub mod http;
+pub mod memory;
+pub mod retry;
+pub mod sign_oss;
+pub mod sign_s3;
+pub mod xml;
+
+use std::fmt;
+use std::ops::Range;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+/// Size, identity and type of one object, from HeadObject or a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Full key, decoded.
+    pub key: String,
+    pub size: u64,
+    /// ETag exactly as the server sent it, quotes included: an opaque change detector.
+    pub etag: String,
+    pub last_modified: SystemTime,
+    /// Whole-object CRC-64/XZ from `x-oss-hash-crc64ecma`, when the server sends one.
+    pub crc64: Option<u64>,
+    /// `x-oss-object-type` (Normal, Multipart, Appendable, Symlink), when known.
+    pub object_type: Option<String>,
+    /// `x-oss-storage-class` (Standard, IA, Archive, ColdArchive, ...), when known.
+    pub storage_class: Option<String>,
+}
+
+/// One page of ListObjectsV2 with keys and prefixes already URL-decoded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListPage {
+    pub objects: Vec<ObjectMeta>,
+    /// Common prefixes ("directories"), each ending with the delimiter.
+    pub common_prefixes: Vec<String>,
+    /// Token for the next page; `None` when this was the last page.
+    pub next_continuation_token: Option<String>,
+}
+
+/// Arguments of one ListObjectsV2 call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListRequest {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    pub continuation_token: Option<String>,
+    /// 1..=1000; OSS defaults to 100 when absent, so callers should set it.
+    pub max_keys: u32,
+}
+
+/// A response body: chunks in order. An `Err` item means the body broke; the bytes
+/// before it were good and [`retry::RetryingStore`] resumes after them.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;
+
+/// Long-lived credentials or STS credentials (with a session token).
+///
+/// `Debug` never prints the secret or the token: credentials must not reach logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub access_key_secret: String,
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("access_key_secret", &"<redacted>")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// HeadObject.
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError>;
+
+    /// GetObject of `range` (half-open, `range.start < range.end <= size`), sent as
+    /// `Range: bytes=a-b` with `x-oss-range-behavior: standard`, and `If-Match` when
+    /// `if_match` is given. The implementation checks 206 and `Content-Range`. An empty
+    /// range (zero-byte object) is read without a Range header.
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<ByteStream, StoreError>;
+
+    /// One page of ListObjectsV2.
+    async fn list(&self, req: &ListRequest) -> Result<ListPage, StoreError>;
+
+    /// A short description for logs and messages, e.g. `oss://bucket at http://127.0.0.1:9000`.
+    fn describe(&self) -> String;
+}
+
+/// The parsed XML error body (or `x-oss-err` header for HEAD) of a failed request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    pub request_id: Option<String>,
+    pub ec: Option<String>,
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.message)?;
+        if let Some(id) = &self.request_id {
+            write!(f, " (request id {id})")?;
+        }
+        if let Some(ec) = &self.ec {
+            write!(f, " (EC {ec})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong talking to a store, typed by what a caller does about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such key: {0}")]
+    NoSuchKey(ServiceError),
+    #[error("no such bucket: {0}")]
+    NoSuchBucket(ServiceError),
+    #[error("access denied: {0}")]
+    AccessDenied(ServiceError),
+    #[error("invalid access key id (check OSS_ACCESS_KEY_ID / AWS_ACCESS_KEY_ID): {0}")]
+    InvalidAccessKeyId(ServiceError),
+    #[error("signature does not match (check the secret and the region): {0}")]
+    SignatureDoesNotMatch(ServiceError),
+    #[error("request time too skewed (check the clock): {0}")]
+    RequestTimeTooSkewed(ServiceError),
+    #[error("object is archived and not restored (restore it first): {0}")]
+    InvalidObjectState(ServiceError),
+    #[error("object changed (ETag no longer matches): {0}")]
+    PreconditionFailed(ServiceError),
+    #[error("range not satisfiable: {0}")]
+    InvalidRange(ServiceError),
+    #[error("throttled by the server: {0}")]
+    Throttled(ServiceError),
+    #[error("server error: {0}")]
+    Server(ServiceError),
+    #[error("request failed: {0}")]
+    Other(ServiceError),
+    /// Connection refused or reset, DNS failure, TLS failure, body broken midway.
+    #[error("network error: {0}")]
+    Network(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The server answered something that breaks the protocol (wrong Content-Range,
+    /// missing ETag, unparsable XML, short body).
+    #[error("bad response from server: {0}")]
+    Protocol(String),
+}
+
+impl StoreError {
+    /// Map a service error to its typed variant by status and code.
+    pub fn from_service(e: ServiceError) -> Self {
+        match e.code.as_str() {
+            "NoSuchKey" => Self::NoSuchKey(e),
+            "NoSuchBucket" => Self::NoSuchBucket(e),
+            "AccessDenied" => Self::AccessDenied(e),
+            "InvalidAccessKeyId" => Self::InvalidAccessKeyId(e),
+            "SignatureDoesNotMatch" => Self::SignatureDoesNotMatch(e),
+            "RequestTimeTooSkewed" => Self::RequestTimeTooSkewed(e),
+            "InvalidObjectState" => Self::InvalidObjectState(e),
+            "PreconditionFailed" => Self::PreconditionFailed(e),
+            "InvalidRange" => Self::InvalidRange(e),
+            "SlowDown"
+            | "Throttling"
+            | "TotalQpsLimitExceeded"
+            | "ActiveRequestLimitExceeded"
+            | "DownloadTrafficRateLimitExceeded"
+            | "MetaOperationQpsLimitExceeded" => Self::Throttled(e),
+            _ => match e.status {
+                404 if e.code.is_empty() => Self::NoSuchKey(e),
+                403 if e.code.is_empty() => Self::AccessDenied(e),
+                412 => Self::PreconditionFailed(e),
+                416 => Self::InvalidRange(e),
+                429 => Self::Throttled(e),
+                503 => Self::Throttled(e),
+                500..=599 => Self::Server(e),
+                _ => Self::Other(e),
+            },
+        }
+    }
+
+    /// Worth another attempt: throttling, 5xx, 408, timeouts and network errors
+    /// (the SDKs' retry list). RequestTimeTooSkewed is not: retrying with the same
+    /// clock fails again, and the message tells the user what to fix.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Throttled(_) | Self::Server(_) | Self::Network(_) | Self::Timeout(_) => true,
+            Self::Other(e) => e.status == 408,
+            _ => false,
+        }
+    }
+}
