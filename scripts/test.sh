@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Run every check ossmount has: formatting, clippy, unit tests, and the integration tests
+# that mount for real through FUSE and talk real HTTP to `ossmount serve`, plus the
+# cross-checks with the official OSS Python SDK and boto3.
+#
+# Installs what the tests need when it is missing (Debian packages, pip packages), so it
+# works on a fresh machine. Needs root (or sudo) for apt-get and for FUSE mounts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+
+need_apt=()
+command -v fusermount3 >/dev/null || need_apt+=(fuse3)
+command -v rsync >/dev/null || need_apt+=(rsync)
+command -v cmp >/dev/null || need_apt+=(diffutils)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if ! python3 -c "import alibabacloud_oss_v2, boto3" 2>/dev/null; then
+  echo "== installing the OSS Python SDK and boto3 (for the interop cross-checks)"
+  python3 -m pip install -q alibabacloud-oss-v2 boto3
+fi
+[ -e /dev/fuse ] || { echo "error: /dev/fuse is missing; FUSE tests cannot run" >&2; exit 1; }
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --no-fail-fast "$@"
