@@ -789,3 +789,462 @@ pub fn sign_v1(req: &OssRequest<'_>, creds: &Credentials, time: SystemTime) -> S
         headers: added,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AK: &str = "LTAI5tTestKey";
+    const SK: &str = "TestSecret0123456789";
+
+    fn creds(token: Option<&str>) -> Credentials {
+        Credentials {
+            access_key_id: AK.into(),
+            access_key_secret: SK.into(),
+            session_token: token.map(str::to_string),
+        }
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn lookup(k: &str) -> Option<String> {
+        (k == AK).then(|| SK.to_string())
+    }
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Sign `req` and return the headers as the server receives them.
+    fn sent(req: &OssRequest<'_>, c: &Credentials, t: SystemTime) -> Vec<(String, String)> {
+        let signed = sign_v4(req, c, "cn-hangzhou", "oss", t);
+        let mut out: Vec<(String, String)> = req.headers.to_vec();
+        out.extend(signed.headers);
+        out
+    }
+
+    #[test]
+    fn encoder_keeps_only_unreserved() {
+        assert_eq!(uri_encode("AZaz09-_.~", true), "AZaz09-_.~");
+        assert_eq!(uri_encode("a b+c*d%e/f", false), "a%20b%2Bc%2Ad%25e/f");
+        assert_eq!(uri_encode("a/b", true), "a%2Fb");
+        assert_eq!(uri_encode("naïve 文", false), "na%C3%AFve%20%E6%96%87");
+        assert_eq!(
+            uri_encode("()!'=&?#;:", true),
+            "%28%29%21%27%3D%26%3F%23%3B%3A"
+        );
+        assert_eq!(uri_encode("\u{0}\u{7f}", true), "%00%7F");
+        assert_eq!(uri_encode("", true), "");
+    }
+
+    #[test]
+    fn canonical_uri_forms() {
+        assert_eq!(canonical_uri(None, None), "/");
+        assert_eq!(canonical_uri(Some("b"), None), "/b/");
+        assert_eq!(canonical_uri(Some("b"), Some("a b/c+d")), "/b/a%20b/c%2Bd");
+    }
+
+    #[test]
+    fn canonical_query_sorts_encoded_names_and_drops_empty_equals() {
+        let q = h(&[
+            ("prefix", "a/b "),
+            ("acl", ""),
+            ("+x", "1"),
+            ("list-type", "2"),
+        ]);
+        assert_eq!(
+            canonical_query(&q),
+            "%2Bx=1&acl&list-type=2&prefix=a%2Fb%20"
+        );
+        assert_eq!(encode_query(&q), "prefix=a%2Fb%20&acl&%2Bx=1&list-type=2");
+    }
+
+    #[test]
+    fn additional_headers_are_filtered_lowercased_sorted() {
+        let headers = h(&[
+            ("Range", "bytes=0-1"),
+            ("If-Match", "\"e\""),
+            ("Empty", " "),
+        ]);
+        let asked: Vec<String> = [
+            "range",
+            "X-Oss-Foo",
+            "If-Match",
+            "content-type",
+            "Missing",
+            "empty",
+            "RANGE",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            additional_headers_list(&headers, &asked),
+            ["if-match", "range"]
+        );
+    }
+
+    #[test]
+    fn time_parsing_is_strict() {
+        assert_eq!(parse_time("20240315T083000Z"), Some(at(1_710_491_400)));
+        for bad in [
+            "",
+            "2024315T083000Z",
+            "20240315T083000",
+            "20241315T083000Z",
+            "2024031ST083000Z",
+            "20240315T08300éZ",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn round_trip_accepts_awkward_keys_and_queries() {
+        let t = at(1_710_491_400);
+        for key in [
+            "plain.txt",
+            "dir one/a b.txt",
+            "a+b%20c",
+            "视频/naïve.mp4",
+            "tilde~star*(1)!",
+            "a/../b",
+            "",
+        ] {
+            let query = h(&[("versionId", "v+1/="), ("acl", ""), ("x", "a b")]);
+            let headers = h(&[
+                ("Range", "bytes=0-9"),
+                ("x-oss-range-behavior", "standard"),
+                ("If-Match", "\"abc\""),
+            ]);
+            let additional = vec!["Range".to_string(), "if-match".to_string()];
+            for token in [None, Some("sts+token/==")] {
+                let c = creds(token);
+                let req = OssRequest {
+                    method: "GET",
+                    bucket: Some("bucket"),
+                    key: Some(key),
+                    query: &query,
+                    headers: &headers,
+                    additional_headers: &additional,
+                };
+                let all = sent(&req, &c, t);
+                let server = OssRequest {
+                    headers: &all,
+                    additional_headers: &[],
+                    ..req.clone()
+                };
+                assert_eq!(verify_v4(&server, &lookup, t), Ok(()), "{key:?} {token:?}");
+            }
+        }
+        // Service and bucket level.
+        for (bucket, key) in [(None, None), (Some("bucket"), None)] {
+            let req = OssRequest {
+                method: "GET",
+                bucket,
+                key,
+                ..Default::default()
+            };
+            let all = sent(&req, &creds(None), t);
+            let server = OssRequest {
+                headers: &all,
+                ..req.clone()
+            };
+            assert_eq!(verify_v4(&server, &lookup, t), Ok(()));
+        }
+    }
+
+    #[test]
+    fn oss2_layout_with_spaces_and_additional_headers_last_is_accepted() {
+        let t = at(1_710_491_400);
+        let headers = h(&[("Range", "bytes=0-9")]);
+        let additional = vec!["range".to_string()];
+        let req = OssRequest {
+            method: "GET",
+            bucket: Some("b"),
+            key: Some("k"),
+            headers: &headers,
+            additional_headers: &additional,
+            ..Default::default()
+        };
+        let signed = sign_v4(&req, &creds(None), "cn-hangzhou", "oss", t);
+        let sig = signed.authorization.rsplit_once("Signature=").unwrap().1;
+        let cred = signed
+            .authorization
+            .split_once("Credential=")
+            .unwrap()
+            .1
+            .split(',')
+            .next()
+            .unwrap();
+        let oss2 =
+            format!("OSS4-HMAC-SHA256 Credential={cred}, Signature={sig}, AdditionalHeaders=range");
+        let mut all = headers.clone();
+        all.extend(
+            signed
+                .headers
+                .into_iter()
+                .filter(|(n, _)| n != "authorization"),
+        );
+        all.push(("Authorization".into(), oss2));
+        let server = OssRequest {
+            headers: &all,
+            ..req
+        };
+        assert_eq!(verify_v4(&server, &lookup, t), Ok(()));
+    }
+
+    #[test]
+    fn refusals() {
+        let t = at(1_710_491_400);
+        let query = h(&[("versionId", "1")]);
+        let headers = h(&[("x-oss-meta-a", "1"), ("Range", "bytes=0-9")]);
+        let additional = vec!["range".to_string()];
+        let req = OssRequest {
+            method: "GET",
+            bucket: Some("bucket"),
+            key: Some("dir/a b+c.txt"),
+            query: &query,
+            headers: &headers,
+            additional_headers: &additional,
+        };
+        let all = sent(&req, &creds(None), t);
+        let server = OssRequest {
+            headers: &all,
+            ..req.clone()
+        };
+        assert_eq!(verify_v4(&server, &lookup, t), Ok(()));
+
+        // Wrong secret: Mismatch carrying the server's string to sign.
+        let wrong = |k: &str| (k == AK).then(|| "not-the-secret".to_string());
+        match verify_v4(&server, &wrong, t) {
+            Err(AuthError::Mismatch { string_to_sign }) => {
+                assert_eq!(
+                    string_to_sign,
+                    sign_v4(&req, &creds(None), "cn-hangzhou", "oss", t).string_to_sign
+                )
+            }
+            other => panic!("expected Mismatch, got {other:?}"),
+        }
+        // Unknown key.
+        assert_eq!(
+            verify_v4(&server, &|_: &str| None, t),
+            Err(AuthError::UnknownKey(AK.into()))
+        );
+        let mismatch = |r: &OssRequest<'_>| {
+            matches!(verify_v4(r, &lookup, t), Err(AuthError::Mismatch { .. }))
+        };
+        // Tampered key, bucket, method, query, signed header, additional header.
+        assert!(mismatch(&OssRequest {
+            key: Some("dir/a b+c.txT"),
+            ..server.clone()
+        }));
+        assert!(mismatch(&OssRequest {
+            key: Some("dir/a%20b+c.txt"),
+            ..server.clone()
+        }));
+        assert!(mismatch(&OssRequest {
+            bucket: Some("other"),
+            ..server.clone()
+        }));
+        assert!(mismatch(&OssRequest {
+            method: "HEAD",
+            ..server.clone()
+        }));
+        let q2 = h(&[("versionId", "2")]);
+        assert!(mismatch(&OssRequest {
+            query: &q2,
+            ..server.clone()
+        }));
+        let q3 = h(&[("versionId", "1"), ("acl", "")]);
+        assert!(mismatch(&OssRequest {
+            query: &q3,
+            ..server.clone()
+        }));
+        for (name, value) in [("x-oss-meta-a", "2"), ("Range", "bytes=0-10")] {
+            let tampered: Vec<(String, String)> = all
+                .iter()
+                .map(|(n, v)| {
+                    if n == name {
+                        (n.clone(), value.to_string())
+                    } else {
+                        (n.clone(), v.clone())
+                    }
+                })
+                .collect();
+            assert!(
+                mismatch(&OssRequest {
+                    headers: &tampered,
+                    ..server.clone()
+                }),
+                "{name}"
+            );
+        }
+        // An added x-oss-* header is signed by default, so adding one breaks the signature.
+        let mut extra = all.clone();
+        extra.push(("x-oss-meta-b".into(), "1".into()));
+        assert!(mismatch(&OssRequest {
+            headers: &extra,
+            ..server.clone()
+        }));
+        // Unsigned headers may change freely.
+        let mut free = all.clone();
+        free.push(("User-Agent".into(), "x".into()));
+        free.push(("Date".into(), "whatever".into()));
+        assert_eq!(
+            verify_v4(
+                &OssRequest {
+                    headers: &free,
+                    ..server.clone()
+                },
+                &lookup,
+                t
+            ),
+            Ok(())
+        );
+
+        // Skew: 15 minutes is fine, a second more is not, both directions.
+        assert_eq!(verify_v4(&server, &lookup, t + MAX_SKEW), Ok(()));
+        assert_eq!(verify_v4(&server, &lookup, t - MAX_SKEW), Ok(()));
+        assert_eq!(
+            verify_v4(&server, &lookup, t + MAX_SKEW + Duration::from_secs(1)),
+            Err(AuthError::Skewed)
+        );
+        assert_eq!(
+            verify_v4(&server, &lookup, t - MAX_SKEW - Duration::from_secs(1)),
+            Err(AuthError::Skewed)
+        );
+    }
+
+    #[test]
+    fn garbage_is_malformed_never_a_panic() {
+        let t = at(1_710_491_400);
+        let req = OssRequest {
+            method: "GET",
+            bucket: Some("b"),
+            key: Some("k"),
+            ..Default::default()
+        };
+        let good = sent(&req, &creds(None), t);
+        let auth = good
+            .iter()
+            .find(|(n, _)| n == "authorization")
+            .unwrap()
+            .1
+            .clone();
+        let sig = auth.rsplit_once("Signature=").unwrap().1.to_string();
+        let scope_part = format!("Credential={AK}/20240315/cn-hangzhou/oss/aliyun_v4_request");
+        let garbage = [
+            String::new(),
+            "OSS4-HMAC-SHA256".into(),
+            "OSS4-HMAC-SHA256 ".into(),
+            "OSS4-HMAC-SHA256Credential=x".into(),
+            "OSS ak:sig".into(),
+            "AWS4-HMAC-SHA256 Credential=a/b/c/d/e, SignedHeaders=host, Signature=00".into(),
+            "OSS4-HMAC-SHA256 Credential=,Signature=".into(),
+            format!("OSS4-HMAC-SHA256 Signature={sig}"),
+            format!("OSS4-HMAC-SHA256 {scope_part}"),
+            format!("OSS4-HMAC-SHA256 {scope_part},Signature=xyz"),
+            format!("OSS4-HMAC-SHA256 {scope_part},Signature={sig}0"),
+            format!("OSS4-HMAC-SHA256 {scope_part},Signature=é{}", &sig[2..]),
+            format!("OSS4-HMAC-SHA256 {scope_part},,Signature={sig}"),
+            format!("OSS4-HMAC-SHA256 {scope_part},Signature={sig},Signature={sig}"),
+            format!("OSS4-HMAC-SHA256 {scope_part},AdditionalHeaders=,Signature={sig}"),
+            format!("OSS4-HMAC-SHA256 {scope_part},AdditionalHeaders=range,Signature={sig}"),
+            format!("OSS4-HMAC-SHA256 {scope_part},Foo=bar,Signature={sig}"),
+            format!("OSS4-HMAC-SHA256 Credential={AK}/2024/cn-hangzhou/oss/aliyun_v4_request,Signature={sig}"),
+            format!("OSS4-HMAC-SHA256 Credential={AK}/20240315/cn-hangzhou/oss/aws4_request,Signature={sig}"),
+            format!("OSS4-HMAC-SHA256 Credential=/20240315/cn-hangzhou/oss/aliyun_v4_request,Signature={sig}"),
+            format!("OSS4-HMAC-SHA256 Credential=20240315/cn-hangzhou/oss/aliyun_v4_request,Signature={sig}"),
+        ];
+        for g in &garbage {
+            let mut headers: Vec<(String, String)> = good
+                .iter()
+                .filter(|(n, _)| n != "authorization")
+                .cloned()
+                .collect();
+            headers.push(("Authorization".into(), g.clone()));
+            let r = OssRequest {
+                headers: &headers,
+                ..req.clone()
+            };
+            assert!(
+                matches!(verify_v4(&r, &lookup, t), Err(AuthError::Malformed(_))),
+                "{g:?} gave {:?}",
+                verify_v4(&r, &lookup, t)
+            );
+        }
+        // Missing/duplicate Authorization, missing or odd x-oss-date, other date, bad sha256.
+        let without = |name: &str| -> Vec<(String, String)> {
+            good.iter().filter(|(n, _)| n != name).cloned().collect()
+        };
+        let with = |name: &str, value: &str| -> Vec<(String, String)> {
+            let mut v = without(name);
+            v.push((name.to_string(), value.to_string()));
+            v
+        };
+        let mut twice = good.clone();
+        twice.push(("Authorization".into(), auth.clone()));
+        let cases = [
+            without("authorization"),
+            twice,
+            without("x-oss-date"),
+            with("x-oss-date", "20240315T083000"),
+            with("x-oss-date", "Fri, 15 Mar 2024 08:30:00 GMT"),
+            with("x-oss-date", "20240316T083000Z"),
+            without("x-oss-content-sha256"),
+            with(
+                "x-oss-content-sha256",
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            ),
+        ];
+        for headers in &cases {
+            let r = OssRequest {
+                headers,
+                ..req.clone()
+            };
+            assert!(
+                matches!(verify_v4(&r, &lookup, t), Err(AuthError::Malformed(_))),
+                "{headers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn signer_replaces_its_own_headers() {
+        let t = at(1_710_491_400);
+        let headers = h(&[
+            ("X-Oss-Date", "stale"),
+            ("authorization", "old"),
+            ("x-oss-content-sha256", "x"),
+        ]);
+        let req = OssRequest {
+            method: "GET",
+            bucket: Some("b"),
+            key: Some("k"),
+            headers: &headers,
+            ..Default::default()
+        };
+        let signed = sign_v4(&req, &creds(Some("tok")), "cn-hangzhou", "oss", t);
+        assert!(signed
+            .canonical_request
+            .contains("x-oss-date:20240315T083000Z\n"));
+        assert!(!signed.canonical_request.contains("stale"));
+        assert!(signed.canonical_request.ends_with("\nUNSIGNED-PAYLOAD"));
+        let names: Vec<&str> = signed.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x-oss-date",
+                "x-oss-content-sha256",
+                "x-oss-security-token",
+                "authorization"
+            ]
+        );
+    }
+}

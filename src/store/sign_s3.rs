@@ -317,3 +317,289 @@ pub fn verify_v4(
         Err(AuthError::Mismatch { string_to_sign })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::sign_oss::MAX_SKEW;
+
+    const AK: &str = "AKIDTEST";
+    const SK: &str = "secret/with+chars";
+
+    fn creds(token: Option<&str>) -> Credentials {
+        Credentials {
+            access_key_id: AK.into(),
+            access_key_secret: SK.into(),
+            session_token: token.map(str::to_string),
+        }
+    }
+
+    fn lookup(k: &str) -> Option<String> {
+        (k == AK).then(|| SK.to_string())
+    }
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn t0() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_710_491_400)
+    }
+
+    fn sent(req: &S3Request<'_>, c: &Credentials, t: SystemTime) -> Vec<(String, String)> {
+        let signed = sign_v4(req, c, "us-east-1", "s3", EMPTY_SHA256, t);
+        let mut out = req.headers.to_vec();
+        out.extend(signed.headers);
+        out
+    }
+
+    #[test]
+    fn encoding_rules() {
+        assert_eq!(canonical_uri(""), "/");
+        assert_eq!(canonical_uri("/b/a b+c~*.txt"), "/b/a%20b%2Bc~%2A.txt");
+        assert_eq!(
+            canonical_uri("/b/%41"),
+            "/b/%2541",
+            "encoded once, never decoded"
+        );
+        let q = h(&[("prefix", "a/b c"), ("acl", ""), ("b", "2"), ("b", "1")]);
+        assert_eq!(canonical_query(&q), "acl=&b=1&b=2&prefix=a%2Fb%20c");
+        assert_eq!(encode_query(&q), "prefix=a%2Fb%20c&acl=&b=2&b=1");
+        assert_eq!(canonical_value("  a   b \t c "), "a b c");
+    }
+
+    #[test]
+    fn signs_every_header_but_the_blacklist() {
+        let headers = h(&[
+            ("Host", "h"),
+            ("User-Agent", "ua"),
+            ("Range", "bytes=0-1"),
+            ("Content-Type", "text/plain"),
+            ("X-Amz-Meta-A", " x  y "),
+        ]);
+        let req = S3Request {
+            method: "GET",
+            path: "/b/k",
+            headers: &headers,
+            ..Default::default()
+        };
+        let s = sign_v4(
+            &req,
+            &creds(Some("tok")),
+            "us-east-1",
+            "s3",
+            EMPTY_SHA256,
+            t0(),
+        );
+        assert!(s.authorization.contains(
+            "SignedHeaders=content-type;host;range;x-amz-content-sha256;x-amz-date;x-amz-meta-a;x-amz-security-token,"
+        ));
+        assert!(s.canonical_request.contains("\nx-amz-meta-a:x y\n"));
+        let names: Vec<&str> = s.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x-amz-date",
+                "x-amz-content-sha256",
+                "x-amz-security-token",
+                "authorization"
+            ]
+        );
+    }
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let t = t0();
+        for path in [
+            "/b/plain",
+            "/b/dir one/a+b%c",
+            "/b/视频/naïve~*(1)!.mp4",
+            "/b",
+            "/",
+        ] {
+            for token in [None, Some("FQo//tok+en==")] {
+                let query = h(&[("versionId", "x y/+"), ("acl", "")]);
+                let headers = h(&[("Host", "127.0.0.1:9000"), ("Range", "bytes=5-9")]);
+                let req = S3Request {
+                    method: "GET",
+                    path,
+                    query: &query,
+                    headers: &headers,
+                };
+                let all = sent(&req, &creds(token), t);
+                let server = S3Request {
+                    headers: &all,
+                    ..req.clone()
+                };
+                assert_eq!(verify_v4(&server, &lookup, t), Ok(()), "{path} {token:?}");
+            }
+        }
+
+        let query = h(&[("list-type", "2")]);
+        let headers = h(&[("Host", "h:1"), ("Range", "bytes=0-9")]);
+        let req = S3Request {
+            method: "GET",
+            path: "/b/a b",
+            query: &query,
+            headers: &headers,
+        };
+        let all = sent(&req, &creds(None), t);
+        let server = S3Request {
+            headers: &all,
+            ..req.clone()
+        };
+        assert_eq!(verify_v4(&server, &lookup, t), Ok(()));
+
+        let wrong = |k: &str| (k == AK).then(|| "nope".to_string());
+        match verify_v4(&server, &wrong, t) {
+            Err(AuthError::Mismatch { string_to_sign }) => {
+                assert!(string_to_sign.starts_with(
+                    "AWS4-HMAC-SHA256\n20240315T083000Z\n20240315/us-east-1/s3/aws4_request\n"
+                ))
+            }
+            other => panic!("expected Mismatch, got {other:?}"),
+        }
+        assert_eq!(
+            verify_v4(&server, &|_: &str| None, t),
+            Err(AuthError::UnknownKey(AK.into()))
+        );
+        let mismatch =
+            |r: &S3Request<'_>| matches!(verify_v4(r, &lookup, t), Err(AuthError::Mismatch { .. }));
+        assert!(mismatch(&S3Request {
+            path: "/b/a+b",
+            ..server.clone()
+        }));
+        assert!(mismatch(&S3Request {
+            path: "/b/a%20b",
+            ..server.clone()
+        }));
+        assert!(mismatch(&S3Request {
+            method: "HEAD",
+            ..server.clone()
+        }));
+        let q2 = h(&[("list-type", "1")]);
+        assert!(mismatch(&S3Request {
+            query: &q2,
+            ..server.clone()
+        }));
+        for (name, value) in [
+            ("Range", "bytes=0-8"),
+            ("Host", "h:2"),
+            ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
+        ] {
+            let tampered: Vec<(String, String)> = all
+                .iter()
+                .map(|(n, v)| {
+                    if n == name {
+                        (n.clone(), value.to_string())
+                    } else {
+                        (n.clone(), v.clone())
+                    }
+                })
+                .collect();
+            assert!(
+                mismatch(&S3Request {
+                    headers: &tampered,
+                    ..server.clone()
+                }),
+                "{name}"
+            );
+        }
+        // A header outside SignedHeaders may be added.
+        let mut extra = all.clone();
+        extra.push(("X-Amz-Meta-Late".into(), "1".into()));
+        assert_eq!(
+            verify_v4(
+                &S3Request {
+                    headers: &extra,
+                    ..server.clone()
+                },
+                &lookup,
+                t
+            ),
+            Ok(())
+        );
+        // Skew.
+        assert_eq!(verify_v4(&server, &lookup, t + MAX_SKEW), Ok(()));
+        assert_eq!(
+            verify_v4(&server, &lookup, t + MAX_SKEW + Duration::from_secs(1)),
+            Err(AuthError::Skewed)
+        );
+        assert_eq!(
+            verify_v4(&server, &lookup, t - MAX_SKEW - Duration::from_secs(1)),
+            Err(AuthError::Skewed)
+        );
+    }
+
+    #[test]
+    fn garbage_is_malformed_never_a_panic() {
+        let t = t0();
+        let headers = h(&[("Host", "h"), ("Range", "bytes=0-9")]);
+        let req = S3Request {
+            method: "GET",
+            path: "/b/k",
+            headers: &headers,
+            ..Default::default()
+        };
+        let good = sent(&req, &creds(None), t);
+        let auth = good
+            .iter()
+            .find(|(n, _)| n == "authorization")
+            .unwrap()
+            .1
+            .clone();
+        let sig = auth.rsplit_once("Signature=").unwrap().1.to_string();
+        let cred = format!("Credential={AK}/20240315/us-east-1/s3/aws4_request");
+        let garbage = [
+            String::new(),
+            "AWS4-HMAC-SHA256".into(),
+            "OSS4-HMAC-SHA256 Credential=a/b/c/d/aliyun_v4_request,Signature=00".into(),
+            format!("AWS4-HMAC-SHA256 {cred}, Signature={sig}"),
+            format!("AWS4-HMAC-SHA256 {cred}, SignedHeaders=host;x-amz-date"),
+            format!("AWS4-HMAC-SHA256 {cred}, SignedHeaders=, Signature={sig}"),
+            format!("AWS4-HMAC-SHA256 {cred}, SignedHeaders=host;;x-amz-date, Signature={sig}"),
+            format!("AWS4-HMAC-SHA256 {cred}, SignedHeaders=range;x-amz-date, Signature={sig}"),
+            format!("AWS4-HMAC-SHA256 {cred}, SignedHeaders=host;range, Signature={sig}"),
+            format!("AWS4-HMAC-SHA256 {cred}, SignedHeaders=host;x-amz-date;if-match, Signature={sig}"),
+            format!("AWS4-HMAC-SHA256 {cred}, SignedHeaders=authorization;host;x-amz-date, Signature={sig}"),
+            format!("AWS4-HMAC-SHA256 {cred}, SignedHeaders=host;x-amz-date, Signature=zz{}", &sig[2..]),
+            format!("AWS4-HMAC-SHA256 {cred}, SignedHeaders=host;x-amz-date, Signature={sig}, Extra=1"),
+            format!("AWS4-HMAC-SHA256 Credential={AK}/20240315/us-east-1/s3/aliyun_v4_request, SignedHeaders=host;x-amz-date, Signature={sig}"),
+            format!("AWS4-HMAC-SHA256 Credential={AK}/20240316/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature={sig}"),
+        ];
+        for g in &garbage {
+            let mut hs: Vec<(String, String)> = good
+                .iter()
+                .filter(|(n, _)| n != "authorization")
+                .cloned()
+                .collect();
+            hs.push(("Authorization".into(), g.clone()));
+            let r = S3Request {
+                headers: &hs,
+                ..req.clone()
+            };
+            let got = verify_v4(&r, &lookup, t);
+            assert!(
+                matches!(got, Err(AuthError::Malformed(_))),
+                "{g:?} gave {got:?}"
+            );
+        }
+        for missing in ["authorization", "x-amz-date", "x-amz-content-sha256"] {
+            let hs: Vec<(String, String)> =
+                good.iter().filter(|(n, _)| n != missing).cloned().collect();
+            let r = S3Request {
+                headers: &hs,
+                ..req.clone()
+            };
+            assert!(
+                matches!(verify_v4(&r, &lookup, t), Err(AuthError::Malformed(_))),
+                "{missing}"
+            );
+        }
+    }
+}
