@@ -377,7 +377,7 @@ fn ls_and_cat_binaries() {
         &["cat", "oss://bkt/data.bin", "--range", "1000-1999"],
     );
     assert!(out.stdout == data[1000..2000]);
-    let out = run_cli(&serve, &["cat", "s3://bkt/odd/a+b", "--range", "-3"]);
+    let out = run_cli(&serve, &["cat", "s3://bkt/odd/a+b", "--range=-3"]);
     assert_eq!(out.stdout, b"y 1");
     let out = run_cli(&serve, &["cat", "oss://bkt/empty"]);
     assert!(out.status.success() && out.stdout.is_empty());
