@@ -223,6 +223,37 @@ async fn anonymous_against_serve() {
     exercise(store_for(&serve, Scheme::Oss, Auth::Anonymous), &data).await;
 }
 
+/// Virtual-hosted addressing (`bkt.host/key`, list at `/`), with the bucket's host name
+/// resolved to the local server.
+#[tokio::test]
+async fn virtual_hosted_addressing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = populate(dir.path());
+    let serve = Serve::start(dir.path());
+    let port = serve.addr.rsplit(':').next().unwrap();
+    let addr: std::net::SocketAddr = serve.addr.parse().unwrap();
+    for (scheme, auth) in [
+        (Scheme::Oss, Auth::OssV4(creds(SK))),
+        (Scheme::S3, Auth::S3V4(creds(SK))),
+    ] {
+        let cfg = StoreConfig {
+            scheme,
+            bucket: BUCKET.into(),
+            endpoint: format!("http://oss-test.invalid:{port}"),
+            region: "cn-hangzhou".into(),
+            path_style: false,
+            auth,
+        };
+        let http = HttpConfig {
+            resolve: vec![("bkt.oss-test.invalid".into(), addr)],
+            ..HttpConfig::default()
+        };
+        let store = config::connect_with(&cfg, http, RetryConfig::default()).unwrap();
+        exercise(store, &data).await;
+    }
+    assert_eq!(serve.stats().auth_failures, 0);
+}
+
 #[tokio::test]
 async fn auth_failures_are_typed_and_not_retried() {
     let dir = tempfile::tempdir().unwrap();

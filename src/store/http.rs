@@ -92,6 +92,9 @@ pub struct HttpConfig {
     pub tcp_keepalive: Duration,
     /// Bytes of an error body read for its XML. 64 KiB: OSS error bodies are under 1 KiB.
     pub error_body_limit: usize,
+    /// Fixed addresses for host names, like `curl --resolve` (the port comes from the URL).
+    /// Empty by default; tests use it to reach a local server with virtual-hosted names.
+    pub resolve: Vec<(String, std::net::SocketAddr)>,
 }
 
 impl Default for HttpConfig {
@@ -103,6 +106,7 @@ impl Default for HttpConfig {
             pool_max_idle_per_host: 64,
             tcp_keepalive: Duration::from_secs(30),
             error_body_limit: 64 << 10,
+            resolve: Vec::new(),
         }
     }
 }
@@ -132,7 +136,11 @@ impl HttpStore {
         let (scheme, authority) = cfg.endpoint.split_once("://").ok_or_else(|| {
             ConfigError::Invalid(format!("endpoint {:?} has no scheme", cfg.endpoint))
         })?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for (host, addr) in &http.resolve {
+            builder = builder.resolve(host, *addr);
+        }
+        let client = builder
             .connect_timeout(http.connect_timeout)
             .read_timeout(http.read_timeout)
             .pool_idle_timeout(http.pool_idle_timeout)
