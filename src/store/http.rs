@@ -27,12 +27,16 @@
 //!   RFC 3986 rules: `+` stays `+` (reference §5; Python SDKs agree, Go form-decodes).
 //! - **Errors**: the XML `<Error>` body, or for HEAD (no body) the base64 `x-oss-err`
 //!   header, falling back to the status code; the request id is kept for reports.
+//! - **Clock skew**: a signed request refused with RequestTimeTooSkewed (more than 15 min
+//!   off) is re-signed once with the offset taken from the server's `Date` header, and the
+//!   offset is kept, like the Go SDK's default FeatureCorrectClockSkew.
 //! - **Redirects are not followed**: a redirect would carry signed headers to another host,
 //!   and S3's 301 PermanentRedirect is better surfaced as "wrong region".
 //! - Credentials and the Authorization header never reach logs: the debug log line has the
 //!   method, URL (which carries no secrets with header auth), status and request id only.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -120,6 +124,8 @@ pub struct HttpStore {
     scheme: String,
     /// `host[:port]` part of the endpoint.
     authority: String,
+    /// Server clock minus local clock in ms, learned from a RequestTimeTooSkewed answer.
+    clock_offset_ms: AtomicI64,
 }
 
 /// A request ready to sign and send.
@@ -155,6 +161,7 @@ impl HttpStore {
             client,
             scheme: scheme.to_string(),
             authority: authority.to_string(),
+            clock_offset_ms: AtomicI64::new(0),
             cfg,
             http,
         })
@@ -242,6 +249,63 @@ impl HttpStore {
         })
     }
 
+    /// Local time corrected by the clock offset learned from the server.
+    fn signing_time(&self) -> SystemTime {
+        let off = self.clock_offset_ms.load(Ordering::Relaxed);
+        let now = SystemTime::now();
+        if off >= 0 {
+            now + Duration::from_millis(off as u64)
+        } else {
+            now - Duration::from_millis(off.unsigned_abs())
+        }
+    }
+
+    /// Send, and turn a failed response into its typed error. One exception to "one
+    /// attempt per call": a signed request refused as RequestTimeTooSkewed is re-signed
+    /// once with the clock offset from the server's `Date` (as the Go SDK's
+    /// FeatureCorrectClockSkew does), since a VM with a drifting clock could otherwise
+    /// never read anything. The offset is kept for later requests.
+    async fn request(
+        &self,
+        method: Method,
+        key: Option<&str>,
+        query: &[(String, String)],
+        headers: Vec<(String, String)>,
+    ) -> Result<reqwest::Response, StoreError> {
+        let is_head = method == Method::HEAD;
+        let resp = self
+            .send(method.clone(), key, query, headers.clone())
+            .await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let server_date =
+            header_str(resp.headers(), "date").and_then(|d| httpdate::parse_http_date(d).ok());
+        let err = self.error_from_response(resp, is_head).await;
+        let signed = !matches!(self.cfg.auth, Auth::Anonymous);
+        let (StoreError::RequestTimeTooSkewed(_), Some(server), true) = (&err, server_date, signed)
+        else {
+            return Err(err);
+        };
+        let now = SystemTime::now();
+        let offset_ms = match server.duration_since(now) {
+            Ok(ahead) => ahead.as_millis() as i64,
+            Err(behind) => -(behind.duration().as_millis() as i64),
+        };
+        self.clock_offset_ms.store(offset_ms, Ordering::Relaxed);
+        tracing::warn!(
+            offset_s = offset_ms / 1000,
+            "the local clock is {:.0} s off the server's; signing with the server's time",
+            offset_ms as f64 / 1000.0
+        );
+        let resp = self.send(method, key, query, headers).await?;
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(self.error_from_response(resp, is_head).await)
+        }
+    }
+
     /// Sign (per the configured auth) and send one request; no retries.
     async fn send(
         &self,
@@ -263,7 +327,7 @@ impl HttpStore {
                     additional_headers: &[],
                 };
                 let signed =
-                    sign_oss::sign_v4(&req, creds, &self.cfg.region, "oss", SystemTime::now());
+                    sign_oss::sign_v4(&req, creds, &self.cfg.region, "oss", self.signing_time());
                 headers.extend(signed.headers);
             }
             Auth::S3V4(creds) => {
@@ -281,7 +345,7 @@ impl HttpStore {
                     &self.cfg.region,
                     "s3",
                     EMPTY_SHA256,
-                    SystemTime::now(),
+                    self.signing_time(),
                 );
                 headers.extend(signed.headers);
             }
@@ -576,10 +640,9 @@ fn counted_body(resp: reqwest::Response, expected: u64, what: String) -> ByteStr
 #[async_trait::async_trait]
 impl ObjectStore for HttpStore {
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-        let resp = self.send(Method::HEAD, Some(key), &[], Vec::new()).await?;
-        if !resp.status().is_success() {
-            return Err(self.error_from_response(resp, true).await);
-        }
+        let resp = self
+            .request(Method::HEAD, Some(key), &[], Vec::new())
+            .await?;
         meta_from_headers(key, resp.headers())
     }
 
@@ -611,11 +674,8 @@ impl ObjectStore for HttpStore {
         if let Some(etag) = if_match {
             headers.push(("if-match".to_string(), etag.to_string()));
         }
-        let resp = self.send(Method::GET, Some(key), &[], headers).await?;
+        let resp = self.request(Method::GET, Some(key), &[], headers).await?;
         let status = resp.status();
-        if !status.is_success() {
-            return Err(self.error_from_response(resp, false).await);
-        }
         let what = format!(
             "GET {key:?} bytes {}-{}",
             range.start,
@@ -672,10 +732,7 @@ impl ObjectStore for HttpStore {
             query.push(("continuation-token".into(), t.clone()));
         }
         query.push(("encoding-type".into(), "url".into()));
-        let resp = self.send(Method::GET, None, &query, Vec::new()).await?;
-        if !resp.status().is_success() {
-            return Err(self.error_from_response(resp, false).await);
-        }
+        let resp = self.request(Method::GET, None, &query, Vec::new()).await?;
         let what = format!("list {:?} in {}", req.prefix, self.cfg.bucket);
         let text = resp.text().await.map_err(|e| transport_error(e, &what))?;
         let parsed: ListBucketResult = from_xml(&text)
@@ -1348,6 +1405,52 @@ mod tests {
             sign_s3::verify_v4(&req, &secret_for, SystemTime::now())
                 .unwrap_or_else(|e| panic!("does not verify: {e:?}\n{head}"));
         }
+    }
+
+    #[tokio::test]
+    async fn clock_skew_is_corrected_from_the_server_date() {
+        let skewed = "<Error><Code>RequestTimeTooSkewed</Code><Message>m</Message></Error>";
+        let server_now = SystemTime::now() + Duration::from_secs(3600);
+        let date = httpdate::fmt_http_date(server_now);
+        let (addr, seen) = server(vec![
+            canned(403, &[("Date", &date)], skewed.as_bytes()),
+            canned(206, &[("Content-Range", "bytes 0-0/1")], b"x"),
+            canned(206, &[("Content-Range", "bytes 0-0/1")], b"x"),
+        ])
+        .await;
+        let mut s = store_at(&addr, Scheme::Oss, true);
+        s.cfg.auth = Auth::OssV4(creds(None));
+        let (got, _) = collect(s.get_range("k", 0..1, None).await.unwrap()).await;
+        assert_eq!(got, b"x");
+        collect(s.get_range("k", 0..1, None).await.unwrap()).await;
+        let heads = seen.lock().unwrap().clone();
+        assert_eq!(heads.len(), 3);
+        let x_oss_date = |h: &str| {
+            let v = header_of(h, "x-oss-date").unwrap().to_string();
+            chrono::NaiveDateTime::parse_from_str(&v, "%Y%m%dT%H%M%SZ")
+                .unwrap()
+                .and_utc()
+                .timestamp()
+        };
+        let server_s = server_now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!((x_oss_date(&heads[0]) - server_s + 3600).abs() < 60);
+        // The re-signed request and every later one use the server's time.
+        assert!((x_oss_date(&heads[1]) - server_s).abs() < 60);
+        assert!((x_oss_date(&heads[2]) - server_s).abs() < 60);
+    }
+
+    #[tokio::test]
+    async fn skew_without_a_date_is_reported() {
+        let skewed = "<Error><Code>RequestTimeTooSkewed</Code><Message>m</Message></Error>";
+        let (addr, seen) = server(vec![canned(403, &[], skewed.as_bytes())]).await;
+        let mut s = store_at(&addr, Scheme::Oss, true);
+        s.cfg.auth = Auth::OssV4(creds(None));
+        let e = s.get_range("k", 0..1, None).await.err().unwrap();
+        assert!(matches!(e, StoreError::RequestTimeTooSkewed(_)), "{e}");
+        assert_eq!(seen.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
