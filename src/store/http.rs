@@ -1212,6 +1212,7 @@ mod tests {
   <Contents><Key>a+b</Key><LastModified>2024-03-15T08:30:00.000Z</LastModified><ETag>"E3"</ETag><Size>1</Size></Contents>
   <Contents><Key>100%25</Key><LastModified>2024-03-15T08:30:00.000Z</LastModified><ETag>"E4"</ETag><Size>1</Size></Contents>
   <Contents><Key>%E6%96%87%E4%BB%B6.txt</Key><LastModified>2024-03-15T08:30:00.000Z</LastModified><ETag>"E5"</ETag><Size>1</Size></Contents>
+  <Contents><Key>dir%2F</Key><LastModified>2024-03-15T08:30:00.000Z</LastModified><ETag>"E6"</ETag><Size>0</Size></Contents>
   <CommonPrefixes><Prefix>dir%2F</Prefix></CommonPrefixes>
 </ListBucketResult>"#;
         let (addr, seen) = server(vec![canned(200, &[], xml.as_bytes())]).await;
@@ -1226,7 +1227,7 @@ mod tests {
             .await
             .unwrap();
         let keys: Vec<&str> = page.objects.iter().map(|o| o.key.as_str()).collect();
-        assert_eq!(keys, ["a b", "a+b", "a+b", "100%", "文件.txt"]);
+        assert_eq!(keys, ["a b", "a+b", "a+b", "100%", "文件.txt", "dir/"]);
         assert_eq!(page.common_prefixes, ["dir/"]);
         assert_eq!(page.next_continuation_token.as_deref(), Some("tok/en+=+x"));
         assert_eq!(page.objects[0].size, 3);
