@@ -1,7 +1,8 @@
 //! [`HttpStore`]: the [`ObjectStore`] trait over real HTTP (reqwest 0.12, rustls, pooled
 //! connections), signed with OSS V4, S3 SigV4, or not at all.
 //!
-//! One attempt per call; retries and resuming live in [`super::retry`].
+//! One attempt per call (bar one re-sign after clock skew, below); retries and resuming
+//! live in [`super::retry`].
 //!
 //! How requests are built, and why:
 //! - **URLs by hand.** Path and query are encoded once, with the signers' RFC 3986 rule
@@ -18,7 +19,8 @@
 //!   without it OSS answers an out-of-bounds range with the whole object and 200) and
 //!   `If-Match`. The answer must be 206 with a `Content-Range` naming exactly the bytes asked
 //!   for, else [`StoreError::Protocol`]. A zero-length range (a zero-byte object) is a GET
-//!   without Range expecting 200: no range of an empty object is satisfiable.
+//!   without Range expecting 200, whose body is not read: no range of an empty object is
+//!   satisfiable, and a non-empty one must not be downloaded for nothing.
 //! - **Bodies stream** as [`ByteStream`]; never buffered whole. A broken body, a body
 //!   shorter than promised, or a body that stalls longer than the read timeout ends the
 //!   stream with an `Err` item (network or timeout, so the retry layer resumes it); a body
