@@ -484,6 +484,32 @@ fn ls_and_cat_binaries() {
     );
     assert_eq!(out.status.code(), Some(2));
 
+    // Even at trace level no secret, signature or Authorization header reaches the log.
+    let out = Command::new(common::bin())
+        .args([
+            "--debug",
+            "cat",
+            "oss://bkt/dir/top.txt",
+            "--endpoint",
+            &serve.endpoint(),
+        ])
+        .args(["--region", "cn-hangzhou"])
+        .env("RUST_LOG", "trace")
+        .env("OSS_ACCESS_KEY_ID", AK)
+        .env("OSS_ACCESS_KEY_SECRET", SK)
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"top\n");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("store request"), "debug log is on: {log}");
+    for secret in [SK, "Signature=", "OSS4-HMAC", "authorization"] {
+        assert!(
+            !log.to_ascii_lowercase()
+                .contains(&secret.to_ascii_lowercase()),
+            "{secret} in {log}"
+        );
+    }
+
     // Missing credentials are named.
     let out = Command::new(common::bin())
         .args([
