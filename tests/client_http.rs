@@ -450,6 +450,14 @@ fn ls_and_cat_binaries() {
         );
     }
 
+    // A path is a plain prefix, as in `aws s3 ls`.
+    let out = run_cli(&serve, &["ls", "oss://bkt/di"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.trim(), "PRE  dir/");
+    let out = run_cli(&serve, &["ls", "oss://bkt/nothing-here/"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oss://bkt/nothing-here/"));
+
     let out = run_cli(&serve, &["cat", "oss://bkt/data.bin"]);
     assert!(
         out.status.success(),
