@@ -521,6 +521,17 @@ fn service_error(status: StatusCode, headers: &HeaderMap, text: Option<&str>) ->
             }
         }
     };
+    let mut err = err;
+    // S3 answers a request to the wrong region with 301 (or 400 AuthorizationHeaderMalformed)
+    // and names the right one; say so instead of "moved permanently".
+    if let Some(region) = header_str(headers, "x-amz-bucket-region") {
+        if matches!(status.as_u16(), 301 | 400) {
+            err.message = format!(
+                "{} (the bucket is in region {region}: pass --region {region})",
+                err.message
+            );
+        }
+    }
     StoreError::from_service(err)
 }
 
@@ -1050,6 +1061,22 @@ mod tests {
         ));
         let e = s.head("busy").await.unwrap_err();
         assert!(e.is_retryable(), "{e}");
+    }
+
+    #[tokio::test]
+    async fn wrong_s3_region_is_named() {
+        let body = "<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting \
+                    to access must be addressed using the specified endpoint.</Message></Error>";
+        let (addr, _) = server(vec![canned(
+            301,
+            &[("x-amz-bucket-region", "eu-west-1")],
+            body.as_bytes(),
+        )])
+        .await;
+        let s = store_at(&addr, Scheme::S3, true);
+        let e = s.list(&ListRequest::default()).await.unwrap_err();
+        assert!(e.to_string().contains("pass --region eu-west-1"), "{e}");
+        assert!(!e.is_retryable());
     }
 
     #[tokio::test]
