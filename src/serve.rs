@@ -28,7 +28,6 @@ pub mod stats;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -151,8 +150,8 @@ async fn serve(server: Arc<Server>, addr: SocketAddr) -> Result<(), Failure> {
             _ = term.recv() => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = ConnShared::new(stream.as_raw_fd(), server.clone());
-        let io = ConnIo::new(stream, conn.clone());
+        let conn = ConnShared::new(stream, server.clone());
+        let io = ConnIo::new(conn.clone());
         let server = server.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
