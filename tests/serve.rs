@@ -449,7 +449,11 @@ fn listing_prefix_delimiter_paging_encoding() {
 
     // start-after inside a rolled-up prefix: the keys after it still roll up.
     let inside = list(&s.addr, "delimiter=%2F&start-after=dir%2Fone");
-    let prefixes: Vec<&str> = inside.common_prefixes.iter().map(|p| p.prefix.as_str()).collect();
+    let prefixes: Vec<&str> = inside
+        .common_prefixes
+        .iter()
+        .map(|p| p.prefix.as_str())
+        .collect();
     assert_eq!(prefixes, ["dir/"]);
     let keys: Vec<&str> = inside.contents.iter().map(|c| c.key.as_str()).collect();
     assert_eq!(keys, ["thousand.bin", "ünï 文件.txt"]);
