@@ -512,3 +512,38 @@ async fn checkpoint_to_data_write_ratio() {
     assert_eq!(da, size as u64);
     assert!(ratio < 1e-3);
 }
+
+fn retrying(s: &MemoryStore) -> Arc<dyn ObjectStore> {
+    use crate::store::retry::{RetryConfig, RetryingStore};
+    Arc::new(RetryingStore::new(
+        Arc::new(s.clone()),
+        RetryConfig {
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            ..RetryConfig::default()
+        },
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_retrying_store_resets_resume_from_the_byte_where_they_broke() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let d = data(2 * PS as usize, 20);
+    let m = s.put("obj", d.clone());
+    let cache = PartCache::open(cfg(dir.path()), retrying(&s), NS.into()).unwrap();
+    let h = cache.object(&m).unwrap();
+    s.break_bodies_after(50_000, Some(3));
+    let got = h.read(PS, PS as usize).await.unwrap();
+    assert_eq!(&got[..], &d[PS as usize..]);
+    let c = s.counters();
+    assert_eq!(
+        c.ranges_of("obj"),
+        [PS..2 * PS, PS + 50_000..2 * PS, PS + 100_000..2 * PS]
+    );
+    assert_eq!(c.bytes_served, PS, "not one byte fetched twice");
+    // A 503 storm is ridden out.
+    s.fail_next(5);
+    assert_eq!(&h.read(0, 10).await.unwrap()[..], &d[..10]);
+    assert_eq!(s.counters().injected_503, 5);
+}
