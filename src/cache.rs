@@ -550,17 +550,24 @@ impl Drop for PartCache {
 
 /// `ossmount cache status|verify|clean`.
 pub fn run_command(cmd: CacheCommand) -> Result<(), Failure> {
-    let local = |e: io::Error| Failure::new(exit::LOCAL, e.to_string());
     let dir_of = |d: Option<PathBuf>| d.unwrap_or_else(default_dir);
+    let dir = match &cmd {
+        CacheCommand::Status { cache_dir }
+        | CacheCommand::Verify { cache_dir, .. }
+        | CacheCommand::Clean { cache_dir, .. } => dir_of(cache_dir.clone()),
+    };
+    if !dir.is_dir() {
+        println!("{}: no cache directory (nothing cached yet)", dir.display());
+        return Ok(());
+    }
+    let local = |e: io::Error| Failure::new(exit::LOCAL, format!("cache {}: {e}", dir.display()));
     match cmd {
-        CacheCommand::Status { cache_dir } => {
-            let dir = dir_of(cache_dir);
+        CacheCommand::Status { .. } => {
             let report = status(&dir).map_err(local)?;
             print!("{report}");
             Ok(())
         }
-        CacheCommand::Verify { cache_dir, fix } => {
-            let dir = dir_of(cache_dir);
+        CacheCommand::Verify { fix, .. } => {
             let _lock = lock_dir(&dir).map_err(|e| Failure::new(exit::LOCAL, e.to_string()))?;
             let (report, bad) = verify(&dir, fix).map_err(local)?;
             print!("{report}");
@@ -574,11 +581,7 @@ pub fn run_command(cmd: CacheCommand) -> Result<(), Failure> {
             }
             Ok(())
         }
-        CacheCommand::Clean {
-            cache_dir,
-            older_than,
-        } => {
-            let dir = dir_of(cache_dir);
+        CacheCommand::Clean { older_than, .. } => {
             let _lock = lock_dir(&dir).map_err(|e| Failure::new(exit::LOCAL, e.to_string()))?;
             let (n, bytes) = clean(&dir, older_than).map_err(local)?;
             println!("removed {n} entries, {bytes} bytes");
@@ -678,7 +681,9 @@ pub fn verify(dir: &Path, fix: bool) -> io::Result<(String, usize)> {
     use std::os::unix::fs::FileExt;
     let mut s = String::new();
     let mut bad = 0;
+    let mut checked = 0;
     for e in list_entries(dir)? {
+        checked += 1;
         let p = paths_for(dir, &e.name);
         let verdict: Result<(String, usize), String> = match &e.ckpt {
             None => Err("no checkpoint".into()),
@@ -750,6 +755,7 @@ pub fn verify(dir: &Path, fix: bool) -> io::Result<(String, usize)> {
             }
         }
     }
+    let _ = writeln!(s, "{checked} entries checked, {bad} bad");
     Ok((s, bad))
 }
 
