@@ -10,9 +10,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use ossmount::config::{self, Auth, Scheme, StoreConfig};
+use ossmount::store::http::HttpConfig;
+use ossmount::store::retry::RetryConfig;
 use ossmount::store::{Credentials, ListRequest, ObjectStore, StoreError};
 
 use common::{Faults, Serve, AK, SK};
@@ -220,6 +223,37 @@ async fn anonymous_against_serve() {
     exercise(store_for(&serve, Scheme::Oss, Auth::Anonymous), &data).await;
 }
 
+/// Virtual-hosted addressing (`bkt.host/key`, list at `/`), with the bucket's host name
+/// resolved to the local server.
+#[tokio::test]
+async fn virtual_hosted_addressing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = populate(dir.path());
+    let serve = Serve::start(dir.path());
+    let port = serve.addr.rsplit(':').next().unwrap();
+    let addr: std::net::SocketAddr = serve.addr.parse().unwrap();
+    for (scheme, auth) in [
+        (Scheme::Oss, Auth::OssV4(creds(SK))),
+        (Scheme::S3, Auth::S3V4(creds(SK))),
+    ] {
+        let cfg = StoreConfig {
+            scheme,
+            bucket: BUCKET.into(),
+            endpoint: format!("http://oss-test.invalid:{port}"),
+            region: "cn-hangzhou".into(),
+            path_style: false,
+            auth,
+        };
+        let http = HttpConfig {
+            resolve: vec![("bkt.oss-test.invalid".into(), addr)],
+            ..HttpConfig::default()
+        };
+        let store = config::connect_with(&cfg, http, RetryConfig::default()).unwrap();
+        exercise(store, &data).await;
+    }
+    assert_eq!(serve.stats().auth_failures, 0);
+}
+
 #[tokio::test]
 async fn auth_failures_are_typed_and_not_retried() {
     let dir = tempfile::tempdir().unwrap();
@@ -307,6 +341,57 @@ async fn throttling_is_ridden_out() {
     }
 }
 
+#[tokio::test]
+async fn stalled_bodies_time_out_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = populate(dir.path());
+    let serve = Serve::start(dir.path());
+    let cfg = StoreConfig {
+        scheme: Scheme::Oss,
+        bucket: BUCKET.into(),
+        endpoint: serve.endpoint(),
+        region: "cn-hangzhou".into(),
+        path_style: true,
+        auth: Auth::OssV4(creds(SK)),
+    };
+    let http = HttpConfig {
+        read_timeout: Duration::from_millis(200),
+        ..HttpConfig::default()
+    };
+    // serve stalls a response at half its length, so a 1-byte tail can stall before any
+    // byte; 20 attempts make giving up on it (0.5^19) impossible in practice.
+    let retry = RetryConfig {
+        base_delay: Duration::from_millis(10),
+        max_attempts: 20,
+        ..RetryConfig::default()
+    };
+    let store = config::connect_with(&cfg, http, retry).unwrap();
+    let meta = store.head("data.bin").await.unwrap();
+    serve.set_faults(&Faults {
+        stall_rate: Some(0.5),
+        stall_ms: Some(5_000),
+        ..Default::default()
+    });
+    serve.reset_stats();
+    let started = Instant::now();
+    // 12 reads: the chance that none stalls is 1 in 4096.
+    for i in 0..12u64 {
+        let r = i * 80_000..i * 80_000 + 65_536;
+        let got = read_all(store.as_ref(), "data.bin", r.clone(), &meta.etag)
+            .await
+            .unwrap();
+        assert!(got == data[r.start as usize..r.end as usize], "read {i}");
+    }
+    let stats = serve.stats();
+    assert!(stats.stalls >= 1, "{stats:?}");
+    // Each stall costs one 200 ms read timeout, not the 5 s stall.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 fn run_cli(serve: &Serve, args: &[&str]) -> std::process::Output {
     Command::new(common::bin())
         .args(args)
@@ -365,6 +450,14 @@ fn ls_and_cat_binaries() {
         );
     }
 
+    // A path is a plain prefix, as in `aws s3 ls`.
+    let out = run_cli(&serve, &["ls", "oss://bkt/di"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.trim(), "PRE  dir/");
+    let out = run_cli(&serve, &["ls", "oss://bkt/nothing-here/"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oss://bkt/nothing-here/"));
+
     let out = run_cli(&serve, &["cat", "oss://bkt/data.bin"]);
     assert!(
         out.status.success(),
@@ -377,7 +470,7 @@ fn ls_and_cat_binaries() {
         &["cat", "oss://bkt/data.bin", "--range", "1000-1999"],
     );
     assert!(out.stdout == data[1000..2000]);
-    let out = run_cli(&serve, &["cat", "s3://bkt/odd/a+b", "--range", "-3"]);
+    let out = run_cli(&serve, &["cat", "s3://bkt/odd/a+b", "--range=-3"]);
     assert_eq!(out.stdout, b"y 1");
     let out = run_cli(&serve, &["cat", "oss://bkt/empty"]);
     assert!(out.status.success() && out.stdout.is_empty());
@@ -398,6 +491,32 @@ fn ls_and_cat_binaries() {
         &["cat", "oss://bkt/data.bin", "--range", "9999999-"],
     );
     assert_eq!(out.status.code(), Some(2));
+
+    // Even at trace level no secret, signature or Authorization header reaches the log.
+    let out = Command::new(common::bin())
+        .args([
+            "--debug",
+            "cat",
+            "oss://bkt/dir/top.txt",
+            "--endpoint",
+            &serve.endpoint(),
+        ])
+        .args(["--region", "cn-hangzhou"])
+        .env("RUST_LOG", "trace")
+        .env("OSS_ACCESS_KEY_ID", AK)
+        .env("OSS_ACCESS_KEY_SECRET", SK)
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"top\n");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("store request"), "debug log is on: {log}");
+    for secret in [SK, "Signature=", "OSS4-HMAC", "authorization"] {
+        assert!(
+            !log.to_ascii_lowercase()
+                .contains(&secret.to_ascii_lowercase()),
+            "{secret} in {log}"
+        );
+    }
 
     // Missing credentials are named.
     let out = Command::new(common::bin())
