@@ -276,7 +276,7 @@ impl Job {
                 return Err(Failure::new(
                     exit::STORE,
                     format!(
-                        "{} changed on the server during the download (ETag {} no longer \
+                        "{} changed or was deleted on the server during the download (ETag {} no longer \
                          matches); run the command again to download the new version",
                         self.display, meta.etag
                     ),
