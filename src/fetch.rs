@@ -274,7 +274,7 @@ impl Engine {
 
     /// May part `i` be written to disk? Asks the cache's budget (evicting if needed).
     fn reserve(&self, entry: &Arc<Entry>, i: usize) -> bool {
-        if entry.dead().is_some() {
+        if entry.memory_only || entry.dead().is_some() {
             return false;
         }
         match self.cache.upgrade() {

@@ -309,6 +309,8 @@ async fn a_damaged_checkpoint_means_fetching_again_and_correct_bytes() {
             // Scribble over the data file's bytes of part 0 as well: if the damaged
             // checkpoint were trusted, these would be served.
         }
+        // The flusher thread may hold the cache (and its last flush) a moment longer.
+        drop(lock_dir(dir.path()).unwrap());
         let ckpt = entry_file(dir.path(), "obj", "ckpt");
         assert!(ckpt.exists(), "{what}: checkpoint written");
         let datafile = entry_file(dir.path(), "obj", "data");
@@ -330,6 +332,7 @@ async fn a_damaged_checkpoint_means_fetching_again_and_correct_bytes() {
         );
         drop(h);
         drop(cache);
+        drop(lock_dir(dir.path()).unwrap());
         let _ = fs::remove_file(&ckpt); // a last flush may still be on its way: fine
     }
 }
@@ -682,4 +685,41 @@ async fn eviction_spares_entries_with_fetches_in_flight() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!entry_file(dir.path(), "a", "data").exists());
+}
+
+/// A cache directory that cannot take even one more file (a tmpfs out of inodes): objects
+/// are still read correctly, from memory. Needs root (mount); skipped otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_cannot_create_files_still_serves_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m,nr_inodes=2", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("skipping: cannot mount a tmpfs (not root?)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Unmount(dir.path().to_path_buf());
+    let s = MemoryStore::new();
+    let d = data(5 * PS as usize + 7, 27);
+    let m = s.put("obj", d.clone());
+    // The root and the lock file take both inodes.
+    let cache = open(dir.path(), &s, cfg(dir.path()));
+    let h = cache.object(&m).unwrap();
+    assert!(h.entry().memory_only);
+    assert_eq!(&h.read(0, d.len()).await.unwrap()[..], &d[..]);
+    assert_eq!(
+        &h.read(PS + 3, 100).await.unwrap()[..],
+        &d[PS as usize + 3..PS as usize + 103]
+    );
+    assert!(h.finalized_file().is_none());
 }
