@@ -7,6 +7,16 @@
 //! - `<hash>.done` + `<hash>.meta`: a finalized entry, an ordinary complete file plus the
 //!   identity (ETag, size, part CRCs) it was verified for.
 //!
+//! Disk trouble never fails a read: a part the disk refuses (ENOSPC, EIO, budget with
+//! every entry in use) is handed to its readers from memory and not marked present, with
+//! one warning; an object whose files cannot even be created gets a memory-only entry.
+//! Nothing already cached is touched.
+//!
+//! Lifetime: a background thread records pending batches every `batch_interval`; dropping
+//! the last `Arc<PartCache>` (or [`PartCache::flush`]) records the rest. That thread can
+//! hold the cache for an instant after its last user lets go, so [`PartCache::open`] waits
+//! up to 1 s for the lock before reporting [`CacheError::Locked`].
+//!
 //! `<hash>` is the hex SHA-256 of `namespace \0 key`: one name per object, whatever its
 //! ETag, so a changed object replaces its entry instead of leaving an orphan; the ETag lives
 //! inside the checkpoint / sidecar and is compared on every open.
