@@ -762,3 +762,6 @@ impl Tree {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
