@@ -107,6 +107,10 @@ pub struct MountArgs {
     /// ossmount instead).
     #[arg(long)]
     pub no_passthrough: bool,
+    /// Read straight from the store, one ranged GET per FUSE read, without the part cache
+    /// (diagnostics; no read-ahead, nothing kept across mounts).
+    #[arg(long)]
+    pub no_cache: bool,
     /// Threads reading FUSE requests from the kernel (requests that need the network are
     /// handed to a runtime, so a few suffice).
     #[arg(long, default_value_t = 4)]

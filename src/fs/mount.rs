@@ -308,26 +308,30 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
         Ok(Ok(_)) => {}
     }
 
-    let cache_cfg = CacheConfig {
-        dir: args
-            .cache
-            .cache_dir
-            .clone()
-            .unwrap_or_else(default_cache_dir),
-        max_bytes: args.cache.cache_size.unwrap_or(DEFAULT_CACHE_BYTES),
-        min_free_bytes: DEFAULT_MIN_FREE_BYTES,
-        part_size: args.cache.part_size.unwrap_or(DEFAULT_PART_SIZE),
-        jobs: args.cache.jobs.unwrap_or(DEFAULT_JOBS),
-    };
-    let cache_dir = cache_cfg.dir.clone();
-    let cache = {
+    let cache = if args.no_cache {
+        None
+    } else {
+        let cache_cfg = CacheConfig {
+            dir: args
+                .cache
+                .cache_dir
+                .clone()
+                .unwrap_or_else(default_cache_dir),
+            max_bytes: args.cache.cache_size.unwrap_or(DEFAULT_CACHE_BYTES),
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            part_size: args.cache.part_size.unwrap_or(DEFAULT_PART_SIZE),
+            jobs: args.cache.jobs.unwrap_or(DEFAULT_JOBS),
+        };
+        let cache_dir = cache_cfg.dir.clone();
         let _enter = rt.enter();
-        PartCache::open(cache_cfg, store.clone(), cfg.namespace()).map_err(|e| {
-            Failure::new(
-                exit::LOCAL,
-                format!("cache directory {}: {e}", cache_dir.display()),
-            )
-        })?
+        Some(
+            PartCache::open(cache_cfg, store.clone(), cfg.namespace()).map_err(|e| {
+                Failure::new(
+                    exit::LOCAL,
+                    format!("cache directory {}: {e}", cache_dir.display()),
+                )
+            })?,
+        )
     };
 
     let defaults = FsConfig::default();
@@ -342,7 +346,7 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
     let tree = Arc::new(Tree::new(
         store.clone(),
         &prefix,
-        DataPath::Cache(cache.clone()),
+        cache.clone().map_or(DataPath::Direct, DataPath::Cache),
         fs_cfg,
     ));
     let adapter = Adapter::new(tree, rt.handle().clone(), !args.no_passthrough);
@@ -400,7 +404,9 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
     }
     let ran = session.run();
     info!("session ended; flushing the cache");
-    cache.flush();
+    if let Some(cache) = &cache {
+        cache.flush();
+    }
     rt.shutdown_timeout(Duration::from_secs(5));
     ran.map_err(|e| Failure::new(exit::GENERIC, format!("FUSE session failed: {e}")))
 }

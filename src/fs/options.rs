@@ -79,6 +79,7 @@ fn apply_one(args: &mut MountArgs, opt: &str) -> Result<(), String> {
         "foreground" => args.foreground = true,
         "log_file" => args.log_file = Some(PathBuf::from(need(&value)?)),
         "no_passthrough" => args.no_passthrough = true,
+        "no_cache" => args.no_cache = true,
         "fuse_threads" => args.fuse_threads = num(&value)? as usize,
         "rw" => return Err("ossmount mounts are read-only: remove `rw`".into()),
         // Generic options of mount(8), fstab and systemd: meaningless or implied here.
