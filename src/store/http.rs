@@ -38,7 +38,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::percent_decode_str;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 
@@ -47,26 +47,18 @@ use super::{sign_oss, sign_s3};
 use super::{ByteStream, ListPage, ListRequest, ObjectMeta, ObjectStore, ServiceError, StoreError};
 use crate::config::{Auth, ConfigError, Scheme, StoreConfig};
 
-/// RFC 3986 unreserved characters are kept; everything else is `%XX` (upper-case hex).
-/// This is the query-value rule (`/` encoded) of both signers.
-pub const QUERY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-/// The path rule of both signers: as [`QUERY_ENCODE`] but `/` is kept.
-pub const PATH_ENCODE: &AsciiSet = &QUERY_ENCODE.remove(b'/');
-
 /// SHA-256 of the empty body: the payload hash S3 SigV4 signs for GET and HEAD.
-pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+pub use super::sign_s3::EMPTY_SHA256;
 
+/// A key or path encoded for the URL with the signers' own RFC 3986 encoder (`/` kept), so
+/// the path sent is byte for byte the one the signature covers.
 pub fn encode_path(s: &str) -> String {
-    utf8_percent_encode(s, PATH_ENCODE).to_string()
+    sign_oss::uri_encode(s, false)
 }
 
+/// A query name or value encoded with the signers' encoder (`/` encoded, space `%20`).
 pub fn encode_query(s: &str) -> String {
-    utf8_percent_encode(s, QUERY_ENCODE).to_string()
+    sign_oss::uri_encode(s, true)
 }
 
 /// RFC 3986 percent-decoding (`+` stays `+`) of a listing field sent with
@@ -1225,6 +1217,129 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(s.list(&req).await, Err(StoreError::Protocol(_))));
+    }
+
+    type Pairs = Vec<(String, String)>;
+
+    /// Split a recorded request head into (method, raw path, decoded query, headers).
+    fn parse_head(head: &str) -> (String, String, Pairs, Pairs) {
+        let mut lines = head.split("\r\n");
+        let mut first = lines.next().unwrap().split(' ');
+        let method = first.next().unwrap().to_string();
+        let target = first.next().unwrap();
+        let (path, raw_query) = target.split_once('?').unwrap_or((target, ""));
+        let query = raw_query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (
+                    decode_listing_field(k).unwrap(),
+                    decode_listing_field(v).unwrap(),
+                )
+            })
+            .collect();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        (method, path.to_string(), query, headers)
+    }
+
+    fn creds(token: Option<&str>) -> crate::store::Credentials {
+        crate::store::Credentials {
+            access_key_id: "AKTEST".into(),
+            access_key_secret: "secret".into(),
+            session_token: token.map(String::from),
+        }
+    }
+
+    #[tokio::test]
+    async fn oss_v4_requests_verify_as_sent() {
+        let ok_list =
+            "<ListBucketResult><Name>bkt</Name><IsTruncated>false</IsTruncated></ListBucketResult>";
+        let (addr, seen) = server(vec![
+            canned(206, &[("Content-Range", "bytes 0-0/5")], b"x"),
+            canned(200, &[], ok_list.as_bytes()),
+        ])
+        .await;
+        let mut s = store_at(&addr, Scheme::Oss, true);
+        s.cfg.auth = Auth::OssV4(creds(Some("STS-TOKEN")));
+        let key = "dir one/naïve 文件+plus~*(1)!.txt";
+        collect(s.get_range(key, 0..1, Some("\"E\"")).await.unwrap()).await;
+        s.list(&ListRequest {
+            prefix: "a b/".into(),
+            delimiter: Some("/".into()),
+            continuation_token: Some("t+/=".into()),
+            max_keys: 5,
+        })
+        .await
+        .unwrap();
+        let heads = seen.lock().unwrap().clone();
+        let secret_for = |id: &str| (id == "AKTEST").then(|| "secret".to_string());
+        for (i, head) in heads.iter().enumerate() {
+            let (method, path, query, headers) = parse_head(head);
+            assert!(header_of(head, "authorization")
+                .unwrap()
+                .starts_with("OSS4-HMAC-SHA256 Credential=AKTEST/"));
+            assert_eq!(
+                header_of(head, "x-oss-content-sha256"),
+                Some("UNSIGNED-PAYLOAD")
+            );
+            assert_eq!(header_of(head, "x-oss-security-token"), Some("STS-TOKEN"));
+            let decoded = decode_listing_field(path.strip_prefix("/bkt/").unwrap()).unwrap();
+            let req = sign_oss::OssRequest {
+                method: &method,
+                bucket: Some("bkt"),
+                key: (i == 0).then_some(decoded.as_str()),
+                query: &query,
+                headers: &headers,
+                additional_headers: &[],
+            };
+            sign_oss::verify_v4(&req, &secret_for, SystemTime::now())
+                .unwrap_or_else(|e| panic!("request {i} does not verify: {e:?}\n{head}"));
+        }
+        assert_eq!(
+            parse_head(&heads[0]).1,
+            format!("/bkt/{}", encode_path(key))
+        );
+    }
+
+    #[tokio::test]
+    async fn s3_sigv4_requests_verify_as_sent() {
+        let (addr, seen) = server(vec![
+            canned(206, &[("Content-Range", "bytes 3-4/5")], b"xy"),
+            canned(200, &[("Content-Length", "5"), ("ETag", "\"E\"")], b""),
+        ])
+        .await;
+        let mut s = store_at(&addr, Scheme::S3, true);
+        s.cfg.auth = Auth::S3V4(creds(None));
+        let key = "photos/2024 summer/café+1 (copy)~.jpg";
+        collect(s.get_range(key, 3..5, Some("\"E\"")).await.unwrap()).await;
+        s.head(key).await.unwrap();
+        let heads = seen.lock().unwrap().clone();
+        let secret_for = |id: &str| (id == "AKTEST").then(|| "secret".to_string());
+        for (i, head) in heads.iter().enumerate() {
+            let (method, path, query, headers) = parse_head(head);
+            let auth = header_of(head, "authorization").unwrap();
+            assert!(
+                auth.starts_with("AWS4-HMAC-SHA256 Credential=AKTEST/"),
+                "{auth}"
+            );
+            if i == 0 {
+                assert!(auth.contains("host;if-match;range;"), "{auth}");
+            }
+            assert_eq!(header_of(head, "x-amz-content-sha256"), Some(EMPTY_SHA256));
+            let decoded = decode_listing_field(&path).unwrap();
+            let req = sign_s3::S3Request {
+                method: &method,
+                path: &decoded,
+                query: &query,
+                headers: &headers,
+            };
+            sign_s3::verify_v4(&req, &secret_for, SystemTime::now())
+                .unwrap_or_else(|e| panic!("does not verify: {e:?}\n{head}"));
+        }
     }
 
     #[tokio::test]
