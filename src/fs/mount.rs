@@ -40,18 +40,6 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 /// directory and mounting, with a wide margin.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Default cache budget: 10 GiB, room for a few large objects without surprising anyone
-/// who did not pick a size.
-const DEFAULT_CACHE_BYTES: u64 = 10 << 30;
-/// Keep 1 GiB free on the cache's filesystem whatever the budget says.
-const DEFAULT_MIN_FREE_BYTES: u64 = 1 << 30;
-/// 8 MiB parts: the largest size that still reaches full throughput per connection on
-/// OSS and S3 (Mountpoint's measured default), and small enough that a random 4 KiB read
-/// costs one short GET.
-const DEFAULT_PART_SIZE: u64 = 8 << 20;
-/// 8 parallel part fetches: enough to fill a 1-2 Gbit/s link at ~30 ms per request.
-const DEFAULT_JOBS: usize = 8;
-
 fn usage(msg: impl Into<String>) -> Failure {
     Failure::new(exit::USAGE, msg)
 }
@@ -345,16 +333,13 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
     let cache = if args.no_cache {
         None
     } else {
+        let defaults = CacheConfig::default();
         let cache_cfg = CacheConfig {
-            dir: args
-                .cache
-                .cache_dir
-                .clone()
-                .unwrap_or_else(default_cache_dir),
-            max_bytes: args.cache.cache_size.unwrap_or(DEFAULT_CACHE_BYTES),
-            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
-            part_size: args.cache.part_size.unwrap_or(DEFAULT_PART_SIZE),
-            jobs: args.cache.jobs.unwrap_or(DEFAULT_JOBS),
+            dir: args.cache.cache_dir.clone().unwrap_or_else(default_cache_dir),
+            max_bytes: args.cache.cache_size.unwrap_or(defaults.max_bytes),
+            part_size: args.cache.part_size.unwrap_or(defaults.part_size),
+            jobs: args.cache.jobs.unwrap_or(defaults.jobs),
+            ..defaults
         };
         let cache_dir = cache_cfg.dir.clone();
         let _enter = rt.enter();
