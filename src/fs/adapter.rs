@@ -275,6 +275,9 @@ impl Filesystem for Adapter {
                 Ok(o) => o,
                 Err(e) => return reply.error(to_errno(&e, "open")),
             };
+            // Passthrough opens carry no other flag: the kernel answers EIO to
+            // FOPEN_KEEP_CACHE | FOPEN_PASSTHROUGH (seen on 6.18), and passthrough bypasses
+            // the page cache anyway.
             let mut fopen = FopenFlags::empty();
             if opened.keep_cache {
                 fopen |= FopenFlags::FOPEN_KEEP_CACHE;
@@ -289,7 +292,7 @@ impl Filesystem for Adapter {
                     let backing = backing.clone();
                     io.by_fh.insert(opened.fh, (ino.0, true));
                     drop(io);
-                    return reply.opened_passthrough(FileHandle(opened.fh), fopen, &backing);
+                    return reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &backing);
                 }
                 // A new version while old passthrough handles are open: the kernel cannot
                 // mix modes on one inode, and serving the old file would be wrong.
@@ -307,7 +310,7 @@ impl Filesystem for Adapter {
                             io.by_fh.insert(opened.fh, (ino.0, true));
                             drop(io);
                             debug!(ino = ino.0, "open with passthrough");
-                            return reply.opened_passthrough(FileHandle(opened.fh), fopen, &id);
+                            return reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id);
                         }
                         Err(e) => {
                             pt_ok.store(false, Ordering::Relaxed);

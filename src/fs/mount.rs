@@ -335,7 +335,11 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
     } else {
         let defaults = CacheConfig::default();
         let cache_cfg = CacheConfig {
-            dir: args.cache.cache_dir.clone().unwrap_or_else(default_cache_dir),
+            dir: args
+                .cache
+                .cache_dir
+                .clone()
+                .unwrap_or_else(default_cache_dir),
             max_bytes: args.cache.cache_size.unwrap_or(defaults.max_bytes),
             part_size: args.cache.part_size.unwrap_or(defaults.part_size),
             jobs: args.cache.jobs.unwrap_or(defaults.jobs),
