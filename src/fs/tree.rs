@@ -78,7 +78,7 @@ pub struct FsConfig {
 
 impl Default for FsConfig {
     fn default() -> Self {
-        // SAFETY-free libc calls: getuid/getgid cannot fail.
+        // SAFETY: getuid and getgid have no preconditions and cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         Self {
             uid,

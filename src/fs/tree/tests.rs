@@ -80,7 +80,7 @@ async fn odd_keys_are_skipped_not_fatal() {
         "./x".to_string(),
         "../y".to_string(),
         "d/./z".to_string(),
-        format!("{long}"),
+        long.clone(),
         format!("d/{long}/f"),
         "ok".to_string(),
         "d/fine".to_string(),
