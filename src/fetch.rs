@@ -502,9 +502,14 @@ impl ObjectHandle {
     /// Fetch every missing part (for `download` and prefetching); returns once all are
     /// present or one failed. Parts that could only be held in memory count as failures.
     pub async fn fetch_all(&self) -> Result<(), ReadError> {
+        self.fetch_all_with(false).await
+    }
+
+    /// [`Self::fetch_all`], with every missing part in one GET when `one_request`.
+    pub async fn fetch_all_with(&self, one_request: bool) -> Result<(), ReadError> {
         self.check_alive()?;
         let n = self.entry.n_parts;
-        let waits = self.engine.ensure(&self.entry, 0..n, false);
+        let waits = self.engine.ensure(&self.entry, 0..n, one_request);
         let mut failure = None;
         for (_, rx) in waits {
             match wait_part(rx).await {

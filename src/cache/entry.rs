@@ -64,7 +64,17 @@ impl EntryPaths {
 
     /// Remove every file of the entry (missing ones are fine).
     pub fn remove_all(&self) {
-        for p in self.all() {
+        Self::remove(self.all());
+    }
+
+    /// Remove the partial state (data file, checkpoint, sidecar, temp files) but never
+    /// `done`: for `download` that is the user's target file, replaced only by a rename.
+    pub fn remove_partial(&self) {
+        Self::remove(self.all().into_iter().filter(|p| p != &self.done).collect());
+    }
+
+    fn remove(paths: Vec<PathBuf>) {
+        for p in paths {
             match fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -265,7 +275,7 @@ impl Entry {
             Err(e) => tracing::warn!("cannot read checkpoint {}: {e}", paths.ckpt.display()),
         }
         // 3. Fresh: whatever is left is unvouched for.
-        paths.remove_all();
+        paths.remove_partial();
         let f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -455,7 +465,7 @@ impl Entry {
                     self.identity.etag
                 );
                 self.state.lock().dead = Some(Dead::Corrupt);
-                self.paths.remove_all();
+                self.paths.remove_partial();
                 return Err(FinalizeError::Mismatch { expected, actual });
             }
         }
