@@ -337,6 +337,7 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        tracing::trace!(fh = fh.0, offset, size, "read");
         let core = self.core.clone();
         self.rt.spawn(async move {
             match core.read(fh.0, offset, size).await {
