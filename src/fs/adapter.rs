@@ -547,3 +547,37 @@ impl Filesystem for Adapter {
         reply.error(to_errno(&FsError::ReadOnly, "fallocate"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ServiceError, StoreError};
+
+    #[test]
+    fn errno_mapping() {
+        let svc = ServiceError::default;
+        let cases: Vec<(FsError, i32)> = vec![
+            (FsError::NotFound, libc::ENOENT),
+            (StoreError::NoSuchKey(svc()).into(), libc::ENOENT),
+            (StoreError::AccessDenied(svc()).into(), libc::EACCES),
+            (
+                StoreError::SignatureDoesNotMatch(svc()).into(),
+                libc::EACCES,
+            ),
+            (StoreError::InvalidObjectState(svc()).into(), libc::EACCES),
+            (StoreError::PreconditionFailed(svc()).into(), libc::ESTALE),
+            (crate::fetch::ReadError::Stale.into(), libc::ESTALE),
+            (StoreError::Network("reset".into()).into(), libc::EIO),
+            (StoreError::Throttled(svc()).into(), libc::EIO),
+            (FsError::Io(std::io::Error::other("disk")), libc::EIO),
+            (FsError::ReadOnly, libc::EROFS),
+            (FsError::IsDir, libc::EISDIR),
+            (FsError::NotDir, libc::ENOTDIR),
+            (FsError::NameTooLong, libc::ENAMETOOLONG),
+            (FsError::BadHandle(7), libc::EBADF),
+        ];
+        for (e, want) in cases {
+            assert_eq!(to_errno(&e, "test").code(), want, "{e}");
+        }
+    }
+}
