@@ -456,13 +456,19 @@ impl StoreConfig {
     }
 }
 
-/// The store every command uses: the HTTP client wrapped in retries.
+/// The store every command uses: the HTTP client wrapped in retries, default settings.
 pub fn connect(cfg: &StoreConfig) -> Result<Arc<dyn ObjectStore>, ConfigError> {
-    let http = HttpStore::new(cfg.clone(), HttpConfig::default())?;
-    Ok(Arc::new(RetryingStore::new(
-        Arc::new(http),
-        RetryConfig::default(),
-    )))
+    connect_with(cfg, HttpConfig::default(), RetryConfig::default())
+}
+
+/// [`connect`] with explicit timeouts and retry policy (tests use short ones).
+pub fn connect_with(
+    cfg: &StoreConfig,
+    http: HttpConfig,
+    retry: RetryConfig,
+) -> Result<Arc<dyn ObjectStore>, ConfigError> {
+    let store = HttpStore::new(cfg.clone(), http)?;
+    Ok(Arc::new(RetryingStore::new(Arc::new(store), retry)))
 }
 
 #[cfg(test)]

@@ -440,7 +440,11 @@ impl ObjectHandle {
             // Read-ahead window, in parts.
             let ra = {
                 let mut seq = self.seq.lock();
-                if offset == seq.next_offset {
+                // Within a part of where the last read ended counts as sequential: the
+                // kernel's parallel read-ahead requests arrive slightly out of order.
+                if offset == seq.next_offset
+                    || (seq.next_offset > 0 && offset.abs_diff(seq.next_offset) <= ps)
+                {
                     let max = (self.engine.max_readahead / ps).max(1) as usize;
                     seq.window_parts = (seq.window_parts * 2).clamp(1, max);
                 } else {

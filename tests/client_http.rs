@@ -10,9 +10,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use ossmount::config::{self, Auth, Scheme, StoreConfig};
+use ossmount::store::http::HttpConfig;
+use ossmount::store::retry::RetryConfig;
 use ossmount::store::{Credentials, ListRequest, ObjectStore, StoreError};
 
 use common::{Faults, Serve, AK, SK};
@@ -307,6 +310,57 @@ async fn throttling_is_ridden_out() {
     }
 }
 
+#[tokio::test]
+async fn stalled_bodies_time_out_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = populate(dir.path());
+    let serve = Serve::start(dir.path());
+    let cfg = StoreConfig {
+        scheme: Scheme::Oss,
+        bucket: BUCKET.into(),
+        endpoint: serve.endpoint(),
+        region: "cn-hangzhou".into(),
+        path_style: true,
+        auth: Auth::OssV4(creds(SK)),
+    };
+    let http = HttpConfig {
+        read_timeout: Duration::from_millis(200),
+        ..HttpConfig::default()
+    };
+    // serve stalls a response at half its length, so a 1-byte tail can stall before any
+    // byte; 20 attempts make giving up on it (0.5^19) impossible in practice.
+    let retry = RetryConfig {
+        base_delay: Duration::from_millis(10),
+        max_attempts: 20,
+        ..RetryConfig::default()
+    };
+    let store = config::connect_with(&cfg, http, retry).unwrap();
+    let meta = store.head("data.bin").await.unwrap();
+    serve.set_faults(&Faults {
+        stall_rate: Some(0.5),
+        stall_ms: Some(5_000),
+        ..Default::default()
+    });
+    serve.reset_stats();
+    let started = Instant::now();
+    // 12 reads: the chance that none stalls is 1 in 4096.
+    for i in 0..12u64 {
+        let r = i * 80_000..i * 80_000 + 65_536;
+        let got = read_all(store.as_ref(), "data.bin", r.clone(), &meta.etag)
+            .await
+            .unwrap();
+        assert!(got == data[r.start as usize..r.end as usize], "read {i}");
+    }
+    let stats = serve.stats();
+    assert!(stats.stalls >= 1, "{stats:?}");
+    // Each stall costs one 200 ms read timeout, not the 5 s stall.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 fn run_cli(serve: &Serve, args: &[&str]) -> std::process::Output {
     Command::new(common::bin())
         .args(args)
@@ -377,7 +431,7 @@ fn ls_and_cat_binaries() {
         &["cat", "oss://bkt/data.bin", "--range", "1000-1999"],
     );
     assert!(out.stdout == data[1000..2000]);
-    let out = run_cli(&serve, &["cat", "s3://bkt/odd/a+b", "--range", "-3"]);
+    let out = run_cli(&serve, &["cat", "s3://bkt/odd/a+b", "--range=-3"]);
     assert_eq!(out.stdout, b"y 1");
     let out = run_cli(&serve, &["cat", "oss://bkt/empty"]);
     assert!(out.status.success() && out.stdout.is_empty());
