@@ -211,20 +211,16 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.core.readdir(ino.0, fh.0, offset) {
-            Ok(entries) => {
-                for e in entries {
-                    if reply.add(
-                        INodeNo(e.attr.ino),
-                        e.offset,
-                        file_type(e.attr.kind),
-                        &e.name,
-                    ) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let result = self.core.readdir_with(ino.0, fh.0, offset, &mut |e| {
+            reply.add(
+                INodeNo(e.attr.ino),
+                e.offset,
+                file_type(e.attr.kind),
+                &e.name,
+            )
+        });
+        match result {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(to_errno(&e, "readdir")),
         }
     }
@@ -238,16 +234,12 @@ impl Filesystem for Adapter {
         mut reply: ReplyDirectoryPlus,
     ) {
         let ttl = self.core.ttl();
-        match self.core.readdir(ino.0, fh.0, offset) {
-            Ok(entries) => {
-                for e in entries {
-                    let attr = file_attr(&e.attr);
-                    if reply.add(attr.ino, e.offset, &e.name, &ttl, &attr, Generation(0)) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let result = self.core.readdir_with(ino.0, fh.0, offset, &mut |e| {
+            let attr = file_attr(&e.attr);
+            reply.add(attr.ino, e.offset, &e.name, &ttl, &attr, Generation(0))
+        });
+        match result {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(to_errno(&e, "readdirplus")),
         }
     }

@@ -298,6 +298,13 @@ async fn readdir_resumes_from_a_cookie() {
     let fh = t.opendir(ROOT_INO).await.unwrap();
     let all = t.readdir(ROOT_INO, fh, 0).unwrap();
     assert_eq!(all.len(), 12);
+    let mut taken = Vec::new();
+    t.readdir_with(ROOT_INO, fh, 0, &mut |e| {
+        taken.push(e.name);
+        taken.len() == 3
+    })
+    .unwrap();
+    assert_eq!(taken, [".", "..", "f0"], "stops when the buffer is full");
     for cut in 0..all.len() {
         let rest = t.readdir(ROOT_INO, fh, all[cut].offset).unwrap();
         let want: Vec<_> = all[cut + 1..].iter().map(|e| e.name.clone()).collect();
