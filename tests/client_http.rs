@@ -223,6 +223,37 @@ async fn anonymous_against_serve() {
     exercise(store_for(&serve, Scheme::Oss, Auth::Anonymous), &data).await;
 }
 
+/// Virtual-hosted addressing (`bkt.host/key`, list at `/`), with the bucket's host name
+/// resolved to the local server.
+#[tokio::test]
+async fn virtual_hosted_addressing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = populate(dir.path());
+    let serve = Serve::start(dir.path());
+    let port = serve.addr.rsplit(':').next().unwrap();
+    let addr: std::net::SocketAddr = serve.addr.parse().unwrap();
+    for (scheme, auth) in [
+        (Scheme::Oss, Auth::OssV4(creds(SK))),
+        (Scheme::S3, Auth::S3V4(creds(SK))),
+    ] {
+        let cfg = StoreConfig {
+            scheme,
+            bucket: BUCKET.into(),
+            endpoint: format!("http://oss-test.invalid:{port}"),
+            region: "cn-hangzhou".into(),
+            path_style: false,
+            auth,
+        };
+        let http = HttpConfig {
+            resolve: vec![("bkt.oss-test.invalid".into(), addr)],
+            ..HttpConfig::default()
+        };
+        let store = config::connect_with(&cfg, http, RetryConfig::default()).unwrap();
+        exercise(store, &data).await;
+    }
+    assert_eq!(serve.stats().auth_failures, 0);
+}
+
 #[tokio::test]
 async fn auth_failures_are_typed_and_not_retried() {
     let dir = tempfile::tempdir().unwrap();
@@ -419,6 +450,14 @@ fn ls_and_cat_binaries() {
         );
     }
 
+    // A path is a plain prefix, as in `aws s3 ls`.
+    let out = run_cli(&serve, &["ls", "oss://bkt/di"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.trim(), "PRE  dir/");
+    let out = run_cli(&serve, &["ls", "oss://bkt/nothing-here/"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oss://bkt/nothing-here/"));
+
     let out = run_cli(&serve, &["cat", "oss://bkt/data.bin"]);
     assert!(
         out.status.success(),
@@ -452,6 +491,32 @@ fn ls_and_cat_binaries() {
         &["cat", "oss://bkt/data.bin", "--range", "9999999-"],
     );
     assert_eq!(out.status.code(), Some(2));
+
+    // Even at trace level no secret, signature or Authorization header reaches the log.
+    let out = Command::new(common::bin())
+        .args([
+            "--debug",
+            "cat",
+            "oss://bkt/dir/top.txt",
+            "--endpoint",
+            &serve.endpoint(),
+        ])
+        .args(["--region", "cn-hangzhou"])
+        .env("RUST_LOG", "trace")
+        .env("OSS_ACCESS_KEY_ID", AK)
+        .env("OSS_ACCESS_KEY_SECRET", SK)
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"top\n");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("store request"), "debug log is on: {log}");
+    for secret in [SK, "Signature=", "OSS4-HMAC", "authorization"] {
+        assert!(
+            !log.to_ascii_lowercase()
+                .contains(&secret.to_ascii_lowercase()),
+            "{secret} in {log}"
+        );
+    }
 
     // Missing credentials are named.
     let out = Command::new(common::bin())
