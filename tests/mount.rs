@@ -561,7 +561,11 @@ fn bad_input_fails_fast_with_a_reason_and_mounts_nothing() {
     let full = env.mnt("full");
     std::fs::write(full.join("f"), b"x").unwrap();
     expect_failure(&mut env.cmd(&url, &full, &[]), &full, "not empty");
-    expect_failure(&mut env.cmd(&url, &mnt, &["-o", "rw"]), &mnt, "read-only");
+    expect_failure(
+        &mut env.cmd(&url, &mnt, &["-o", "rw,cache_sise=1G"]),
+        &mnt,
+        "unknown mount option",
+    );
 }
 
 #[test]
