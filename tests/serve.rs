@@ -676,6 +676,33 @@ fn etag_changes_when_file_is_replaced_and_is_computed_once() {
 }
 
 #[test]
+fn a_client_that_gives_up_mid_hash_does_not_waste_the_hash() {
+    let t = tree();
+    let s = anon(t.path());
+    // Created after start: no warm-up has seen it. 128 MiB takes well over 50 ms to hash.
+    let path = t.path().join("bkt/abandoned.bin");
+    write_pattern_file(&path, 128 << 20, 12);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = hash_computations(&s);
+    {
+        // A client that times out: sends HEAD, waits a moment, hangs up.
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        write!(
+            c,
+            "HEAD /bkt/abandoned.bin HTTP/1.1\r\nHost: {}\r\n\r\n",
+            s.addr
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Its retry gets the answer of the computation already under way, not a new one.
+    let r = request(&s.addr, "HEAD", "/bkt/abandoned.bin", &[]);
+    let data = std::fs::read(&path).unwrap();
+    assert_eq!(r.header("etag"), Some(md5_etag(&data).as_str()));
+    assert_eq!(hash_computations(&s), before + 1);
+}
+
+#[test]
 fn unsigned_requests_are_refused_when_keys_are_configured() {
     let t = tree();
     let s = Serve::start(t.path());

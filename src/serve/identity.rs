@@ -7,7 +7,9 @@
 //! one entry per path; a new version replaces the old one, so it stays as large as the
 //! tree. Concurrent requests for a version not yet known wait on the same
 //! `tokio::sync::OnceCell` (single flight); a failed computation leaves the cell empty so
-//! the next request tries again.
+//! the next request tries again. The computation runs in a detached task: a client that
+//! gives up (a timeout, then a retry) must not throw away a half-done hash of a multi-GiB
+//! file, or a slow machine never answers a new large object at all.
 //!
 //! When: on the first HEAD, GET or listing that needs the version, plus a background
 //! warm-up over the whole tree at start-up ([`super::Server::warm_up`]), so that usually
@@ -89,11 +91,12 @@ impl Identities {
         if let Some(id) = cell.get() {
             return Ok(id.clone());
         }
-        let id = cell
-            .get_or_try_init(|| async {
-                let file = file.try_clone()?;
-                let shown = path.display().to_string();
-                Stats::inc(&stats.hash_computations);
+        let file = file.try_clone()?;
+        let shown = path.display().to_string();
+        let counter = stats.hash_computations.clone();
+        let task = tokio::spawn(async move {
+            cell.get_or_try_init(|| async move {
+                Stats::inc(&counter);
                 tokio::task::spawn_blocking(move || {
                     let started = Instant::now();
                     let id = hash_file(&file, version.size)?;
@@ -109,8 +112,11 @@ impl Identities {
                 .await
                 .map_err(io::Error::other)?
             })
-            .await?;
-        Ok(id.clone())
+            .await
+            .cloned()
+        });
+        let id = task.await.map_err(io::Error::other)??;
+        Ok(id)
     }
 }
 

@@ -3,6 +3,7 @@
 //! `PUT /_ossmount/faults`). The field names are a contract with `tests/common`.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -23,8 +24,9 @@ pub struct Stats {
     pub stalls: AtomicU64,
     pub auth_failures: AtomicU64,
     /// ETag/CRC-64 computations (each reads a whole file): lets tests assert "once per
-    /// file version". Not part of the original contract, an addition.
-    pub hash_computations: AtomicU64,
+    /// file version". Not part of the original contract, an addition. Shared (`Arc`)
+    /// because the computation runs in a detached task that outlives the request.
+    pub hash_computations: Arc<AtomicU64>,
 }
 
 /// A copy of [`Stats`] for JSON.
@@ -76,7 +78,7 @@ impl Stats {
             &self.resets,
             &self.stalls,
             &self.auth_failures,
-            &self.hash_computations,
+            &*self.hash_computations,
         ] {
             c.store(0, Relaxed);
         }
