@@ -125,12 +125,14 @@ pub struct CacheOptions {
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// Byte limit of the cache (least recently used whole objects are evicted first).
+    /// Default: 10GiB, and never the last 1GiB of free disk space.
     #[arg(long, value_parser = parse_size)]
     pub cache_size: Option<u64>,
     /// Size of one part: the unit of fetching, caching and verifying (100KiB to 5GiB).
+    /// Default: 8MiB.
     #[arg(long, value_parser = parse_size)]
     pub part_size: Option<u64>,
-    /// Parts fetched in parallel.
+    /// Parts fetched in parallel. Default: 8.
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
 }
@@ -144,10 +146,10 @@ pub struct DownloadArgs {
     pub local: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Size of one part (100KiB to 5GiB).
+    /// Size of one part (100KiB to 5GiB). Default: 8MiB.
     #[arg(long, value_parser = parse_size)]
     pub part_size: Option<u64>,
-    /// Parts fetched in parallel.
+    /// Parts fetched in parallel. Default: 8.
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
     /// Where checkpoints live (default: beside LOCAL).
