@@ -17,6 +17,25 @@ pub mod sign_oss;
 pub mod sign_s3;
 pub mod xml;
 
+#[cfg(test)]
+pub(crate) mod test_util {
+    use futures_util::StreamExt;
+
+    use super::{ByteStream, StoreError};
+
+    /// Drain a body: the bytes received and the error that ended it early, if any.
+    pub async fn collect(mut s: ByteStream) -> (Vec<u8>, Option<StoreError>) {
+        let mut out = Vec::new();
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(b) => out.extend_from_slice(&b),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        (out, None)
+    }
+}
+
 use std::fmt;
 use std::ops::Range;
 use std::pin::Pin;

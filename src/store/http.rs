@@ -812,6 +812,7 @@ impl ObjectStore for HttpStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_util::collect;
     use std::collections::VecDeque;
     use std::sync::{Arc, Mutex};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -919,17 +920,6 @@ mod tests {
             let (k, v) = l.split_once(':')?;
             k.eq_ignore_ascii_case(name).then(|| v.trim())
         })
-    }
-
-    async fn collect(mut s: ByteStream) -> (Vec<u8>, Option<StoreError>) {
-        let mut out = Vec::new();
-        while let Some(item) = s.next().await {
-            match item {
-                Ok(b) => out.extend_from_slice(&b),
-                Err(e) => return (out, Some(e)),
-            }
-        }
-        (out, None)
     }
 
     #[test]

@@ -459,18 +459,7 @@ impl ObjectStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_util::StreamExt;
-
-    async fn collect(mut s: ByteStream) -> (Vec<u8>, Option<StoreError>) {
-        let mut out = Vec::new();
-        while let Some(item) = s.next().await {
-            match item {
-                Ok(b) => out.extend_from_slice(&b),
-                Err(e) => return (out, Some(e)),
-            }
-        }
-        (out, None)
-    }
+    use crate::store::test_util::collect;
 
     #[tokio::test]
     async fn get_range_checks_and_counts() {

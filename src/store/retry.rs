@@ -296,6 +296,7 @@ impl ObjectStore for RetryingStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_util::collect;
     use crate::store::ServiceError;
     use bytes::Bytes;
     use parking_lot::Mutex;
@@ -433,17 +434,6 @@ mod tests {
 
     fn wrap(fake: &Arc<Fake>) -> RetryingStore {
         RetryingStore::new(fake.clone() as Arc<dyn ObjectStore>, fast())
-    }
-
-    async fn collect(mut s: ByteStream) -> (Vec<u8>, Option<StoreError>) {
-        let mut out = Vec::new();
-        while let Some(item) = s.next().await {
-            match item {
-                Ok(b) => out.extend_from_slice(&b),
-                Err(e) => return (out, Some(e)),
-            }
-        }
-        (out, None)
     }
 
     #[test]
