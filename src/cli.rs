@@ -100,9 +100,21 @@ pub struct MountArgs {
     #[arg(long)]
     pub log_file: Option<PathBuf>,
     /// Comma-separated mount options in fstab style (`-o ro,allow_other,cache_dir=/x`);
-    /// used by `mount -t fuse.ossmount`.
+    /// used by `mount -t fuse.ossmount`. May be given more than once.
     #[arg(short = 'o')]
-    pub options: Option<String>,
+    pub options: Vec<String>,
+    /// Never hand finalized objects to the kernel with FUSE passthrough (read them through
+    /// ossmount instead).
+    #[arg(long)]
+    pub no_passthrough: bool,
+    /// Read straight from the store, one ranged GET per FUSE read, without the part cache
+    /// (diagnostics; no read-ahead, nothing kept across mounts).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Threads reading FUSE requests from the kernel (requests that need the network are
+    /// handed to a runtime, so a few suffice).
+    #[arg(long, default_value_t = 4)]
+    pub fuse_threads: usize,
 }
 
 /// The part cache's settings, shared by `mount` and `download`.

@@ -1,8 +1,24 @@
-//! The FUSE mount. STUB.
+//! The FUSE mount: `ossmount mount oss://bucket[/prefix/] MOUNTPOINT`.
+//!
+//! Split the way Mountpoint splits it, so the filesystem's rules are tested without FUSE:
+//! - [`tree`]: the core (inodes, listings and their TTLs, open handles, reads through the
+//!   part cache), generic over `dyn ObjectStore`, no fuser types;
+//! - [`error`]: the core's typed errors;
+//! - [`adapter`]: the thin `fuser::Filesystem` (arguments in, reply out) and the one
+//!   function that maps core errors to errno;
+//! - [`mount`]: command line to a ready mount (checks, fork, runtime, signals);
+//! - [`options`]: fstab-style `-o` options for `mount -t fuse.ossmount` and /etc/fstab.
+
+pub mod adapter;
+pub mod error;
+pub mod mount;
+pub mod options;
 pub mod tree;
 
 use crate::cli::{Failure, MountArgs};
 
-pub fn run(_args: MountArgs, _debug: bool) -> Result<(), Failure> {
-    todo!()
+/// Run `ossmount mount`; returns once the mount is ready (background) or unmounted
+/// (`--foreground`).
+pub fn run(args: MountArgs, debug: bool) -> Result<(), Failure> {
+    mount::run(args, debug)
 }

@@ -1,1 +1,767 @@
-//! Pending.
+//! The filesystem core: inodes, lookups, directory listings, open handles and reads, with
+//! no FUSE types anywhere, so every rule below is unit-tested against an in-memory store.
+//!
+//! Shape of the namespace. A directory is a key prefix ending in `/` (the mount's root is
+//! the prefix given on the command line, possibly empty). Its entries come from
+//! ListObjectsV2 with delimiter `/`: objects are files, common prefixes (which include
+//! `dir/` marker objects) are directories. Keys that cannot be file names (an empty
+//! component as in `a//b`, `.`, `..`, more than 255 bytes) are skipped with one log line
+//! per key per mount. A name that is both an object and a prefix is shown as the
+//! directory (the file would hide everything below it), and the shadowed file is logged.
+//!
+//! Inode numbers are handed out on first sight of (parent, name, kind) and never reused or
+//! forgotten while the mount lives: `find` and `rsync` compare inode numbers, and 100k
+//! entries cost a few tens of MiB at most. The kernel's `forget` is therefore a no-op.
+//!
+//! Metadata caching, all governed by one TTL (`--metadata-ttl`, default 60 s, the value
+//! Mountpoint uses when a cache is configured):
+//! - a directory listing is kept for the TTL, so repeated `ls`, `find` and lookups inside
+//!   a listed directory never touch the network; a lookup of a name absent from a fresh
+//!   listing is answered ENOENT from memory;
+//! - otherwise a lookup asks the store directly (HeadObject on `key` and a one-key
+//!   ListObjectsV2 on `key/`, concurrently) and a miss goes to a negative cache
+//!   ([`FsConfig::negative_cache_entries`] names, same TTL);
+//! - file attributes are trusted for the TTL; `getattr` and `open` after that re-HEAD.
+//!
+//! Consistency of data: `open` remembers which ETag the previous open of the inode saw, and
+//! allows the kernel to keep its page cache (FOPEN_KEEP_CACHE) only when the ETag did not
+//! change. Every read is tied to the ETag seen at open (the cache's ranged GETs carry
+//! `If-Match`), so a handle whose object changed gets [`FsError::Stale`] instead of mixed
+//! bytes, and the inode's metadata is invalidated so the next open sees the new object.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::num::NonZeroUsize;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use parking_lot::{Mutex, RwLock};
+use tracing::{debug, info, warn};
+
+use super::error::FsError;
+use crate::cache::PartCache;
+use crate::fetch::ObjectHandle;
+use crate::store::{ListRequest, ObjectMeta, ObjectStore, StoreError};
+
+/// The root directory's inode number (FUSE_ROOT_ID).
+pub const ROOT_INO: u64 = 1;
+
+/// Longest file name Linux accepts (NAME_MAX).
+const NAME_MAX: usize = 255;
+
+/// Settings of the filesystem core.
+#[derive(Clone, Debug)]
+pub struct FsConfig {
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits of files: 0444, read-only for everyone, as the mount is read-only.
+    pub file_mode: u32,
+    /// Permission bits of directories: 0555.
+    pub dir_mode: u32,
+    /// How long attributes, listings and negative lookups are trusted: 60 s, long enough that
+    /// an interactive session (`ls`, `cd`, `ls -l`) costs one LIST per directory, short
+    /// enough that a new upload shows up within a minute.
+    pub metadata_ttl: Duration,
+    /// Keys per ListObjectsV2 page: 1000, the most OSS and S3 return.
+    pub list_page_size: u32,
+    /// Names remembered as absent: 100,000 (about 10 MiB), enough for a build tool probing
+    /// every path it knows without evicting what it probes next.
+    pub negative_cache_entries: usize,
+    /// `st_blksize` reported for files: 1 MiB, so `cp` and friends read in chunks as large
+    /// as one FUSE request (1 MiB = 256 pages, the kernel's default max_pages limit).
+    pub block_size: u32,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        // SAFETY-free libc calls: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        Self {
+            uid,
+            gid,
+            file_mode: 0o444,
+            dir_mode: 0o555,
+            metadata_ttl: Duration::from_secs(60),
+            list_page_size: 1000,
+            negative_cache_entries: 100_000,
+            block_size: 1 << 20,
+        }
+    }
+}
+
+/// Where file bytes come from.
+#[derive(Clone)]
+pub enum DataPath {
+    /// Through the on-disk part cache (the normal case).
+    Cache(Arc<PartCache>),
+    /// Straight from the store, one ranged GET per read, `If-Match` the ETag seen at open.
+    /// No cache, no read-ahead: for tests of the tree and as a diagnostic mode.
+    Direct,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// Attributes of one inode, in the terms the adapter needs to fill a `FileAttr`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub blksize: u32,
+}
+
+/// One entry of a directory read; `offset` is the cookie of the next entry.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub offset: u64,
+    pub name: String,
+    pub attr: Attr,
+}
+
+/// The result of `open`.
+pub struct Opened {
+    pub fh: u64,
+    /// The ETag is the one the previous open saw: the kernel may keep its page cache.
+    pub keep_cache: bool,
+    /// The complete, verified local file of the object, when the cache has one.
+    pub finalized: Option<std::fs::File>,
+}
+
+/// Filesystem totals for `statfs`.
+#[derive(Clone, Copy, Debug)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
+struct Inode {
+    ino: u64,
+    parent: u64,
+    kind: Kind,
+    /// Files: the full key. Directories: the prefix, ending in `/` unless it is the root of
+    /// a whole bucket (empty).
+    key: String,
+    state: Mutex<InodeState>,
+    /// Serializes listing refreshes of a directory: concurrent `ls` share one LIST walk.
+    refresh: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct InodeState {
+    /// Files: size, ETag, mtime.
+    meta: Option<ObjectMeta>,
+    /// When `meta` (files) was last confirmed by the store; `None` forces a re-HEAD.
+    validated: Option<Instant>,
+    /// ETag the previous open of this file saw (for FOPEN_KEEP_CACHE).
+    opened_etag: Option<String>,
+    /// Directories: the cached listing.
+    listing: Option<Arc<Listing>>,
+}
+
+/// A directory's entries as of `fetched`, sorted by name.
+struct Listing {
+    fetched: Instant,
+    entries: Vec<(String, u64)>,
+    by_name: HashMap<String, u64>,
+}
+
+#[derive(Default)]
+struct InodeTable {
+    by_ino: HashMap<u64, Arc<Inode>>,
+    by_name: HashMap<(u64, String, Kind), u64>,
+}
+
+enum Reader {
+    Cache(ObjectHandle),
+    Direct(ObjectMeta),
+}
+
+struct OpenFile {
+    ino: u64,
+    reader: Reader,
+}
+
+/// Request counters of the core, for tests and `--debug` summaries.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub lists: AtomicU64,
+    pub heads: AtomicU64,
+}
+
+/// The filesystem core. All methods take `&self`; it is shared by every FUSE thread.
+pub struct Tree {
+    store: Arc<dyn ObjectStore>,
+    data: DataPath,
+    config: FsConfig,
+    mounted_at: SystemTime,
+    table: RwLock<InodeTable>,
+    next_ino: AtomicU64,
+    negative: Mutex<lru::LruCache<(u64, String), Instant>>,
+    handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    dir_handles: Mutex<HashMap<u64, Arc<Listing>>>,
+    next_fh: AtomicU64,
+    /// Keys already reported as unusable or shadowed (one log line per key per mount).
+    reported: Mutex<HashSet<String>>,
+    pub counters: Counters,
+}
+
+/// Why a name cannot be a file name, or `None` when it can.
+fn invalid_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("empty path component")
+    } else if name == "." || name == ".." {
+        Some("component is . or ..")
+    } else if name.len() > NAME_MAX {
+        Some("component longer than 255 bytes")
+    } else if name.contains('\0') {
+        Some("component contains NUL")
+    } else {
+        None
+    }
+}
+
+impl Tree {
+    /// A tree over `store` rooted at `prefix` (`""` for the whole bucket; a missing
+    /// trailing `/` is added).
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        data: DataPath,
+        config: FsConfig,
+    ) -> Self {
+        let mut root_key = prefix.trim_start_matches('/').to_string();
+        if !root_key.is_empty() && !root_key.ends_with('/') {
+            root_key.push('/');
+        }
+        let root = Arc::new(Inode {
+            ino: ROOT_INO,
+            parent: ROOT_INO,
+            kind: Kind::Dir,
+            key: root_key,
+            state: Mutex::new(InodeState::default()),
+            refresh: tokio::sync::Mutex::new(()),
+        });
+        let mut table = InodeTable::default();
+        table.by_ino.insert(ROOT_INO, root);
+        let negative = lru::LruCache::new(
+            NonZeroUsize::new(config.negative_cache_entries.max(1)).expect("non-zero"),
+        );
+        Self {
+            store,
+            data,
+            config,
+            mounted_at: SystemTime::now(),
+            table: RwLock::new(table),
+            next_ino: AtomicU64::new(ROOT_INO + 1),
+            negative: Mutex::new(negative),
+            handles: Mutex::new(HashMap::new()),
+            dir_handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            reported: Mutex::new(HashSet::new()),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn config(&self) -> &FsConfig {
+        &self.config
+    }
+
+    /// TTL for the kernel's attribute and entry caches: the metadata TTL.
+    pub fn ttl(&self) -> Duration {
+        self.config.metadata_ttl
+    }
+
+    fn fresh(&self, at: Option<Instant>) -> bool {
+        at.is_some_and(|t| t.elapsed() < self.config.metadata_ttl)
+    }
+
+    fn inode(&self, ino: u64) -> Result<Arc<Inode>, FsError> {
+        self.table
+            .read()
+            .by_ino
+            .get(&ino)
+            .cloned()
+            .ok_or(FsError::NotFound)
+    }
+
+    /// The inode for (parent, name, kind), created on first sight; its number is stable.
+    fn intern(&self, parent: &Inode, name: &str, kind: Kind) -> Arc<Inode> {
+        let id = (parent.ino, name.to_string(), kind);
+        if let Some(ino) = self.table.read().by_name.get(&id) {
+            return self.table.read().by_ino[ino].clone();
+        }
+        let mut table = self.table.write();
+        if let Some(ino) = table.by_name.get(&id) {
+            return table.by_ino[ino].clone();
+        }
+        let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
+        let key = match kind {
+            Kind::Dir => format!("{}{}/", parent.key, name),
+            Kind::File => format!("{}{}", parent.key, name),
+        };
+        let inode = Arc::new(Inode {
+            ino,
+            parent: parent.ino,
+            kind,
+            key,
+            state: Mutex::new(InodeState::default()),
+            refresh: tokio::sync::Mutex::new(()),
+        });
+        table.by_ino.insert(ino, inode.clone());
+        table.by_name.insert(id, ino);
+        inode
+    }
+
+    fn attr_of(&self, inode: &Inode) -> Attr {
+        match inode.kind {
+            Kind::Dir => Attr {
+                ino: inode.ino,
+                kind: Kind::Dir,
+                size: 0,
+                mtime: self.mounted_at,
+                perm: self.config.dir_mode as u16,
+                nlink: 2,
+                uid: self.config.uid,
+                gid: self.config.gid,
+                blksize: 4096,
+            },
+            Kind::File => {
+                let st = inode.state.lock();
+                let (size, mtime) = st
+                    .meta
+                    .as_ref()
+                    .map_or((0, self.mounted_at), |m| (m.size, m.last_modified));
+                Attr {
+                    ino: inode.ino,
+                    kind: Kind::File,
+                    size,
+                    mtime,
+                    perm: self.config.file_mode as u16,
+                    nlink: 1,
+                    uid: self.config.uid,
+                    gid: self.config.gid,
+                    blksize: self.config.block_size,
+                }
+            }
+        }
+    }
+
+    fn set_meta(&self, inode: &Inode, meta: ObjectMeta) {
+        let mut st = inode.state.lock();
+        st.meta = Some(meta);
+        st.validated = Some(Instant::now());
+    }
+
+    /// Log once per mount that `key` is not shown, and why.
+    fn report(&self, key: &str, why: &str) {
+        if self.reported.lock().insert(key.to_string()) {
+            warn!(key, "key not shown in the mount: {why}");
+        }
+    }
+
+    // ----- directories -----
+
+    /// The directory's listing, from memory when fresh, else one paged LIST walk.
+    async fn listing(&self, dir: &Arc<Inode>) -> Result<Arc<Listing>, FsError> {
+        if let Some(l) = dir.state.lock().listing.clone() {
+            if self.fresh(Some(l.fetched)) {
+                return Ok(l);
+            }
+        }
+        let _guard = dir.refresh.lock().await;
+        // Someone else may have refreshed it while we waited.
+        if let Some(l) = dir.state.lock().listing.clone() {
+            if self.fresh(Some(l.fetched)) {
+                return Ok(l);
+            }
+        }
+        let listing = Arc::new(self.fetch_listing(dir).await?);
+        dir.state.lock().listing = Some(listing.clone());
+        Ok(listing)
+    }
+
+    async fn fetch_listing(&self, dir: &Arc<Inode>) -> Result<Listing, FsError> {
+        let prefix = dir.key.clone();
+        let mut files: BTreeMap<String, ObjectMeta> = BTreeMap::new();
+        let mut dirs: BTreeSet<String> = BTreeSet::new();
+        let mut token = None;
+        let started = Instant::now();
+        let mut pages = 0u32;
+        loop {
+            let req = ListRequest {
+                prefix: prefix.clone(),
+                delimiter: Some("/".to_string()),
+                continuation_token: token.take(),
+                max_keys: self.config.list_page_size,
+            };
+            self.counters.lists.fetch_add(1, Ordering::Relaxed);
+            let page = self.store.list(&req).await?;
+            pages += 1;
+            for obj in page.objects {
+                let Some(name) = obj.key.strip_prefix(prefix.as_str()) else {
+                    continue;
+                };
+                if name.is_empty() {
+                    // The directory's own `dir/` marker object.
+                    continue;
+                }
+                if let Some(why) = invalid_name(name) {
+                    self.report(&obj.key, why);
+                    continue;
+                }
+                files.insert(name.to_string(), obj);
+            }
+            for cp in page.common_prefixes {
+                let Some(rest) = cp.strip_prefix(prefix.as_str()) else {
+                    continue;
+                };
+                let name = rest.strip_suffix('/').unwrap_or(rest);
+                if let Some(why) = invalid_name(name) {
+                    self.report(&cp, why);
+                    continue;
+                }
+                dirs.insert(name.to_string());
+            }
+            match page.next_continuation_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+        for name in &dirs {
+            if let Some(shadowed) = files.remove(name) {
+                self.report(
+                    &shadowed.key,
+                    "a directory of the same name hides this file",
+                );
+            }
+        }
+        debug!(prefix, pages, entries = files.len() + dirs.len(), elapsed = ?started.elapsed(), "listed");
+        let mut entries = Vec::with_capacity(files.len() + dirs.len());
+        for name in dirs {
+            let inode = self.intern(dir, &name, Kind::Dir);
+            entries.push((name, inode.ino));
+        }
+        for (name, meta) in files {
+            let inode = self.intern(dir, &name, Kind::File);
+            self.set_meta(&inode, meta);
+            entries.push((name, inode.ino));
+        }
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let by_name = entries.iter().cloned().collect();
+        Ok(Listing {
+            fetched: Instant::now(),
+            entries,
+            by_name,
+        })
+    }
+
+    /// Look `name` up in directory `parent`.
+    pub async fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
+        let dir = self.inode(parent)?;
+        if dir.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let name = name.to_str().ok_or(FsError::NotFound)?;
+        if name.len() > NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        if invalid_name(name).is_some() || name.contains('/') {
+            return Err(FsError::NotFound);
+        }
+        // 1. A fresh listing of the parent answers both ways.
+        let listing = dir.state.lock().listing.clone();
+        if let Some(l) = listing.filter(|l| self.fresh(Some(l.fetched))) {
+            return match l.by_name.get(name) {
+                Some(ino) => Ok(self.attr_of(&*self.inode(*ino)?)),
+                None => Err(FsError::NotFound),
+            };
+        }
+        // 2. A recent miss.
+        let nkey = (parent, name.to_string());
+        if let Some(at) = self.negative.lock().get(&nkey).copied() {
+            if self.fresh(Some(at)) {
+                return Err(FsError::NotFound);
+            }
+        }
+        // 3. An inode seen recently (directories are as fresh as the name; files carry their
+        //    own validation time).
+        let known_dir = self
+            .table
+            .read()
+            .by_name
+            .get(&(parent, name.to_string(), Kind::Dir))
+            .copied();
+        let known_file = self
+            .table
+            .read()
+            .by_name
+            .get(&(parent, name.to_string(), Kind::File))
+            .copied();
+        if let Some(ino) = known_file {
+            let inode = self.inode(ino)?;
+            if known_dir.is_none() && self.fresh(inode.state.lock().validated) {
+                return Ok(self.attr_of(&inode));
+            }
+        }
+        // 4. Ask the store: is it a directory (anything under `name/`) or an object?
+        self.remote_lookup(&dir, name).await
+    }
+
+    async fn remote_lookup(&self, dir: &Arc<Inode>, name: &str) -> Result<Attr, FsError> {
+        let key = format!("{}{}", dir.key, name);
+        let dir_req = ListRequest {
+            prefix: format!("{key}/"),
+            delimiter: Some("/".to_string()),
+            continuation_token: None,
+            max_keys: 1,
+        };
+        self.counters.heads.fetch_add(1, Ordering::Relaxed);
+        self.counters.lists.fetch_add(1, Ordering::Relaxed);
+        let (head, list) = tokio::join!(self.store.head(&key), self.store.list(&dir_req));
+        let is_dir = match list {
+            Ok(page) => !page.objects.is_empty() || !page.common_prefixes.is_empty(),
+            Err(e) => return Err(e.into()),
+        };
+        if is_dir {
+            if head.is_ok() {
+                self.report(&key, "a directory of the same name hides this file");
+            }
+            let inode = self.intern(dir, name, Kind::Dir);
+            return Ok(self.attr_of(&inode));
+        }
+        match head {
+            Ok(meta) => {
+                let inode = self.intern(dir, name, Kind::File);
+                self.set_meta(&inode, meta);
+                Ok(self.attr_of(&inode))
+            }
+            Err(StoreError::NoSuchKey(_)) => {
+                self.negative
+                    .lock()
+                    .put((dir.ino, name.to_string()), Instant::now());
+                Err(FsError::NotFound)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Attributes of `ino`; a file whose metadata is older than the TTL is re-HEADed.
+    pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        let inode = self.inode(ino)?;
+        if inode.kind == Kind::File && !self.fresh(inode.state.lock().validated) {
+            self.revalidate(&inode).await?;
+        }
+        Ok(self.attr_of(&inode))
+    }
+
+    /// HEAD the file and record what the store says now.
+    async fn revalidate(&self, inode: &Arc<Inode>) -> Result<ObjectMeta, FsError> {
+        self.counters.heads.fetch_add(1, Ordering::Relaxed);
+        let meta = self.store.head(&inode.key).await?;
+        let old = inode.state.lock().meta.clone();
+        if let Some(old) = old.filter(|o| o.etag != meta.etag) {
+            info!(
+                key = inode.key,
+                old = old.etag,
+                new = meta.etag,
+                "object changed on the server"
+            );
+        }
+        self.set_meta(inode, meta.clone());
+        Ok(meta)
+    }
+
+    /// Start reading a directory: snapshot its listing so a multi-call `readdir` sees one
+    /// consistent set of entries.
+    pub async fn opendir(&self, ino: u64) -> Result<u64, FsError> {
+        let dir = self.inode(ino)?;
+        if dir.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let listing = self.listing(&dir).await?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dir_handles.lock().insert(fh, listing);
+        Ok(fh)
+    }
+
+    /// Entries of an open directory from cookie `offset` on (0 = start), `.` and `..` first.
+    /// The caller stops adding when its reply buffer is full and asks again from the cookie
+    /// of the last entry it kept.
+    pub fn readdir(&self, ino: u64, fh: u64, offset: u64) -> Result<Vec<DirEntry>, FsError> {
+        let dir = self.inode(ino)?;
+        let listing = self
+            .dir_handles
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle(fh))?;
+        let mut out = Vec::new();
+        let dot = [(".", ino), ("..", dir.parent)];
+        for (i, (name, eino)) in dot.iter().enumerate() {
+            if (i as u64) >= offset {
+                out.push(DirEntry {
+                    offset: i as u64 + 1,
+                    name: name.to_string(),
+                    attr: self.attr_of(&*self.inode(*eino)?),
+                });
+            }
+        }
+        let skip = offset.saturating_sub(2) as usize;
+        for (i, (name, eino)) in listing.entries.iter().enumerate().skip(skip) {
+            out.push(DirEntry {
+                offset: i as u64 + 3,
+                name: name.clone(),
+                attr: self.attr_of(&*self.inode(*eino)?),
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dir_handles.lock().remove(&fh);
+    }
+
+    // ----- files -----
+
+    /// Open a file for reading. `write` (any of O_WRONLY, O_RDWR, O_TRUNC, O_APPEND) is
+    /// refused: the mount is read-only.
+    pub async fn open(&self, ino: u64, write: bool) -> Result<Opened, FsError> {
+        let inode = self.inode(ino)?;
+        if inode.kind == Kind::Dir {
+            return Err(FsError::IsDir);
+        }
+        if write {
+            return Err(FsError::ReadOnly);
+        }
+        let (cached, validated) = {
+            let st = inode.state.lock();
+            (st.meta.clone(), st.validated)
+        };
+        let meta = match cached {
+            Some(m) if self.fresh(validated) => m,
+            _ => self.revalidate(&inode).await?,
+        };
+        let keep_cache = {
+            let mut st = inode.state.lock();
+            let same = st.opened_etag.as_deref() == Some(meta.etag.as_str());
+            st.opened_etag = Some(meta.etag.clone());
+            same
+        };
+        let (reader, finalized) = match &self.data {
+            DataPath::Cache(cache) => {
+                let handle = cache.object(&meta)?;
+                let file = handle.finalized_file();
+                (Reader::Cache(handle), file)
+            }
+            DataPath::Direct => (Reader::Direct(meta), None),
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .insert(fh, Arc::new(OpenFile { ino, reader }));
+        Ok(Opened {
+            fh,
+            keep_cache,
+            finalized,
+        })
+    }
+
+    /// Read up to `len` bytes at `offset` through open handle `fh`; short only at the end.
+    pub async fn read(&self, fh: u64, offset: u64, len: u32) -> Result<Bytes, FsError> {
+        let file = self
+            .handles
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle(fh))?;
+        let result = match &file.reader {
+            Reader::Cache(h) => h.read(offset, len as usize).await.map_err(FsError::from),
+            Reader::Direct(meta) => self.read_direct(meta, offset, len).await,
+        };
+        if let Err(FsError::Stale) = &result {
+            // The next open must HEAD again and see the new object.
+            if let Ok(inode) = self.inode(file.ino) {
+                let mut st = inode.state.lock();
+                st.validated = None;
+                st.opened_etag = None;
+                warn!(key = inode.key, "object changed under an open handle");
+            }
+        }
+        result
+    }
+
+    async fn read_direct(
+        &self,
+        meta: &ObjectMeta,
+        offset: u64,
+        len: u32,
+    ) -> Result<Bytes, FsError> {
+        let end = offset.saturating_add(len as u64).min(meta.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let range: Range<u64> = offset..end;
+        let mut stream = self
+            .store
+            .get_range(&meta.key, range.clone(), Some(&meta.etag))
+            .await?;
+        let mut buf = BytesMut::with_capacity((end - offset) as usize);
+        while let Some(chunk) = stream.next().await {
+            buf.extend_from_slice(&chunk?);
+        }
+        if buf.len() as u64 != end - offset {
+            return Err(FsError::Store(StoreError::Protocol(format!(
+                "short body: {} of {} bytes",
+                buf.len(),
+                end - offset
+            ))));
+        }
+        Ok(buf.freeze())
+    }
+
+    /// Forget handle `fh`; its cache entry may be evicted once no handle holds it.
+    pub fn release(&self, fh: u64) {
+        self.handles.lock().remove(&fh);
+    }
+
+    pub fn open_handles(&self) -> usize {
+        self.handles.lock().len()
+    }
+
+    /// Totals for `df`: no free space (read-only), the number of inodes known so far.
+    pub fn statfs(&self) -> StatFs {
+        let files = self.table.read().by_ino.len() as u64;
+        StatFs {
+            blocks: 0,
+            bfree: 0,
+            bavail: 0,
+            files,
+            ffree: 0,
+            bsize: self.config.block_size,
+            namelen: NAME_MAX as u32,
+            frsize: self.config.block_size,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -82,7 +82,9 @@ impl Serve {
             .spawn()
             .expect("spawn ossmount serve");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let addr = line
             .trim()
             .rsplit("http://")
@@ -90,7 +92,11 @@ impl Serve {
             .filter(|_| line.contains("listening on"))
             .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
             .to_string();
-        Serve { child, addr, dir: dir.to_path_buf() }
+        Serve {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -109,7 +115,10 @@ impl Serve {
         .unwrap();
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
-        assert!(resp.starts_with("HTTP/1.1 200"), "control {method} {path}: {resp}");
+        assert!(
+            resp.starts_with("HTTP/1.1 200"),
+            "control {method} {path}: {resp}"
+        );
         resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
     }
 
@@ -122,7 +131,11 @@ impl Serve {
     }
 
     pub fn set_faults(&self, faults: &Faults) {
-        self.control("PUT", "/_ossmount/faults", &serde_json::to_string(faults).unwrap());
+        self.control(
+            "PUT",
+            "/_ossmount/faults",
+            &serde_json::to_string(faults).unwrap(),
+        );
     }
 }
 

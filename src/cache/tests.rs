@@ -1,0 +1,549 @@
+//! The cache and fetcher against [`MemoryStore`]: what is fetched, what survives a restart,
+//! what happens when the store or the disk misbehaves.
+
+#![allow(clippy::single_range_in_vec_init)] // ranges requested, compared as lists
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::fetch::ReadError;
+use crate::store::memory::MemoryStore;
+use crate::store::StoreError;
+
+const PS: u64 = 128 << 10;
+const NS: &str = "mem://bucket";
+
+fn cfg(dir: &Path) -> CacheConfig {
+    CacheConfig {
+        dir: dir.to_path_buf(),
+        max_bytes: 1 << 40,
+        min_free_bytes: 0,
+        part_size: PS,
+        jobs: 4,
+        batch_parts: 4,
+        batch_interval: Duration::from_secs(1),
+        small_object_threshold: 0,
+        min_request_bytes: PS,
+        max_readahead: 4 * PS,
+    }
+}
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(seed as u32) as u8
+                ^ (i >> 13) as u8
+        })
+        .collect()
+}
+
+fn open(dir: &Path, store: &MemoryStore, c: CacheConfig) -> Arc<PartCache> {
+    let _ = dir;
+    PartCache::open(c, Arc::new(store.clone()), NS.to_string()).unwrap()
+}
+
+fn part(i: u64) -> Range<u64> {
+    i * PS..(i + 1) * PS
+}
+
+async fn wait_finalized(h: &ObjectHandle) {
+    for _ in 0..200 {
+        if h.finalized_file().is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("entry never finalized");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_fetches_exactly_the_parts_it_touches() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let d = data(10 * PS as usize, 1);
+    let m = s.put("obj", d.clone());
+    let cache = open(dir.path(), &s, cfg(dir.path()));
+    let h = cache.object(&m).unwrap();
+
+    // A random read touching parts 3, 4 and 5: those three, nothing else.
+    let got = h.read(3 * PS + 10, 2 * PS as usize).await.unwrap();
+    assert_eq!(&got[..], &d[(3 * PS + 10) as usize..(5 * PS + 10) as usize]);
+    let mut r = s.counters().ranges_of("obj");
+    r.sort_by_key(|r| r.start);
+    assert_eq!(r, [part(3), part(4), part(5)]);
+    for r in s.counters().ranges {
+        assert!(r.1.end - r.1.start <= PS);
+    }
+    // Again: served from the data file.
+    h.read(3 * PS, PS as usize).await.unwrap();
+    assert_eq!(s.counters().gets, 3);
+
+    // Sequential from 0: part 0, plus a read-ahead window of 1, then 2.
+    s.reset_counters();
+    h.read(0, PS as usize).await.unwrap();
+    h.read(PS, PS as usize).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut got: Vec<_> = s.counters().ranges_of("obj");
+    got.sort_by_key(|r| r.start);
+    assert_eq!(
+        got,
+        [part(0), part(1), part(2)],
+        "part 3 was present already"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adjacent_missing_parts_are_coalesced_and_small_objects_take_one_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let d = data(10 * PS as usize, 2);
+    let m = s.put("obj", d.clone());
+    let small = s.put("small", data(3 * PS as usize + 5, 3));
+    let mut c = cfg(dir.path());
+    c.min_request_bytes = 4 * PS;
+    c.small_object_threshold = 4 * PS;
+    let cache = open(dir.path(), &s, c);
+    let h = cache.object(&m).unwrap();
+    h.read(PS * 2, 10).await.unwrap(); // part 2 alone
+    let got = h.read(0, 6 * PS as usize).await.unwrap();
+    assert_eq!(&got[..], &d[..6 * PS as usize]);
+    // 0..2 in one request; 3..6 in one request.
+    let mut r = s.counters().ranges_of("obj");
+    r.sort_by_key(|r| r.start);
+    assert_eq!(r, [0..2 * PS, part(2), 3 * PS..6 * PS]);
+    let hs = cache.object(&small).unwrap();
+    hs.read(PS + 1, 1).await.unwrap();
+    assert_eq!(s.counters().ranges_of("small"), [0..small.size]);
+    assert_eq!(hs.read(0, 1 << 30).await.unwrap().len() as u64, small.size);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_body_keeps_the_parts_before_the_break() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let d = data(4 * PS as usize, 4);
+    let m = s.put("obj", d.clone());
+    let mut c = cfg(dir.path());
+    c.min_request_bytes = 4 * PS;
+    let cache = open(dir.path(), &s, c);
+    let h = cache.object(&m).unwrap();
+    // Without the retrying layer the read fails...
+    s.break_bodies_after(2 * PS + PS / 2, Some(1));
+    let err = h.read(0, 4 * PS as usize).await.unwrap_err();
+    assert!(
+        matches!(err, ReadError::Store(StoreError::Network(_))),
+        "{err:?}"
+    );
+    // ...but parts 0 and 1 arrived whole and are kept: the next read asks only for 2..4.
+    s.reset_counters();
+    let got = h.read(0, 4 * PS as usize).await.unwrap();
+    assert_eq!(&got[..], &d[..]);
+    assert_eq!(s.counters().ranges_of("obj"), [2 * PS..4 * PS]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_storm_fails_the_read_and_the_next_one_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let d = data(2 * PS as usize, 5);
+    let m = s.put("obj", d.clone());
+    let cache = open(dir.path(), &s, cfg(dir.path()));
+    let h = cache.object(&m).unwrap();
+    s.fail_next(2);
+    let err = h.read(0, 2 * PS as usize).await.unwrap_err();
+    assert!(
+        matches!(err, ReadError::Store(StoreError::Throttled(_))),
+        "{err:?}"
+    );
+    let got = h.read(0, 2 * PS as usize).await.unwrap();
+    assert_eq!(&got[..], &d[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etag_change_mid_read_is_stale_and_never_mixes_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let old = data(6 * PS as usize, 6);
+    let new = data(6 * PS as usize, 7);
+    let m = s.put("obj", old.clone());
+    let mut c = cfg(dir.path());
+    c.jobs = 1;
+    let cache = open(dir.path(), &s, c);
+    let h = cache.object(&m).unwrap();
+    s.change_after_bytes("obj", PS + 1, new.clone());
+    let err = h.read(0, 6 * PS as usize).await.unwrap_err();
+    assert!(matches!(err, ReadError::Stale), "{err:?}");
+    assert!(s.counters().precondition_failed >= 1);
+    // Every later read of the old handle is stale too, even of parts it had.
+    assert!(matches!(h.read(0, 10).await, Err(ReadError::Stale)));
+    // A new open sees the new object, all of it new.
+    let m2 = s.meta("obj").unwrap();
+    let h2 = cache.object(&m2).unwrap();
+    let got = h2.read(0, 6 * PS as usize).await.unwrap();
+    assert_eq!(&got[..], &new[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_another_etag_drops_the_old_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let m = s.put("obj", data(2 * PS as usize, 8));
+    let cache = open(dir.path(), &s, cfg(dir.path()));
+    let h = cache.object(&m).unwrap();
+    h.read(0, 10).await.unwrap();
+    let new = data(3 * PS as usize, 9);
+    let m2 = s.put("obj", new.clone());
+    let h2 = cache.object(&m2).unwrap();
+    assert!(matches!(h.read(0, 10).await, Err(ReadError::Stale)));
+    s.reset_counters();
+    assert_eq!(&h2.read(0, 1 << 20).await.unwrap()[..], &new[..]);
+    assert_eq!(
+        s.counters().gets,
+        3,
+        "nothing of the old version was reused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_readers_of_one_part_share_one_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let d = data(2 * PS as usize, 10);
+    let m = s.put("obj", d.clone());
+    let cache = open(dir.path(), &s, cfg(dir.path()));
+    let h1 = cache.object(&m).unwrap();
+    let h2 = cache.object(&m).unwrap();
+    s.stall_bodies(1000, Duration::from_millis(200));
+    let (a, b) = tokio::join!(h1.read(100, 1000), h2.read(5000, 1000));
+    assert_eq!(&a.unwrap()[..], &d[100..1100]);
+    assert_eq!(&b.unwrap()[..], &d[5000..6000]);
+    assert_eq!(s.counters().ranges_of("obj"), [part(0)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_fetches_only_the_missing_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let d = data(8 * PS as usize, 11);
+    let m = s.put("obj", d.clone());
+    {
+        let cache = open(dir.path(), &s, cfg(dir.path()));
+        let h = cache.object(&m).unwrap();
+        h.read(PS, 1).await.unwrap();
+        h.read(5 * PS, PS as usize + 1).await.unwrap();
+        // dropped: handle, then cache (flushes the pending checkpoint)
+    }
+    s.reset_counters();
+    let cache = open(dir.path(), &s, cfg(dir.path()));
+    let h = cache.object(&m).unwrap();
+    let got = h.read(0, 8 * PS as usize).await.unwrap();
+    assert_eq!(&got[..], &d[..]);
+    let mut r = s.counters().ranges_of("obj");
+    r.sort_by_key(|r| r.start);
+    assert_eq!(r, [part(0), part(2), part(3), part(4), part(7)]);
+    wait_finalized(&h).await;
+    drop(h);
+    drop(cache);
+    // Finalized: a third start reads everything locally.
+    s.reset_counters();
+    let cache = open(dir.path(), &s, cfg(dir.path()));
+    let h = cache.object(&m).unwrap();
+    assert_eq!(&h.read(0, 1 << 30).await.unwrap()[..], &d[..]);
+    assert_eq!(s.counters().gets, 0);
+    let mut f = h.finalized_file().unwrap();
+    let mut all = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut all).unwrap();
+    assert_eq!(all, d);
+}
+
+fn entry_file(dir: &Path, key: &str, ext: &str) -> PathBuf {
+    dir.join(format!("{}.{ext}", PartCache::entry_name(NS, key)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_checkpoint_means_fetching_again_and_correct_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let d = data(4 * PS as usize, 12);
+    let m = s.put("obj", d.clone());
+    type Damage = (&'static str, fn(&Path));
+    let damage: [Damage; 4] = [
+        ("flipped bit", |p| {
+            let mut b = fs::read(p).unwrap();
+            b[40] ^= 0x10;
+            fs::write(p, b).unwrap();
+        }),
+        ("truncated", |p| {
+            let b = fs::read(p).unwrap();
+            fs::write(p, &b[..b.len() / 2]).unwrap();
+        }),
+        ("unknown version", |p| {
+            let mut b = fs::read(p).unwrap();
+            b[8] = 99;
+            fs::write(p, b).unwrap();
+        }),
+        ("data file of the wrong size", |p| {
+            let data = p.with_extension("data");
+            fs::OpenOptions::new()
+                .write(true)
+                .open(data)
+                .unwrap()
+                .set_len(7)
+                .unwrap();
+        }),
+    ];
+    for (what, f) in damage {
+        {
+            let cache = open(dir.path(), &s, cfg(dir.path()));
+            let h = cache.object(&m).unwrap();
+            h.read(0, 2 * PS as usize).await.unwrap();
+            // Scribble over the data file's bytes of part 0 as well: if the damaged
+            // checkpoint were trusted, these would be served.
+        }
+        let ckpt = entry_file(dir.path(), "obj", "ckpt");
+        assert!(ckpt.exists(), "{what}: checkpoint written");
+        let datafile = entry_file(dir.path(), "obj", "data");
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&datafile)
+            .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, &[0xAA; 100], 0))
+            .unwrap();
+        f(&ckpt);
+        s.reset_counters();
+        let cache = open(dir.path(), &s, cfg(dir.path()));
+        let h = cache.object(&m).unwrap();
+        let got = h.read(0, 2 * PS as usize).await.unwrap();
+        assert_eq!(&got[..], &d[..2 * PS as usize], "{what}");
+        let r = s.counters().ranges_of("obj");
+        assert!(
+            r.contains(&part(0)) && r.contains(&part(1)),
+            "{what}: {r:?}"
+        );
+        drop(h);
+        drop(cache);
+        fs::remove_file(&ckpt).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crc_mismatch_discards_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let m = s.put("obj", data(2 * PS as usize, 13));
+    s.set_crc64("obj", Some(12345));
+    let m = ObjectMeta {
+        crc64: Some(12345),
+        ..m
+    };
+    let cache = open(dir.path(), &s, cfg(dir.path()));
+    let h = cache.object(&m).unwrap();
+    h.read(0, 2 * PS as usize).await.unwrap();
+    for _ in 0..100 {
+        if h.entry().dead().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(matches!(h.read(0, 1).await, Err(ReadError::Io(_))));
+    assert!(!entry_file(dir.path(), "obj", "done").exists());
+    assert!(!entry_file(dir.path(), "obj", "data").exists());
+    assert!(h.finalized_file().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_byte_objects_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let m = s.put("empty", Vec::new());
+    let cache = open(dir.path(), &s, cfg(dir.path()));
+    let h = cache.object(&m).unwrap();
+    assert!(h.read(0, 100).await.unwrap().is_empty());
+    let f = h.finalized_file().unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 0);
+    assert_eq!(s.counters().gets, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_is_lru_and_spares_open_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let size = 4 * PS as usize;
+    let ma = s.put("a", data(size, 14));
+    let mb = s.put("b", data(size, 15));
+    let mc = s.put("c", data(size, 16));
+    let mut c = cfg(dir.path());
+    // Room for two objects and their small files, not three.
+    c.max_bytes = 2 * size as u64 + (64 << 10);
+    let cache = open(dir.path(), &s, c);
+    let ha = cache.object(&ma).unwrap(); // stays open
+    ha.read(0, size).await.unwrap();
+    {
+        let hb = cache.object(&mb).unwrap();
+        hb.read(0, size).await.unwrap();
+        wait_finalized(&hb).await;
+    }
+    wait_finalized(&ha).await;
+    // a is least recently used, but open: b goes.
+    let hc = cache.object(&mc).unwrap();
+    assert_eq!(&hc.read(0, size).await.unwrap()[..], &data(size, 16)[..]);
+    assert!(entry_file(dir.path(), "a", "done").exists());
+    assert!(!entry_file(dir.path(), "b", "done").exists());
+    assert!(!entry_file(dir.path(), "b", "data").exists());
+    assert!(cache.used_bytes() <= cache.config().max_bytes);
+    // Accounting is rebuilt from the directory on restart.
+    drop((ha, hc));
+    let used = cache.used_bytes();
+    drop(cache);
+    let cache = open(dir.path(), &s, cfg(dir.path()));
+    let again = cache.used_bytes();
+    assert!(again.abs_diff(used) <= 64 << 10, "{again} vs {used}");
+    assert!(again >= 2 * size as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_open_of_the_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let _c = open(dir.path(), &s, cfg(dir.path()));
+    match PartCache::open(cfg(dir.path()), Arc::new(s.clone()), NS.into()) {
+        Err(e @ CacheError::Locked(_)) => {
+            assert!(e.to_string().contains("in use by another ossmount process"))
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("opened twice"),
+    }
+}
+
+#[test]
+fn part_size_is_validated() {
+    let s = MemoryStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [0, 1000, (5 << 30) + 1] {
+        let mut c = cfg(dir.path());
+        c.part_size = bad;
+        assert!(matches!(
+            PartCache::open(c, Arc::new(s.clone()), NS.into()),
+            Err(CacheError::Config(_))
+        ));
+    }
+}
+
+/// Reads stay correct when the cache's disk is full: a 4 MiB tmpfs, a 12 MiB object.
+/// Needs root (mount); skipped with a message otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_still_serves_correct_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("skipping: cannot mount a tmpfs (not root?)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Unmount(dir.path().to_path_buf());
+    let s = MemoryStore::new();
+    let small = data(2 * PS as usize, 17);
+    let big = data(12 << 20, 18);
+    let ms = s.put("small", small.clone());
+    let mb = s.put("big", big.clone());
+    let cache = open(dir.path(), &s, cfg(dir.path()));
+    let hs = cache.object(&ms).unwrap();
+    assert_eq!(&hs.read(0, 1 << 30).await.unwrap()[..], &small[..]);
+    wait_finalized(&hs).await;
+    let hb = cache.object(&mb).unwrap();
+    let mut off = 0;
+    while off < big.len() {
+        let got = hb.read(off as u64, 1 << 20).await.unwrap();
+        assert_eq!(&got[..], &big[off..off + got.len()], "at {off}");
+        off += got.len();
+    }
+    // Reading again (partly from disk, partly fetched again) is still right.
+    let got = hb.read(0, big.len()).await.unwrap();
+    assert!(got[..] == big[..]);
+    // What was cached before is intact.
+    let mut f = hs.finalized_file().unwrap();
+    let mut all = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut all).unwrap();
+    assert_eq!(all, small);
+}
+
+/// Durability cost: checkpoint bytes written per data byte with the default batching.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_to_data_write_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let size = 64 << 20;
+    let m = s.put("obj", data(size, 19));
+    let mut c = cfg(dir.path());
+    c.part_size = 1 << 20;
+    c.min_request_bytes = 1 << 20;
+    c.batch_parts = CacheConfig::default().batch_parts;
+    let cache = open(dir.path(), &s, c);
+    let h = cache.object(&m).unwrap();
+    let mut off = 0;
+    while off < size {
+        off += h.read(off as u64, 1 << 20).await.unwrap().len();
+    }
+    wait_finalized(&h).await;
+    let st = cache.write_stats();
+    let ck = st
+        .checkpoint_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let da = st.data_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    let ratio = ck as f64 / da as f64;
+    eprintln!(
+        "checkpoint bytes {ck} / data bytes {da} = {ratio:.2e} ({} checkpoints, {} fdatasyncs, 1 MiB parts)",
+        st.checkpoints.load(std::sync::atomic::Ordering::Relaxed),
+        st.fdatasyncs.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert_eq!(da, size as u64);
+    assert!(ratio < 1e-3);
+}
+
+fn retrying(s: &MemoryStore) -> Arc<dyn ObjectStore> {
+    use crate::store::retry::{RetryConfig, RetryingStore};
+    Arc::new(RetryingStore::new(
+        Arc::new(s.clone()),
+        RetryConfig {
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            ..RetryConfig::default()
+        },
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_retrying_store_resets_resume_from_the_byte_where_they_broke() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let d = data(2 * PS as usize, 20);
+    let m = s.put("obj", d.clone());
+    let cache = PartCache::open(cfg(dir.path()), retrying(&s), NS.into()).unwrap();
+    let h = cache.object(&m).unwrap();
+    s.break_bodies_after(50_000, Some(3));
+    let got = h.read(PS, PS as usize).await.unwrap();
+    assert_eq!(&got[..], &d[PS as usize..]);
+    let c = s.counters();
+    assert_eq!(
+        c.ranges_of("obj"),
+        [PS..2 * PS, PS + 50_000..2 * PS, PS + 100_000..2 * PS]
+    );
+    assert_eq!(c.bytes_served, PS, "not one byte fetched twice");
+    // A 503 storm is ridden out.
+    s.fail_next(5);
+    assert_eq!(&h.read(0, 10).await.unwrap()[..], &d[..10]);
+    assert_eq!(s.counters().injected_503, 5);
+}

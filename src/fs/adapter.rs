@@ -1,0 +1,548 @@
+//! The thin `fuser::Filesystem` adapter: arguments in, reply out, errno mapping in one place.
+//!
+//! Every operation that can touch the network is handed to the tokio runtime and replied
+//! to from there (fuser replies are `Send`), so a FUSE thread never waits on a socket while
+//! other requests queue behind it; several FUSE threads (see `mount.rs`) read requests from
+//! the kernel in parallel on top of that. Purely local operations (statfs, release,
+//! readdir from a snapshot, the read-only refusals) are answered inline.
+//!
+//! The only logic here is what the core must not know about because it is FUSE itself:
+//! the kernel configuration at INIT (large requests, readdirplus, passthrough) and
+//! passthrough bookkeeping. The kernel puts an inode either in "cached" I/O mode or in
+//! passthrough mode, and refuses (EIO to the user) an open that disagrees with the inode's
+//! current mode, and a passthrough open must reuse the inode's backing id. So a finalized
+//! object is handed to the kernel with passthrough only when no cached-mode handle of that
+//! inode is open, and while passthrough handles are open every further open reuses their
+//! backing file. Where passthrough is unavailable (old kernel, no CAP_SYS_ADMIN), opens fall
+//! back to ordinary reads with one log line.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use fuser::{
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+use parking_lot::Mutex;
+use tracing::{debug, info, warn};
+
+use super::error::FsError;
+use super::tree::{Attr, Kind, Tree};
+
+/// FUSE `max_background`: 64 outstanding async requests (reads, readahead) instead of the
+/// kernel's default 12, so a sequential reader keeps the cache's parallel fetches busy.
+/// Mountpoint uses the same value.
+const MAX_BACKGROUND: u16 = 64;
+
+/// The one mapping from core errors to errno. Errors a user must act on (access denied,
+/// archived, changed object, store failures) are logged with the reason, because the errno
+/// alone cannot carry it.
+pub fn to_errno(e: &FsError, op: &str) -> Errno {
+    match e {
+        FsError::NotFound => Errno::ENOENT,
+        FsError::NotDir => Errno::ENOTDIR,
+        FsError::IsDir => Errno::EISDIR,
+        FsError::ReadOnly => Errno::EROFS,
+        FsError::NameTooLong => Errno::ENAMETOOLONG,
+        FsError::BadHandle(_) => {
+            warn!(op, "{e}");
+            Errno::EBADF
+        }
+        FsError::AccessDenied(_) | FsError::Archived(_) => {
+            warn!(op, "permission denied: {e}");
+            Errno::EACCES
+        }
+        FsError::Stale => {
+            warn!(op, "stale file handle: {e}");
+            Errno::ESTALE
+        }
+        FsError::Store(_) | FsError::Cache(_) | FsError::Io(_) => {
+            warn!(op, "I/O error: {e}");
+            Errno::EIO
+        }
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: match a.kind {
+            Kind::Dir => FileType::Directory,
+            Kind::File => FileType::RegularFile,
+        },
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: a.blksize,
+        flags: 0,
+    }
+}
+
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+    }
+}
+
+/// Per-inode I/O mode as the kernel sees it.
+#[derive(Default)]
+struct IoMode {
+    cached_opens: usize,
+    passthrough: Option<(Arc<BackingId>, usize)>,
+}
+
+#[derive(Default)]
+struct Passthrough {
+    by_ino: HashMap<u64, IoMode>,
+    /// fh -> (ino, opened in passthrough mode)
+    by_fh: HashMap<u64, (u64, bool)>,
+}
+
+pub struct Adapter {
+    core: Arc<Tree>,
+    rt: tokio::runtime::Handle,
+    /// Whether to try FUSE passthrough (`--no-passthrough` turns it off).
+    want_passthrough: bool,
+    /// Passthrough was negotiated at INIT and has not failed yet.
+    passthrough_ok: Arc<AtomicBool>,
+    io: Arc<Mutex<Passthrough>>,
+}
+
+impl Adapter {
+    pub fn new(core: Arc<Tree>, rt: tokio::runtime::Handle, want_passthrough: bool) -> Self {
+        Self {
+            core,
+            rt,
+            want_passthrough,
+            passthrough_ok: Arc::new(AtomicBool::new(false)),
+            io: Arc::new(Mutex::new(Passthrough::default())),
+        }
+    }
+}
+
+impl Filesystem for Adapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let caps = config.capabilities();
+        for flag in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_MAX_PAGES,
+        ] {
+            if caps.contains(flag) {
+                let _ = config.add_capabilities(flag);
+            }
+        }
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        // Readahead as large as the kernel lets us (it caps this at the bdi's readahead).
+        if let Err(max) = config.set_max_readahead(u32::MAX) {
+            let _ = config.set_max_readahead(max);
+        }
+        if self.want_passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) {
+            // Depth 2 lets the backing files live on a stacked filesystem (overlayfs).
+            match config
+                .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
+                .map_err(|_| ())
+                .and_then(|_| config.set_max_stack_depth(2).map_err(|_| ()))
+            {
+                Ok(_) => {
+                    self.passthrough_ok.store(true, Ordering::Relaxed);
+                    info!("FUSE passthrough enabled for finalized objects");
+                }
+                Err(()) => info!("FUSE passthrough not available; using ordinary reads"),
+            }
+        } else if self.want_passthrough {
+            info!("kernel has no FUSE passthrough; using ordinary reads");
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let core = self.core.clone();
+        let name = name.to_owned();
+        self.rt.spawn(async move {
+            match core.lookup(parent.0, &name).await {
+                Ok(a) => reply.entry(&core.ttl(), &file_attr(&a), Generation(0)),
+                Err(e) => reply.error(to_errno(&e, "lookup")),
+            }
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let core = self.core.clone();
+        self.rt.spawn(async move {
+            match core.getattr(ino.0).await {
+                Ok(a) => reply.attr(&core.ttl(), &file_attr(&a)),
+                Err(e) => reply.error(to_errno(&e, "getattr")),
+            }
+        });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let core = self.core.clone();
+        self.rt.spawn(async move {
+            match core.opendir(ino.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(to_errno(&e, "opendir")),
+            }
+        });
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.core.readdir(ino.0, fh.0, offset) {
+            Ok(entries) => {
+                for e in entries {
+                    if reply.add(
+                        INodeNo(e.attr.ino),
+                        e.offset,
+                        file_type(e.attr.kind),
+                        &e.name,
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(to_errno(&e, "readdir")),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let ttl = self.core.ttl();
+        match self.core.readdir(ino.0, fh.0, offset) {
+            Ok(entries) => {
+                for e in entries {
+                    let attr = file_attr(&e.attr);
+                    if reply.add(attr.ino, e.offset, &e.name, &ttl, &attr, Generation(0)) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(to_errno(&e, "readdirplus")),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.core.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY
+            || flags.0 & (libc::O_TRUNC | libc::O_APPEND) != 0;
+        let core = self.core.clone();
+        let io = self.io.clone();
+        let pt_ok = self.passthrough_ok.clone();
+        self.rt.spawn(async move {
+            let opened = match core.open(ino.0, write).await {
+                Ok(o) => o,
+                Err(e) => return reply.error(to_errno(&e, "open")),
+            };
+            // Passthrough opens carry no other flag: the kernel answers EIO to
+            // FOPEN_KEEP_CACHE | FOPEN_PASSTHROUGH (seen on 6.18), and passthrough bypasses
+            // the page cache anyway.
+            let mut fopen = FopenFlags::empty();
+            if opened.keep_cache {
+                fopen |= FopenFlags::FOPEN_KEEP_CACHE;
+            }
+            let mut io = io.lock();
+            let mode = io.by_ino.entry(ino.0).or_default();
+            // The inode is already in passthrough mode: every open must join it, with the same
+            // backing file. That is only right if this open is of the same finalized version.
+            if let Some((backing, count)) = &mut mode.passthrough {
+                if opened.finalized.is_some() && opened.keep_cache {
+                    *count += 1;
+                    let backing = backing.clone();
+                    io.by_fh.insert(opened.fh, (ino.0, true));
+                    drop(io);
+                    return reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &backing);
+                }
+                // A new version while old passthrough handles are open: the kernel cannot
+                // mix modes on one inode, and serving the old file would be wrong.
+                drop(io);
+                core.release(opened.fh);
+                warn!(ino = ino.0, "object changed while passthrough handles of the old version are open; close them first");
+                return reply.error(Errno::ESTALE);
+            }
+            if let Some(file) = opened.finalized.as_ref() {
+                if pt_ok.load(Ordering::Relaxed) && mode.cached_opens == 0 {
+                    match reply.open_backing(file) {
+                        Ok(id) => {
+                            let id = Arc::new(id);
+                            mode.passthrough = Some((id.clone(), 1));
+                            io.by_fh.insert(opened.fh, (ino.0, true));
+                            drop(io);
+                            debug!(ino = ino.0, "open with passthrough");
+                            return reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id);
+                        }
+                        Err(e) => {
+                            pt_ok.store(false, Ordering::Relaxed);
+                            warn!("FUSE passthrough failed ({e}); using ordinary reads from now on");
+                        }
+                    }
+                }
+            }
+            mode.cached_opens += 1;
+            io.by_fh.insert(opened.fh, (ino.0, false));
+            drop(io);
+            reply.opened(FileHandle(opened.fh), fopen);
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let core = self.core.clone();
+        self.rt.spawn(async move {
+            match core.read(fh.0, offset, size).await {
+                Ok(b) => reply.data(&b),
+                Err(e) => reply.error(to_errno(&e, "read")),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.core.release(fh.0);
+        let mut io = self.io.lock();
+        if let Some((ino, passthrough)) = io.by_fh.remove(&fh.0) {
+            if let Some(mode) = io.by_ino.get_mut(&ino) {
+                if passthrough {
+                    if let Some((_, count)) = &mut mode.passthrough {
+                        *count -= 1;
+                        if *count == 0 {
+                            // Dropping the last Arc closes the backing id.
+                            mode.passthrough = None;
+                        }
+                    }
+                } else {
+                    mode.cached_opens = mode.cached_opens.saturating_sub(1);
+                }
+                if mode.cached_opens == 0 && mode.passthrough.is_none() {
+                    io.by_ino.remove(&ino);
+                }
+            }
+        }
+        reply.ok();
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.core.statfs();
+        reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+        );
+    }
+
+    // ----- everything that would change the mount: EROFS -----
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(to_errno(&FsError::ReadOnly, "setattr"));
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(to_errno(&FsError::ReadOnly, "mknod"));
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(to_errno(&FsError::ReadOnly, "mkdir"));
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(to_errno(&FsError::ReadOnly, "unlink"));
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(to_errno(&FsError::ReadOnly, "rmdir"));
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(to_errno(&FsError::ReadOnly, "symlink"));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(to_errno(&FsError::ReadOnly, "rename"));
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(to_errno(&FsError::ReadOnly, "link"));
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(to_errno(&FsError::ReadOnly, "write"));
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        reply.error(to_errno(&FsError::ReadOnly, "create"));
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(to_errno(&FsError::ReadOnly, "setxattr"));
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(to_errno(&FsError::ReadOnly, "removexattr"));
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(to_errno(&FsError::ReadOnly, "fallocate"));
+    }
+}

@@ -1,0 +1,327 @@
+//! Core tests against [`MemoryStore`]: listing cache hits, odd keys, shadowing, TTL
+//! expiry, the negative cache, revalidation on open, EROFS, and paging through 100k keys,
+//! each checked by the store's request counters.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::store::memory::{MemoryStore, RequestKind};
+
+fn tree(store: &MemoryStore, prefix: &str, ttl: Duration) -> Tree {
+    let config = FsConfig {
+        metadata_ttl: ttl,
+        ..FsConfig::default()
+    };
+    Tree::new(Arc::new(store.clone()), prefix, DataPath::Direct, config)
+}
+
+fn lists(s: &MemoryStore) -> u64 {
+    s.counters().requests(RequestKind::List)
+}
+
+fn heads(s: &MemoryStore) -> u64 {
+    s.counters().requests(RequestKind::Head)
+}
+
+async fn names(t: &Tree, ino: u64) -> Vec<String> {
+    let fh = t.opendir(ino).await.unwrap();
+    let out = t.readdir(ino, fh, 0).unwrap();
+    t.releasedir(fh);
+    out.into_iter().map(|e| e.name).collect()
+}
+
+async fn lookup(t: &Tree, parent: u64, name: &str) -> Result<Attr, FsError> {
+    t.lookup(parent, OsStr::new(name)).await
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test]
+async fn listing_shows_files_dirs_and_markers_and_is_cached() {
+    let s = MemoryStore::new();
+    s.put("top/a.txt", b"hello".to_vec());
+    s.put("top/sub/b", b"x".to_vec());
+    s.put("top/empty/", Vec::new()); // directory marker object
+    s.put("top/", Vec::new()); // the root's own marker: not an entry
+    s.put("elsewhere", b"no".to_vec());
+    let t = tree(&s, "top", HOUR);
+    assert_eq!(
+        names(&t, ROOT_INO).await,
+        [".", "..", "a.txt", "empty", "sub"]
+    );
+    let n = lists(&s);
+    assert_eq!(n, 1);
+    // Listing again, and looking up present and absent names, cost nothing.
+    assert_eq!(names(&t, ROOT_INO).await.len(), 5);
+    let a = lookup(&t, ROOT_INO, "a.txt").await.unwrap();
+    assert_eq!((a.kind, a.size, a.perm), (Kind::File, 5, 0o444));
+    let d = lookup(&t, ROOT_INO, "empty").await.unwrap();
+    assert_eq!((d.kind, d.perm), (Kind::Dir, 0o555));
+    assert!(matches!(
+        lookup(&t, ROOT_INO, "nope").await,
+        Err(FsError::NotFound)
+    ));
+    assert_eq!((lists(&s), heads(&s)), (1, 0));
+    // The subdirectory lists once too.
+    assert_eq!(names(&t, d.ino).await, [".", ".."]);
+    let sub = lookup(&t, ROOT_INO, "sub").await.unwrap();
+    assert_eq!(names(&t, sub.ino).await, [".", "..", "b"]);
+    assert_eq!(lists(&s), 3);
+}
+
+#[tokio::test]
+async fn odd_keys_are_skipped_not_fatal() {
+    let s = MemoryStore::new();
+    let long = "n".repeat(256);
+    for k in [
+        "a//b".to_string(),
+        "./x".to_string(),
+        "../y".to_string(),
+        "d/./z".to_string(),
+        format!("{long}"),
+        format!("d/{long}/f"),
+        "ok".to_string(),
+        "d/fine".to_string(),
+        "sp ace & ü.bin".to_string(),
+    ] {
+        s.put(&k, b"1".to_vec());
+    }
+    let t = tree(&s, "", HOUR);
+    // `a//b` makes `a` a directory whose only child has an empty name.
+    assert_eq!(
+        names(&t, ROOT_INO).await,
+        [".", "..", "a", "d", "ok", "sp ace & ü.bin"]
+    );
+    let a = lookup(&t, ROOT_INO, "a").await.unwrap();
+    assert_eq!(names(&t, a.ino).await, [".", ".."]);
+    let d = lookup(&t, ROOT_INO, "d").await.unwrap();
+    assert_eq!(names(&t, d.ino).await, [".", "..", "fine"]);
+    assert!(matches!(
+        lookup(&t, ROOT_INO, &long).await,
+        Err(FsError::NameTooLong)
+    ));
+    assert!(matches!(
+        lookup(&t, ROOT_INO, "..").await,
+        Err(FsError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn a_directory_shadows_a_file_of_the_same_name() {
+    let s = MemoryStore::new();
+    s.put("x", b"file".to_vec());
+    s.put("x/inner", b"i".to_vec());
+    let t = tree(&s, "", HOUR);
+    // Remote lookup (no listing yet) prefers the directory.
+    let x = lookup(&t, ROOT_INO, "x").await.unwrap();
+    assert_eq!(x.kind, Kind::Dir);
+    // So does the listing, which shows the name once.
+    assert_eq!(names(&t, ROOT_INO).await, [".", "..", "x"]);
+    assert_eq!(lookup(&t, ROOT_INO, "x").await.unwrap().ino, x.ino);
+}
+
+#[tokio::test]
+async fn negative_lookups_are_cached_for_the_ttl() {
+    let s = MemoryStore::new();
+    s.put("d/f", b"1".to_vec());
+    let t = tree(&s, "", Duration::from_millis(200));
+    assert!(matches!(
+        lookup(&t, ROOT_INO, "missing").await,
+        Err(FsError::NotFound)
+    ));
+    let (l, h) = (lists(&s), heads(&s));
+    assert_eq!((l, h), (1, 1));
+    assert!(matches!(
+        lookup(&t, ROOT_INO, "missing").await,
+        Err(FsError::NotFound)
+    ));
+    assert_eq!(
+        (lists(&s), heads(&s)),
+        (l, h),
+        "second miss must come from the negative cache"
+    );
+    // After the TTL the store is asked again, and a new object shows up.
+    s.put("missing", b"now here".to_vec());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let a = lookup(&t, ROOT_INO, "missing").await.unwrap();
+    assert_eq!(a.size, 8);
+}
+
+#[tokio::test]
+async fn listings_expire_after_the_ttl_and_inodes_stay_stable() {
+    let s = MemoryStore::new();
+    s.put("one", b"1".to_vec());
+    let t = tree(&s, "", Duration::from_millis(200));
+    assert_eq!(names(&t, ROOT_INO).await, [".", "..", "one"]);
+    let one = lookup(&t, ROOT_INO, "one").await.unwrap().ino;
+    s.put("two", b"2".to_vec());
+    assert_eq!(
+        names(&t, ROOT_INO).await,
+        [".", "..", "one"],
+        "fresh listing is reused"
+    );
+    assert_eq!(lists(&s), 1);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(names(&t, ROOT_INO).await, [".", "..", "one", "two"]);
+    assert_eq!(lists(&s), 2);
+    assert_eq!(lookup(&t, ROOT_INO, "one").await.unwrap().ino, one);
+}
+
+#[tokio::test]
+async fn getattr_rehead_only_after_the_ttl() {
+    let s = MemoryStore::new();
+    s.put("f", b"12345".to_vec());
+    let t = tree(&s, "", Duration::from_millis(200));
+    let f = lookup(&t, ROOT_INO, "f").await.unwrap();
+    let h = heads(&s);
+    assert_eq!(t.getattr(f.ino).await.unwrap().size, 5);
+    assert_eq!(heads(&s), h);
+    s.put("f", b"1234567".to_vec());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(t.getattr(f.ino).await.unwrap().size, 7);
+    assert_eq!(heads(&s), h + 1);
+}
+
+#[tokio::test]
+async fn open_revalidates_keeps_cache_only_when_unchanged_and_old_handles_go_stale() {
+    let s = MemoryStore::new();
+    s.put("f", b"old content".to_vec());
+    let t = tree(&s, "", Duration::from_millis(200));
+    let f = lookup(&t, ROOT_INO, "f").await.unwrap();
+    let o1 = t.open(f.ino, false).await.unwrap();
+    assert!(!o1.keep_cache, "first open: nothing to keep");
+    assert_eq!(&t.read(o1.fh, 0, 100).await.unwrap()[..], b"old content");
+    let o2 = t.open(f.ino, false).await.unwrap();
+    assert!(o2.keep_cache, "same ETag: keep the page cache");
+    t.release(o2.fh);
+
+    s.put("f", b"NEW content!".to_vec());
+    // Within the TTL the old ETag is trusted, but reads are tied to it: never mixed bytes.
+    assert!(matches!(t.read(o1.fh, 0, 100).await, Err(FsError::Stale)));
+    // A stale read invalidates the metadata: the next open HEADs and sees the new object.
+    let h = heads(&s);
+    let o3 = t.open(f.ino, false).await.unwrap();
+    assert_eq!(heads(&s), h + 1);
+    assert!(!o3.keep_cache, "changed object: drop the page cache");
+    assert_eq!(&t.read(o3.fh, 0, 100).await.unwrap()[..], b"NEW content!");
+    assert_eq!(t.getattr(f.ino).await.unwrap().size, 12);
+    t.release(o1.fh);
+    t.release(o3.fh);
+    assert_eq!(t.open_handles(), 0);
+
+    // After the TTL, open re-HEADs by itself.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let h = heads(&s);
+    let o4 = t.open(f.ino, false).await.unwrap();
+    assert_eq!(heads(&s), h + 1);
+    assert!(o4.keep_cache);
+}
+
+#[tokio::test]
+async fn reads_are_bounded_by_the_object() {
+    let s = MemoryStore::new();
+    s.put("f", (0..=255u8).collect::<Vec<_>>());
+    let t = tree(&s, "", HOUR);
+    let f = lookup(&t, ROOT_INO, "f").await.unwrap();
+    let o = t.open(f.ino, false).await.unwrap();
+    assert_eq!(t.read(o.fh, 250, 100).await.unwrap().len(), 6);
+    assert!(t.read(o.fh, 256, 100).await.unwrap().is_empty());
+    assert!(t.read(o.fh, 1000, 100).await.unwrap().is_empty());
+    assert!(matches!(
+        t.read(999, 0, 1).await,
+        Err(FsError::BadHandle(999))
+    ));
+}
+
+#[tokio::test]
+async fn writes_and_directory_opens_are_refused() {
+    let s = MemoryStore::new();
+    s.put("f", b"x".to_vec());
+    s.put("d/g", b"x".to_vec());
+    let t = tree(&s, "", HOUR);
+    let f = lookup(&t, ROOT_INO, "f").await.unwrap();
+    assert!(matches!(t.open(f.ino, true).await, Err(FsError::ReadOnly)));
+    let d = lookup(&t, ROOT_INO, "d").await.unwrap();
+    assert!(matches!(t.open(d.ino, false).await, Err(FsError::IsDir)));
+    assert!(matches!(t.opendir(f.ino).await, Err(FsError::NotDir)));
+    assert!(matches!(lookup(&t, f.ino, "x").await, Err(FsError::NotDir)));
+    assert!(matches!(t.getattr(12345).await, Err(FsError::NotFound)));
+}
+
+#[tokio::test]
+async fn store_errors_are_sorted_for_errno() {
+    use crate::store::ServiceError;
+    let svc = |code: &str, status| ServiceError {
+        status,
+        code: code.into(),
+        ..Default::default()
+    };
+    let map = |e| FsError::from(e);
+    assert!(matches!(
+        map(StoreError::NoSuchKey(svc("NoSuchKey", 404))),
+        FsError::NotFound
+    ));
+    assert!(matches!(
+        map(StoreError::AccessDenied(svc("AccessDenied", 403))),
+        FsError::AccessDenied(_)
+    ));
+    assert!(matches!(
+        map(StoreError::InvalidObjectState(svc(
+            "InvalidObjectState",
+            403
+        ))),
+        FsError::Archived(_)
+    ));
+    assert!(matches!(
+        map(StoreError::PreconditionFailed(svc(
+            "PreconditionFailed",
+            412
+        ))),
+        FsError::Stale
+    ));
+    assert!(matches!(
+        map(StoreError::Network("reset".into())),
+        FsError::Store(_)
+    ));
+}
+
+#[tokio::test]
+async fn readdir_resumes_from_a_cookie() {
+    let s = MemoryStore::new();
+    for i in 0..10 {
+        s.put(&format!("f{i}"), b"x".to_vec());
+    }
+    let t = tree(&s, "", HOUR);
+    let fh = t.opendir(ROOT_INO).await.unwrap();
+    let all = t.readdir(ROOT_INO, fh, 0).unwrap();
+    assert_eq!(all.len(), 12);
+    for cut in 0..all.len() {
+        let rest = t.readdir(ROOT_INO, fh, all[cut].offset).unwrap();
+        let want: Vec<_> = all[cut + 1..].iter().map(|e| e.name.clone()).collect();
+        let got: Vec<_> = rest.iter().map(|e| e.name.clone()).collect();
+        assert_eq!(got, want, "resuming after entry {cut}");
+    }
+}
+
+#[tokio::test]
+async fn hundred_thousand_keys_page_in_100_lists() {
+    let s = MemoryStore::new();
+    for i in 0..100_000 {
+        s.put(&format!("big/k{i:06}"), Vec::new());
+    }
+    let t = tree(&s, "", HOUR);
+    let big = lookup(&t, ROOT_INO, "big").await.unwrap();
+    s.reset_counters();
+    let fh = t.opendir(big.ino).await.unwrap();
+    let entries = t.readdir(big.ino, fh, 0).unwrap();
+    assert_eq!(entries.len(), 100_002);
+    assert_eq!(lists(&s), 100, "1000 keys per page");
+    assert_eq!(entries[2].name, "k000000");
+    assert_eq!(entries[100_001].name, "k099999");
+    // Every lookup in it is served from the listing.
+    let e = lookup(&t, big.ino, "k054321").await.unwrap();
+    assert_eq!(e.ino, entries[54_323].attr.ino);
+    assert_eq!((lists(&s), heads(&s)), (100, 0));
+}

@@ -1,0 +1,259 @@
+//! ListObjectsV2 over a directory tree.
+//!
+//! Each request walks the part of the bucket the prefix can match (the directory named by
+//! the prefix up to its last `/`), collects file keys, sorts them in UTF-8 byte order (the
+//! order OSS and S3 use, which `String`'s `Ord` is), then rolls keys up into common
+//! prefixes and cuts a page. A walk is O(files under the prefix's directory): about
+//! 50 ms for 100k files on this machine, fine for a test and demo server, and it keeps the
+//! listing exactly in step with the directory without any invalidation.
+//!
+//! Only regular files are objects; empty directories list as nothing. Symlinks to files
+//! inside DIR are objects; symlinked directories are not descended (no loops, no escape).
+//!
+//! The continuation token is the last key or common prefix returned, base64url-encoded:
+//! the next page starts strictly after it, and a common prefix as marker skips everything
+//! under it. `start-after` is honoured when no token is given.
+
+use std::fs::Metadata;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use super::error::ApiError;
+use super::resolve::Root;
+
+/// Encoding for `encoding-type=url`: everything but RFC 3986 unreserved characters, so
+/// `/` is `%2F` and `+` is `%2B` as OSS does.
+const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+pub fn url_encode(s: &str) -> String {
+    utf8_percent_encode(s, URL_ENCODE).to_string()
+}
+
+/// Default and cap of `max-keys` (the OSS and S3 documented values).
+pub const DEFAULT_MAX_KEYS: u32 = 100;
+pub const MAX_MAX_KEYS: u32 = 1000;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListParams {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    pub max_keys: u32,
+    pub continuation_token: Option<String>,
+    pub start_after: Option<String>,
+    pub url_encoding: bool,
+}
+
+impl ListParams {
+    pub fn from_query(query: &[(String, String)]) -> Result<Self, ApiError> {
+        let get = |name: &str| {
+            query
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let max_keys = match get("max-keys") {
+            None => DEFAULT_MAX_KEYS,
+            Some(v) => v
+                .parse::<u32>()
+                .map_err(|_| ApiError::invalid_argument(format!("max-keys {v:?} is not a number")))?
+                .min(MAX_MAX_KEYS),
+        };
+        let url_encoding = match get("encoding-type") {
+            None | Some("") => false,
+            Some(v) if v.eq_ignore_ascii_case("url") => true,
+            Some(v) => {
+                return Err(ApiError::invalid_argument(format!(
+                    "encoding-type {v:?} is not supported (only url)"
+                )))
+            }
+        };
+        Ok(ListParams {
+            prefix: get("prefix").unwrap_or_default().to_string(),
+            delimiter: get("delimiter")
+                .filter(|d| !d.is_empty())
+                .map(str::to_string),
+            max_keys,
+            continuation_token: get("continuation-token")
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+            start_after: get("start-after")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            url_encoding,
+        })
+    }
+
+    /// Where this page starts (exclusive).
+    pub fn marker(&self) -> Result<Option<String>, ApiError> {
+        match &self.continuation_token {
+            Some(t) => decode_token(t).map(Some),
+            None => Ok(self.start_after.clone()),
+        }
+    }
+}
+
+pub fn encode_token(marker: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(marker.as_bytes())
+}
+
+pub fn decode_token(token: &str) -> Result<String, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| ApiError::invalid_argument("The continuation token is not valid."))
+}
+
+/// A file found by the walk.
+pub struct Found {
+    pub key: String,
+    pub path: PathBuf,
+    pub meta: Metadata,
+}
+
+/// One page, before identities are attached.
+pub struct Page {
+    pub objects: Vec<Found>,
+    pub common_prefixes: Vec<String>,
+    /// Marker of the next page, when truncated.
+    pub next: Option<String>,
+}
+
+/// Compute one page of the listing of `bucket_dir`.
+pub fn list_page(root: &Root, bucket_dir: &Path, p: &ListParams) -> Result<Page, ApiError> {
+    let marker = p.marker()?;
+    let mut found = Vec::new();
+    // The directory the prefix must be in: everything up to its last '/'.
+    let dir_part = match p.prefix.rfind('/') {
+        Some(i) => &p.prefix[..=i],
+        None => "",
+    };
+    // Keys never have empty, '.' or '..' components, so such a prefix matches nothing
+    // (and must not steer the walk out of the bucket).
+    let dir_ok = dir_part.is_empty()
+        || dir_part[..dir_part.len() - 1]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'));
+    let start = bucket_dir.join(dir_part);
+    // No symlinked directories on the way: the canonical form must be the path itself.
+    let dir_ok = dir_ok && (dir_part.is_empty() || start.canonicalize().is_ok_and(|c| c == start));
+    if dir_ok {
+        walk(root, &start, dir_part.to_string(), &p.prefix, &mut found);
+    }
+    found.sort_by(|a, b| a.key.cmp(&b.key));
+
+    let mut objects = Vec::new();
+    let mut common_prefixes: Vec<String> = Vec::new();
+    let mut last: Option<String> = None;
+    let mut truncated = false;
+    let mut count = 0u32;
+    for f in found {
+        if let Some(m) = &marker {
+            if f.key.as_str() <= m.as_str() {
+                continue;
+            }
+        }
+        let rolled = p.delimiter.as_deref().and_then(|d| {
+            f.key[p.prefix.len()..]
+                .find(d)
+                .map(|i| f.key[..p.prefix.len() + i + d.len()].to_string())
+        });
+        if let Some(cp) = rolled {
+            if Some(&cp) == marker.as_ref() || common_prefixes.last() == Some(&cp) {
+                continue;
+            }
+            if count == p.max_keys {
+                truncated = true;
+                break;
+            }
+            count += 1;
+            last = Some(cp.clone());
+            common_prefixes.push(cp);
+        } else {
+            if count == p.max_keys {
+                truncated = true;
+                break;
+            }
+            count += 1;
+            last = Some(f.key.clone());
+            objects.push(f);
+        }
+    }
+    Ok(Page {
+        objects,
+        common_prefixes,
+        next: if truncated { last } else { None },
+    })
+}
+
+/// Collect files under `dir` (whose key prefix is `rel`) with keys starting with `prefix`.
+fn walk(root: &Root, dir: &Path, rel: String, prefix: &str, out: &mut Vec<Found>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(name) = e.file_name().into_string() else {
+            tracing::debug!("skipping non-UTF-8 name in {}", dir.display());
+            continue;
+        };
+        let key = format!("{rel}{name}");
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() {
+            let sub = format!("{key}/");
+            // Descend only where keys can still match the prefix.
+            if sub.starts_with(prefix) || prefix.starts_with(&sub) {
+                walk(root, &e.path(), sub, prefix, out);
+            }
+            continue;
+        }
+        if !key.starts_with(prefix) {
+            continue;
+        }
+        let path = e.path();
+        if ft.is_file() {
+            if let Ok(meta) = e.metadata() {
+                out.push(Found { key, path, meta });
+            }
+        } else if ft.is_symlink() {
+            // A file it points to, inside DIR, is an object; anything else is skipped.
+            match path.canonicalize() {
+                Ok(c) if c.starts_with(&root.dir) => {
+                    if let Ok(meta) = std::fs::metadata(&c) {
+                        if meta.is_file() {
+                            out.push(Found { key, path: c, meta });
+                        }
+                    }
+                }
+                _ => tracing::debug!(
+                    "skipping symlink {} (outside DIR or dangling)",
+                    path.display()
+                ),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_encoding_is_strict() {
+        assert_eq!(url_encode("a b+c/d~e%"), "a%20b%2Bc%2Fd~e%25");
+        assert_eq!(url_encode("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        for m in ["a/b", "100%", "文件/x y", ""] {
+            assert_eq!(decode_token(&encode_token(m)).unwrap(), m);
+        }
+        assert!(decode_token("!!!").is_err());
+    }
+}
