@@ -356,7 +356,21 @@ impl StoreConfig {
         args: &StoreArgs,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let endpoint = args.endpoint.as_deref().map(Endpoint::parse).transpose()?;
+        let mut endpoint = args.endpoint.as_deref().map(Endpoint::parse).transpose()?;
+        // `--endpoint bucket.oss-cn-hangzhou.aliyuncs.com` (the bucket's own host, as the
+        // console shows it) would otherwise become `bucket.bucket.oss-...`.
+        if let Some(e) = endpoint.as_mut() {
+            let own = format!("{}.", url.bucket);
+            let service = e.host.ends_with(".aliyuncs.com") || e.host.ends_with(".amazonaws.com");
+            if service && e.host.starts_with(&own) && !args.path_style {
+                let stripped = e.host[own.len()..].to_string();
+                tracing::warn!(
+                    "--endpoint {} names the bucket's own host; using {stripped}",
+                    e.host
+                );
+                e.host = stripped;
+            }
+        }
         let (endpoint, region) = match url.scheme {
             Scheme::Oss => {
                 let given = args
@@ -456,13 +470,19 @@ impl StoreConfig {
     }
 }
 
-/// The store every command uses: the HTTP client wrapped in retries.
+/// The store every command uses: the HTTP client wrapped in retries, default settings.
 pub fn connect(cfg: &StoreConfig) -> Result<Arc<dyn ObjectStore>, ConfigError> {
-    let http = HttpStore::new(cfg.clone(), HttpConfig::default())?;
-    Ok(Arc::new(RetryingStore::new(
-        Arc::new(http),
-        RetryConfig::default(),
-    )))
+    connect_with(cfg, HttpConfig::default(), RetryConfig::default())
+}
+
+/// [`connect`] with explicit timeouts and retry policy (tests use short ones).
+pub fn connect_with(
+    cfg: &StoreConfig,
+    http: HttpConfig,
+    retry: RetryConfig,
+) -> Result<Arc<dyn ObjectStore>, ConfigError> {
+    let store = HttpStore::new(cfg.clone(), http)?;
+    Ok(Arc::new(RetryingStore::new(Arc::new(store), retry)))
 }
 
 #[cfg(test)]
@@ -638,6 +658,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.region, "cn-hangzhou");
+    }
+
+    #[test]
+    fn bucket_host_as_endpoint_is_reduced_to_the_service_host() {
+        let c = resolve(
+            "oss://bkt/x",
+            args(Some("https://bkt.oss-cn-shenzhen.aliyuncs.com"), None),
+            OSS_ENV,
+        )
+        .unwrap();
+        assert_eq!(c.endpoint, "https://oss-cn-shenzhen.aliyuncs.com");
+        assert_eq!(c.region, "cn-shenzhen");
+        // Another bucket's name in the host is left alone.
+        let c = resolve(
+            "oss://bkt/x",
+            args(Some("other.oss-cn-shenzhen.aliyuncs.com"), None),
+            OSS_ENV,
+        )
+        .unwrap();
+        assert_eq!(c.endpoint, "https://other.oss-cn-shenzhen.aliyuncs.com");
     }
 
     #[test]

@@ -440,7 +440,11 @@ impl ObjectHandle {
             // Read-ahead window, in parts.
             let ra = {
                 let mut seq = self.seq.lock();
-                if offset == seq.next_offset {
+                // Within a part of where the last read ended counts as sequential: the
+                // kernel's parallel read-ahead requests arrive slightly out of order.
+                if offset == seq.next_offset
+                    || (seq.next_offset > 0 && offset.abs_diff(seq.next_offset) <= ps)
+                {
                     let max = (self.engine.max_readahead / ps).max(1) as usize;
                     seq.window_parts = (seq.window_parts * 2).clamp(1, max);
                 } else {
@@ -502,9 +506,14 @@ impl ObjectHandle {
     /// Fetch every missing part (for `download` and prefetching); returns once all are
     /// present or one failed. Parts that could only be held in memory count as failures.
     pub async fn fetch_all(&self) -> Result<(), ReadError> {
+        self.fetch_all_with(false).await
+    }
+
+    /// [`Self::fetch_all`], with every missing part in one GET when `one_request`.
+    pub async fn fetch_all_with(&self, one_request: bool) -> Result<(), ReadError> {
         self.check_alive()?;
         let n = self.entry.n_parts;
-        let waits = self.engine.ensure(&self.entry, 0..n, false);
+        let waits = self.engine.ensure(&self.entry, 0..n, one_request);
         let mut failure = None;
         for (_, rx) in waits {
             match wait_part(rx).await {

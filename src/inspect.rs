@@ -8,8 +8,9 @@
 //!   prefix, so `oss://b/dir` shows `PRE dir/` and `oss://b/dir/` shows what is inside.
 //!   `-r` lists every key below the prefix. Pages of 1000 keys (the maximum; OSS defaults
 //!   to 100) are followed through continuation tokens and printed as they arrive.
-//! - `cat URL [--range FIRST-LAST | FIRST- | -SUFFIX]` HEADs the object, then streams the
-//!   bytes to stdout with `If-Match` on its ETag, never holding more than one chunk.
+//! - `cat URL [--range FIRST-LAST | FIRST- | -COUNT]` HEADs the object, then streams the
+//!   bytes to stdout with `If-Match` on its ETag, never holding more than one chunk. A
+//!   suffix range must be written `--range=-COUNT`, or clap takes `-COUNT` for a flag.
 //!
 //! Each command builds its own single-threaded tokio runtime: there is no global runtime,
 //! because `mount` forks to detach and a runtime's threads do not survive a fork.

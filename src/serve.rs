@@ -106,7 +106,10 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         .thread_name("ossmount-serve")
         .build()
         .map_err(|e| Failure::new(exit::GENERIC, format!("serve: tokio runtime: {e}")))?;
-    rt.block_on(serve(server, args.listen))
+    let result = rt.block_on(serve(server, args.listen));
+    // Do not wait for a hashing pass or a reader thread of a dropped connection.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
 }
 
 async fn serve(server: Arc<Server>, addr: SocketAddr) -> Result<(), Failure> {

@@ -107,6 +107,10 @@ impl Env {
             .env("OSS_ACCESS_KEY_ID", AK)
             .env("OSS_ACCESS_KEY_SECRET", SK)
             .env_remove("RUST_LOG");
+        // OSSMOUNT_TEST_LOG=FILE: keep the mount's debug log for a failing test.
+        if let Some(log) = std::env::var_os("OSSMOUNT_TEST_LOG") {
+            c.arg("--log-file").arg(log).arg("--debug");
+        }
         c
     }
 
@@ -244,6 +248,15 @@ print("ok")
         (size >> 20) as f64 / secs
     );
     same_file(&src, &out_dir.join("cp2.bin"));
+    let t = Instant::now();
+    sh(&format!("cat '{}' > /dev/null", via.display()));
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "cat of {} MiB (cached, to /dev/null): {:.2}s, {:.0} MiB/s",
+        size >> 20,
+        secs,
+        (size >> 20) as f64 / secs
+    );
     assert_eq!(env.serve.stats().bytes_sent, 0, "cached copy fetched bytes");
     drop(m);
 }

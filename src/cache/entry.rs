@@ -14,7 +14,9 @@
 //! happened, so after `kill -9` the worst case is re-fetching the parts of the last batch.
 //! The batch ([`Entry::complete_part`] asks for a flush every `batch_parts` parts or
 //! `batch_interval`) keeps fsyncs rare: with 8 MiB parts and a batch of 16 parts, one
-//! fdatasync and one ~1 KB checkpoint per 128 MiB.
+//! fdatasync and one ~1 KB checkpoint per 128 MiB. Measured (test
+//! `checkpoint_to_data_write_ratio`, 64 MiB in 1 MiB parts, the worst case of small parts):
+//! 4,098 checkpoint bytes for 67,108,864 data bytes, a ratio of 6.1e-5, with 8 fdatasyncs.
 //!
 //! Within one process, a part is served as soon as its bytes are written and its CRC
 //! computed (they are in the page cache and were checked by construction); only the
@@ -64,7 +66,17 @@ impl EntryPaths {
 
     /// Remove every file of the entry (missing ones are fine).
     pub fn remove_all(&self) {
-        for p in self.all() {
+        Self::remove(self.all());
+    }
+
+    /// Remove the partial state (data file, checkpoint, sidecar, temp files) but never
+    /// `done`: for `download` that is the user's target file, replaced only by a rename.
+    pub fn remove_partial(&self) {
+        Self::remove(self.all().into_iter().filter(|p| p != &self.done).collect());
+    }
+
+    fn remove(paths: Vec<PathBuf>) {
+        for p in paths {
             match fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -205,6 +217,8 @@ impl Entry {
                             let entry =
                                 Self::build(paths, identity, c.part_size, f, c.parts, opts, stats);
                             entry.state.lock().finalized = true;
+                            // Left over if a crash came between the rename and its removal.
+                            let _ = fs::remove_file(&entry.paths.ckpt);
                             return Ok((entry, Opened::Finalized));
                         }
                         tracing::warn!(
@@ -265,7 +279,7 @@ impl Entry {
             Err(e) => tracing::warn!("cannot read checkpoint {}: {e}", paths.ckpt.display()),
         }
         // 3. Fresh: whatever is left is unvouched for.
-        paths.remove_all();
+        paths.remove_partial();
         let f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -455,7 +469,7 @@ impl Entry {
                     self.identity.etag
                 );
                 self.state.lock().dead = Some(Dead::Corrupt);
-                self.paths.remove_all();
+                self.paths.remove_partial();
                 return Err(FinalizeError::Mismatch { expected, actual });
             }
         }

@@ -547,3 +547,83 @@ async fn through_the_retrying_store_resets_resume_from_the_byte_where_they_broke
     assert_eq!(&h.read(0, 10).await.unwrap()[..], &d[..10]);
     assert_eq!(s.counters().injected_503, 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_command_status_verify_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let ma = s.put("done-one", data(3 * PS as usize, 22));
+    let mb = s.put("partial-one", data(4 * PS as usize, 23));
+    {
+        let cache = open(dir.path(), &s, cfg(dir.path()));
+        let ha = cache.object(&ma).unwrap();
+        ha.read(0, 1 << 30).await.unwrap();
+        wait_finalized(&ha).await;
+        let hb = cache.object(&mb).unwrap();
+        hb.read(0, 1).await.unwrap();
+    }
+    let st = status(dir.path()).unwrap();
+    assert!(st.contains("2 entries"), "{st}");
+    assert!(st.contains("finalized") && st.contains("done-one"), "{st}");
+    assert!(st.contains("partial") && st.contains("partial-one"), "{st}");
+    assert!(st.contains(" 50.0%") || st.contains(" 25.0%"), "{st}");
+    let (rep, bad) = verify(dir.path(), false).unwrap();
+    assert_eq!(bad, 0, "{rep}");
+    // Flip a byte of a present part of the partial entry.
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(entry_file(dir.path(), "partial-one", "data"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0xFF, 0x00, 0xFF], 100).unwrap();
+    let (rep, bad) = verify(dir.path(), false).unwrap();
+    assert_eq!(bad, 1, "{rep}");
+    assert!(rep.contains("BAD  partial-one"), "{rep}");
+    let (_, bad) = verify(dir.path(), true).unwrap();
+    assert_eq!(bad, 1);
+    assert!(!entry_file(dir.path(), "partial-one", "data").exists());
+    assert_eq!(verify(dir.path(), false).unwrap().1, 0);
+    assert_eq!(
+        clean(dir.path(), Some(Duration::from_secs(3600)))
+            .unwrap()
+            .0,
+        0
+    );
+    assert_eq!(clean(dir.path(), None).unwrap().0, 1);
+    assert!(status(dir.path()).unwrap().contains("0 entries"));
+}
+
+/// Part size by measurement: read a 256 MiB object sequentially through the cache with
+/// several part sizes. `cargo test --release --lib part_size_sweep -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn part_size_sweep() {
+    let s = MemoryStore::new();
+    let size = 256 << 20;
+    let m = s.put("obj", data(size, 24));
+    for ps in [1u64 << 20, 4 << 20, 8 << 20, 16 << 20, 64 << 20] {
+        let dir = tempfile::tempdir_in(".").unwrap();
+        let mut c = cfg(dir.path());
+        c.part_size = ps;
+        c.min_request_bytes = ps;
+        c.jobs = 8;
+        c.max_readahead = 8 * ps;
+        c.batch_parts = 16;
+        let cache = open(dir.path(), &s, c);
+        let h = cache.object(&m).unwrap();
+        let t = std::time::Instant::now();
+        let mut off = 0;
+        while off < size {
+            off += h.read(off as u64, 1 << 20).await.unwrap().len();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        // A random 4 KiB read costs one part.
+        eprintln!(
+            "part {:>3} MiB: {:>7.1} MiB/s sequential, {} requests, {} checkpoints; a random 4 KiB read fetches {} KiB",
+            ps >> 20,
+            size as f64 / secs / (1 << 20) as f64,
+            cache.engine().requests.load(std::sync::atomic::Ordering::Relaxed),
+            cache.write_stats().checkpoints.load(std::sync::atomic::Ordering::Relaxed),
+            ps >> 10
+        );
+    }
+}

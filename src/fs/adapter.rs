@@ -211,20 +211,16 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.core.readdir(ino.0, fh.0, offset) {
-            Ok(entries) => {
-                for e in entries {
-                    if reply.add(
-                        INodeNo(e.attr.ino),
-                        e.offset,
-                        file_type(e.attr.kind),
-                        &e.name,
-                    ) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let result = self.core.readdir_with(ino.0, fh.0, offset, &mut |e| {
+            reply.add(
+                INodeNo(e.attr.ino),
+                e.offset,
+                file_type(e.attr.kind),
+                &e.name,
+            )
+        });
+        match result {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(to_errno(&e, "readdir")),
         }
     }
@@ -238,16 +234,12 @@ impl Filesystem for Adapter {
         mut reply: ReplyDirectoryPlus,
     ) {
         let ttl = self.core.ttl();
-        match self.core.readdir(ino.0, fh.0, offset) {
-            Ok(entries) => {
-                for e in entries {
-                    let attr = file_attr(&e.attr);
-                    if reply.add(attr.ino, e.offset, &e.name, &ttl, &attr, Generation(0)) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let result = self.core.readdir_with(ino.0, fh.0, offset, &mut |e| {
+            let attr = file_attr(&e.attr);
+            reply.add(attr.ino, e.offset, &e.name, &ttl, &attr, Generation(0))
+        });
+        match result {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(to_errno(&e, "readdirplus")),
         }
     }
@@ -337,6 +329,7 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        tracing::trace!(fh = fh.0, offset, size, "read");
         let core = self.core.clone();
         self.rt.spawn(async move {
             match core.read(fh.0, offset, size).await {
@@ -544,5 +537,39 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         reply.error(to_errno(&FsError::ReadOnly, "fallocate"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ServiceError, StoreError};
+
+    #[test]
+    fn errno_mapping() {
+        let svc = ServiceError::default;
+        let cases: Vec<(FsError, i32)> = vec![
+            (FsError::NotFound, libc::ENOENT),
+            (StoreError::NoSuchKey(svc()).into(), libc::ENOENT),
+            (StoreError::AccessDenied(svc()).into(), libc::EACCES),
+            (
+                StoreError::SignatureDoesNotMatch(svc()).into(),
+                libc::EACCES,
+            ),
+            (StoreError::InvalidObjectState(svc()).into(), libc::EACCES),
+            (StoreError::PreconditionFailed(svc()).into(), libc::ESTALE),
+            (crate::fetch::ReadError::Stale.into(), libc::ESTALE),
+            (StoreError::Network("reset".into()).into(), libc::EIO),
+            (StoreError::Throttled(svc()).into(), libc::EIO),
+            (FsError::Io(std::io::Error::other("disk")), libc::EIO),
+            (FsError::ReadOnly, libc::EROFS),
+            (FsError::IsDir, libc::EISDIR),
+            (FsError::NotDir, libc::ENOTDIR),
+            (FsError::NameTooLong, libc::ENAMETOOLONG),
+            (FsError::BadHandle(7), libc::EBADF),
+        ];
+        for (e, want) in cases {
+            assert_eq!(to_errno(&e, "test").code(), want, "{e}");
+        }
     }
 }

@@ -104,9 +104,9 @@ fn raise_readahead(mountpoint: &Path) {
     };
     let Some(dev) = info
         .lines()
+        .rev()
         .filter(|l| l.split(' ').nth(4) == Some(mp))
-        .filter_map(|l| l.split(' ').nth(2))
-        .last()
+        .find_map(|l| l.split(' ').nth(2))
     else {
         return;
     };

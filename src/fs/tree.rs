@@ -78,7 +78,7 @@ pub struct FsConfig {
 
 impl Default for FsConfig {
     fn default() -> Self {
-        // SAFETY-free libc calls: getuid/getgid cannot fail.
+        // SAFETY: getuid and getgid have no preconditions and cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         Self {
             uid,
@@ -605,8 +605,26 @@ impl Tree {
 
     /// Entries of an open directory from cookie `offset` on (0 = start), `.` and `..` first.
     /// The caller stops adding when its reply buffer is full and asks again from the cookie
-    /// of the last entry it kept.
+    /// of the last entry it kept. Convenience form of [`Tree::readdir_with`] for tests.
     pub fn readdir(&self, ino: u64, fh: u64, offset: u64) -> Result<Vec<DirEntry>, FsError> {
+        let mut out = Vec::new();
+        self.readdir_with(ino, fh, offset, &mut |e| {
+            out.push(e);
+            false
+        })?;
+        Ok(out)
+    }
+
+    /// Feed entries from cookie `offset` on to `add` until it returns `true` (buffer full).
+    /// Work is proportional to what the caller takes, not to the directory: the kernel reads
+    /// a 100k-entry directory in thousands of page-sized calls.
+    pub fn readdir_with(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        add: &mut dyn FnMut(DirEntry) -> bool,
+    ) -> Result<(), FsError> {
         let dir = self.inode(ino)?;
         let listing = self
             .dir_handles
@@ -614,26 +632,31 @@ impl Tree {
             .get(&fh)
             .cloned()
             .ok_or(FsError::BadHandle(fh))?;
-        let mut out = Vec::new();
         let dot = [(".", ino), ("..", dir.parent)];
         for (i, (name, eino)) in dot.iter().enumerate() {
             if (i as u64) >= offset {
-                out.push(DirEntry {
+                let e = DirEntry {
                     offset: i as u64 + 1,
                     name: name.to_string(),
                     attr: self.attr_of(&*self.inode(*eino)?),
-                });
+                };
+                if add(e) {
+                    return Ok(());
+                }
             }
         }
         let skip = offset.saturating_sub(2) as usize;
         for (i, (name, eino)) in listing.entries.iter().enumerate().skip(skip) {
-            out.push(DirEntry {
+            let e = DirEntry {
                 offset: i as u64 + 3,
                 name: name.clone(),
                 attr: self.attr_of(&*self.inode(*eino)?),
-            });
+            };
+            if add(e) {
+                return Ok(());
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     pub fn releasedir(&self, fh: u64) {

@@ -380,54 +380,88 @@ impl ObjectBody {
     }
 }
 
-/// The reader thread: `pread` `len` bytes from `start` in [`CHUNK`]s into `tx`, until
-/// done or the body is dropped.
+/// Read buffers in flight are recycled: a fresh 1 MiB allocation per chunk costs page
+/// faults and zeroing (about 9 % of the server's CPU in a profile), and a recently used
+/// buffer is still in cache when the next pread fills it.
+struct Pool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+/// Buffers kept for reuse: enough for a few concurrent streams.
+const POOL_KEEP: usize = 32;
+
+static POOL: Pool = Pool {
+    free: Mutex::new(Vec::new()),
+};
+
+/// A filled pool buffer, handed to hyper as `Bytes` and returned to the pool on drop.
+struct Chunk {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        let mut free = POOL.free.lock();
+        if free.len() < POOL_KEEP {
+            free.push(buf);
+        }
+    }
+}
+
+fn chunk_size() -> usize {
+    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| {
+        std::env::var("OSSMOUNT_SERVE_CHUNK")
+            .ok()
+            .and_then(|v| crate::cli::parse_size(&v).ok())
+            .map(|n| n.clamp(4096, 64 << 20) as usize)
+            .unwrap_or(CHUNK)
+    })
+}
+
+/// The reader thread: `pread` `len` bytes from `start` in chunks into `tx`, until done
+/// or the body is dropped.
 fn read_into(file: std::fs::File, start: u64, len: u64, tx: mpsc::Sender<io::Result<Bytes>>) {
-    use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
+    use std::os::unix::fs::FileExt;
+    let size = chunk_size();
     let mut off = start;
     let end = start + len;
     while off < end {
-        let want = (end - off).min(CHUNK as u64) as usize;
-        let mut buf: Vec<u8> = Vec::with_capacity(want);
-        let mut filled = 0usize;
-        let mut failed = None;
-        while filled < want {
-            // SAFETY: writes at most `want - filled` bytes into the vector's spare,
-            // allocated capacity; `set_len` below covers only what pread reported written.
-            let n = unsafe {
-                libc::pread(
-                    fd,
-                    buf.as_mut_ptr().add(filled) as *mut libc::c_void,
-                    want - filled,
-                    (off + filled as u64) as libc::off_t,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                failed = Some(e);
-                break;
-            }
-            if n == 0 {
-                failed = Some(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shrank while being served",
-                ));
-                break;
-            }
-            filled += n as usize;
-            // SAFETY: pread initialized `filled` bytes.
-            unsafe { buf.set_len(filled) };
+        let want = (end - off).min(size as u64) as usize;
+        let mut buf = POOL.free.lock().pop().unwrap_or_default();
+        if buf.len() != size {
+            buf = vec![0u8; size];
         }
-        if let Some(e) = failed {
-            let _ = tx.blocking_send(Err(e));
-            return;
+        let mut filled = 0usize;
+        while filled < want {
+            match file.read_at(&mut buf[filled..want], off + filled as u64) {
+                Ok(0) => {
+                    let e = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank while being served",
+                    );
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
         }
         off += want as u64;
-        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+        let chunk = Bytes::from_owner(Chunk { buf, len: want });
+        if tx.blocking_send(Ok(chunk)).is_err() {
             return; // body dropped: client gone
         }
     }

@@ -1,7 +1,8 @@
 //! [`HttpStore`]: the [`ObjectStore`] trait over real HTTP (reqwest 0.12, rustls, pooled
 //! connections), signed with OSS V4, S3 SigV4, or not at all.
 //!
-//! One attempt per call; retries and resuming live in [`super::retry`].
+//! One attempt per call (bar one re-sign after clock skew, below); retries and resuming
+//! live in [`super::retry`].
 //!
 //! How requests are built, and why:
 //! - **URLs by hand.** Path and query are encoded once, with the signers' RFC 3986 rule
@@ -18,7 +19,8 @@
 //!   without it OSS answers an out-of-bounds range with the whole object and 200) and
 //!   `If-Match`. The answer must be 206 with a `Content-Range` naming exactly the bytes asked
 //!   for, else [`StoreError::Protocol`]. A zero-length range (a zero-byte object) is a GET
-//!   without Range expecting 200: no range of an empty object is satisfiable.
+//!   without Range expecting 200, whose body is not read: no range of an empty object is
+//!   satisfiable, and a non-empty one must not be downloaded for nothing.
 //! - **Bodies stream** as [`ByteStream`]; never buffered whole. A broken body, a body
 //!   shorter than promised, or a body that stalls longer than the read timeout ends the
 //!   stream with an `Err` item (network or timeout, so the retry layer resumes it); a body
@@ -27,12 +29,16 @@
 //!   RFC 3986 rules: `+` stays `+` (reference §5; Python SDKs agree, Go form-decodes).
 //! - **Errors**: the XML `<Error>` body, or for HEAD (no body) the base64 `x-oss-err`
 //!   header, falling back to the status code; the request id is kept for reports.
+//! - **Clock skew**: a signed request refused with RequestTimeTooSkewed (more than 15 min
+//!   off) is re-signed once with the offset taken from the server's `Date` header, and the
+//!   offset is kept, like the Go SDK's default FeatureCorrectClockSkew.
 //! - **Redirects are not followed**: a redirect would carry signed headers to another host,
 //!   and S3's 301 PermanentRedirect is better surfaced as "wrong region".
 //! - Credentials and the Authorization header never reach logs: the debug log line has the
 //!   method, URL (which carries no secrets with header auth), status and request id only.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -92,6 +98,9 @@ pub struct HttpConfig {
     pub tcp_keepalive: Duration,
     /// Bytes of an error body read for its XML. 64 KiB: OSS error bodies are under 1 KiB.
     pub error_body_limit: usize,
+    /// Fixed addresses for host names, like `curl --resolve` (the port comes from the URL).
+    /// Empty by default; tests use it to reach a local server with virtual-hosted names.
+    pub resolve: Vec<(String, std::net::SocketAddr)>,
 }
 
 impl Default for HttpConfig {
@@ -103,6 +112,7 @@ impl Default for HttpConfig {
             pool_max_idle_per_host: 64,
             tcp_keepalive: Duration::from_secs(30),
             error_body_limit: 64 << 10,
+            resolve: Vec::new(),
         }
     }
 }
@@ -116,6 +126,8 @@ pub struct HttpStore {
     scheme: String,
     /// `host[:port]` part of the endpoint.
     authority: String,
+    /// Server clock minus local clock in ms, learned from a RequestTimeTooSkewed answer.
+    clock_offset_ms: AtomicI64,
 }
 
 /// A request ready to sign and send.
@@ -132,7 +144,11 @@ impl HttpStore {
         let (scheme, authority) = cfg.endpoint.split_once("://").ok_or_else(|| {
             ConfigError::Invalid(format!("endpoint {:?} has no scheme", cfg.endpoint))
         })?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for (host, addr) in &http.resolve {
+            builder = builder.resolve(host, *addr);
+        }
+        let client = builder
             .connect_timeout(http.connect_timeout)
             .read_timeout(http.read_timeout)
             .pool_idle_timeout(http.pool_idle_timeout)
@@ -147,6 +163,7 @@ impl HttpStore {
             client,
             scheme: scheme.to_string(),
             authority: authority.to_string(),
+            clock_offset_ms: AtomicI64::new(0),
             cfg,
             http,
         })
@@ -234,6 +251,63 @@ impl HttpStore {
         })
     }
 
+    /// Local time corrected by the clock offset learned from the server.
+    fn signing_time(&self) -> SystemTime {
+        let off = self.clock_offset_ms.load(Ordering::Relaxed);
+        let now = SystemTime::now();
+        if off >= 0 {
+            now + Duration::from_millis(off as u64)
+        } else {
+            now - Duration::from_millis(off.unsigned_abs())
+        }
+    }
+
+    /// Send, and turn a failed response into its typed error. One exception to "one
+    /// attempt per call": a signed request refused as RequestTimeTooSkewed is re-signed
+    /// once with the clock offset from the server's `Date` (as the Go SDK's
+    /// FeatureCorrectClockSkew does), since a VM with a drifting clock could otherwise
+    /// never read anything. The offset is kept for later requests.
+    async fn request(
+        &self,
+        method: Method,
+        key: Option<&str>,
+        query: &[(String, String)],
+        headers: Vec<(String, String)>,
+    ) -> Result<reqwest::Response, StoreError> {
+        let is_head = method == Method::HEAD;
+        let resp = self
+            .send(method.clone(), key, query, headers.clone())
+            .await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let server_date =
+            header_str(resp.headers(), "date").and_then(|d| httpdate::parse_http_date(d).ok());
+        let err = self.error_from_response(resp, is_head).await;
+        let signed = !matches!(self.cfg.auth, Auth::Anonymous);
+        let (StoreError::RequestTimeTooSkewed(_), Some(server), true) = (&err, server_date, signed)
+        else {
+            return Err(err);
+        };
+        let now = SystemTime::now();
+        let offset_ms = match server.duration_since(now) {
+            Ok(ahead) => ahead.as_millis() as i64,
+            Err(behind) => -(behind.duration().as_millis() as i64),
+        };
+        self.clock_offset_ms.store(offset_ms, Ordering::Relaxed);
+        tracing::warn!(
+            offset_s = offset_ms / 1000,
+            "the local clock is {:.0} s off the server's; signing with the server's time",
+            offset_ms as f64 / 1000.0
+        );
+        let resp = self.send(method, key, query, headers).await?;
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(self.error_from_response(resp, is_head).await)
+        }
+    }
+
     /// Sign (per the configured auth) and send one request; no retries.
     async fn send(
         &self,
@@ -255,7 +329,7 @@ impl HttpStore {
                     additional_headers: &[],
                 };
                 let signed =
-                    sign_oss::sign_v4(&req, creds, &self.cfg.region, "oss", SystemTime::now());
+                    sign_oss::sign_v4(&req, creds, &self.cfg.region, "oss", self.signing_time());
                 headers.extend(signed.headers);
             }
             Auth::S3V4(creds) => {
@@ -273,7 +347,7 @@ impl HttpStore {
                     &self.cfg.region,
                     "s3",
                     EMPTY_SHA256,
-                    SystemTime::now(),
+                    self.signing_time(),
                 );
                 headers.extend(signed.headers);
             }
@@ -447,6 +521,17 @@ fn service_error(status: StatusCode, headers: &HeaderMap, text: Option<&str>) ->
             }
         }
     };
+    let mut err = err;
+    // S3 answers a request to the wrong region with 301 (or 400 AuthorizationHeaderMalformed)
+    // and names the right one; say so instead of "moved permanently".
+    if let Some(region) = header_str(headers, "x-amz-bucket-region") {
+        if matches!(status.as_u16(), 301 | 400) {
+            err.message = format!(
+                "{} (the bucket is in region {region}: pass --region {region})",
+                err.message
+            );
+        }
+    }
     StoreError::from_service(err)
 }
 
@@ -568,10 +653,9 @@ fn counted_body(resp: reqwest::Response, expected: u64, what: String) -> ByteStr
 #[async_trait::async_trait]
 impl ObjectStore for HttpStore {
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-        let resp = self.send(Method::HEAD, Some(key), &[], Vec::new()).await?;
-        if !resp.status().is_success() {
-            return Err(self.error_from_response(resp, true).await);
-        }
+        let resp = self
+            .request(Method::HEAD, Some(key), &[], Vec::new())
+            .await?;
         meta_from_headers(key, resp.headers())
     }
 
@@ -603,11 +687,8 @@ impl ObjectStore for HttpStore {
         if let Some(etag) = if_match {
             headers.push(("if-match".to_string(), etag.to_string()));
         }
-        let resp = self.send(Method::GET, Some(key), &[], headers).await?;
+        let resp = self.request(Method::GET, Some(key), &[], headers).await?;
         let status = resp.status();
-        if !status.is_success() {
-            return Err(self.error_from_response(resp, false).await);
-        }
         let what = format!(
             "GET {key:?} bytes {}-{}",
             range.start,
@@ -664,10 +745,7 @@ impl ObjectStore for HttpStore {
             query.push(("continuation-token".into(), t.clone()));
         }
         query.push(("encoding-type".into(), "url".into()));
-        let resp = self.send(Method::GET, None, &query, Vec::new()).await?;
-        if !resp.status().is_success() {
-            return Err(self.error_from_response(resp, false).await);
-        }
+        let resp = self.request(Method::GET, None, &query, Vec::new()).await?;
         let what = format!("list {:?} in {}", req.prefix, self.cfg.bucket);
         let text = resp.text().await.map_err(|e| transport_error(e, &what))?;
         let parsed: ListBucketResult = from_xml(&text)
@@ -986,6 +1064,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn wrong_s3_region_is_named() {
+        let body = "<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting \
+                    to access must be addressed using the specified endpoint.</Message></Error>";
+        let (addr, _) = server(vec![canned(
+            301,
+            &[("x-amz-bucket-region", "eu-west-1")],
+            body.as_bytes(),
+        )])
+        .await;
+        let s = store_at(&addr, Scheme::S3, true);
+        let e = s.list(&ListRequest::default()).await.unwrap_err();
+        assert!(e.to_string().contains("pass --region eu-west-1"), "{e}");
+        assert!(!e.is_retryable());
+    }
+
+    #[tokio::test]
     async fn head_without_etag_is_a_protocol_error() {
         let (addr, _) = server(vec![canned(200, &[("Content-Length", "5")], b"")]).await;
         let s = store_at(&addr, Scheme::Oss, true);
@@ -1147,6 +1241,7 @@ mod tests {
   <Contents><Key>a+b</Key><LastModified>2024-03-15T08:30:00.000Z</LastModified><ETag>"E3"</ETag><Size>1</Size></Contents>
   <Contents><Key>100%25</Key><LastModified>2024-03-15T08:30:00.000Z</LastModified><ETag>"E4"</ETag><Size>1</Size></Contents>
   <Contents><Key>%E6%96%87%E4%BB%B6.txt</Key><LastModified>2024-03-15T08:30:00.000Z</LastModified><ETag>"E5"</ETag><Size>1</Size></Contents>
+  <Contents><Key>dir%2F</Key><LastModified>2024-03-15T08:30:00.000Z</LastModified><ETag>"E6"</ETag><Size>0</Size></Contents>
   <CommonPrefixes><Prefix>dir%2F</Prefix></CommonPrefixes>
 </ListBucketResult>"#;
         let (addr, seen) = server(vec![canned(200, &[], xml.as_bytes())]).await;
@@ -1161,7 +1256,7 @@ mod tests {
             .await
             .unwrap();
         let keys: Vec<&str> = page.objects.iter().map(|o| o.key.as_str()).collect();
-        assert_eq!(keys, ["a b", "a+b", "a+b", "100%", "文件.txt"]);
+        assert_eq!(keys, ["a b", "a+b", "a+b", "100%", "文件.txt", "dir/"]);
         assert_eq!(page.common_prefixes, ["dir/"]);
         assert_eq!(page.next_continuation_token.as_deref(), Some("tok/en+=+x"));
         assert_eq!(page.objects[0].size, 3);
@@ -1340,6 +1435,52 @@ mod tests {
             sign_s3::verify_v4(&req, &secret_for, SystemTime::now())
                 .unwrap_or_else(|e| panic!("does not verify: {e:?}\n{head}"));
         }
+    }
+
+    #[tokio::test]
+    async fn clock_skew_is_corrected_from_the_server_date() {
+        let skewed = "<Error><Code>RequestTimeTooSkewed</Code><Message>m</Message></Error>";
+        let server_now = SystemTime::now() + Duration::from_secs(3600);
+        let date = httpdate::fmt_http_date(server_now);
+        let (addr, seen) = server(vec![
+            canned(403, &[("Date", &date)], skewed.as_bytes()),
+            canned(206, &[("Content-Range", "bytes 0-0/1")], b"x"),
+            canned(206, &[("Content-Range", "bytes 0-0/1")], b"x"),
+        ])
+        .await;
+        let mut s = store_at(&addr, Scheme::Oss, true);
+        s.cfg.auth = Auth::OssV4(creds(None));
+        let (got, _) = collect(s.get_range("k", 0..1, None).await.unwrap()).await;
+        assert_eq!(got, b"x");
+        collect(s.get_range("k", 0..1, None).await.unwrap()).await;
+        let heads = seen.lock().unwrap().clone();
+        assert_eq!(heads.len(), 3);
+        let x_oss_date = |h: &str| {
+            let v = header_of(h, "x-oss-date").unwrap().to_string();
+            chrono::NaiveDateTime::parse_from_str(&v, "%Y%m%dT%H%M%SZ")
+                .unwrap()
+                .and_utc()
+                .timestamp()
+        };
+        let server_s = server_now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!((x_oss_date(&heads[0]) - server_s + 3600).abs() < 60);
+        // The re-signed request and every later one use the server's time.
+        assert!((x_oss_date(&heads[1]) - server_s).abs() < 60);
+        assert!((x_oss_date(&heads[2]) - server_s).abs() < 60);
+    }
+
+    #[tokio::test]
+    async fn skew_without_a_date_is_reported() {
+        let skewed = "<Error><Code>RequestTimeTooSkewed</Code><Message>m</Message></Error>";
+        let (addr, seen) = server(vec![canned(403, &[], skewed.as_bytes())]).await;
+        let mut s = store_at(&addr, Scheme::Oss, true);
+        s.cfg.auth = Auth::OssV4(creds(None));
+        let e = s.get_range("k", 0..1, None).await.err().unwrap();
+        assert!(matches!(e, StoreError::RequestTimeTooSkewed(_)), "{e}");
+        assert_eq!(seen.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]

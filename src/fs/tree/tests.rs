@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::cache::PartCache;
 use crate::store::memory::{MemoryStore, RequestKind};
 
 fn tree(store: &MemoryStore, prefix: &str, ttl: Duration) -> Tree {
@@ -80,7 +81,7 @@ async fn odd_keys_are_skipped_not_fatal() {
         "./x".to_string(),
         "../y".to_string(),
         "d/./z".to_string(),
-        format!("{long}"),
+        long.clone(),
         format!("d/{long}/f"),
         "ok".to_string(),
         "d/fine".to_string(),
@@ -297,6 +298,13 @@ async fn readdir_resumes_from_a_cookie() {
     let fh = t.opendir(ROOT_INO).await.unwrap();
     let all = t.readdir(ROOT_INO, fh, 0).unwrap();
     assert_eq!(all.len(), 12);
+    let mut taken = Vec::new();
+    t.readdir_with(ROOT_INO, fh, 0, &mut |e| {
+        taken.push(e.name);
+        taken.len() == 3
+    })
+    .unwrap();
+    assert_eq!(taken, [".", "..", "f0"], "stops when the buffer is full");
     for cut in 0..all.len() {
         let rest = t.readdir(ROOT_INO, fh, all[cut].offset).unwrap();
         let want: Vec<_> = all[cut + 1..].iter().map(|e| e.name.clone()).collect();
@@ -324,4 +332,76 @@ async fn hundred_thousand_keys_page_in_100_lists() {
     let e = lookup(&t, big.ino, "k054321").await.unwrap();
     assert_eq!(e.ino, entries[54_323].attr.ino);
     assert_eq!((lists(&s), heads(&s)), (100, 0));
+}
+
+fn cached_tree(store: &MemoryStore, dir: &std::path::Path, ttl: Duration) -> Tree {
+    let cache = PartCache::open(
+        crate::cache::CacheConfig {
+            dir: dir.to_path_buf(),
+            part_size: 128 << 10,
+            small_object_threshold: 0,
+            min_request_bytes: 128 << 10,
+            ..Default::default()
+        },
+        Arc::new(store.clone()),
+        "memory/bkt".to_string(),
+    )
+    .unwrap();
+    let config = FsConfig {
+        metadata_ttl: ttl,
+        ..FsConfig::default()
+    };
+    Tree::new(Arc::new(store.clone()), "", DataPath::Cache(cache), config)
+}
+
+#[tokio::test]
+async fn through_the_part_cache_reopen_is_served_locally_and_a_change_refetches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let v1: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    s.put("f", v1.clone());
+    let t = cached_tree(&s, tmp.path(), Duration::from_millis(200));
+    let f = lookup(&t, ROOT_INO, "f").await.unwrap();
+
+    // Read it all once: fetched from the store, then finalized.
+    let o = t.open(f.ino, false).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < v1.len() {
+        let b = t.read(o.fh, got.len() as u64, 128 << 10).await.unwrap();
+        assert!(!b.is_empty());
+        got.extend_from_slice(&b);
+    }
+    assert_eq!(got, v1);
+    t.release(o.fh);
+
+    // Reopen: the finalized file is offered for passthrough and reads cost no GET.
+    // (Finalizing runs in the background right after the last part lands.)
+    let gets = s.counters().requests(RequestKind::Get);
+    let mut o = t.open(f.ino, false).await.unwrap();
+    for _ in 0..100 {
+        if o.finalized.is_some() {
+            break;
+        }
+        t.release(o.fh);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        o = t.open(f.ino, false).await.unwrap();
+    }
+    assert!(o.keep_cache);
+    assert!(o.finalized.is_some(), "complete object should be finalized");
+    assert_eq!(
+        &t.read(o.fh, 999_990, 100).await.unwrap()[..],
+        &v1[999_990..]
+    );
+    assert_eq!(s.counters().requests(RequestKind::Get), gets);
+    t.release(o.fh);
+
+    // The object changes; after the TTL, open sees the new ETag, drops the old entry and
+    // reads the new bytes.
+    let v2: Vec<u8> = v1.iter().map(|b| b ^ 0xff).collect();
+    s.put("f", v2.clone());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let o = t.open(f.ino, false).await.unwrap();
+    assert!(!o.keep_cache);
+    assert!(o.finalized.is_none());
+    assert_eq!(&t.read(o.fh, 0, 1000).await.unwrap()[..], &v2[..1000]);
 }

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Throughput benchmarks, each measured against a limit on the same machine in the same run.
+#
+#   scripts/bench.sh            # 2 GiB object, median of 3 runs per workload
+#   SIZE_MIB=512 RUNS=5 scripts/bench.sh
+#
+# Builds the release binary, makes (or reuses) a random object in $BENCH_DIR, starts
+# `ossmount serve --anonymous`, and prints a Markdown table. Baseline: the same file served
+# by nginx on loopback (installed with apt-get when missing and possible), else a plain
+# local read (`cat > /dev/null`).
+#
+# Adding a workload: write a `workload_<name>` function that prints one number (MB/s, or
+# whatever its unit is) per call, and add a `run_workload "<label>" workload_<name> <unit>`
+# line in main(). Helpers: `median`, `curl_mbps URL`, $SERVE_URL, $OBJ, $BENCH_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
+SIZE_MIB=${SIZE_MIB:-2048}
+RUNS=${RUNS:-3}
+BUCKET=bench
+OBJ=$BENCH_DIR/data/$BUCKET/obj-${SIZE_MIB}MiB.bin
+KEY=$(basename "$OBJ")
+
+SERVE_PID=""
+NGINX_PID=""
+NGINX_DIR=""
+ROWS=()
+
+cleanup() {
+  if [ -n "$SERVE_PID" ]; then kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; fi
+  if [ -n "$NGINX_PID" ]; then kill "$NGINX_PID" 2>/dev/null || true; fi
+  if [ -n "$NGINX_DIR" ]; then rm -rf "$NGINX_DIR"; fi
+}
+trap cleanup EXIT
+
+log() { echo "bench: $*" >&2; }
+
+median() { # numbers as arguments
+  printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+
+build() {
+  log "building release binary"
+  cargo build --release --quiet
+  BIN=$ROOT/target/release/ossmount
+}
+
+make_data() {
+  mkdir -p "$(dirname "$OBJ")"
+  if [ -f "$OBJ" ] && [ "$(stat -c %s "$OBJ")" -eq $((SIZE_MIB * 1024 * 1024)) ]; then
+    log "reusing $OBJ"
+  else
+    log "writing ${SIZE_MIB} MiB of random data to $OBJ"
+    head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$OBJ.tmp"
+    mv "$OBJ.tmp" "$OBJ"
+  fi
+  cat "$OBJ" > /dev/null # page cache: every workload reads from memory
+}
+
+start_serve() {
+  local out=$BENCH_DIR/serve.out
+  "$BIN" serve "$BENCH_DIR/data" --listen 127.0.0.1:0 --anonymous > "$out" 2> "$BENCH_DIR/serve.err" &
+  SERVE_PID=$!
+  for _ in $(seq 100); do
+    if grep -q "listening on" "$out" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  SERVE_URL=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$out" | head -1)
+  [ -n "$SERVE_URL" ] || { log "serve did not start: $(cat "$BENCH_DIR/serve.err")"; exit 1; }
+  # The first request of a version computes its ETag and CRC-64 (one pass over the file);
+  # do it before measuring.
+  local t0; t0=$(date +%s.%N)
+  curl -sfI "$SERVE_URL/$BUCKET/$KEY" > /dev/null
+  log "serve at $SERVE_URL (first HEAD, identity computed: $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s)"
+}
+
+# Prints MB/s (10^6 bytes per second) of one `curl -o /dev/null` of URL.
+curl_mbps() {
+  curl -sf -o /dev/null -w '%{speed_download}\n' "$1" | awk '{printf "%.0f\n", $1 / 1e6}'
+}
+
+start_nginx() {
+  if ! command -v nginx > /dev/null; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get > /dev/null; then
+      log "installing nginx for the baseline"
+      (apt-get install -y -qq nginx > /dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nginx > /dev/null 2>&1; }) || true
+    fi
+  fi
+  command -v nginx > /dev/null || return 1
+  NGINX_DIR=$(mktemp -d)
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  cat > "$NGINX_DIR/nginx.conf" <<EOF
+daemon off;
+worker_processes 2;
+pid $NGINX_DIR/nginx.pid;
+error_log $NGINX_DIR/error.log;
+events { worker_connections 64; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  client_body_temp_path $NGINX_DIR/tmp;
+  proxy_temp_path $NGINX_DIR/tmp;
+  fastcgi_temp_path $NGINX_DIR/tmp;
+  uwsgi_temp_path $NGINX_DIR/tmp;
+  scgi_temp_path $NGINX_DIR/tmp;
+  server {
+    listen 127.0.0.1:$port;
+    root $BENCH_DIR/data;
+  }
+}
+EOF
+  nginx -c "$NGINX_DIR/nginx.conf" -p "$NGINX_DIR" > /dev/null 2>&1 &
+  NGINX_PID=$!
+  NGINX_URL=http://127.0.0.1:$port
+  for _ in $(seq 50); do
+    if curl -sfI "$NGINX_URL/$BUCKET/$KEY" > /dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  log "nginx did not start: $(cat "$NGINX_DIR/error.log" 2>/dev/null)"
+  return 1
+}
+
+# ---- workloads: each prints one measurement -------------------------------------------
+
+workload_serve_get() { curl_mbps "$SERVE_URL/$BUCKET/$KEY"; }
+
+workload_nginx_get() { curl_mbps "$NGINX_URL/$BUCKET/$KEY"; }
+
+workload_local_read() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  cat "$OBJ" > /dev/null
+  t1=$(date +%s.%N)
+  echo "$SIZE_MIB $t0 $t1" | awk '{printf "%.0f\n", $1 * 1048576 / ($3 - $2) / 1e6}'
+}
+
+# ---------------------------------------------------------------------------------------
+
+run_workload() { # label function unit
+  local label=$1 fn=$2 unit=$3 vals=() v
+  for _ in $(seq "$RUNS"); do
+    v=$("$fn")
+    vals+=("$v")
+  done
+  local med; med=$(median "${vals[@]}")
+  log "$label: ${vals[*]} -> median $med $unit"
+  ROWS+=("$label|$med|$unit|${vals[*]}")
+}
+
+print_table() { # baseline label
+  local base_label=$1 base=""
+  for r in "${ROWS[@]}"; do
+    IFS='|' read -r label med _ _ <<< "$r"
+    if [ "$label" = "$base_label" ]; then base=$med; fi
+  done
+  echo
+  echo "Object: ${SIZE_MIB} MiB from page cache, loopback, $(nproc) cores, median of $RUNS, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo
+  echo "| workload | median | unit | runs | vs $base_label |"
+  echo "|---|---:|---|---|---:|"
+  for r in "${ROWS[@]}"; do
+    IFS='|' read -r label med unit runs <<< "$r"
+    local ratio="-"
+    if [ -n "$base" ] && [ "$base" != 0 ]; then ratio=$(awk -v a="$med" -v b="$base" 'BEGIN {printf "%.2f", a / b}'); fi
+    echo "| $label | $med | $unit | $runs | $ratio |"
+  done
+}
+
+main() {
+  build
+  make_data
+  start_serve
+  run_workload "ossmount serve: curl GET" workload_serve_get MB/s
+  local baseline
+  if start_nginx; then
+    run_workload "nginx (sendfile): curl GET" workload_nginx_get MB/s
+    baseline="nginx (sendfile): curl GET"
+  else
+    log "nginx unavailable; baseline is a local read"
+    baseline="local read (cat)"
+  fi
+  run_workload "local read (cat)" workload_local_read MB/s
+  print_table "$baseline"
+}
+
+main "$@"
