@@ -11,6 +11,10 @@
 # - s3fs: url=, use_path_request_style, public_bucket=1 and listobjectsv2 (V1 is its
 #   default too).
 # - ossmount: --endpoint, --no-sign-request.
+#
+# Every tool runs with its defaults (plus the cache options above). For experiments,
+# OSSMOUNT_ARGS adds options to ossmount's command line (e.g. "--part-size 1MiB"); the
+# report names them.
 
 TOOLS=(ossmount rclone s3fs)
 declare -gA PEAK_RSS_KB=()   # per tool, max VmHWM over its mounts in the current run
@@ -36,8 +40,9 @@ mount_tool() {
   mkdir -p "$MNT" "$cache" "$PEERS_WORK/logs"
   case $tool in
     ossmount)
+      # shellcheck disable=SC2086 # OSSMOUNT_ARGS is a list of options
       "$BIN" mount "oss://$BUCKET" "$MNT" --endpoint "$SERVE_URL" --no-sign-request \
-        --cache-dir "$cache" --foreground --log-file "$logf" 2>> "$logf" &
+        --cache-dir "$cache" --foreground --log-file "$logf" ${OSSMOUNT_ARGS:-} 2>> "$logf" &
       ;;
     rclone)
       # An empty config file, so a user's rclone.conf never changes what we measure; the

@@ -161,7 +161,7 @@ peers_report() {
     echo "ListObjectsV2 pages); local = the served file itself (cp, head -c 1, pread, ls -l)."
     echo "Cold = fresh mount over an empty cache directory, page cache dropped."
     echo "Bytes fetched = the server's bytes_sent (GET bodies written to sockets)."
-    echo "Defaults everywhere except rclone --vfs-cache-mode full and s3fs use_cache."
+    echo "Defaults everywhere except rclone --vfs-cache-mode full and s3fs use_cache${OSSMOUNT_ARGS:+; ossmount with $OSSMOUNT_ARGS}."
     if [ -s "$RESULTS/notes.txt" ]; then
       echo
       echo "Notes from this run:"
