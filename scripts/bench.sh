@@ -156,6 +156,11 @@ workload_local_read() {
 
 # ---------------------------------------------------------------------------------------
 
+# CPU seconds (user + system) a process has used so far.
+proc_cpu_s() {
+  awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f\n", ($14 + $15) / hz}' "/proc/$1/stat"
+}
+
 run_workload() { # label function unit
   local label=$1 fn=$2 unit=$3 vals=() v
   for _ in $(seq "$RUNS"); do
@@ -181,7 +186,7 @@ print_table() { # baseline label
   for r in "${ROWS[@]}"; do
     IFS='|' read -r label med unit runs <<< "$r"
     local ratio="-"
-    if [ -n "$base" ] && [ "$base" != 0 ]; then ratio=$(awk -v a="$med" -v b="$base" 'BEGIN {printf "%.2f", a / b}'); fi
+    if [ -n "$base" ] && [ "$base" != 0 ] && [ "$unit" = "MB/s" ]; then ratio=$(awk -v a="$med" -v b="$base" 'BEGIN {printf "%.2f", a / b}'); fi
     echo "| $label | $med | $unit | $runs | $ratio |"
   done
 }
@@ -190,7 +195,12 @@ main() {
   build
   make_data
   start_serve
+  local c0 c1
+  c0=$(proc_cpu_s "$SERVE_PID")
   run_workload "ossmount serve: curl GET" workload_serve_get MB/s
+  c1=$(proc_cpu_s "$SERVE_PID")
+  # Load-independent view: the server's own CPU per GiB sent (the box is shared).
+  ROWS+=("ossmount serve: server CPU per GiB|$(awk -v a="$c0" -v b="$c1" -v n="$RUNS" -v m="$SIZE_MIB" 'BEGIN {printf "%.2f", (b - a) / n / (m / 1024)}')|s|-")
   local baseline
   if start_nginx; then
     run_workload "nginx (sendfile): curl GET" workload_nginx_get MB/s

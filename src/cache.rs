@@ -20,13 +20,21 @@
 //! LRU order starts from file modification times (finalized entries get their mtime touched
 //! on open, so the order survives restarts).
 //!
-//! Defaults (see [`CacheConfig::default`]): 8 MiB parts. Measured with
-//! `cargo test --release --lib part_size_sweep -- --ignored --nocapture` (MemoryStore,
-//! 256 MiB object, tmp on ext4/overlay, jobs 8): 1 MiB parts spend most time on per-part
-//! bookkeeping and requests, 4-16 MiB are within a few percent of each other, and larger
-//! parts make random reads fetch more than they need and hold more memory per request
-//! (jobs x part size). 8 MiB also sits between the SDKs' 6 MiB (Go/Python v2), 8 MiB (C++)
-//! and 10 MiB (oss2).
+//! Defaults (see [`CacheConfig::default`]): 8 MiB parts, chosen by measurement on the dev
+//! box (2 shared cores, load 5-11, so +-30 % noise; release build):
+//!
+//! - through the cache from MemoryStore (`cargo test --release --lib part_size_sweep --
+//!   --ignored --nocapture`, 256 MiB sequential, jobs 8): 1 MiB 837, 4 MiB 867, 8 MiB 672,
+//!   16 MiB 1001, 64 MiB 808 MiB/s: part size barely matters once latency is zero;
+//! - `ossmount download` of 1 GiB from `ossmount serve`, jobs 8, seconds at 0 / 30 ms
+//!   first-byte latency (`Faults { latency_ms }`, OSS's typical first byte): 1 MiB 4.4 / 5.8,
+//!   4 MiB 3.8 / 4.5, 8 MiB 3.8 / 4.3, 16 MiB 4.2 / 2.7, 64 MiB 6.6 / 2.8. Small parts pay
+//!   a round trip each; 64 MiB parts leave jobs idle at the tail without latency.
+//! - cost of a random 4 KiB read is one part (8 MiB at the default), and memory in flight is
+//!   jobs x part size (64 MiB at the default, 512 MiB at 64 MiB parts).
+//!
+//! 8 MiB is in the flat middle of both curves, keeps random reads and memory modest, and
+//! sits among the SDKs' 6 MiB (Go/Python v2), 8 MiB (C++) and 10 MiB (oss2).
 
 pub mod checkpoint;
 pub mod entry;
@@ -542,17 +550,24 @@ impl Drop for PartCache {
 
 /// `ossmount cache status|verify|clean`.
 pub fn run_command(cmd: CacheCommand) -> Result<(), Failure> {
-    let local = |e: io::Error| Failure::new(exit::LOCAL, e.to_string());
     let dir_of = |d: Option<PathBuf>| d.unwrap_or_else(default_dir);
+    let dir = match &cmd {
+        CacheCommand::Status { cache_dir }
+        | CacheCommand::Verify { cache_dir, .. }
+        | CacheCommand::Clean { cache_dir, .. } => dir_of(cache_dir.clone()),
+    };
+    if !dir.is_dir() {
+        println!("{}: no cache directory (nothing cached yet)", dir.display());
+        return Ok(());
+    }
+    let local = |e: io::Error| Failure::new(exit::LOCAL, format!("cache {}: {e}", dir.display()));
     match cmd {
-        CacheCommand::Status { cache_dir } => {
-            let dir = dir_of(cache_dir);
+        CacheCommand::Status { .. } => {
             let report = status(&dir).map_err(local)?;
             print!("{report}");
             Ok(())
         }
-        CacheCommand::Verify { cache_dir, fix } => {
-            let dir = dir_of(cache_dir);
+        CacheCommand::Verify { fix, .. } => {
             let _lock = lock_dir(&dir).map_err(|e| Failure::new(exit::LOCAL, e.to_string()))?;
             let (report, bad) = verify(&dir, fix).map_err(local)?;
             print!("{report}");
@@ -566,11 +581,7 @@ pub fn run_command(cmd: CacheCommand) -> Result<(), Failure> {
             }
             Ok(())
         }
-        CacheCommand::Clean {
-            cache_dir,
-            older_than,
-        } => {
-            let dir = dir_of(cache_dir);
+        CacheCommand::Clean { older_than, .. } => {
             let _lock = lock_dir(&dir).map_err(|e| Failure::new(exit::LOCAL, e.to_string()))?;
             let (n, bytes) = clean(&dir, older_than).map_err(local)?;
             println!("removed {n} entries, {bytes} bytes");
@@ -670,7 +681,9 @@ pub fn verify(dir: &Path, fix: bool) -> io::Result<(String, usize)> {
     use std::os::unix::fs::FileExt;
     let mut s = String::new();
     let mut bad = 0;
+    let mut checked = 0;
     for e in list_entries(dir)? {
+        checked += 1;
         let p = paths_for(dir, &e.name);
         let verdict: Result<(String, usize), String> = match &e.ckpt {
             None => Err("no checkpoint".into()),
@@ -742,6 +755,7 @@ pub fn verify(dir: &Path, fix: bool) -> io::Result<(String, usize)> {
             }
         }
     }
+    let _ = writeln!(s, "{checked} entries checked, {bad} bad");
     Ok((s, bad))
 }
 

@@ -162,6 +162,7 @@ pub struct DownloadArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_long_help = SERVE_HELP)]
 pub struct ServeArgs {
     /// Folder whose top-level folders are the buckets.
     pub dir: PathBuf,
@@ -189,6 +190,24 @@ pub struct ServeArgs {
     #[arg(long)]
     pub fault_stall_rate: Option<f64>,
 }
+
+/// The `serve` contract that tests and scripts rely on.
+const SERVE_HELP: &str = "\
+Output: the first line on stdout is `ossmount serve: listening on http://ADDR` (use
+--listen 127.0.0.1:0 for a free port); logs go to stderr.
+
+Addressing: path style (/bucket/key) or virtual-hosted (Host: bucket.anything). Keys are
+files below the bucket folders; symlinks out of DIR and `..` are refused.
+
+Testing aids (no signature needed; bind to loopback):
+  GET  /_ossmount/stats         JSON counters: requests, get_requests, head_requests,
+                                list_requests, bytes_sent, status_503, status_412, resets,
+                                stalls, auth_failures, hash_computations
+  POST /_ossmount/stats/reset   zero them
+  GET  /_ossmount/faults        current fault settings
+  PUT  /_ossmount/faults        replace them, JSON: {\"reset_after_bytes\": N,
+                                \"rate_503\": 0.1, \"latency_ms\": 50, \"stall_rate\": 0.1,
+                                \"stall_ms\": 5000} (absent = off; stall_ms defaults to 5000)";
 
 #[derive(Debug, Args)]
 pub struct CacheArgs {

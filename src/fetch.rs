@@ -251,9 +251,14 @@ impl Engine {
     }
 
     fn store_failure(&self, entry: &Arc<Entry>, e: StoreError) -> PartFail {
-        if matches!(e, StoreError::PreconditionFailed(_)) {
+        // 412: another ETag. 404 on a key this handle was opened for: deleted since. Either
+        // way the version this handle reads is gone: ESTALE, and its cache entry goes too.
+        if matches!(
+            e,
+            StoreError::PreconditionFailed(_) | StoreError::NoSuchKey(_)
+        ) {
             tracing::info!(
-                "{} changed on the server (ETag {} no longer matches); dropping its cache entry",
+                "{} changed on the server ({e}; ETag was {}); dropping its cache entry",
                 entry.identity.key,
                 entry.identity.etag
             );

@@ -179,7 +179,21 @@ fn large_object_via_cp_rsync_and_partial_readers(size: u64) {
     let m = env.mount("mnt", &[]);
     let src = env.object("big/obj.bin");
     let via = m.dir.join("big/obj.bin");
-    assert_eq!(std::fs::metadata(&via).unwrap().len(), size);
+    // The server hashes a new file once (ETag = MD5) before it answers for it: for a
+    // multi-GiB object in a debug build that can outlast the client's timeout, so the
+    // first lookups may fail with EIO until it is done.
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let meta = loop {
+        match std::fs::metadata(&via) {
+            Ok(m) => break m,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for the server to hash the object: {e}");
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            Err(e) => panic!("{}: {e}", via.display()),
+        }
+    };
+    assert_eq!(meta.len(), size);
 
     // Partial readers first, while nothing is cached: the tail, a dd in the middle, and
     // random preads.

@@ -447,6 +447,16 @@ fn listing_prefix_delimiter_paging_encoding() {
         ]
     );
 
+    // start-after inside a rolled-up prefix: the keys after it still roll up.
+    let inside = list(&s.addr, "delimiter=%2F&start-after=dir%2Fone");
+    let prefixes: Vec<&str> = inside
+        .common_prefixes
+        .iter()
+        .map(|p| p.prefix.as_str())
+        .collect();
+    assert_eq!(prefixes, ["dir/"]);
+    let keys: Vec<&str> = inside.contents.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(keys, ["thousand.bin", "ünï 文件.txt"]);
     let after = list(&s.addr, "start-after=dir%2Fsub%2Fthree");
     let keys: Vec<&str> = after.contents.iter().map(|c| c.key.as_str()).collect();
     assert_eq!(keys, ["dir/two", "thousand.bin", "ünï 文件.txt"]);
@@ -456,7 +466,7 @@ fn listing_prefix_delimiter_paging_encoding() {
         (r.status, r.error_code().as_str()),
         (400, "InvalidArgument")
     );
-    assert_eq!(s.stats().list_requests as usize, 9 + pages);
+    assert_eq!(s.stats().list_requests as usize, 10 + pages);
 }
 
 #[test]

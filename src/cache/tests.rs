@@ -180,6 +180,11 @@ async fn an_etag_change_mid_read_is_stale_and_never_mixes_versions() {
     assert!(s.counters().precondition_failed >= 1);
     // Every later read of the old handle is stale too, even of parts it had.
     assert!(matches!(h.read(0, 10).await, Err(ReadError::Stale)));
+    // A deleted object is stale too.
+    let hd = cache.object(&s.meta("obj").unwrap()).unwrap();
+    s.remove("obj");
+    assert!(matches!(hd.read(0, 10).await, Err(ReadError::Stale)));
+    s.put("obj", new.clone());
     // A new open sees the new object, all of it new.
     let m2 = s.meta("obj").unwrap();
     let h2 = cache.object(&m2).unwrap();

@@ -125,6 +125,15 @@ pub fn run(mut args: MountArgs, debug: bool) -> Result<(), Failure> {
         .map_err(|e| usage(format!("mountpoint {}: {e}", args.mountpoint.display())))?;
     args.mountpoint = mountpoint;
     check_mountpoint(&args.mountpoint)?;
+    // The daemon runs from `/` (so it keeps no directory busy): make paths absolute first.
+    for p in [&mut args.cache.cache_dir, &mut args.log_file]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(abs) = std::path::absolute(&*p) {
+            *p = abs;
+        }
+    }
 
     if args.foreground {
         let _ = crate::logging::init(debug, args.log_file.as_deref());
@@ -154,6 +163,7 @@ pub fn run(mut args: MountArgs, debug: bool) -> Result<(), Failure> {
             unsafe {
                 libc::setsid();
             }
+            let _ = std::env::set_current_dir("/");
             // The verdict travels over the pipe; logs go to --log-file or nowhere, so the
             // user sees one line (the store's retry warnings are in the verdict already).
             if args.log_file.is_some() {

@@ -306,8 +306,13 @@ impl Tree {
     /// The inode for (parent, name, kind), created on first sight; its number is stable.
     fn intern(&self, parent: &Inode, name: &str, kind: Kind) -> Arc<Inode> {
         let id = (parent.ino, name.to_string(), kind);
-        if let Some(ino) = self.table.read().by_name.get(&id) {
-            return self.table.read().by_ino[ino].clone();
+        {
+            // One guard: a second read lock while a writer waits would deadlock
+            // (parking_lot's RwLock is fair).
+            let table = self.table.read();
+            if let Some(ino) = table.by_name.get(&id) {
+                return table.by_ino[ino].clone();
+            }
         }
         let mut table = self.table.write();
         if let Some(ino) = table.by_name.get(&id) {

@@ -3,9 +3,11 @@
 //! Each request walks the part of the bucket the prefix can match (the directory named by
 //! the prefix up to its last `/`), collects file keys, sorts them in UTF-8 byte order (the
 //! order OSS and S3 use, which `String`'s `Ord` is), then rolls keys up into common
-//! prefixes and cuts a page. A walk is O(files under the prefix's directory): about
-//! 50 ms for 100k files on this machine, fine for a test and demo server, and it keeps the
-//! listing exactly in step with the directory without any invalidation.
+//! prefixes and cuts a page. With delimiter `/` (what a mount's `ls` sends) a matching
+//! subdirectory is not listed but only probed for one file, so a one-level listing costs
+//! about one `readdir` per entry of that level. Without a delimiter the walk is
+//! O(files under the prefix's directory). No index: listings are always exactly in step
+//! with the directory, with nothing to invalidate.
 //!
 //! Only regular files are objects; empty directories list as nothing. Symlinks to files
 //! inside DIR are objects; symlinked directories are not descended (no loops, no escape).
@@ -144,7 +146,13 @@ pub fn list_page(root: &Root, bucket_dir: &Path, p: &ListParams) -> Result<Page,
     // No symlinked directories on the way: the canonical form must be the path itself.
     let dir_ok = dir_ok && (dir_part.is_empty() || start.canonicalize().is_ok_and(|c| c == start));
     if dir_ok {
-        walk(root, &start, dir_part.to_string(), &p.prefix, &mut found);
+        let ctx = Walk {
+            root,
+            prefix: &p.prefix,
+            rollup: p.delimiter.as_deref() == Some("/"),
+            marker: marker.as_deref(),
+        };
+        ctx.walk(&start, dir_part.to_string(), &mut found);
     }
     found.sort_by(|a, b| a.key.cmp(&b.key));
 
@@ -193,50 +201,105 @@ pub fn list_page(root: &Root, bucket_dir: &Path, p: &ListParams) -> Result<Page,
 }
 
 /// Collect files under `dir` (whose key prefix is `rel`) with keys starting with `prefix`.
-fn walk(root: &Root, dir: &Path, rel: String, prefix: &str, out: &mut Vec<Found>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let Ok(name) = e.file_name().into_string() else {
-            tracing::debug!("skipping non-UTF-8 name in {}", dir.display());
-            continue;
+struct Walk<'a> {
+    root: &'a Root,
+    prefix: &'a str,
+    /// Delimiter `/`: a subdirectory that matches the prefix becomes one common prefix,
+    /// found by looking for a single file in it instead of listing all of them.
+    rollup: bool,
+    marker: Option<&'a str>,
+}
+
+impl Walk<'_> {
+    /// Collect files under `dir` (whose key prefix is `rel`) with keys starting with the
+    /// prefix; in rollup mode, matching subdirectories as `sub/` entries.
+    fn walk(&self, dir: &Path, rel: String, out: &mut Vec<Found>) {
+        let (root, prefix) = (self.root, self.prefix);
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
         };
-        let key = format!("{rel}{name}");
-        let Ok(ft) = e.file_type() else { continue };
-        if ft.is_dir() {
-            let sub = format!("{key}/");
-            // Descend only where keys can still match the prefix.
-            if sub.starts_with(prefix) || prefix.starts_with(&sub) {
-                walk(root, &e.path(), sub, prefix, out);
-            }
-            continue;
-        }
-        if !key.starts_with(prefix) {
-            continue;
-        }
-        let path = e.path();
-        if ft.is_file() {
-            if let Ok(meta) = e.metadata() {
-                out.push(Found { key, path, meta });
-            }
-        } else if ft.is_symlink() {
-            // A file it points to, inside DIR, is an object; anything else is skipped.
-            match path.canonicalize() {
-                Ok(c) if c.starts_with(&root.dir) => {
-                    if let Ok(meta) = std::fs::metadata(&c) {
-                        if meta.is_file() {
-                            out.push(Found { key, path: c, meta });
+        for e in entries.flatten() {
+            let Ok(name) = e.file_name().into_string() else {
+                tracing::debug!("skipping non-UTF-8 name in {}", dir.display());
+                continue;
+            };
+            let key = format!("{rel}{name}");
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                let sub = format!("{key}/");
+                // All keys below roll up into `sub` itself, unless the marker lies inside
+                // (then keys after it must be looked at one by one).
+                let inside_marker = self.marker.is_some_and(|m| m.starts_with(&sub));
+                if self.rollup && sub.starts_with(prefix) && !inside_marker {
+                    if has_file(root, &e.path()) {
+                        if let Ok(meta) = e.metadata() {
+                            out.push(Found {
+                                key: sub,
+                                path: e.path(),
+                                meta,
+                            });
                         }
                     }
+                } else if sub.starts_with(prefix) || prefix.starts_with(&sub) {
+                    // Descend only where keys can still match the prefix.
+                    self.walk(&e.path(), sub, out);
                 }
-                _ => tracing::debug!(
-                    "skipping symlink {} (outside DIR or dangling)",
-                    path.display()
-                ),
+                continue;
+            }
+            if !key.starts_with(prefix) {
+                continue;
+            }
+            let path = e.path();
+            if ft.is_file() {
+                if let Ok(meta) = e.metadata() {
+                    out.push(Found { key, path, meta });
+                }
+            } else if ft.is_symlink() {
+                // A file it points to, inside DIR, is an object; anything else is skipped.
+                match path.canonicalize() {
+                    Ok(c) if c.starts_with(&root.dir) => {
+                        if let Ok(meta) = std::fs::metadata(&c) {
+                            if meta.is_file() {
+                                out.push(Found { key, path: c, meta });
+                            }
+                        }
+                    }
+                    _ => tracing::debug!(
+                        "skipping symlink {} (outside DIR or dangling)",
+                        path.display()
+                    ),
+                }
             }
         }
     }
+}
+
+/// Whether `dir` holds at least one object (a file, or a symlink to a file inside DIR),
+/// at any depth; symlinked directories are not descended, as in the walk.
+fn has_file(root: &Root, dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let mut subdirs = Vec::new();
+    for e in entries.flatten() {
+        if e.file_name().to_str().is_none() {
+            continue;
+        }
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_file() {
+            return true;
+        }
+        if ft.is_dir() {
+            subdirs.push(e.path());
+        } else if ft.is_symlink() {
+            if let Ok(c) = e.path().canonicalize() {
+                if c.starts_with(&root.dir) && std::fs::metadata(&c).is_ok_and(|m| m.is_file()) {
+                    return true;
+                }
+            }
+        }
+    }
+    subdirs.iter().any(|d| has_file(root, d))
 }
 
 #[cfg(test)]
