@@ -58,3 +58,9 @@ stats_reset() { curl -sf -X POST "$SERVE_URL/_ossmount/stats/reset" > /dev/null;
 stats_field() { # FIELD -> integer
   curl -sf "$SERVE_URL/_ossmount/stats" | sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"
 }
+
+# CPU seconds (user + system) process PID has used so far: a view of each tool's cost that
+# does not depend on how busy the shared machine is.
+pid_cpu_s() {
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f\n", ($14 + $15) / hz }' "/proc/$1/stat"
+}

@@ -222,8 +222,10 @@ tool_seq() {
   drop_caches
   mount_tool "$tool" "$(fresh_cache "$tool")"
   stats_reset
+  local c0; c0=$(pid_cpu_s "$MOUNT_PID")
   s=$(timed_cp "$MNT/$KEY")
   record seq_cold "$tool" "$(mibps "$BIG_BYTES" "$s")"
+  record seq_cpu "$tool" "$(awk -v a="$c0" -v b="$(pid_cpu_s "$MOUNT_PID")" -v m="$SIZE_MIB" 'BEGIN { printf "%.2f\n", (b - a) / (m / 1024) }')"
   record seq_amp "$tool" "$(awk -v b="$(stats_field bytes_sent)" -v s="$BIG_BYTES" 'BEGIN { printf "%.3f\n", b / s }')"
   check_copy "$tool cold cp"
   drop_caches

@@ -9,6 +9,7 @@ peers_rows() {
   cat << EOF
 seq_cold|cold sequential cp, ${SIZE_MIB} MiB object|MiB/s|up|curl
 seq_amp|cold cp: bytes fetched / object size|x|down|curl
+seq_cpu|cold cp: CPU seconds of the mount process per GiB|s/GiB|down|-
 seq_warm|warm cp (tool cache on disk, page cache dropped)|MiB/s|up|local
 seq_hot|hot cp (again at once, page cache kept)|MiB/s|up|local
 par4|4 readers x ${PAR_MIB} MiB objects at once, cold (aggregate)|MiB/s|up|curl
@@ -127,12 +128,13 @@ peers_chart() {
     : > "$f"
     for r in "${ROWS[@]}"; do
       IFS='|' read -r lab med unit2 _ <<< "$r"
+      [ "$unit2" = "MB/s" ] || continue # one unit per panel (the CPU row is in the table)
       printf '"%s" %s 0x1f77b4 "%s"\n' "${lab%%:*}" "$med" "$(fmt "$med")" >> "$f"
       ymax=$(awk -v a="$med" -v b="$ymax" 'BEGIN { print (a > b) ? a : b }')
     done
     {
       echo "set title 'GET of the ${SIZE_MIB} MiB object from the page cache (serve section)' font ',10'"
-      echo "set ylabel '$unit2 (higher is better)'"
+      echo "set ylabel 'MB/s (higher is better)'"
       echo "set yrange [0:$(awk -v m="$ymax" 'BEGIN { print (m > 0) ? m * 1.25 : 1 }')]"
       echo "set xtics font ',8'"
       echo "plot '$f' using 0:2:3:xtic(1) with boxes lc rgb variable, '' using 0:2:4 with labels offset 0,0.8 font ',9'"
