@@ -83,6 +83,9 @@ mount_tool() {
 sample_rss() {
   local tool=$1 kb
   kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$MOUNT_PID/status" 2> /dev/null || true)
+  local fn where=?
+  for fn in "${FUNCNAME[@]}"; do case $fn in tool_*) where=$fn; break ;; esac; done
+  log "  ($tool peak RSS of this mount so far: ${kb:-?} KiB, in $where)"
   if [ -n "$kb" ] && [ "$kb" -gt "${PEAK_RSS_KB[$tool]:-0}" ]; then PEAK_RSS_KB[$tool]=$kb; fi
 }
 

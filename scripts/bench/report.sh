@@ -47,7 +47,8 @@ fmt() { # number -> 3 significant digits, plain notation
 
 ratio() { # A B -> A/B, or "-"
   if [ -z "$1" ] || [ -z "$2" ]; then echo "-"; return; fi
-  awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'
+  local r; r=$(awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print ""; else printf "%.6g", a / b }')
+  fmt "$r"
 }
 
 peers_table() {
@@ -88,7 +89,7 @@ peers_chart() {
   local panels=$((nrows + (${#ROWS[@]} > 0 ? 1 : 0)))
   local cols=4 rows=$(((panels + 3) / 4))
   {
-    echo "set terminal pngcairo size 1800,$((rows * 360)) font 'DejaVu Sans,11'"
+    echo "set terminal pngcairo noenhanced size 1800,$((rows * 360)) font 'DejaVu Sans,11'"
     echo "set output '$png'"
     echo "set multiplot layout $rows,$cols title 'ossmount vs rclone (vfs-cache-mode full) vs s3fs (use_cache), same ossmount serve on loopback; medians of $RUNS run(s); $(date -u '+%Y-%m-%d %H:%M UTC')' font ',14'"
     echo "set style fill solid 0.85 border -1"
@@ -98,7 +99,6 @@ peers_chart() {
     echo "set xtics nomirror scale 0"
     echo "set ytics nomirror"
     echo "set border 3"
-    echo "set termoption noenhanced"   # labels are literal text (use_cache, -c)
   } > "$gp"
   while IFS='|' read -r id label unit dir ref; do
     i=$((i + 1))
