@@ -177,6 +177,9 @@ peers_report() {
     fi
   } > "$RESULTS/bench.md"
   peers_chart
+  # The mounts' own logs (the last mount of each tool), for explaining a figure later.
+  rm -rf "$RESULTS/logs"
+  cp -r "$PEERS_WORK/logs" "$RESULTS/logs"
   cat "$RESULTS/bench.md"
   log "wrote $RESULTS/bench.md, $RESULTS/bench.png, raw figures in $PEERS_RAW"
 }
