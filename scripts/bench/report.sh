@@ -177,7 +177,7 @@ peers_report() {
     fi
   } > "$RESULTS/bench.md"
   peers_chart
-  # The mounts' own logs (the last mount of each tool), for explaining a figure later.
+  # The mounts' own logs (every mount of this run, appended), for explaining a figure later.
   rm -rf "$RESULTS/logs"
   cp -r "$PEERS_WORK/logs" "$RESULTS/logs"
   cat "$RESULTS/bench.md"
