@@ -7,6 +7,16 @@
 //! - `<hash>.done` + `<hash>.meta`: a finalized entry, an ordinary complete file plus the
 //!   identity (ETag, size, part CRCs) it was verified for.
 //!
+//! Disk trouble never fails a read: a part the disk refuses (ENOSPC, EIO, budget with
+//! every entry in use) is handed to its readers from memory and not marked present, with
+//! one warning; an object whose files cannot even be created gets a memory-only entry.
+//! Nothing already cached is touched.
+//!
+//! Lifetime: a background thread records pending batches every `batch_interval`; dropping
+//! the last `Arc<PartCache>` (or [`PartCache::flush`]) records the rest. That thread can
+//! hold the cache for an instant after its last user lets go, so [`PartCache::open`] waits
+//! up to 1 s for the lock before reporting [`CacheError::Locked`].
+//!
 //! `<hash>` is the hex SHA-256 of `namespace \0 key`: one name per object, whatever its
 //! ETag, so a changed object replaces its entry instead of leaving an orphan; the ETag lives
 //! inside the checkpoint / sidecar and is compared on every open.
@@ -213,6 +223,14 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some(s.f_bavail as u64 * s.f_frsize as u64)
 }
 
+/// Errors that mean "this disk cannot take more" rather than a bug or a permission problem.
+fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EIO) | Some(libc::EROFS)
+    )
+}
+
 /// Take the directory's lock file, or say who has it.
 fn lock_dir(dir: &Path) -> Result<File, CacheError> {
     let f = fs::OpenOptions::new()
@@ -351,12 +369,26 @@ impl PartCache {
             batch_parts: self.config.batch_parts,
             batch_interval: self.config.batch_interval,
         };
-        let (entry, opened) = Entry::open(
-            paths_for(&self.config.dir, &name),
-            identity,
-            &opts,
-            self.stats.clone(),
-        )?;
+        let paths = paths_for(&self.config.dir, &name);
+        let (entry, opened) =
+            match Entry::open(paths.clone(), identity.clone(), &opts, self.stats.clone()) {
+                Ok(v) => v,
+                Err(e) if is_disk_full(&e) => {
+                    // Serve from memory; the next open of the object tries the disk again.
+                    tracing::warn!(
+                        "cache {} cannot hold {} ({e}); reading it without caching",
+                        self.config.dir.display(),
+                        meta.key
+                    );
+                    let entry = Entry::memory_only(paths, identity, &opts, self.stats.clone())?;
+                    return Ok(ObjectHandle::new(
+                        meta.clone(),
+                        Arc::new(entry),
+                        self.engine.clone(),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            };
         if opened == entry::Opened::Finalized {
             if let Ok(f) = File::options().write(true).open(&entry.paths.done) {
                 let _ = f.set_modified(SystemTime::now());

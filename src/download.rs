@@ -18,9 +18,10 @@
 //! download of a small object saves nothing).
 //!
 //! Speed (release build, 1 GiB from `ossmount serve --anonymous` on loopback, 2 shared
-//! cores under load, three runs each): `ossmount download -j 4` 2.3-2.9 s, `-j 8` 2.0-2.9 s,
-//! `curl -o` 2.1-3.3 s; so on par with curl within the noise, while also computing CRC-64 per
-//! part, checkpointing and fsyncing the result (curl does none of these).
+//! cores, three runs each, quiet moment, load ~3): `ossmount download -j 8` 1.71-1.84 s,
+//! `-j 4` 1.73-1.91 s, `curl -o` 1.52-1.59 s (one outlier 4.1 s): about 0.9x curl, while
+//! also computing CRC-64 per part, checkpointing and fsyncing the result (curl does none
+//! of these). Under heavy load (load 5-11) the two were indistinguishable (2.0-3.3 s).
 //!
 //! Exit codes ([`exit`]): USAGE (arguments, URL, configuration), STORE (not found, access
 //! denied, archived and not restored, changed during the download, network after

@@ -274,7 +274,7 @@ impl Engine {
 
     /// May part `i` be written to disk? Asks the cache's budget (evicting if needed).
     fn reserve(&self, entry: &Arc<Entry>, i: usize) -> bool {
-        if entry.dead().is_some() {
+        if entry.memory_only || entry.dead().is_some() {
             return false;
         }
         match self.cache.upgrade() {
@@ -518,9 +518,30 @@ impl ObjectHandle {
     pub async fn fetch_all_with(&self, one_request: bool) -> Result<(), ReadError> {
         self.check_alive()?;
         let n = self.entry.n_parts;
-        let waits = self.engine.ensure(&self.entry, 0..n, one_request);
+        // A sliding window of requests (4 x jobs) rather than all parts at once: a huge
+        // object does not become a million queued tasks, and after a failure no new
+        // request starts while the ones in flight finish (and get recorded).
+        let per_request = if one_request {
+            n.max(1)
+        } else {
+            self.engine
+                .min_request_bytes
+                .div_ceil(self.entry.part_size)
+                .max(1) as usize
+        };
+        let window = 4 * self.engine.jobs * per_request;
+        let mut next = 0;
+        let mut pending = std::collections::VecDeque::new();
         let mut failure = None;
-        for (_, rx) in waits {
+        loop {
+            while failure.is_none() && next < n && pending.len() < window {
+                let end = (next + per_request).min(n);
+                pending.extend(self.engine.ensure(&self.entry, next..end, one_request));
+                next = end;
+            }
+            let Some((_, rx)) = pending.pop_front() else {
+                break;
+            };
             match wait_part(rx).await {
                 Ok(PartData::OnDisk) => {}
                 Ok(PartData::Memory(_)) => {

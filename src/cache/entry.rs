@@ -150,6 +150,9 @@ pub struct Entry {
     batch_parts: usize,
     batch_interval: Duration,
     pub stats: Arc<WriteStats>,
+    /// No file of its own (the disk refused to create one): every part is served from
+    /// memory and nothing is cached.
+    pub memory_only: bool,
 }
 
 /// What [`Entry::open`] found on disk.
@@ -328,7 +331,31 @@ impl Entry {
             batch_parts: opts.batch_parts.max(1),
             batch_interval: opts.batch_interval,
             stats,
+            memory_only: false,
         }
+    }
+
+    /// An entry with no files, for when the cache's disk cannot even create one: reads
+    /// still work, from the fetched bytes in memory.
+    pub fn memory_only(
+        paths: EntryPaths,
+        identity: Identity,
+        opts: &EntryOptions,
+        stats: Arc<WriteStats>,
+    ) -> io::Result<Self> {
+        let n = checkpoint::part_count(identity.size, opts.part_size) as usize;
+        let f = File::open("/dev/null")?;
+        let mut e = Self::build(
+            paths,
+            identity,
+            opts.part_size,
+            f,
+            vec![None; n],
+            opts,
+            stats,
+        );
+        e.memory_only = true;
+        Ok(e)
     }
 
     pub fn file(&self) -> Arc<File> {

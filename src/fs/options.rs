@@ -3,9 +3,10 @@
 //! Every command-line option of `ossmount mount` has an `-o` spelling with `_` for `-`
 //! (`cache_dir=/var/cache/ossmount`, `metadata_ttl=5m`, `allow_other`), so one fstab line
 //! can say everything. The generic mount options that mount(8), systemd and fstab add
-//! (`ro`, `defaults`, `_netdev`, `nofail`, `noauto`, `user`, `x-systemd.*`, ...) are
-//! accepted and ignored: the mount is read-only, nosuid and nodev regardless. `rw` is an
-//! error rather than silently ignored, because the user asked for something we cannot do.
+//! (`ro`, `rw`, `defaults`, `_netdev`, `nofail`, `noauto`, `user`, `x-systemd.*`, ...) are
+//! accepted and ignored: the mount is read-only, nosuid and nodev regardless. `rw` has to
+//! be accepted: mount(8) passes it to helpers whenever fstab does not say `ro`.
+//! Unknown options are errors, so a typo does not silently mount with defaults.
 //! Options given with `-o` override the same option given as a flag (they come last).
 
 use std::path::PathBuf;
@@ -81,9 +82,8 @@ fn apply_one(args: &mut MountArgs, opt: &str) -> Result<(), String> {
         "no_passthrough" => args.no_passthrough = true,
         "no_cache" => args.no_cache = true,
         "fuse_threads" => args.fuse_threads = num(&value)? as usize,
-        "rw" => return Err("ossmount mounts are read-only: remove `rw`".into()),
         // Generic options of mount(8), fstab and systemd: meaningless or implied here.
-        "ro" | "defaults" | "auto" | "noauto" | "user" | "users" | "nouser" | "_netdev"
+        "ro" | "rw" | "defaults" | "auto" | "noauto" | "user" | "users" | "nouser" | "_netdev"
         | "nofail" | "nodev" | "nosuid" | "dev" | "suid" | "exec" | "noexec" | "atime"
         | "noatime" | "relatime" | "nodiratime" | "async" | "sync" | "owner" | "group"
         | "comment" | "debug" => {}
@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn bad_options_are_errors() {
-        assert!(parse(&["ossmount", "mount", "oss://b", "/mnt", "-o", "rw"]).is_err());
+        assert!(parse(&["ossmount", "mount", "oss://b", "/mnt", "-o", "rw,ro"]).is_ok());
         assert!(parse(&["ossmount", "mount", "oss://b", "/mnt", "-o", "frobnicate"]).is_err());
         assert!(parse(&["ossmount", "mount", "oss://b", "/mnt", "-o", "uid"]).is_err());
         assert!(parse(&[
