@@ -16,6 +16,7 @@
 # OSSMOUNT_ARGS adds options to ossmount's command line (e.g. "--part-size 1MiB"); the
 # report names them.
 
+# shellcheck disable=SC2034 # used by peers.sh
 TOOLS=(ossmount rclone s3fs)
 declare -gA PEAK_RSS_KB=()   # per tool, max VmHWM over its mounts in the current run
 MOUNT_PID=""
@@ -40,7 +41,8 @@ mount_tool() {
   mkdir -p "$MNT" "$cache" "$PEERS_WORK/logs"
   case $tool in
     ossmount)
-      # shellcheck disable=SC2086 # OSSMOUNT_ARGS is a list of options
+      # OSSMOUNT_ARGS is a list of options; its log and its stderr both append to one file.
+      # shellcheck disable=SC2086,SC2094
       "$BIN" mount "oss://$BUCKET" "$MNT" --endpoint "$SERVE_URL" --no-sign-request \
         --cache-dir "$cache" --foreground --log-file "$logf" ${OSSMOUNT_ARGS:-} 2>> "$logf" &
       ;;
@@ -83,20 +85,27 @@ mount_tool() {
 sample_rss() {
   local tool=$1 kb
   kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$MOUNT_PID/status" 2> /dev/null || true)
-  local fn where=?
+  local fn where="?"
   for fn in "${FUNCNAME[@]}"; do case $fn in tool_*) where=$fn; break ;; esac; done
   log "  ($tool peak RSS of this mount so far: ${kb:-?} KiB, in $where)"
   if [ -n "$kb" ] && [ "$kb" -gt "${PEAK_RSS_KB[$tool]:-0}" ]; then PEAK_RSS_KB[$tool]=$kb; fi
 }
 
-# Wait for PID (a child) to exit; kill -9 it if it takes more than 30 s.
+# Wait for PID (a child of this shell) to exit; kill -9 it after 30 s. Polls /proc rather
+# than running a watchdog in the background, and kills only a process whose parent is
+# still this shell (a PID, once reaped, may be handed to someone else's process).
 reap() {
-  local pid=$1
-  (sleep 30 && kill -9 "$pid" 2> /dev/null) &
-  local dog=$!
+  local pid=$1 state ppid _
+  for _ in $(seq 300); do
+    read -r _ _ state ppid _ < "/proc/$pid/stat" 2> /dev/null || break
+    if [ "$state" = Z ] || [ "$ppid" != $$ ]; then break; fi
+    sleep 0.1
+  done
+  if read -r _ _ state ppid _ < "/proc/$pid/stat" 2> /dev/null && [ "$ppid" = $$ ] && [ "$state" != Z ]; then
+    log "process $pid did not exit within 30 s of unmounting; kill -9"
+    kill -9 "$pid" 2> /dev/null || true
+  fi
   wait "$pid" 2> /dev/null || true
-  kill "$dog" 2> /dev/null || true
-  wait "$dog" 2> /dev/null || true
   forget_pid "$pid"
 }
 

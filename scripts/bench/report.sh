@@ -86,12 +86,14 @@ peers_chart() {
   local colors=("0x999999" "0x555555" "0x1f77b4" "0x2ca02c" "0xd62728")
   local gp=$dat/chart.gp i=0 id label unit dir ref
   local nrows; nrows=$(peers_rows | wc -l)
+  # ROWS: the serve section of bench.sh, one more panel
+  # shellcheck disable=SC2153
   local panels=$((nrows + (${#ROWS[@]} > 0 ? 1 : 0)))
-  local cols=4 rows=$(((panels + 3) / 4))
+  local cols=4 grid_rows=$(((panels + 3) / 4))
   {
-    echo "set terminal pngcairo noenhanced size 1800,$((rows * 360)) font 'DejaVu Sans,11'"
+    echo "set terminal pngcairo noenhanced size 1800,$((grid_rows * 360)) font 'DejaVu Sans,11'"
     echo "set output '$png'"
-    echo "set multiplot layout $rows,$cols title 'ossmount vs rclone (vfs-cache-mode full) vs s3fs (use_cache), same ossmount serve on loopback; medians of $RUNS run(s); $(date -u '+%Y-%m-%d %H:%M UTC')' font ',14'"
+    echo "set multiplot layout $grid_rows,$cols title 'ossmount vs rclone (vfs-cache-mode full) vs s3fs (use_cache), same ossmount serve on loopback; medians of $RUNS run(s); $(date -u '+%Y-%m-%d %H:%M UTC')' font ',14'"
     echo "set style fill solid 0.85 border -1"
     echo "set boxwidth 0.7"
     echo "set grid ytics lc rgb '#dddddd'"
