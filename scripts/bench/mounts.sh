@@ -97,11 +97,11 @@ sample_rss() {
 reap() {
   local pid=$1 state ppid _
   for _ in $(seq 300); do
-    read -r _ _ state ppid _ < "/proc/$pid/stat" 2> /dev/null || break
+    read -r _ _ state ppid _ 2> /dev/null < "/proc/$pid/stat" || break
     if [ "$state" = Z ] || [ "$ppid" != $$ ]; then break; fi
     sleep 0.1
   done
-  if read -r _ _ state ppid _ < "/proc/$pid/stat" 2> /dev/null && [ "$ppid" = $$ ] && [ "$state" != Z ]; then
+  if read -r _ _ state ppid _ 2> /dev/null < "/proc/$pid/stat" && [ "$ppid" = $$ ] && [ "$state" != Z ]; then
     log "process $pid did not exit within 30 s of unmounting; kill -9"
     kill -9 "$pid" 2> /dev/null || true
   fi
