@@ -2,7 +2,13 @@
 # Throughput benchmarks, each measured against a limit on the same machine in the same run.
 #
 #   scripts/bench.sh            # 2 GiB object, median of 3 runs per workload
+#   scripts/bench.sh --quick    # 256 MiB object, 1 run: checks the script in minutes
 #   SIZE_MIB=512 RUNS=5 scripts/bench.sh
+#
+# Then the same server is read through FUSE by ossmount, rclone mount and s3fs side by side
+# (scripts/bench/peers.sh: cold/warm cp, parallel readers, random reads, time to first
+# byte, ls -l, kill -9 and remount, peak RSS). Results: bench-results/bench.md (also
+# printed) and bench-results/bench.png. Needs root (FUSE, drop_caches, apt-get).
 #
 # Builds the release binary, makes (or reuses) a random object in $BENCH_DIR, starts
 # `ossmount serve --anonymous`, and prints a Markdown table. Baseline: the same file served
@@ -16,6 +22,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
+BENCH_ARGS="$*"
+if [ "${1:-}" = "--quick" ]; then
+  # Small enough to finish in a few minutes, large enough to cross many parts and chunks.
+  SIZE_MIB=${SIZE_MIB:-256} RUNS=${RUNS:-1} PAR_MIB=${PAR_MIB:-64} LS_N=${LS_N:-2000}
+  shift
+fi
+[ $# -eq 0 ] || { echo "usage: scripts/bench.sh [--quick]" >&2; exit 2; }
+RESULTS=$ROOT/bench-results
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
 SIZE_MIB=${SIZE_MIB:-2048}
 RUNS=${RUNS:-3}
@@ -34,6 +48,8 @@ cleanup() {
   if [ -n "$NGINX_DIR" ]; then rm -rf "$NGINX_DIR"; fi
 }
 trap cleanup EXIT
+# An interrupted run leaves through the EXIT trap too (mounts and servers are torn down).
+trap 'exit 130' INT TERM
 
 log() { echo "bench: $*" >&2; }
 
@@ -194,7 +210,12 @@ main() {
     baseline="local read (cat)"
   fi
   run_workload "local read (cat)" workload_local_read MB/s
-  print_table "$baseline"
+  mkdir -p "$RESULTS"
+  print_table "$baseline" | tee "$RESULTS/serve.md"
+
+  # shellcheck source=scripts/bench/peers.sh
+  source "$ROOT/scripts/bench/peers.sh"
+  peers_main
 }
 
 main "$@"

@@ -1,0 +1,344 @@
+# shellcheck shell=bash
+# Side-by-side benchmarks: ossmount against rclone mount (--vfs-cache-mode full) and s3fs
+# (use_cache), all reading the same objects from the same `ossmount serve --anonymous` in
+# the same run, next to the limit: the same bytes over plain HTTP (curl, or a keep-alive
+# Python client for small ranges and listings) and from the local file (cp, ls).
+#
+# Sourced by scripts/bench.sh, which provides: log, BIN, SERVE_URL, BUCKET, BENCH_DIR,
+# SIZE_MIB, OBJ (the big object's file), KEY (its key), RUNS. Entry point: peers_main.
+#
+# Each workload mounts afresh over an empty cache directory with the page cache dropped
+# (that is what "cold" means here), except where it says otherwise.
+
+PEERS_LIB=$(dirname "${BASH_SOURCE[0]}")
+# shellcheck source=scripts/bench/common.sh
+source "$PEERS_LIB/common.sh"
+# shellcheck source=scripts/bench/mounts.sh
+source "$PEERS_LIB/mounts.sh"
+# shellcheck source=scripts/bench/report.sh
+source "$PEERS_LIB/report.sh"
+
+RAND_COUNT=200   # random 4 KiB reads per run
+RAND_SEED=20261122
+
+peers_setup() {
+  PAR_MIB=${PAR_MIB:-$((SIZE_MIB / 4))}
+  LS_N=${LS_N:-10000}
+  PEERS_WORK=$BENCH_DIR/peers          # mountpoints, cache dirs, copies; emptied each run
+  RESULTS=${RESULTS:-$ROOT/bench-results}
+  PEERS_RAW=$RESULTS/raw.tsv
+  OUT=$PEERS_WORK/out
+  BIG_BYTES=$((SIZE_MIB << 20))
+  PAR_KEYS=()
+  local i
+  for i in 1 2 3 4; do PAR_KEYS+=("par/p$i-${PAR_MIB}MiB.bin"); done
+  LS_PREFIX=ls-$LS_N/
+
+  peers_teardown
+  rm -rf "$PEERS_WORK"
+  mkdir -p "$PEERS_WORK/out" "$RESULTS"
+  : > "$PEERS_RAW"
+  : > "$RESULTS/notes.txt"
+}
+
+# The four 512 MiB objects and the 10,000 small ones, next to the big object bench.sh made.
+peers_make_data() {
+  local d=$BENCH_DIR/data/$BUCKET k
+  for k in "${PAR_KEYS[@]}"; do
+    if [ ! -f "$d/$k" ] || [ "$(stat -c %s "$d/$k")" -ne $((PAR_MIB << 20)) ]; then
+      log "writing $PAR_MIB MiB to $d/$k"
+      mkdir -p "$(dirname "$d/$k")"
+      head -c $((PAR_MIB << 20)) /dev/urandom > "$d/$k.tmp" && mv "$d/$k.tmp" "$d/$k"
+    fi
+  done
+  # The marker lives outside the bucket, so it is not one more object in the listing.
+  if [ ! -f "$BENCH_DIR/ls-$LS_N.complete" ]; then
+    log "writing $LS_N small objects under $d/$LS_PREFIX"
+    mkdir -p "$d/$LS_PREFIX"
+    (cd "$d/$LS_PREFIX" && seq -f 'f%05g.txt' 1 "$LS_N" | while read -r f; do echo "$f" > "$f"; done)
+    touch "$BENCH_DIR/ls-$LS_N.complete"
+  fi
+  # serve computes an object's ETag and CRC-64 on its first request; pay that now, not in
+  # the first cold run of whichever tool comes first.
+  for k in "${PAR_KEYS[@]}"; do curl -sfI "$SERVE_URL/$BUCKET/$k" > /dev/null; done
+  python3 "$PEERS_LIB/randread.py" list "$SERVE_URL" "$BUCKET" "$LS_PREFIX" > /dev/null
+}
+
+# Wait for every PID given; fail if any of them failed (plain `wait A B` reports only B).
+wait_all() {
+  local p rc=0
+  for p in "$@"; do wait "$p" || rc=$?; done
+  return "$rc"
+}
+
+fresh_cache() { # TOOL -> path of an empty cache dir for it
+  local c=$PEERS_WORK/cache-$1
+  rm -rf "$c"
+  mkdir -p "$c"
+  echo "$c"
+}
+
+note() { echo "$*" | tee -a "$RESULTS/notes.txt" >&2; }
+
+# Copy FILE to $OUT/copy; prints seconds.
+timed_cp() {
+  rm -f "$OUT/copy"
+  local t0; t0=$(now)
+  cp "$1" "$OUT/copy"
+  elapsed "$t0"
+}
+
+check_copy() { # LABEL -- the last copy must equal the served file
+  if ! cmp -s "$OUT/copy" "$OBJ"; then note "WRONG DATA: $1 (run $PEERS_RUN)"; fi
+}
+
+# ---- the limit: the same bytes without a FUSE client -----------------------------------
+
+limit_seq() {
+  local s
+  drop_caches
+  rm -f "$OUT/copy"
+  stats_reset
+  local t0; t0=$(now)
+  curl -sf -o "$OUT/copy" "$SERVE_URL/$BUCKET/$KEY"
+  s=$(elapsed "$t0")
+  record seq_cold curl "$(mibps "$BIG_BYTES" "$s")"
+  record seq_amp curl "$(awk -v b="$(stats_field bytes_sent)" -v s="$BIG_BYTES" 'BEGIN { printf "%.3f\n", b / s }')"
+  drop_caches
+  s=$(timed_cp "$OBJ")
+  # Reading a local file with an empty page cache is both the cold and the warm limit
+  # (a warm tool cache is a local file too).
+  record seq_cold local "$(mibps "$BIG_BYTES" "$s")"
+  record seq_warm local "$(mibps "$BIG_BYTES" "$s")"
+  s=$(timed_cp "$OBJ")
+  record seq_hot local "$(mibps "$BIG_BYTES" "$s")"
+  rm -f "$OUT/copy"
+}
+
+limit_par() {
+  local k i=0 pids=() t0 s
+  drop_caches
+  t0=$(now)
+  for k in "${PAR_KEYS[@]}"; do
+    i=$((i + 1))
+    curl -sf -o "$OUT/par$i" "$SERVE_URL/$BUCKET/$k" &
+    pids+=($!)
+  done
+  wait_all "${pids[@]}"
+  s=$(elapsed "$t0")
+  record par4 curl "$(mibps $((4 * (PAR_MIB << 20))) "$s")"
+  drop_caches
+  pids=() i=0
+  t0=$(now)
+  for k in "${PAR_KEYS[@]}"; do
+    i=$((i + 1))
+    cp "$BENCH_DIR/data/$BUCKET/$k" "$OUT/par$i" &
+    pids+=($!)
+  done
+  wait_all "${pids[@]}"
+  s=$(elapsed "$t0")
+  record par4 local "$(mibps $((4 * (PAR_MIB << 20))) "$s")"
+  rm -f "$OUT"/par*
+}
+
+limit_rand() {
+  local r
+  drop_caches
+  stats_reset
+  r=$(python3 "$PEERS_LIB/randread.py" http "$SERVE_URL/$BUCKET/$KEY" "$BIG_BYTES" "$RAND_COUNT" "$RAND_SEED")
+  record rand_p50 curl "$(echo "$r" | cut -d' ' -f1)"
+  record rand_p95 curl "$(echo "$r" | cut -d' ' -f2)"
+  record rand_amp curl "$(awk -v b="$(stats_field bytes_sent)" -v n="$RAND_COUNT" 'BEGIN { printf "%.2f\n", b / (n * 4096) }')"
+  drop_caches
+  r=$(python3 "$PEERS_LIB/randread.py" file "$OBJ" "$RAND_COUNT" "$RAND_SEED")
+  record rand_p50 local "$(echo "$r" | cut -d' ' -f1)"
+  record rand_p95 local "$(echo "$r" | cut -d' ' -f2)"
+}
+
+limit_ttfb() {
+  local t0
+  drop_caches
+  t0=$(now)
+  curl -sf -r 0-0 -o /dev/null "$SERVE_URL/$BUCKET/$KEY"
+  record ttfb curl "$(ms "$(elapsed "$t0")")"
+  drop_caches
+  t0=$(now)
+  head -c 1 "$OBJ" > /dev/null
+  record ttfb local "$(ms "$(elapsed "$t0")")"
+}
+
+limit_ls() {
+  local r t0
+  drop_caches
+  r=$(python3 "$PEERS_LIB/randread.py" list "$SERVE_URL" "$BUCKET" "$LS_PREFIX")
+  [ "${r%% *}" -eq "$LS_N" ] || note "HTTP listing returned ${r%% *} keys, not $LS_N"
+  record ls_cold curl "${r##* }"
+  drop_caches
+  t0=$(now)
+  ls -l "$BENCH_DIR/data/$BUCKET/$LS_PREFIX" > /dev/null
+  record ls_cold local "$(elapsed "$t0")"
+  t0=$(now)
+  ls -l "$BENCH_DIR/data/$BUCKET/$LS_PREFIX" > /dev/null
+  record ls_warm local "$(elapsed "$t0")"
+}
+
+# curl killed at half the object, then `curl -C -` finishes it: what resuming costs when
+# nothing but the partial output survives.
+limit_kill() {
+  local pid
+  drop_caches
+  rm -f "$OUT/copy"
+  stats_reset
+  curl -sf -o "$OUT/copy" "$SERVE_URL/$BUCKET/$KEY" &
+  pid=$!
+  LIVE_PIDS+=("$pid")
+  wait_for_half "$pid"
+  kill -9 "$pid" 2> /dev/null || true
+  wait "$pid" 2> /dev/null || true
+  forget_pid "$pid"
+  curl -sf -C - -o "$OUT/copy" "$SERVE_URL/$BUCKET/$KEY"
+  record kill_amp curl "$(awk -v b="$(stats_field bytes_sent)" -v s="$BIG_BYTES" 'BEGIN { printf "%.3f\n", b / s }')"
+  check_copy "curl -C - after kill -9"
+  rm -f "$OUT/copy"
+}
+
+# Poll the copy's size until half the big object has arrived (or PID ended).
+wait_for_half() {
+  local pid=$1 size
+  while kill -0 "$pid" 2> /dev/null; do
+    size=$(stat -c %s "$OUT/copy" 2> /dev/null || echo 0)
+    if [ "$size" -ge $((BIG_BYTES / 2)) ]; then return 0; fi
+    sleep 0.01
+  done
+  note "wait_for_half: the copy ended before half ($size bytes)"
+}
+
+# ---- the FUSE clients --------------------------------------------------------------------
+
+# Cold cp (and the bytes it made the server send), then the same cp from the tool's warm
+# disk cache with the page cache dropped, then once more with the page cache kept.
+tool_seq() {
+  local tool=$1 s
+  drop_caches
+  mount_tool "$tool" "$(fresh_cache "$tool")"
+  stats_reset
+  local c0; c0=$(pid_cpu_s "$MOUNT_PID")
+  s=$(timed_cp "$MNT/$KEY")
+  record seq_cold "$tool" "$(mibps "$BIG_BYTES" "$s")"
+  record seq_cpu "$tool" "$(awk -v a="$c0" -v b="$(pid_cpu_s "$MOUNT_PID")" -v m="$SIZE_MIB" 'BEGIN { printf "%.2f\n", (b - a) / (m / 1024) }')"
+  record seq_amp "$tool" "$(awk -v b="$(stats_field bytes_sent)" -v s="$BIG_BYTES" 'BEGIN { printf "%.3f\n", b / s }')"
+  check_copy "$tool cold cp"
+  drop_caches
+  s=$(timed_cp "$MNT/$KEY")
+  record seq_warm "$tool" "$(mibps "$BIG_BYTES" "$s")"
+  s=$(timed_cp "$MNT/$KEY")
+  record seq_hot "$tool" "$(mibps "$BIG_BYTES" "$s")"
+  rm -f "$OUT/copy"
+  unmount_tool "$tool"
+}
+
+tool_par() {
+  local tool=$1 k i=0 pids=() t0 s
+  drop_caches
+  mount_tool "$tool" "$(fresh_cache "$tool")"
+  t0=$(now)
+  for k in "${PAR_KEYS[@]}"; do
+    i=$((i + 1))
+    cp "$MNT/$k" "$OUT/par$i" &
+    pids+=($!)
+  done
+  wait_all "${pids[@]}"
+  s=$(elapsed "$t0")
+  record par4 "$tool" "$(mibps $((4 * (PAR_MIB << 20))) "$s")"
+  rm -f "$OUT"/par*
+  unmount_tool "$tool"
+}
+
+tool_rand() {
+  local tool=$1 r
+  drop_caches
+  mount_tool "$tool" "$(fresh_cache "$tool")"
+  stats_reset
+  r=$(python3 "$PEERS_LIB/randread.py" file "$MNT/$KEY" "$RAND_COUNT" "$RAND_SEED")
+  record rand_p50 "$tool" "$(echo "$r" | cut -d' ' -f1)"
+  record rand_p95 "$tool" "$(echo "$r" | cut -d' ' -f2)"
+  record rand_amp "$tool" "$(awk -v b="$(stats_field bytes_sent)" -v n="$RAND_COUNT" 'BEGIN { printf "%.2f\n", b / (n * 4096) }')"
+  unmount_tool "$tool"
+}
+
+tool_ttfb() {
+  local tool=$1 t0
+  drop_caches
+  mount_tool "$tool" "$(fresh_cache "$tool")"
+  t0=$(now)
+  head -c 1 "$MNT/$KEY" > /dev/null
+  record ttfb "$tool" "$(ms "$(elapsed "$t0")")"
+  unmount_tool "$tool"
+}
+
+tool_ls() {
+  local tool=$1 t0 n
+  drop_caches
+  mount_tool "$tool" "$(fresh_cache "$tool")"
+  t0=$(now)
+  ls -l "$MNT/$LS_PREFIX" > "$OUT/ls"
+  record ls_cold "$tool" "$(elapsed "$t0")"
+  t0=$(now)
+  ls -l "$MNT/$LS_PREFIX" > /dev/null
+  record ls_warm "$tool" "$(elapsed "$t0")"
+  n=$(grep -c '^-' "$OUT/ls" || true)
+  [ "$n" -eq "$LS_N" ] || note "$tool: ls -l listed $n files, not $LS_N"
+  unmount_tool "$tool"
+}
+
+# kill -9 the mount at half a cold cp, remount on the same cache dir, cp again from the
+# start: the bytes the server sent in all, per byte of the object (1.0 = nothing twice).
+tool_kill() {
+  local tool=$1 cache cpid
+  drop_caches
+  cache=$(fresh_cache "$tool")
+  mount_tool "$tool" "$cache"
+  stats_reset
+  rm -f "$OUT/copy"
+  cp "$MNT/$KEY" "$OUT/copy" 2> /dev/null &
+  cpid=$!
+  LIVE_PIDS+=("$cpid")
+  wait_for_half "$cpid"
+  sample_rss "$tool"
+  kill -9 "$MOUNT_PID"
+  wait "$cpid" 2> /dev/null || true   # cp fails: the mount went away under it
+  forget_pid "$cpid"
+  reap "$MOUNT_PID"
+  detach_dead_mount
+  mount_tool "$tool" "$cache"
+  timed_cp "$MNT/$KEY" > /dev/null
+  record kill_amp "$tool" "$(awk -v b="$(stats_field bytes_sent)" -v s="$BIG_BYTES" 'BEGIN { printf "%.3f\n", b / s }')"
+  check_copy "$tool cp after kill -9 and remount"
+  rm -f "$OUT/copy"
+  unmount_tool "$tool"
+}
+
+peers_main() {
+  peers_install
+  peers_setup
+  trap 'peers_teardown; cleanup' EXIT
+  peers_make_data
+  log "peers: ${SIZE_MIB} MiB object, 4 x ${PAR_MIB} MiB, ${LS_N} small objects, $RUNS run(s)"
+  local tool
+  for PEERS_RUN in $(seq "$RUNS"); do
+    log "== run $PEERS_RUN of $RUNS (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    PEAK_RSS_KB=()
+    limit_seq; limit_par; limit_rand; limit_ttfb; limit_ls; limit_kill
+    for tool in "${TOOLS[@]}"; do
+      log "-- $tool"
+      tool_seq "$tool"
+      tool_par "$tool"
+      tool_rand "$tool"
+      tool_ttfb "$tool"
+      tool_ls "$tool"
+      tool_kill "$tool"
+      record rss "$tool" "$(awk -v k="${PEAK_RSS_KB[$tool]:-0}" 'BEGIN { printf "%.0f\n", k / 1024 }')"
+    done
+  done
+  peers_report
+}

@@ -1,0 +1,187 @@
+# shellcheck shell=bash
+# The peers table (Markdown) and chart (gnuplot PNG), both computed from $PEERS_RAW, the
+# measurements of this run: each cell is the median over the runs.
+
+COLUMNS_ALL=(curl local ossmount rclone s3fs)
+
+# id | label | unit | direction (up: higher is better) | the limit column ossmount is held to
+peers_rows() {
+  cat << EOF
+seq_cold|cold sequential cp, ${SIZE_MIB} MiB object|MiB/s|up|curl
+seq_amp|cold cp: bytes fetched / object size|x|down|curl
+seq_cpu|cold cp: CPU seconds of the mount process per GiB|s/GiB|down|-
+seq_warm|warm cp (tool cache on disk, page cache dropped)|MiB/s|up|local
+seq_hot|hot cp (again at once, page cache kept)|MiB/s|up|local
+par4|4 readers x ${PAR_MIB} MiB objects at once, cold (aggregate)|MiB/s|up|curl
+rand_p50|${RAND_COUNT} random 4 KiB reads, cold: median latency|ms|down|curl
+rand_p95|${RAND_COUNT} random 4 KiB reads, cold: 95th percentile|ms|down|curl
+rand_amp|random 4 KiB reads: bytes fetched / bytes read|x|down|curl
+ttfb|time to first byte (head -c 1), fresh mount|ms|down|curl
+ls_cold|ls -l of ${LS_N} objects, fresh mount|s|down|curl
+ls_warm|ls -l of ${LS_N} objects again (warm)|s|down|local
+kill_amp|kill -9 at half a cold cp, remount, cp: bytes fetched / size|x|down|curl
+rss|peak RSS of the mount process (max over the workloads of a run)|MiB|down|-
+EOF
+}
+
+# $RESULTS/medians.tsv: row, column, median, number of runs.
+peers_medians() {
+  sort -t $'\t' -k1,1 -k2,2 -k4,4g "$PEERS_RAW" | awk -F '\t' '
+    function flush() { if (n) printf "%s\t%s\t%s\t%d\n", r, c, v[int((n + 1) / 2)], n }
+    $1 != r || $2 != c { flush(); r = $1; c = $2; n = 0 }
+    { v[++n] = $4 }
+    END { flush() }' > "$RESULTS/medians.tsv"
+}
+
+median_of() { # ROW COLUMN -> median or empty
+  awk -F '\t' -v r="$1" -v c="$2" '$1 == r && $2 == c { print $3 }' "$RESULTS/medians.tsv"
+}
+
+fmt() { # number -> 3 significant digits, plain notation
+  [ -n "$1" ] || { echo "-"; return; }
+  awk -v x="$1" 'BEGIN {
+    a = x < 0 ? -x : x
+    if (a >= 100) printf "%.0f", x; else if (a >= 10) printf "%.1f", x;
+    else if (a >= 1) printf "%.2f", x; else printf "%.3f", x }'
+}
+
+ratio() { # A B -> A/B, or "-"
+  if [ -z "$1" ] || [ -z "$2" ]; then echo "-"; return; fi
+  local r; r=$(awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print ""; else printf "%.6g", a / b }')
+  fmt "$r"
+}
+
+peers_table() {
+  local id label unit dir ref c v best bestname
+  echo "| workload | unit | limit: HTTP | limit: local | ossmount | rclone | s3fs | ossmount / limit | ossmount / best peer |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+  while IFS='|' read -r id label unit dir ref; do
+    local cells=() vals=()
+    for c in "${COLUMNS_ALL[@]}"; do
+      v=$(median_of "$id" "$c")
+      vals+=("$v")
+      cells+=("$(fmt "$v")")
+    done
+    # best peer: the better of rclone and s3fs in this row's direction
+    best="" bestname=""
+    for c in rclone s3fs; do
+      v=$(median_of "$id" "$c")
+      [ -n "$v" ] || continue
+      if [ -z "$best" ] || awk -v a="$v" -v b="$best" -v d="$dir" 'BEGIN { exit !((d == "up") ? a > b : a < b) }'; then
+        best=$v bestname=$c
+      fi
+    done
+    local arrow="higher is better"; [ "$dir" = up ] || arrow="lower is better"
+    local lim="-"; [ "$ref" = "-" ] || lim="$(ratio "${vals[2]}" "$(median_of "$id" "$ref")") (vs $ref)"
+    local peer="-"; [ -z "$best" ] || peer="$(ratio "${vals[2]}" "$best") (vs $bestname)"
+    echo "| $label | $unit, $arrow | ${cells[0]} | ${cells[1]} | ${cells[2]} | ${cells[3]} | ${cells[4]} | $lim | $peer |"
+  done < <(peers_rows)
+}
+
+# One small bar chart per workload (each has its own unit), all on one PNG.
+peers_chart() {
+  local png=$RESULTS/bench.png dat=$RESULTS/chart
+  mkdir -p "$dat"
+  local names=("HTTP" "local" "ossmount" "rclone" "s3fs")
+  local colors=("0x999999" "0x555555" "0x1f77b4" "0x2ca02c" "0xd62728")
+  local gp=$dat/chart.gp i=0 id label unit dir ref
+  local nrows; nrows=$(peers_rows | wc -l)
+  # ROWS: the serve section of bench.sh, one more panel
+  # shellcheck disable=SC2153
+  local panels=$((nrows + (${#ROWS[@]} > 0 ? 1 : 0)))
+  local cols=4 grid_rows=$(((panels + 3) / 4))
+  {
+    echo "set terminal pngcairo noenhanced size 1800,$((grid_rows * 360)) font 'DejaVu Sans,11'"
+    echo "set output '$png'"
+    echo "set multiplot layout $grid_rows,$cols title 'ossmount vs rclone (vfs-cache-mode full) vs s3fs (use_cache), same ossmount serve on loopback; medians of $RUNS run(s); $(date -u '+%Y-%m-%d %H:%M UTC')' font ',14'"
+    echo "set style fill solid 0.85 border -1"
+    echo "set boxwidth 0.7"
+    echo "set grid ytics lc rgb '#dddddd'"
+    echo "unset key"
+    echo "set xtics nomirror scale 0"
+    echo "set ytics nomirror"
+    echo "set border 3"
+  } > "$gp"
+  while IFS='|' read -r id label unit dir ref; do
+    i=$((i + 1))
+    local f=$dat/$id.dat c j=0 v ymax=0
+    : > "$f"
+    for c in "${COLUMNS_ALL[@]}"; do
+      v=$(median_of "$id" "$c")
+      if [ -n "$v" ]; then
+        printf '"%s" %s %s "%s"\n' "${names[$j]}" "$v" "${colors[$j]}" "$(fmt "$v")" >> "$f"
+        ymax=$(awk -v a="$v" -v b="$ymax" 'BEGIN { print (a > b) ? a : b }')
+      else
+        printf '"%s" 0 %s "n/a"\n' "${names[$j]}" "${colors[$j]}" >> "$f"
+      fi
+      j=$((j + 1))
+    done
+    local arrow="higher is better"; [ "$dir" = up ] || arrow="lower is better"
+    {
+      echo "set title \"$label\" font ',10'"
+      echo "set ylabel '$unit ($arrow)'"
+      echo "set yrange [0:$(awk -v m="$ymax" 'BEGIN { print (m > 0) ? m * 1.25 : 1 }')]"
+      echo "plot '$f' using 0:2:3:xtic(1) with boxes lc rgb variable, '' using 0:2:4 with labels offset 0,0.8 font ',9'"
+    } >> "$gp"
+  done < <(peers_rows)
+  # The serve-throughput section of bench.sh (its ROWS: "label|median|unit|runs").
+  if [ ${#ROWS[@]} -gt 0 ]; then
+    local f=$dat/serve.dat r lab med unit2 ymax=0
+    : > "$f"
+    for r in "${ROWS[@]}"; do
+      IFS='|' read -r lab med unit2 _ <<< "$r"
+      [ "$unit2" = "MB/s" ] || continue # one unit per panel (the CPU row is in the table)
+      printf '"%s" %s 0x1f77b4 "%s"\n' "${lab%%:*}" "$med" "$(fmt "$med")" >> "$f"
+      ymax=$(awk -v a="$med" -v b="$ymax" 'BEGIN { print (a > b) ? a : b }')
+    done
+    {
+      echo "set title 'GET of the ${SIZE_MIB} MiB object from the page cache (serve section)' font ',10'"
+      echo "set ylabel 'MB/s (higher is better)'"
+      echo "set yrange [0:$(awk -v m="$ymax" 'BEGIN { print (m > 0) ? m * 1.25 : 1 }')]"
+      echo "set xtics font ',8'"
+      echo "plot '$f' using 0:2:3:xtic(1) with boxes lc rgb variable, '' using 0:2:4 with labels offset 0,0.8 font ',9'"
+    } >> "$gp"
+  fi
+  echo "unset multiplot" >> "$gp"
+  gnuplot "$gp"
+}
+
+peers_report() {
+  peers_medians
+  {
+    echo "# ossmount side by side with rclone and s3fs"
+    echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), \`scripts/bench.sh ${BENCH_ARGS:-}\`, median of $RUNS run(s) per cell;"
+    echo "$(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r),"
+    echo "load average at the end $(cut -d' ' -f1-3 /proc/loadavg)."
+    echo "One \`ossmount serve --anonymous\` on loopback serves every column."
+    echo "Versions: $("$BIN" --version 2> /dev/null || echo ossmount) ($(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo '?')),"
+    echo "$(rclone version 2> /dev/null | head -1), s3fs $(s3fs --version 2> /dev/null | sed -n 's/.*V\([0-9.]*\).*/\1/p' | head -1)."
+    echo
+    peers_table
+    echo
+    echo "Limit: HTTP = the same bytes straight from serve (curl -o for whole objects, curl -C -"
+    echo "to resume after kill -9, one keep-alive Python client for 4 KiB ranges and for the"
+    echo "ListObjectsV2 pages); local = the served file itself (cp, head -c 1, pread, ls -l)."
+    echo "Cold = fresh mount over an empty cache directory, page cache dropped."
+    echo "Bytes fetched = the server's bytes_sent (GET bodies written to sockets)."
+    echo "Defaults everywhere except rclone --vfs-cache-mode full and s3fs use_cache${OSSMOUNT_ARGS:+; ossmount with $OSSMOUNT_ARGS}."
+    if [ -s "$RESULTS/notes.txt" ]; then
+      echo
+      echo "Notes from this run:"
+      echo
+      sed 's/^/- /' "$RESULTS/notes.txt"
+    fi
+    if [ -s "$RESULTS/serve.md" ]; then
+      echo
+      echo "## ossmount serve throughput"
+      cat "$RESULTS/serve.md"
+    fi
+  } > "$RESULTS/bench.md"
+  peers_chart
+  # The mounts' own logs (every mount of this run, appended), for explaining a figure later.
+  rm -rf "$RESULTS/logs"
+  cp -r "$PEERS_WORK/logs" "$RESULTS/logs"
+  cat "$RESULTS/bench.md"
+  log "wrote $RESULTS/bench.md, $RESULTS/bench.png, raw figures in $PEERS_RAW"
+}
