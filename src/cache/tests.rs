@@ -442,28 +442,46 @@ fn part_size_is_validated() {
     }
 }
 
+/// A tmpfs mounted on a temporary directory with `opts`, unmounted on drop. `None` (with a
+/// message) when it cannot be mounted, i.e. not running as root.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(opts: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("skipping: cannot mount a tmpfs (not root?)");
+            return None;
+        }
+        Some(Tmpfs(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
 /// Reads stay correct when the cache's disk is full: a 4 MiB tmpfs, a 12 MiB object.
 /// Needs root (mount); skipped with a message otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_still_serves_correct_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("skipping: cannot mount a tmpfs (not root?)");
+    let Some(dir) = Tmpfs::mount("size=4m") else {
         return;
-    }
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _u = Unmount(dir.path().to_path_buf());
+    };
     let s = MemoryStore::new();
     let small = data(2 * PS as usize, 17);
     let big = data(12 << 20, 18);
@@ -691,24 +709,9 @@ async fn eviction_spares_entries_with_fetches_in_flight() {
 /// are still read correctly, from memory. Needs root (mount); skipped otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_that_cannot_create_files_still_serves_reads() {
-    let dir = tempfile::tempdir().unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m,nr_inodes=2", "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("skipping: cannot mount a tmpfs (not root?)");
+    let Some(dir) = Tmpfs::mount("size=4m,nr_inodes=2") else {
         return;
-    }
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _u = Unmount(dir.path().to_path_buf());
+    };
     let s = MemoryStore::new();
     let d = data(5 * PS as usize + 7, 27);
     let m = s.put("obj", d.clone());
