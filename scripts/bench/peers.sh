@@ -62,6 +62,20 @@ peers_make_data() {
   # the first cold run of whichever tool comes first.
   for k in "${PAR_KEYS[@]}"; do curl -sfI "$SERVE_URL/$BUCKET/$k" > /dev/null; done
   python3 "$PEERS_LIB/randread.py" list "$SERVE_URL" "$BUCKET" "$LS_PREFIX" > /dev/null
+  wait_serve_warm
+}
+
+# serve also hashes the whole tree in the background after it starts (other sizes' objects
+# too); a hash pass is ~1 s of CPU per 600 MB, so let it finish before measuring anything.
+wait_serve_warm() {
+  local before after _
+  for _ in $(seq 120); do
+    before=$(stats_field hash_computations)
+    sleep 2
+    after=$(stats_field hash_computations)
+    if [ "$before" = "$after" ]; then return 0; fi
+  done
+  log "serve is still hashing after 4 minutes; measuring anyway"
 }
 
 # Wait for every PID given; fail if any of them failed (plain `wait A B` reports only B).
