@@ -142,17 +142,7 @@ limit_par() {
   s=$(elapsed "$t0")
   record par4 curl "$(mibps $((4 * (PAR_MIB << 20))) "$s")"
   drop_caches
-  pids=() i=0
-  t0=$(now)
-  for k in "${PAR_KEYS[@]}"; do
-    i=$((i + 1))
-    cp "$BENCH_DIR/data/$BUCKET/$k" "$OUT/par$i" &
-    pids+=($!)
-  done
-  wait_all "${pids[@]}"
-  s=$(elapsed "$t0")
-  record par4 local "$(mibps $((4 * (PAR_MIB << 20))) "$s")"
-  rm -f "$OUT"/par*
+  par_cp local "$BENCH_DIR/data/$BUCKET"
 }
 
 limit_rand() {
@@ -251,20 +241,25 @@ tool_seq() {
   unmount_tool "$tool"
 }
 
-tool_par() {
-  local tool=$1 k i=0 pids=() t0 s
-  drop_caches
-  mount_tool "$tool" "$(fresh_cache "$tool")"
+# The four PAR_KEYS objects copied at once out of DIR; records the aggregate MiB/s as COLUMN.
+par_cp() {
+  local column=$1 dir=$2 k i=0 pids=() t0
   t0=$(now)
   for k in "${PAR_KEYS[@]}"; do
     i=$((i + 1))
-    cp "$MNT/$k" "$OUT/par$i" &
+    cp "$dir/$k" "$OUT/par$i" &
     pids+=($!)
   done
   wait_all "${pids[@]}"
-  s=$(elapsed "$t0")
-  record par4 "$tool" "$(mibps $((4 * (PAR_MIB << 20))) "$s")"
+  record par4 "$column" "$(mibps $((4 * (PAR_MIB << 20))) "$(elapsed "$t0")")"
   rm -f "$OUT"/par*
+}
+
+tool_par() {
+  local tool=$1
+  drop_caches
+  mount_tool "$tool" "$(fresh_cache "$tool")"
+  par_cp "$tool" "$MNT"
   unmount_tool "$tool"
 }
 
