@@ -48,6 +48,7 @@
 
 pub mod checkpoint;
 pub mod entry;
+pub mod partbuf;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -63,7 +64,7 @@ use parking_lot::{Condvar, Mutex};
 use sha2::{Digest, Sha256};
 
 use crate::cli::{exit, CacheCommand, Failure};
-use crate::fetch::{Engine, ObjectHandle};
+use crate::fetch::{Engine, EngineOptions, ObjectHandle};
 use crate::store::{ObjectMeta, ObjectStore};
 use checkpoint::{Checkpoint, Identity, MAX_PART_SIZE, MIN_PART_SIZE};
 use entry::{Dead, Entry, EntryOptions, EntryPaths, WriteStats};
@@ -86,6 +87,8 @@ pub struct CacheConfig {
     pub min_request_bytes: u64,
     /// Largest read-ahead window of a sequential reader.
     pub max_readahead: u64,
+    /// Fetched parts kept in memory for the readers about to ask for them.
+    pub resident_bytes: u64,
 }
 
 impl Default for CacheConfig {
@@ -115,6 +118,10 @@ impl Default for CacheConfig {
             // 64 MiB = jobs x part size: enough to keep every job busy for a sequential
             // reader, bounded memory per handle.
             max_readahead: 64 << 20,
+            // 32 MiB (4 default parts): a sequential reader asks for a part moments after
+            // it arrives, and parallel fetches finish a few parts out of order; a part
+            // dropped from memory costs one disk read, never a fetch.
+            resident_bytes: 32 << 20,
         }
     }
 }
@@ -285,11 +292,15 @@ impl PartCache {
         let cache = Arc::new_cyclic(|weak| PartCache {
             engine: Arc::new(Engine::new(
                 store,
-                config.jobs,
-                config.min_request_bytes,
-                config.small_object_threshold,
-                config.max_readahead,
-                true,
+                EngineOptions {
+                    jobs: config.jobs,
+                    part_size: config.part_size,
+                    min_request_bytes: config.min_request_bytes,
+                    small_object_threshold: config.small_object_threshold,
+                    max_readahead: config.max_readahead,
+                    resident_bytes: config.resident_bytes,
+                    auto_finalize: true,
+                },
                 weak.clone(),
             )),
             config,
@@ -542,17 +553,22 @@ impl PartCache {
         for e in dirty {
             match e.flush() {
                 Ok(()) => self.remeasure(&e),
-                Err(err) => tracing::warn!(
-                    "cannot record parts of {} in its checkpoint: {err}",
-                    e.identity.key
-                ),
+                Err(err) => self.engine.warn_checkpoint(&e, &err),
             }
         }
     }
 
-    /// Write out pending checkpoints (on unmount / SIGTERM).
+    /// Write out pending checkpoints (on unmount / SIGTERM), after the part writes that
+    /// are running finish.
     pub fn flush(&self) {
+        self.finish_writes();
         self.flush_dirty();
+    }
+
+    fn finish_writes(&self) {
+        if !self.engine.wait_for_writes(Duration::from_secs(30)) {
+            tracing::warn!("part writes still running after 30 s; recording what is done");
+        }
     }
 
     /// Allocated bytes the cache accounts for.
@@ -576,6 +592,7 @@ impl Drop for PartCache {
         let (m, cv) = &*self.stop;
         *m.lock() = true;
         cv.notify_all();
+        self.finish_writes();
         self.flush_dirty();
     }
 }

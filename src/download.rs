@@ -40,7 +40,7 @@ use crate::cache::entry::{Entry, EntryOptions, EntryPaths, FinalizeError, Opened
 use crate::cache::{check_part_size, CacheConfig};
 use crate::cli::{exit, DownloadArgs, Failure};
 use crate::config::{self, StoreConfig, StoreUrl};
-use crate::fetch::{Engine, ObjectHandle, ReadError};
+use crate::fetch::{Engine, EngineOptions, ObjectHandle, ReadError};
 use crate::store::{ObjectStore, StoreError};
 
 /// Objects up to this size are fetched with one GET.
@@ -216,13 +216,19 @@ impl Job {
                 );
             }
         }
+        // Nothing reads the parts back: none kept in memory, no read-ahead, every part
+        // its own request.
         let engine = Arc::new(Engine::new(
             self.store.clone(),
-            self.jobs,
-            entry.part_size,
-            0,
-            0,
-            false,
+            EngineOptions {
+                jobs: self.jobs,
+                part_size: entry.part_size,
+                min_request_bytes: entry.part_size,
+                small_object_threshold: 0,
+                max_readahead: 0,
+                resident_bytes: 0,
+                auto_finalize: false,
+            },
             Weak::new(),
         ));
         let handle = ObjectHandle::new(meta.clone(), entry.clone(), engine.clone());

@@ -1,7 +1,6 @@
 //! Reading an object through the part cache: which parts a read needs, which of them to
 //! fetch, and how.
 //!
-//! - Present parts are read from the entry's data file (`pread`).
 //! - Missing parts are fetched with ranged GETs carrying `If-Match: <etag>`; adjacent
 //!   missing parts share one request up to `min_request_bytes` (with the default 8 MiB
 //!   parts that is one part per request, which keeps `jobs` requests busy; with small parts
@@ -11,10 +10,18 @@
 //!   second reader of the same part waits on it instead of fetching again.
 //! - Requests run as tasks holding one of `jobs` semaphore permits, so they complete even if
 //!   the reader that started them goes away, and the store sees at most `jobs` at a time.
-//! - Bodies are streamed: each chunk goes to the data file at its offset while its part's
-//!   CRC-64 is computed. A part's chunks are kept (reference-counted, no copy) until the part
-//!   is complete so a reader can still be served from memory when the disk refuses the
-//!   write: memory is bounded by `jobs` x `part_size`.
+//! - Each part is received into one page-aligned buffer (its CRC-64 computed on the way).
+//!   Complete, it goes to its waiting readers at once, as [`Bytes`] slices of that buffer,
+//!   and is written to the data file with `O_DIRECT` on a blocking thread; it counts as
+//!   present (and is recorded by the next checkpoint) once written. A disk that refuses
+//!   the write (full, EIO, no budget) only means the part stays in memory.
+//! - Recently received parts stay in memory (the `Resident` set, `resident_bytes`), so the
+//!   sequential reader that asked for them moments ago is answered without reading back
+//!   the file; everything else is read from the data file (`pread`). Measured on a cold
+//!   1 GiB `cp` through the mount: 2.0-2.5 CPU s/GiB with per-chunk `pwrite` + `pread`,
+//!   1.0-1.2 with this (`perf`: the page-cache copies, writeback and zeroed read buffers
+//!   are gone; what is left is the socket copy, the copy into the part buffer and the
+//!   kernel's copy of each FUSE reply).
 //! - Per handle, sequential reads grow a read-ahead window (1, 2, 4, ... parts, up to
 //!   `max_readahead` bytes); a non-sequential read resets it, so random readers fetch only
 //!   the parts they touch.
@@ -22,19 +29,36 @@
 //!   handle gets [`ReadError::Stale`], and no byte of another version is ever mixed in
 //!   because all requests of an entry carry its ETag.
 
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use tokio::sync::{watch, Semaphore};
 
 use crate::cache::entry::{Dead, Entry, PartData, PartFail, PartResult, PartWatch};
+use crate::cache::partbuf::PartPool;
 use crate::cache::PartCache;
 use crate::crc64;
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
+
+/// Settings of an [`Engine`]; see [`crate::cache::CacheConfig`] for what each is for.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    pub jobs: usize,
+    /// The usual part size (buffers of this size are recycled).
+    pub part_size: u64,
+    pub min_request_bytes: u64,
+    pub small_object_threshold: u64,
+    pub max_readahead: u64,
+    /// Bytes of fetched parts kept in memory for readers (see [`Resident`]).
+    pub resident_bytes: u64,
+    /// Finalize an entry (verify, rename to done) as soon as its last part lands.
+    pub auto_finalize: bool,
+}
 
 /// The shared fetch machinery of one cache (or one download).
 pub struct Engine {
@@ -44,53 +68,143 @@ pub struct Engine {
     pub min_request_bytes: u64,
     pub small_object_threshold: u64,
     pub max_readahead: u64,
-    /// Finalize an entry (verify, rename to done) as soon as its last part lands.
     pub auto_finalize: bool,
     /// The cache that owns the budget, if any (None for `download`).
     pub cache: Weak<PartCache>,
+    pool: Arc<PartPool>,
+    resident: Mutex<Resident>,
+    /// Part writes running on blocking threads (see [`Engine::wait_for_writes`]).
+    writes: Mutex<usize>,
+    writes_done: Condvar,
     disk_warned: AtomicBool,
+    checkpoint_warned: AtomicBool,
     /// Body bytes received from the store.
     pub bytes_fetched: AtomicU64,
     pub requests: AtomicU64,
 }
 
+/// Parts kept in memory after they were fetched, so the reader that is about to ask for
+/// them (a sequential reader is one part behind its read-ahead) gets a slice of the buffer
+/// they were received into instead of a `pread` of the file they were just written to.
+/// Bounded by bytes, oldest dropped first; a part is also dropped once its bytes have all
+/// been served (the kernel's page cache has them then). Dropping only costs a disk read.
+struct Resident {
+    parts: HashMap<(u64, usize), ResidentPart>,
+    /// Insertion order (may hold keys removed since; they are skipped).
+    order: VecDeque<(u64, usize)>,
+    bytes: u64,
+    cap: u64,
+}
+
+struct ResidentPart {
+    bytes: Bytes,
+    served: u64,
+}
+
+impl Resident {
+    fn insert(&mut self, key: (u64, usize), bytes: Bytes) {
+        if self.cap == 0 {
+            return;
+        }
+        self.bytes += bytes.len() as u64;
+        if let Some(old) = self.parts.insert(key, ResidentPart { bytes, served: 0 }) {
+            self.bytes -= old.bytes.len() as u64;
+        }
+        self.order.push_back(key);
+        while self.bytes > self.cap {
+            let Some(k) = self.order.pop_front() else {
+                break;
+            };
+            self.remove(k);
+        }
+        if self.order.len() > 4 * self.parts.len() + 64 {
+            let parts = &self.parts;
+            self.order.retain(|k| parts.contains_key(k));
+        }
+    }
+
+    fn remove(&mut self, key: (u64, usize)) {
+        if let Some(p) = self.parts.remove(&key) {
+            self.bytes -= p.bytes.len() as u64;
+        }
+    }
+
+    /// Count `n` bytes of part `key` as served; drops the part once all of it was.
+    fn served(&mut self, key: (u64, usize), n: u64) {
+        if let Some(p) = self.parts.get_mut(&key) {
+            p.served += n;
+            if p.served >= p.bytes.len() as u64 {
+                self.remove(key);
+            }
+        }
+    }
+}
+
 impl Engine {
-    pub fn new(
-        store: Arc<dyn ObjectStore>,
-        jobs: usize,
-        min_request_bytes: u64,
-        small_object_threshold: u64,
-        max_readahead: u64,
-        auto_finalize: bool,
-        cache: Weak<PartCache>,
-    ) -> Self {
-        let jobs = jobs.max(1);
+    pub fn new(store: Arc<dyn ObjectStore>, opts: EngineOptions, cache: Weak<PartCache>) -> Self {
+        let jobs = opts.jobs.max(1);
         Self {
             store,
             sem: Arc::new(Semaphore::new(jobs)),
             jobs,
-            min_request_bytes,
-            small_object_threshold,
-            max_readahead,
-            auto_finalize,
+            min_request_bytes: opts.min_request_bytes,
+            small_object_threshold: opts.small_object_threshold,
+            max_readahead: opts.max_readahead,
+            auto_finalize: opts.auto_finalize,
             cache,
+            // Two spare buffers: parts finish one after another, so a freed buffer is
+            // usually taken again at once; more would only sit idle in memory.
+            pool: PartPool::new(opts.part_size, 2),
+            resident: Mutex::new(Resident {
+                parts: HashMap::new(),
+                order: VecDeque::new(),
+                bytes: 0,
+                cap: opts.resident_bytes,
+            }),
+            writes: Mutex::new(0),
+            writes_done: Condvar::new(),
             disk_warned: AtomicBool::new(false),
+            checkpoint_warned: AtomicBool::new(false),
             bytes_fetched: AtomicU64::new(0),
             requests: AtomicU64::new(0),
         }
     }
 
-    fn warn_disk(&self, what: &str, e: &io::Error) {
+    fn warn_disk(&self, e: &io::Error) {
         if !self.disk_warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
-                "cache cannot write ({what}: {e}); serving fetched bytes from memory without \
+                "cache cannot write parts ({e}); serving fetched bytes from memory without \
                  caching them (this warning is shown once)"
             );
         }
     }
 
-    /// Make sure every part in `parts` is present or being fetched; returns the channels of
-    /// those being fetched. Missing parts are grouped into requests of adjacent parts.
+    pub(crate) fn warn_checkpoint(&self, entry: &Entry, e: &io::Error) {
+        if !self.checkpoint_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "cannot record progress in the checkpoint {} ({e}); reading goes on, but \
+                 after an interruption these parts will be fetched again (this warning is \
+                 shown once)",
+                entry.paths.ckpt.display()
+            );
+        }
+    }
+
+    /// Parts of `entry` in `parts` that are held in memory.
+    fn resident_parts(
+        &self,
+        entry: &Entry,
+        parts: std::ops::RangeInclusive<usize>,
+    ) -> Vec<(usize, Bytes)> {
+        let r = self.resident.lock();
+        parts
+            .filter_map(|i| r.parts.get(&(entry.uid, i)).map(|p| (i, p.bytes.clone())))
+            .collect()
+    }
+
+    /// Make sure every part in `parts` is present, in memory or being fetched; returns the
+    /// channels of those being fetched. Missing parts are grouped into requests of adjacent
+    /// parts.
     pub fn ensure(
         self: &Arc<Self>,
         entry: &Arc<Entry>,
@@ -101,9 +215,10 @@ impl Engine {
         let mut runs: Vec<Vec<(usize, watch::Sender<Option<PartResult>>)>> = Vec::new();
         {
             let mut st = entry.state.lock();
+            let resident = self.resident.lock();
             let mut prev: Option<usize> = None;
             for i in parts {
-                if st.parts[i].is_some() {
+                if st.parts[i].is_some() || resident.parts.contains_key(&(entry.uid, i)) {
                     continue;
                 }
                 if let Some(rx) = st.inflight.get(&i) {
@@ -137,29 +252,23 @@ impl Engine {
         waits
     }
 
-    /// Fetch adjacent parts with one ranged GET, streaming them into the data file.
+    /// Fetch adjacent parts with one ranged GET, each received into one buffer and handed
+    /// to [`Self::part_received`] when complete.
     async fn fetch_run(
         self: Arc<Self>,
         entry: Arc<Entry>,
         group: Vec<(usize, watch::Sender<Option<PartResult>>)>,
     ) {
-        let mut senders = std::collections::VecDeque::from(group);
+        let mut senders = VecDeque::from(group);
         let _permit = self.sem.clone().acquire_owned().await;
         let first = senders.front().unwrap().0;
         let last = senders.back().unwrap().0;
         let range = entry.part_range(first).start..entry.part_range(last).end;
-        let finish =
-            |entry: &Entry, i: usize, tx: watch::Sender<Option<PartResult>>, r: PartResult| {
-                entry.state.lock().inflight.remove(&i);
-                let _ = tx.send(Some(r));
-            };
-        let fail_all = |senders: &mut std::collections::VecDeque<(
-            usize,
-            watch::Sender<Option<PartResult>>,
-        )>,
+        let fail_all = |senders: &mut VecDeque<(usize, watch::Sender<Option<PartResult>>)>,
                         f: PartFail| {
             for (i, tx) in senders.drain(..) {
-                finish(&entry, i, tx, Err(f.clone()));
+                entry.state.lock().inflight.remove(&i);
+                let _ = tx.send(Some(Err(f.clone())));
             }
         };
         if entry.dead().is_some() {
@@ -183,19 +292,28 @@ impl Engine {
                 return;
             }
         };
+        let part_len = |i: usize| {
+            let r = entry.part_range(i);
+            (r.end - r.start) as usize
+        };
         // State of the part being received.
         let mut pos = range.start;
         let mut hasher = crc64::Hasher::default();
-        let mut chunks: Vec<Bytes> = Vec::new();
-        let mut to_disk = self.reserve(&entry, senders.front().unwrap().0);
+        let mut buf = self.pool.get(part_len(first));
+        // Room in the cache is asked for when a part starts, before its bytes arrive.
+        let mut to_disk = self.reserve(&entry, first);
+        // Disk writes of the parts received so far: awaited before the permit is given
+        // back, so a disk slower than the network slows the fetching instead of filling
+        // memory with parts waiting to be written.
+        let mut writes = Vec::new();
         loop {
             let item = stream.next().await;
-            let mut chunk = match item {
+            let chunk = match item {
                 Some(Ok(c)) => c,
                 Some(Err(e)) => {
                     let f = self.store_failure(&entry, e);
                     fail_all(&mut senders, f);
-                    return;
+                    break;
                 }
                 None => {
                     fail_all(
@@ -205,40 +323,30 @@ impl Engine {
                             entry.identity.key, range.end
                         )))),
                     );
-                    return;
+                    break;
                 }
             };
             self.bytes_fetched
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let mut chunk = &chunk[..];
             while !chunk.is_empty() {
                 let Some(i) = senders.front().map(|(i, _)| *i) else {
                     // More bytes than asked for: the store broke the protocol; ignore them.
-                    return;
+                    break;
                 };
                 let part_end = entry.part_range(i).end;
                 let take = ((part_end - pos) as usize).min(chunk.len());
-                let piece = chunk.split_to(take);
-                hasher.update(&piece);
-                if to_disk {
-                    if let Err(e) = entry.write_at(pos, &piece) {
-                        self.warn_disk("writing part", &e);
-                        to_disk = false;
-                    }
-                }
-                chunks.push(piece);
+                let (piece, rest) = chunk.split_at(take);
+                chunk = rest;
+                hasher.update(piece);
+                buf.push(piece);
                 pos += take as u64;
                 if pos == part_end {
                     let (i, tx) = senders.pop_front().unwrap();
-                    let crc = hasher.finish();
-                    hasher = crc64::Hasher::default();
-                    let parts = std::mem::take(&mut chunks);
-                    if to_disk {
-                        let (flush, all) = entry.complete_part(i, crc);
-                        finish(&entry, i, tx, Ok(PartData::OnDisk));
-                        self.after_part(&entry, flush, all);
-                    } else {
-                        finish(&entry, i, tx, Ok(PartData::Memory(concat(parts))));
-                    }
+                    let crc = std::mem::take(&mut hasher).finish();
+                    let next = senders.front().map(|(n, _)| part_len(*n)).unwrap_or(0);
+                    let bytes = std::mem::replace(&mut buf, self.pool.get(next)).freeze();
+                    writes.extend(self.part_received(&entry, i, tx, crc, bytes, to_disk));
                     if let Some((next, _)) = senders.front() {
                         to_disk = self.reserve(&entry, *next);
                     }
@@ -248,6 +356,51 @@ impl Engine {
                 break;
             }
         }
+        for w in writes {
+            let _ = w.await;
+        }
+    }
+
+    /// A part is complete in memory: its readers get the bytes now, and it is written to
+    /// the data file on a blocking thread (returned) when `to_disk` (the cache had room).
+    /// Its channel stays in `inflight` until the write is done, so nobody fetches it again
+    /// meanwhile.
+    fn part_received(
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        i: usize,
+        tx: watch::Sender<Option<PartResult>>,
+        crc: u64,
+        bytes: Bytes,
+        to_disk: bool,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        self.resident.lock().insert((entry.uid, i), bytes.clone());
+        if !to_disk {
+            entry.state.lock().inflight.remove(&i);
+            let _ = tx.send(Some(Ok(PartData::Unwritten(bytes))));
+            return None;
+        }
+        // Counted before any reader hears of the part: a flush that waits for the writes
+        // (unmount) then never misses this one.
+        *self.writes.lock() += 1;
+        let _ = tx.send(Some(Ok(PartData::Writing(bytes.clone()))));
+        let engine = self.clone();
+        let entry = entry.clone();
+        Some(tokio::task::spawn_blocking(move || {
+            let _done = WriteDone(&engine);
+            match entry.write_part(entry.part_range(i).start, &bytes) {
+                Ok(()) => {
+                    let (flush, all) = entry.complete_part(i, crc);
+                    let _ = tx.send(Some(Ok(PartData::OnDisk)));
+                    engine.after_part(&entry, flush, all);
+                }
+                Err(e) => {
+                    engine.warn_disk(&e);
+                    entry.state.lock().inflight.remove(&i);
+                    let _ = tx.send(Some(Ok(PartData::Unwritten(bytes))));
+                }
+            }
+        }))
     }
 
     fn store_failure(&self, entry: &Arc<Entry>, e: StoreError) -> PartFail {
@@ -286,6 +439,24 @@ impl Engine {
         }
     }
 
+    /// Wait (up to `timeout`) until no part write is running, so that a flush after it
+    /// records every part received (unmount, shutdown). False on timeout.
+    pub fn wait_for_writes(&self, timeout: std::time::Duration) -> bool {
+        let mut n = self.writes.lock();
+        let deadline = std::time::Instant::now() + timeout;
+        while *n > 0 {
+            if self.writes_done.wait_until(&mut n, deadline).timed_out() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Count bytes of part `i` served from memory (see [`Resident`]).
+    fn served(&self, entry: &Entry, i: usize, n: u64) {
+        self.resident.lock().served((entry.uid, i), n);
+    }
+
     fn after_part(self: &Arc<Self>, entry: &Arc<Entry>, flush: bool, all: bool) {
         if all && self.auto_finalize {
             let entry = entry.clone();
@@ -300,22 +471,24 @@ impl Engine {
             let engine = self.clone();
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = entry.flush() {
-                    engine.warn_disk("writing checkpoint", &e);
+                    engine.warn_checkpoint(&entry, &e);
                 }
             });
         }
     }
 }
 
-fn concat(parts: Vec<Bytes>) -> Bytes {
-    if parts.len() == 1 {
-        return parts.into_iter().next().unwrap();
+/// Counts a part write as finished when dropped (also when the write panics).
+struct WriteDone<'a>(&'a Engine);
+
+impl Drop for WriteDone<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.writes.lock();
+        *n -= 1;
+        if *n == 0 {
+            self.0.writes_done.notify_all();
+        }
     }
-    let mut b = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-    for p in parts {
-        b.extend_from_slice(&p);
-    }
-    b.freeze()
 }
 
 pub(crate) fn clone_store_error(e: &StoreError) -> StoreError {
@@ -349,9 +522,15 @@ impl From<PartFail> for ReadError {
     }
 }
 
-/// Wait for a part's fetch to finish.
-pub(crate) async fn wait_part(mut rx: PartWatch) -> PartResult {
-    match rx.wait_for(Option::is_some).await {
+/// Wait for a part's fetch: until its bytes are available, or (`on_disk`) until they were
+/// also written, or could not be.
+pub(crate) async fn wait_part(mut rx: PartWatch, on_disk: bool) -> PartResult {
+    let done = |v: &Option<PartResult>| match v {
+        None => false,
+        Some(Ok(PartData::Writing(_))) => !on_disk,
+        Some(_) => true,
+    };
+    match rx.wait_for(done).await {
         Ok(v) => v.clone().unwrap(),
         Err(_) => Err(PartFail::Io(
             io::ErrorKind::Other,
@@ -431,13 +610,15 @@ impl ObjectHandle {
         if let Some(cache) = self.engine.cache.upgrade() {
             cache.touch(&self.entry);
         }
-        if self.entry.is_finalized() {
-            return self.read_file(offset, end).await;
-        }
         let ps = self.entry.part_size;
         let n = self.entry.n_parts;
         let p0 = (offset / ps) as usize;
         let p1 = ((end - 1) / ps) as usize;
+        // Parts in memory are held (cloned) from here on, whatever is evicted meanwhile.
+        let mut memory = self.engine.resident_parts(&self.entry, p0..=p1);
+        if memory.len() == p1 - p0 + 1 || self.entry.is_finalized() {
+            return self.assemble(offset, end, &memory);
+        }
         let small = size <= self.engine.small_object_threshold;
         let waits = if small {
             self.engine.ensure(&self.entry, 0..n, true)
@@ -465,15 +646,13 @@ impl ObjectHandle {
             }
             waits
         };
-        let mut memory: Vec<(usize, Bytes)> = Vec::new();
         let mut failure = None;
         for (i, rx) in waits {
             if i < p0 || i > p1 {
                 continue;
             }
-            match wait_part(rx).await {
-                Ok(PartData::OnDisk) => {}
-                Ok(PartData::Memory(b)) => memory.push((i, b)),
+            match wait_part(rx, false).await {
+                Ok(data) => memory.extend(data.bytes().map(|b| (i, b.clone()))),
                 Err(f) => {
                     failure.get_or_insert(f);
                 }
@@ -483,29 +662,44 @@ impl ObjectHandle {
             return Err(f.into());
         }
         self.check_alive()?;
+        self.assemble(offset, end, &memory)
+    }
+
+    /// Bytes `offset..end`, part by part from `memory` or else from the data file. A read
+    /// within one part held in memory is a slice of it, without a copy.
+    fn assemble(
+        &self,
+        offset: u64,
+        end: u64,
+        memory: &[(usize, Bytes)],
+    ) -> Result<Bytes, ReadError> {
+        let from_file = |a: u64, b: u64| -> Result<Bytes, ReadError> {
+            let mut buf = vec![0u8; (b - a) as usize];
+            self.entry.read_at(a, &mut buf)?;
+            Ok(Bytes::from(buf))
+        };
         if memory.is_empty() {
-            return self.read_file(offset, end).await;
+            return from_file(offset, end);
         }
-        // Assemble from the file and from memory, part by part.
+        let ps = self.entry.part_size;
+        let (p0, p1) = ((offset / ps) as usize, ((end - 1) / ps) as usize);
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for p in p0..=p1 {
             let r = self.entry.part_range(p);
             let (a, b) = (offset.max(r.start), end.min(r.end));
-            if let Some((_, bytes)) = memory.iter().find(|(i, _)| *i == p) {
-                out.extend_from_slice(&bytes[(a - r.start) as usize..(b - r.start) as usize]);
-            } else {
-                let start = out.len();
-                out.resize(start + (b - a) as usize, 0);
-                self.entry.read_at(a, &mut out[start..])?;
+            let slice = match memory.iter().find(|(i, _)| *i == p) {
+                Some((_, bytes)) => {
+                    self.engine.served(&self.entry, p, b - a);
+                    bytes.slice((a - r.start) as usize..(b - r.start) as usize)
+                }
+                None => from_file(a, b)?,
+            };
+            if p0 == p1 {
+                return Ok(slice);
             }
+            out.extend_from_slice(&slice);
         }
         Ok(out.freeze())
-    }
-
-    async fn read_file(&self, offset: u64, end: u64) -> Result<Bytes, ReadError> {
-        let mut buf = vec![0u8; (end - offset) as usize];
-        self.entry.read_at(offset, &mut buf)?;
-        Ok(Bytes::from(buf))
     }
 
     /// Fetch every missing part (for `download` and prefetching); returns once all are
@@ -542,9 +736,9 @@ impl ObjectHandle {
             let Some((_, rx)) = pending.pop_front() else {
                 break;
             };
-            match wait_part(rx).await {
+            match wait_part(rx, true).await {
                 Ok(PartData::OnDisk) => {}
-                Ok(PartData::Memory(_)) => {
+                Ok(_) => {
                     failure.get_or_insert(PartFail::Io(
                         io::ErrorKind::StorageFull,
                         "a part could not be written to disk".into(),
@@ -555,10 +749,18 @@ impl ObjectHandle {
                 }
             }
         }
-        match failure {
-            Some(f) => Err(f.into()),
-            None => self.check_alive(),
+        if let Some(f) = failure {
+            return Err(f.into());
         }
+        self.check_alive()?;
+        // Parts held in memory were skipped above; the file must have every one.
+        if self.entry.present_count() < n {
+            return Err(ReadError::Io(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "a part could not be written to disk",
+            )));
+        }
+        Ok(())
     }
 
     /// The finalized, verified, complete file of this object, if there is one (for FUSE

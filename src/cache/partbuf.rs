@@ -1,0 +1,208 @@
+//! Page-aligned part buffers, recycled through a small pool.
+//!
+//! Why: a part is received into one contiguous, 4 KiB-aligned buffer so that
+//! - it can be written to the data file with `O_DIRECT` (the buffer, the offset and the
+//!   length must be block-aligned): no second copy into the page cache and no writeback of
+//!   dirty pages, which on the dev box's virtio disk ran at 225-614 MB/s against 1.0 GB/s
+//!   for direct writes (`dd bs=8M count=128 conv=fdatasync` vs `oflag=direct`);
+//! - a reader waiting for the part is answered with a slice of it ([`bytes::Bytes`], no
+//!   copy) instead of reading it back from the file.
+//!
+//! Fresh memory costs a page fault and a zeroed page per 4 KiB (THP is `madvise` on
+//! common distributions), about as much as a `memset` of the part; the pool keeps a few
+//! freed buffers of the usual size to skip that. It keeps at most [`PartPool::new`]'s
+//! `max_free` of them, so an idle mount holds little.
+
+use std::alloc::{self, Layout};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+/// Alignment for `O_DIRECT`: 4 KiB satisfies every common logical block size.
+pub const ALIGN: usize = 4096;
+
+/// Buffers of one capacity kept for reuse.
+pub struct PartPool {
+    capacity: usize,
+    max_free: usize,
+    free: Mutex<Vec<Raw>>,
+}
+
+/// An allocation of `cap` bytes aligned to [`ALIGN`].
+struct Raw {
+    ptr: NonNull<u8>,
+    cap: usize,
+}
+
+// SAFETY: `Raw` owns its allocation exclusively; it is plain memory.
+unsafe impl Send for Raw {}
+unsafe impl Sync for Raw {}
+
+impl Raw {
+    fn layout(cap: usize) -> Layout {
+        Layout::from_size_align(cap.max(ALIGN), ALIGN).expect("part buffer layout")
+    }
+
+    fn new(cap: usize) -> Self {
+        let layout = Self::layout(cap);
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc::alloc(layout) };
+        let ptr = NonNull::new(ptr).unwrap_or_else(|| alloc::handle_alloc_error(layout));
+        Self { ptr, cap }
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `Raw::new` with this layout.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.cap)) }
+    }
+}
+
+impl PartPool {
+    /// A pool recycling buffers that hold `part_size` bytes, keeping up to `max_free`.
+    pub fn new(part_size: u64, max_free: usize) -> Arc<Self> {
+        Arc::new(Self {
+            capacity: round_up(part_size as usize),
+            max_free,
+            free: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// An empty buffer that can hold `len` bytes.
+    pub fn get(self: &Arc<Self>, len: usize) -> PartBuf {
+        let cap = round_up(len);
+        let raw = if cap == self.capacity {
+            self.free.lock().pop().unwrap_or_else(|| Raw::new(cap))
+        } else {
+            Raw::new(cap)
+        };
+        PartBuf {
+            raw: Some(raw),
+            len: 0,
+            pool: Some(self.clone()),
+        }
+    }
+
+    fn put(&self, raw: Raw) {
+        if raw.cap == self.capacity {
+            let mut free = self.free.lock();
+            if free.len() < self.max_free {
+                free.push(raw);
+            }
+        }
+    }
+
+    /// Buffers waiting for reuse (for tests).
+    pub fn free_count(&self) -> usize {
+        self.free.lock().len()
+    }
+}
+
+fn round_up(len: usize) -> usize {
+    len.div_ceil(ALIGN).max(1) * ALIGN
+}
+
+/// A part being received: appended to, then frozen into [`Bytes`] that return the memory
+/// to the pool when the last clone is dropped.
+pub struct PartBuf {
+    raw: Option<Raw>,
+    len: usize,
+    pool: Option<Arc<PartPool>>,
+}
+
+impl PartBuf {
+    /// Append `data`; panics if it does not fit (the caller sized the buffer for its part).
+    pub fn push(&mut self, data: &[u8]) {
+        let raw = self.raw.as_ref().expect("live buffer");
+        assert!(self.len + data.len() <= raw.cap, "part buffer overflow");
+        // SAFETY: in bounds (checked above); `data` cannot overlap memory we own uniquely.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                raw.ptr.as_ptr().add(self.len),
+                data.len(),
+            );
+        }
+        self.len += data.len();
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn freeze(self) -> Bytes {
+        Bytes::from_owner(self)
+    }
+}
+
+impl AsRef<[u8]> for PartBuf {
+    fn as_ref(&self) -> &[u8] {
+        match &self.raw {
+            // SAFETY: the first `len` bytes were written by `push`.
+            Some(raw) => unsafe { std::slice::from_raw_parts(raw.ptr.as_ptr(), self.len) },
+            None => &[],
+        }
+    }
+}
+
+impl Drop for PartBuf {
+    fn drop(&mut self) {
+        if let (Some(raw), Some(pool)) = (self.raw.take(), self.pool.take()) {
+            pool.put(raw);
+        }
+    }
+}
+
+/// Is `bytes` laid out so that `O_DIRECT` can write it (aligned start)?
+pub fn is_aligned(bytes: &[u8]) -> bool {
+    (bytes.as_ptr() as usize) % ALIGN == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_aligned_filled_and_recycled() {
+        let pool = PartPool::new(3 * ALIGN as u64 - 7, 1);
+        let mut a = pool.get(3 * ALIGN - 7);
+        assert!(a.is_empty());
+        a.push(b"hello ");
+        a.push(b"world");
+        assert_eq!(a.len(), 11);
+        let frozen = a.freeze();
+        assert_eq!(&frozen[..], b"hello world");
+        assert!(is_aligned(&frozen));
+        let slice = frozen.slice(6..);
+        drop(frozen);
+        assert_eq!(pool.free_count(), 0, "a slice still holds the buffer");
+        assert_eq!(&slice[..], b"world");
+        drop(slice);
+        assert_eq!(pool.free_count(), 1);
+        // Reused, and the pool never grows past max_free.
+        let b = pool.get(3 * ALIGN);
+        assert_eq!(pool.free_count(), 0);
+        let c = pool.get(2 * ALIGN + 1);
+        drop(b);
+        drop(c);
+        assert_eq!(pool.free_count(), 1);
+        // Another size is not pooled.
+        drop(pool.get(100 * ALIGN));
+        assert_eq!(pool.free_count(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "overflow")]
+    fn overflow_is_caught() {
+        let pool = PartPool::new(ALIGN as u64, 1);
+        let mut a = pool.get(ALIGN);
+        a.push(&vec![0u8; ALIGN + 1]);
+    }
+}
