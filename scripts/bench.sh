@@ -5,6 +5,8 @@
 #   scripts/bench.sh --quick    # 256 MiB object, 1 run: checks the script in minutes
 #   SIZE_MIB=512 RUNS=5 scripts/bench.sh
 #
+# Then `ossmount download` of the object against `curl -o` (scripts/bench/download.sh:
+# throughput, peak RSS, bytes re-fetched after kill -9 at half; bench-results/download.md).
 # Then the same server is read through FUSE by ossmount, rclone mount and s3fs side by side
 # (scripts/bench/peers.sh: cold/warm cp, parallel readers, random reads, time to first
 # byte, ls -l, kill -9 and remount, peak RSS). Results: bench-results/bench.md (also
@@ -212,6 +214,10 @@ main() {
   run_workload "local read (cat)" workload_local_read MB/s
   mkdir -p "$RESULTS"
   print_table "$baseline" | tee "$RESULTS/serve.md"
+
+  # shellcheck source=scripts/bench/download.sh
+  source "$ROOT/scripts/bench/download.sh"
+  download_bench
 
   # shellcheck source=scripts/bench/peers.sh
   source "$ROOT/scripts/bench/peers.sh"
