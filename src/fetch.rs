@@ -410,6 +410,10 @@ impl Engine {
             e,
             StoreError::PreconditionFailed(_) | StoreError::NoSuchKey(_)
         ) {
+            if entry.dead().is_some() {
+                // Another request of this entry found out first and said so.
+                return PartFail::Stale;
+            }
             tracing::info!(
                 "{} changed on the server ({e}; ETag was {}); dropping its cache entry",
                 entry.identity.key,

@@ -231,6 +231,54 @@ fn damaged_checkpoint_changed_object_and_missing_key() {
     assert!(err.contains("oss://bkt/nope.bin"), "{err}");
 }
 
+/// The object replaced on the server (atomically, as OSS does) while the download runs:
+/// the download stops with exit STORE and says the object changed, LOCAL is never written
+/// (no mix of old and new bytes), and the same command afterwards gets the new object.
+#[test]
+fn an_object_replaced_during_the_download_is_never_mixed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("srv/bkt/obj.bin");
+    let size = 64 << 20;
+    write_pattern_file(&src, size, 11);
+    let serve = Serve::start(&tmp.path().join("srv"));
+    let local = tmp.path().join("obj.bin");
+    // 200 ms per response: 16 parts / 4 jobs take about a second, time to replace it.
+    serve.set_faults(&common::Faults {
+        latency_ms: Some(200),
+        ..Default::default()
+    });
+    serve.reset_stats();
+    let child = download_cmd(&serve, "obj.bin", &local, &[])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while serve.stats().bytes_sent == 0 {
+        assert!(Instant::now() < deadline, "the download never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let next = tmp.path().join("srv/bkt/.obj.bin.new");
+    write_pattern_file(&next, size, 12);
+    std::fs::rename(&next, &src).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("replaced mid-download: {err}");
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("changed"), "{err}");
+    assert!(
+        !local.exists(),
+        "LOCAL must not exist after a failed download"
+    );
+    serve.set_faults(&common::Faults::default());
+    let out = run(&serve, "obj.bin", &local, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(same_file(&local, &src));
+}
+
 /// A download into a 16 MiB tmpfs of a 64 MiB object fails cleanly with exit LOCAL and a
 /// message, and leaves nothing half-written under the target name. Needs root for mount.
 #[test]

@@ -779,3 +779,42 @@ async fn parts_are_written_with_o_direct_where_the_filesystem_allows() {
         }
     }
 }
+
+/// The free-space floor: on a 32 MiB tmpfs with a 20 MiB floor, a 24 MiB object is read
+/// correctly while the cache leaves at least the floor free (less the parts whose room
+/// was checked at the same moment, `jobs` at most).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_free_space_floor_is_kept() {
+    let Some(dir) = Tmpfs::mount("size=32m") else {
+        return;
+    };
+    let s = MemoryStore::new();
+    let d = data(24 << 20, 34);
+    let m = s.put("obj", d.clone());
+    let mut c = cfg(dir.path());
+    c.min_free_bytes = 20 << 20;
+    let jobs = c.jobs as u64;
+    let cache = open(dir.path(), &s, c);
+    let h = cache.object(&m).unwrap();
+    let mut off = 0;
+    while off < d.len() {
+        let got = h.read(off as u64, 1 << 20).await.unwrap();
+        assert!(got[..] == d[off..off + got.len()], "at {off}");
+        off += got.len();
+    }
+    cache.flush();
+    let free = free_bytes(dir.path()).unwrap();
+    let cached = h.entry().present_bytes();
+    eprintln!(
+        "free {free} bytes (floor {}), {cached} bytes cached",
+        20 << 20
+    );
+    assert!(
+        free + jobs * PS >= 20 << 20,
+        "free {free} is below the floor"
+    );
+    assert!(cached > 0, "the room above the floor was used");
+    assert!(cached < d.len() as u64, "the floor stopped caching");
+    // Reading again is still right (cached parts from disk, the rest fetched again).
+    assert!(h.read(0, d.len()).await.unwrap()[..] == d[..]);
+}
