@@ -653,3 +653,61 @@ fn mount_helper_translates_mount_8_arguments() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(meta.permissions().mode() & 0o777, 0o440);
 }
+
+/// The fields of our mount's line in /proc/self/mountinfo: (fs type, source).
+fn mount_type_and_source(dir: &Path) -> Option<(String, String)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = dir.to_str().unwrap();
+    let line = info
+        .lines()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(p))?;
+    let (_, after) = line.split_once(" - ")?;
+    let mut f = after.split(' ');
+    Some((f.next()?.to_string(), f.next()?.to_string()))
+}
+
+#[test]
+fn mount_type_is_fuse_ossmount_and_external_unmount_is_quiet_and_safe() {
+    let env = Env::new();
+    write_pattern_file(&env.object("p/x.bin"), 4096, 1);
+    let log = env.tmp.path().join("mount.log");
+    let log_opt = format!("log_file={}", log.display());
+    let mut m = env.mount_fg("mnt", &["-o", &log_opt]);
+    assert_eq!(
+        mount_type_and_source(&m.dir),
+        Some(("fuse.ossmount".to_string(), format!("oss://{BUCKET}")))
+    );
+    let out = run(Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE", "-t", "fuse.ossmount"])
+        .arg(&m.dir));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "fuse.ossmount");
+    assert_eq!(std::fs::read(m.dir.join("p/x.bin")).unwrap().len(), 4096);
+
+    // Unmount from outside while the daemon is stopped, and mount something else on the
+    // same path before it notices: its teardown must leave that other mount alone.
+    let mut child = m.child.take().unwrap();
+    let pid = child.id().to_string();
+    run(Command::new("kill").args(["-STOP", &pid]));
+    run(Command::new("fusermount3").arg("-u").arg(&m.dir));
+    assert!(!is_mounted(&m.dir));
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "ossmount-test"])
+        .arg(&m.dir));
+    run(Command::new("kill").args(["-CONT", &pid]));
+    let st = child.wait().unwrap();
+    let still = mount_type_and_source(&m.dir);
+    let _ = Command::new("umount").arg(&m.dir).status();
+    assert!(st.success(), "exit status after an external unmount: {st}");
+    assert_eq!(
+        still,
+        Some(("tmpfs".to_string(), "ossmount-test".to_string())),
+        "the daemon's teardown unmounted a mount that was not its own"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("mounted"), "{text}");
+    assert!(
+        !text.contains("WARN") && !text.contains("ERROR"),
+        "warnings after an external unmount:\n{text}"
+    );
+}
