@@ -711,3 +711,127 @@ fn mount_type_is_fuse_ossmount_and_external_unmount_is_quiet_and_safe() {
         "warnings after an external unmount:\n{text}"
     );
 }
+
+/// `stat -f` of the mount: (blocks, free, available, fragment size, files).
+fn statfs(dir: &Path) -> (u64, u64, u64, u64, u64) {
+    let out = run(Command::new("stat")
+        .args(["-f", "-c", "%b %f %a %S %c"])
+        .arg(dir));
+    let v: Vec<u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (v[0], v[1], v[2], v[3], v[4])
+}
+
+#[test]
+fn inodes_are_forgotten_after_drop_caches_but_held_ones_keep_their_number() {
+    let env = Env::with_objects(|b| {
+        for d in 0..20 {
+            for f in 0..100 {
+                write_pattern_file(&b.join(format!("d{d:02}/f{f:03}")), 10, f);
+            }
+        }
+        write_pattern_file(&b.join("held.bin"), 65536, 3);
+    });
+    let m = env.mount("mnt", &[]);
+    run(Command::new("ls").arg("-lR").arg(&m.dir));
+    let (.., after_ls) = statfs(&m.dir);
+    assert!(after_ls > 2000, "inodes after ls -lR: {after_ls}");
+
+    // Hold one file open (and its directory entry in use) across the cache drop.
+    let held = m.dir.join("held.bin");
+    let mut holder = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 3< '{}'; exec sleep 60", held.display()))
+        .spawn()
+        .unwrap();
+    let fd_path = format!("/proc/{}/fd/3", holder.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&fd_path).is_err() {
+        assert!(Instant::now() < deadline, "holder did not open the file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    use std::os::unix::fs::MetadataExt;
+    let held_ino = std::fs::metadata(&held).unwrap().ino();
+
+    std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    // FORGETs reach the daemon asynchronously.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let shrunk = loop {
+        let (.., files) = statfs(&m.dir);
+        if files < 100 || Instant::now() > deadline {
+            break files;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        shrunk < 100,
+        "inode table did not shrink: {after_ls} -> {shrunk}"
+    );
+    // The open file kept its inode and number; reads through it and the path agree.
+    assert_eq!(std::fs::metadata(&fd_path).unwrap().ino(), held_ino);
+    assert_eq!(std::fs::metadata(&held).unwrap().ino(), held_ino);
+    same_file(&held, &env.object("held.bin"));
+
+    // Everything comes back, every path with its own number.
+    let out = run(Command::new("find")
+        .arg(".")
+        .args(["-printf", "%i %p\n"])
+        .current_dir(&m.dir));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut inos: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(inos.len(), 1 + 20 + 2000 + 1);
+    inos.sort();
+    inos.dedup();
+    assert_eq!(
+        inos.len(),
+        1 + 20 + 2000 + 1,
+        "two paths share an inode number"
+    );
+    same_file(&m.dir.join("d07/f042"), &env.object("d07/f042"));
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+#[test]
+fn df_shows_the_mount_with_the_listed_bytes_and_no_free_space() {
+    let sizes = [1_000_000u64, 2_500_000, 123];
+    let env = Env::with_objects(|b| {
+        for (i, n) in sizes.iter().enumerate() {
+            write_pattern_file(&b.join(format!("dir/o{i}")), *n, i as u64);
+        }
+    });
+    let m = env.mount("mnt", &[]);
+    run(Command::new("ls").arg("-lR").arg(&m.dir));
+    let total: u64 = sizes.iter().sum();
+    let (blocks, free, avail, frsize, _) = statfs(&m.dir);
+    assert_eq!(frsize, 4096);
+    assert_eq!(blocks, total.div_ceil(4096), "size = listed object bytes");
+    assert_eq!((free, avail), (0, 0), "read-only: no free space");
+
+    let out = run(Command::new("df")
+        .args(["-B1", "--output=fstype,size,used,avail,target"])
+        .arg(&m.dir));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+    let size = total.div_ceil(4096) * 4096;
+    assert_eq!(
+        line,
+        [
+            "fuse.ossmount",
+            &size.to_string(),
+            &size.to_string(),
+            "0",
+            m.dir.to_str().unwrap()
+        ]
+    );
+    // Plain `df` (no arguments) lists it: it hides file systems with 0 blocks.
+    let all = run(&mut Command::new("df"));
+    let all = String::from_utf8(all.stdout).unwrap();
+    assert!(
+        all.lines().any(|l| l.ends_with(m.dir.to_str().unwrap())),
+        "{all}"
+    );
+}

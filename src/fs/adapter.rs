@@ -183,6 +183,12 @@ impl Filesystem for Adapter {
         });
     }
 
+    /// `batch_forget` keeps fuser's default, one `forget` per inode: fuser 0.18.0 does not
+    /// export `ForgetOne`, the type its `batch_forget` takes, so it cannot be overridden.
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.core.forget(&[(ino.0, nlookup)]);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let core = self.core.clone();
         self.rt.spawn(async move {
@@ -211,14 +217,16 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let result = self.core.readdir_with(ino.0, fh.0, offset, &mut |e| {
-            reply.add(
-                INodeNo(e.attr.ino),
-                e.offset,
-                file_type(e.attr.kind),
-                &e.name,
-            )
-        });
+        let result = self
+            .core
+            .readdir_with(ino.0, fh.0, offset, false, &mut |e| {
+                reply.add(
+                    INodeNo(e.attr.ino),
+                    e.offset,
+                    file_type(e.attr.kind),
+                    &e.name,
+                )
+            });
         match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(to_errno(&e, "readdir")),
@@ -234,7 +242,7 @@ impl Filesystem for Adapter {
         mut reply: ReplyDirectoryPlus,
     ) {
         let ttl = self.core.ttl();
-        let result = self.core.readdir_with(ino.0, fh.0, offset, &mut |e| {
+        let result = self.core.readdir_with(ino.0, fh.0, offset, true, &mut |e| {
             let attr = file_attr(&e.attr);
             reply.add(attr.ino, e.offset, &e.name, &ttl, &attr, Generation(0))
         });
