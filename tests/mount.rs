@@ -835,3 +835,63 @@ fn df_shows_the_mount_with_the_listed_bytes_and_no_free_space() {
         "{all}"
     );
 }
+
+/// Bytes of `path` in the page cache, as fincore(1) reports them. fincore opens the file
+/// itself, so for anything to show, its own open must have kept the cache.
+fn resident(path: &Path) -> u64 {
+    let out = run(Command::new("fincore")
+        .args(["-b", "-n", "-o", "RES"])
+        .arg(path));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn unchanged_objects_keep_the_page_cache_and_passthrough_opens_never_fail() {
+    let env = Env::new();
+    let size = 4u64 << 20;
+    let src = env.object("k.bin");
+    write_pattern_file(&src, size, 21);
+    let replace = |seed: u64| {
+        let tmp = env.object("k.bin.tmp");
+        write_pattern_file(&tmp, size, seed);
+        std::fs::rename(&tmp, &src).unwrap();
+    };
+
+    // Cached mode: a re-open of an unchanged object keeps the pages (FOPEN_KEEP_CACHE)...
+    let m = env.mount("cached", &["--no-passthrough", "--metadata-ttl", "1s"]);
+    let via = m.dir.join("k.bin");
+    sh(&format!("cat '{}' > /dev/null", via.display()));
+    assert_eq!(resident(&via), size, "re-open dropped the page cache");
+    // ...and the first open after the object changed drops them, and reads the new bytes.
+    replace(22);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(resident(&via), 0, "changed object kept stale pages");
+    same_file(&via, &src);
+    assert_eq!(resident(&via), size);
+    drop(m);
+
+    // Passthrough: a finalized object is handed to the kernel on every open, with no
+    // flag the kernel refuses (an open with FOPEN_KEEP_CACHE fails with EIO), and its
+    // pages are the backing file's, kept across opens.
+    let log = env.tmp.path().join("pt.log");
+    let log_opt = format!("log_file={}", log.display());
+    let m = env.mount("pt", &["-o", &log_opt, "--debug"]);
+    let via = m.dir.join("k.bin");
+    same_file(&via, &src); // fetches, verifies and finalizes
+    env.serve.reset_stats();
+    for _ in 0..5 {
+        same_file(&via, &src);
+    }
+    assert_eq!(env.serve.stats().bytes_sent, 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.matches("open with passthrough").count() >= 5,
+        "passthrough not used:\n{text}"
+    );
+    assert!(!text.contains("passthrough failed"), "{text}");
+    assert_eq!(resident(&via), size);
+}
