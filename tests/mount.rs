@@ -648,6 +648,10 @@ fn mount_helper_translates_mount_8_arguments() {
         .env_remove("OSS_ACCESS_KEY_ID")
         .env_remove("OSS_ACCESS_KEY_SECRET"));
     assert!(is_mounted(&mnt));
+    assert_eq!(
+        mount_type_and_source(&mnt),
+        Some(("fuse.ossmount".to_string(), format!("oss://{BUCKET}/h/")))
+    );
     let meta = std::fs::metadata(mnt.join("one")).unwrap();
     assert_eq!(meta.len(), 1234);
     use std::os::unix::fs::PermissionsExt;
