@@ -232,10 +232,9 @@ struct InodeTable {
 
 /// An open directory: a snapshot of its listing.
 struct DirHandle {
-    ino: u64,
     listing: Arc<Listing>,
-    /// Plain `readdir` created unreferenced inodes for it: sweep them on release.
-    sweep: std::sync::atomic::AtomicBool,
+    /// Unreferenced inodes plain `readdir` reported from it: swept on release.
+    unreferenced: Mutex<Vec<u64>>,
 }
 
 enum Reader {
@@ -439,7 +438,7 @@ impl Tree {
             }
         }
         if removed > 0 {
-            debug!(removed, left = table.by_ino.len(), "forgot inodes");
+            tracing::trace!(removed, left = table.by_ino.len(), "forgot inodes");
         }
     }
 
@@ -782,9 +781,8 @@ impl Tree {
         let listing = self.listing(&dir).await?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let handle = DirHandle {
-            ino,
             listing,
-            sweep: false.into(),
+            unreferenced: Mutex::new(Vec::new()),
         };
         self.dir_handles.lock().insert(fh, Arc::new(handle));
         Ok(fh)
@@ -843,7 +841,7 @@ impl Tree {
         for (i, entry) in listing.entries.iter().enumerate().skip(skip) {
             let inode = self.entry_inode(&dir, listing, entry, u64::from(plus));
             if !plus && inode.lookups.load(Ordering::Relaxed) == 0 {
-                handle.sweep.store(true, Ordering::Relaxed);
+                handle.unreferenced.lock().push(inode.ino);
             }
             let e = DirEntry {
                 offset: i as u64 + 3,
@@ -867,28 +865,27 @@ impl Tree {
         let Some(handle) = self.dir_handles.lock().remove(&fh) else {
             return;
         };
-        if !handle.sweep.load(Ordering::Relaxed) {
+        let unreferenced = std::mem::take(&mut *handle.unreferenced.lock());
+        if unreferenced.is_empty() {
             return;
         }
         let mut table = self.table.write();
         let mut swept = 0usize;
-        for e in &handle.listing.entries {
-            let id = (handle.ino, e.name.clone(), e.kind);
-            let Some(&ino) = table.by_name.get(&id) else {
-                continue;
-            };
-            if table.by_ino[&ino].lookups.load(Ordering::Relaxed) == 0 {
+        for ino in unreferenced {
+            let idle = table
+                .by_ino
+                .get(&ino)
+                .is_some_and(|i| i.lookups.load(Ordering::Relaxed) == 0);
+            if idle {
                 self.remove_locked(&mut table, ino);
                 swept += 1;
             }
         }
-        if swept > 0 {
-            debug!(
-                swept,
-                left = table.by_ino.len(),
-                "swept unreferenced inodes"
-            );
-        }
+        tracing::trace!(
+            swept,
+            left = table.by_ino.len(),
+            "swept unreferenced inodes"
+        );
     }
 
     // ----- files -----
