@@ -22,7 +22,9 @@
 //! still holds can only ever mean its own path, and a forgotten name that comes back gets
 //! a new number (as on NFS or Mountpoint; `find` and `rsync` only compare numbers of
 //! inodes the kernel holds, which stay stable). Directory listings are kept by name, not
-//! by inode, so they survive the inodes of their entries being forgotten.
+//! by inode, so they survive the inodes of their entries being forgotten; a directory's
+//! own listing goes with its inode (memory follows the kernel's cache, at the price of
+//! one LIST when a forgotten directory is listed again within the TTL).
 //!
 //! Metadata caching, all governed by one TTL (`--metadata-ttl`, default 60 s, the value
 //! Mountpoint uses when a cache is configured):
