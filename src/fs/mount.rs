@@ -297,6 +297,11 @@ pub fn run(mut args: MountArgs, debug: bool) -> Result<(), Failure> {
         .map_err(|e| usage(format!("mountpoint {}: {e}", args.mountpoint.display())))?;
     args.mountpoint = mountpoint;
     check_mountpoint(&args.mountpoint)?;
+    // mount(2) resolves symlinks and /proc/self/mountinfo shows the resolved path, which is
+    // how the mount is found again (readahead, unmount).
+    if let Ok(real) = args.mountpoint.canonicalize() {
+        args.mountpoint = real;
+    }
     // The daemon runs from `/` (so it keeps no directory busy): make paths absolute first.
     for p in [&mut args.cache.cache_dir, &mut args.log_file]
         .into_iter()
