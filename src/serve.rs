@@ -1,6 +1,6 @@
 //! `ossmount serve DIR`: the folders under DIR served as buckets over the subset of the
 //! OSS and S3 HTTP APIs that ossmount reads with (GetObject with ranges and If-Match,
-//! HeadObject, ListObjectsV2, plus HeadBucket and ListBuckets), read-only, for demos,
+//! HeadObject, ListObjects V1 and V2, plus HeadBucket and ListBuckets), read-only, for demos,
 //! tests and benchmarks.
 //!
 //! Built on hyper 1 (HTTP/1.1, keep-alive, TCP_NODELAY) on a multi-thread tokio runtime.
@@ -19,7 +19,7 @@
 //!
 //! Modules: [`resolve`] (addressing, keeping every path inside DIR), [`auth`] (OSS V4 and
 //! S3 SigV4 verification), [`identity`] (ETag and CRC-64 once per file version),
-//! [`object`] (ranges, conditions, headers), [`list`] (ListObjectsV2), [`body`] (streaming,
+//! [`object`] (ranges, conditions, headers), [`list`] (ListObjects V1 and V2), [`body`] (streaming,
 //! exact byte counts, injected resets and stalls), [`stats`] (counters and fault switches),
 //! [`error`] (the XML error format).
 //!
@@ -311,9 +311,22 @@ async fn route(
     let vhost = server.root.vhost_bucket(&ctx.host);
     let target = server.root.target(&decoded, vhost)?;
     let method = req.method().clone();
-    let is_list = matches!(target, Target::Bucket(_))
-        && method == Method::GET
-        && query.iter().any(|(n, _)| n == "list-type");
+    // V2 names itself with `list-type`; V1 is a plain GET on the bucket with at most its
+    // own parameters (anything else, e.g. `?acl`, is another bucket API).
+    let list_version = match (&target, &method) {
+        (Target::Bucket(_), &Method::GET) if query.iter().any(|(n, _)| n == "list-type") => {
+            Some(list::ListVersion::V2)
+        }
+        (Target::Bucket(_), &Method::GET)
+            if query
+                .iter()
+                .all(|(n, _)| list::V1_PARAMS.contains(&n.as_str())) =>
+        {
+            Some(list::ListVersion::V1)
+        }
+        _ => None,
+    };
+    let is_list = list_version.is_some();
     match (&target, &method) {
         (Target::Object { .. }, &Method::GET) => Stats::inc(&st.get_requests),
         (Target::Object { .. }, &Method::HEAD) => Stats::inc(&st.head_requests),
@@ -380,17 +393,21 @@ async fn route(
             if head {
                 return Ok(Response::new(Body::Empty));
             }
-            if is_list {
-                if query.iter().any(|(n, v)| n == "list-type" && v != "2") {
-                    return Err(ApiError::invalid_argument(
-                        "Only ListObjectsV2 (list-type=2) is supported.",
-                    ));
+            match list_version {
+                Some(list::ListVersion::V2) => {
+                    if query.iter().any(|(n, v)| n == "list-type" && v != "2") {
+                        return Err(ApiError::invalid_argument(
+                            "Only list-type=2 (ListObjectsV2) or no list-type (ListObjects) is supported.",
+                        ));
+                    }
+                    list_objects(server, &bucket, &dir, &query, list::ListVersion::V2).await
                 }
-                list_objects(server, &bucket, &dir, &query).await
-            } else {
-                Err(ApiError::invalid_argument(
-                    "ossmount serve answers only ListObjectsV2 (GET /?list-type=2) on a bucket.",
-                ))
+                Some(list::ListVersion::V1) => {
+                    list_objects(server, &bucket, &dir, &query, list::ListVersion::V1).await
+                }
+                None => Err(ApiError::invalid_argument(
+                    "ossmount serve answers only ListObjects and ListObjectsV2 on a bucket.",
+                )),
             }
         }
         Target::Object { bucket, key } => {
@@ -433,8 +450,9 @@ async fn list_objects(
     bucket: &str,
     dir: &Path,
     query: &[(String, String)],
+    version: list::ListVersion,
 ) -> Result<Response<Body>, ApiError> {
-    let params = list::ListParams::from_query(query)?;
+    let params = list::ListParams::from_query(query, version)?;
     let page = {
         let server = server.clone();
         let dir = dir.to_path_buf();
@@ -471,6 +489,25 @@ async fn list_objects(
             storage_class: Some("Standard".into()),
         });
     }
+    let common_prefixes = page
+        .common_prefixes
+        .iter()
+        .map(|p| CommonPrefix { prefix: enc(p) })
+        .collect();
+    if version == list::ListVersion::V1 {
+        return xml_response(&list::ListBucketResultV1 {
+            name: bucket.to_string(),
+            prefix: enc(&params.prefix),
+            marker: params.start_after.as_deref().map(enc).unwrap_or_default(),
+            max_keys: params.max_keys,
+            delimiter: params.delimiter.as_deref().map(enc),
+            encoding_type: params.url_encoding.then(|| "url".to_string()),
+            is_truncated: page.next.is_some(),
+            next_marker: list::next_marker_v1(&params, page.next.as_deref()).map(|m| enc(&m)),
+            contents,
+            common_prefixes,
+        });
+    }
     let key_count = (contents.len() + page.common_prefixes.len()) as u32;
     let result = ListBucketResult {
         name: bucket.to_string(),
@@ -483,11 +520,7 @@ async fn list_objects(
         next_continuation_token: page.next.as_deref().map(|m| enc(&list::encode_token(m))),
         key_count,
         contents,
-        common_prefixes: page
-            .common_prefixes
-            .iter()
-            .map(|p| CommonPrefix { prefix: enc(p) })
-            .collect(),
+        common_prefixes,
     };
     xml_response(&result)
 }

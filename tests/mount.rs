@@ -648,8 +648,254 @@ fn mount_helper_translates_mount_8_arguments() {
         .env_remove("OSS_ACCESS_KEY_ID")
         .env_remove("OSS_ACCESS_KEY_SECRET"));
     assert!(is_mounted(&mnt));
+    assert_eq!(
+        mount_type_and_source(&mnt),
+        Some(("fuse.ossmount".to_string(), format!("oss://{BUCKET}/h/")))
+    );
     let meta = std::fs::metadata(mnt.join("one")).unwrap();
     assert_eq!(meta.len(), 1234);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(meta.permissions().mode() & 0o777, 0o440);
+}
+
+/// The fields of our mount's line in /proc/self/mountinfo: (fs type, source).
+fn mount_type_and_source(dir: &Path) -> Option<(String, String)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = dir.to_str().unwrap();
+    let line = info
+        .lines()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(p))?;
+    let (_, after) = line.split_once(" - ")?;
+    let mut f = after.split(' ');
+    Some((f.next()?.to_string(), f.next()?.to_string()))
+}
+
+#[test]
+fn mount_type_is_fuse_ossmount_and_external_unmount_is_quiet_and_safe() {
+    let env = Env::new();
+    write_pattern_file(&env.object("p/x.bin"), 4096, 1);
+    let log = env.tmp.path().join("mount.log");
+    let log_opt = format!("log_file={}", log.display());
+    let mut m = env.mount_fg("mnt", &["-o", &log_opt]);
+    assert_eq!(
+        mount_type_and_source(&m.dir),
+        Some(("fuse.ossmount".to_string(), format!("oss://{BUCKET}")))
+    );
+    let out = run(Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE", "-t", "fuse.ossmount"])
+        .arg(&m.dir));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "fuse.ossmount");
+    assert_eq!(std::fs::read(m.dir.join("p/x.bin")).unwrap().len(), 4096);
+
+    // Unmount from outside while the daemon is stopped, and mount something else on the
+    // same path before it notices: its teardown must leave that other mount alone.
+    let mut child = m.child.take().unwrap();
+    let pid = child.id().to_string();
+    run(Command::new("kill").args(["-STOP", &pid]));
+    run(Command::new("fusermount3").arg("-u").arg(&m.dir));
+    assert!(!is_mounted(&m.dir));
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "ossmount-test"])
+        .arg(&m.dir));
+    run(Command::new("kill").args(["-CONT", &pid]));
+    let st = child.wait().unwrap();
+    let still = mount_type_and_source(&m.dir);
+    let _ = Command::new("umount").arg(&m.dir).status();
+    assert!(st.success(), "exit status after an external unmount: {st}");
+    assert_eq!(
+        still,
+        Some(("tmpfs".to_string(), "ossmount-test".to_string())),
+        "the daemon's teardown unmounted a mount that was not its own"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("mounted"), "{text}");
+    assert!(
+        !text.contains("WARN") && !text.contains("ERROR"),
+        "warnings after an external unmount:\n{text}"
+    );
+}
+
+/// `stat -f` of the mount: (blocks, free, available, fragment size, files).
+fn statfs(dir: &Path) -> (u64, u64, u64, u64, u64) {
+    let out = run(Command::new("stat")
+        .args(["-f", "-c", "%b %f %a %S %c"])
+        .arg(dir));
+    let v: Vec<u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (v[0], v[1], v[2], v[3], v[4])
+}
+
+#[test]
+fn inodes_are_forgotten_after_drop_caches_but_held_ones_keep_their_number() {
+    let env = Env::with_objects(|b| {
+        for d in 0..20 {
+            for f in 0..100 {
+                write_pattern_file(&b.join(format!("d{d:02}/f{f:03}")), 10, f);
+            }
+        }
+        write_pattern_file(&b.join("held.bin"), 65536, 3);
+    });
+    let m = env.mount("mnt", &[]);
+    run(Command::new("ls").arg("-lR").arg(&m.dir));
+    let (.., after_ls) = statfs(&m.dir);
+    assert!(after_ls > 2000, "inodes after ls -lR: {after_ls}");
+
+    // Hold one file open (and its directory entry in use) across the cache drop.
+    let held = m.dir.join("held.bin");
+    let mut holder = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 3< '{}'; exec sleep 60", held.display()))
+        .spawn()
+        .unwrap();
+    let fd_path = format!("/proc/{}/fd/3", holder.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&fd_path).is_err() {
+        assert!(Instant::now() < deadline, "holder did not open the file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    use std::os::unix::fs::MetadataExt;
+    let held_ino = std::fs::metadata(&held).unwrap().ino();
+
+    std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    // FORGETs reach the daemon asynchronously.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let shrunk = loop {
+        let (.., files) = statfs(&m.dir);
+        if files < 100 || Instant::now() > deadline {
+            break files;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        shrunk < 100,
+        "inode table did not shrink: {after_ls} -> {shrunk}"
+    );
+    // The open file kept its inode and number; reads through it and the path agree.
+    assert_eq!(std::fs::metadata(&fd_path).unwrap().ino(), held_ino);
+    assert_eq!(std::fs::metadata(&held).unwrap().ino(), held_ino);
+    same_file(&held, &env.object("held.bin"));
+
+    // Everything comes back, every path with its own number.
+    let out = run(Command::new("find")
+        .arg(".")
+        .args(["-printf", "%i %p\n"])
+        .current_dir(&m.dir));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut inos: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(inos.len(), 1 + 20 + 2000 + 1);
+    inos.sort();
+    inos.dedup();
+    assert_eq!(
+        inos.len(),
+        1 + 20 + 2000 + 1,
+        "two paths share an inode number"
+    );
+    same_file(&m.dir.join("d07/f042"), &env.object("d07/f042"));
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+#[test]
+fn df_shows_the_mount_with_the_listed_bytes_and_no_free_space() {
+    let sizes = [1_000_000u64, 2_500_000, 123];
+    let env = Env::with_objects(|b| {
+        for (i, n) in sizes.iter().enumerate() {
+            write_pattern_file(&b.join(format!("dir/o{i}")), *n, i as u64);
+        }
+    });
+    let m = env.mount("mnt", &[]);
+    run(Command::new("ls").arg("-lR").arg(&m.dir));
+    let total: u64 = sizes.iter().sum();
+    let (blocks, free, avail, frsize, _) = statfs(&m.dir);
+    assert_eq!(frsize, 4096);
+    assert_eq!(blocks, total.div_ceil(4096), "size = listed object bytes");
+    assert_eq!((free, avail), (0, 0), "read-only: no free space");
+
+    let out = run(Command::new("df")
+        .args(["-B1", "--output=fstype,size,used,avail,target"])
+        .arg(&m.dir));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+    let size = total.div_ceil(4096) * 4096;
+    assert_eq!(
+        line,
+        [
+            "fuse.ossmount",
+            &size.to_string(),
+            &size.to_string(),
+            "0",
+            m.dir.to_str().unwrap()
+        ]
+    );
+    // Plain `df` (no arguments) lists it: it hides file systems with 0 blocks.
+    let all = run(&mut Command::new("df"));
+    let all = String::from_utf8(all.stdout).unwrap();
+    assert!(
+        all.lines().any(|l| l.ends_with(m.dir.to_str().unwrap())),
+        "{all}"
+    );
+}
+
+/// Bytes of `path` in the page cache, as fincore(1) reports them. fincore opens the file
+/// itself, so for anything to show, its own open must have kept the cache.
+fn resident(path: &Path) -> u64 {
+    let out = run(Command::new("fincore")
+        .args(["-b", "-n", "-o", "RES"])
+        .arg(path));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn unchanged_objects_keep_the_page_cache_and_passthrough_opens_never_fail() {
+    let env = Env::new();
+    let size = 4u64 << 20;
+    let src = env.object("k.bin");
+    write_pattern_file(&src, size, 21);
+    let replace = |seed: u64| {
+        let tmp = env.object("k.bin.tmp");
+        write_pattern_file(&tmp, size, seed);
+        std::fs::rename(&tmp, &src).unwrap();
+    };
+
+    // Cached mode: a re-open of an unchanged object keeps the pages (FOPEN_KEEP_CACHE)...
+    let m = env.mount("cached", &["--no-passthrough", "--metadata-ttl", "1s"]);
+    let via = m.dir.join("k.bin");
+    sh(&format!("cat '{}' > /dev/null", via.display()));
+    assert_eq!(resident(&via), size, "re-open dropped the page cache");
+    // ...and the first open after the object changed drops them, and reads the new bytes.
+    replace(22);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(resident(&via), 0, "changed object kept stale pages");
+    same_file(&via, &src);
+    assert_eq!(resident(&via), size);
+    drop(m);
+
+    // Passthrough: a finalized object is handed to the kernel on every open, with no
+    // flag the kernel refuses (an open with FOPEN_KEEP_CACHE fails with EIO), and its
+    // pages are the backing file's, kept across opens.
+    let log = env.tmp.path().join("pt.log");
+    let log_opt = format!("log_file={}", log.display());
+    let m = env.mount("pt", &["-o", &log_opt, "--debug"]);
+    let via = m.dir.join("k.bin");
+    same_file(&via, &src); // fetches, verifies and finalizes
+    env.serve.reset_stats();
+    for _ in 0..5 {
+        same_file(&via, &src);
+    }
+    assert_eq!(env.serve.stats().bytes_sent, 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.matches("open with passthrough").count() >= 5,
+        "passthrough not used:\n{text}"
+    );
+    assert!(!text.contains("passthrough failed"), "{text}");
+    assert_eq!(resident(&via), size);
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use common::{pattern, write_pattern_file, Faults, Serve, AK, SK};
 use md5::{Digest, Md5};
+use ossmount::serve::list::ListBucketResultV1;
 use ossmount::store::sign_oss::{self, OssRequest};
 use ossmount::store::sign_s3::{self, S3Request};
 use ossmount::store::xml::{from_xml, ErrorBody, ListBucketResult};
@@ -467,6 +468,155 @@ fn listing_prefix_delimiter_paging_encoding() {
         (400, "InvalidArgument")
     );
     assert_eq!(s.stats().list_requests as usize, 10 + pages);
+}
+
+fn list_v1(addr: &str, query: &str) -> (ListBucketResultV1, String) {
+    let r = get(addr, &format!("/bkt/?{query}"));
+    assert_eq!(r.status, 200, "{query}: {}", r.text());
+    (from_xml(&r.text()).unwrap(), r.text())
+}
+
+/// ListObjects V1, as rclone's and s3fs's defaults and boto3's `list_objects` send it:
+/// `marker` is a key, `Marker` echoes it, and `NextMarker` comes only with a delimiter.
+#[test]
+fn listing_v1_marker_paging_delimiter_encoding() {
+    let t = tree();
+    let s = anon(t.path());
+    let all_keys = [
+        "100%",
+        "a b",
+        "a+b",
+        "dir-x",
+        "dir/one",
+        "dir/sub/three",
+        "dir/two",
+        "thousand.bin",
+        "ünï 文件.txt",
+    ];
+    let (all, xml) = list_v1(&s.addr, "");
+    let keys: Vec<&str> = all.contents.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(keys, all_keys);
+    assert_eq!(all.marker, "");
+    assert!(xml.contains("<Marker"), "Marker is always sent: {xml}");
+    assert!(
+        !xml.contains("KeyCount") && !xml.contains("ContinuationToken"),
+        "{xml}"
+    );
+    assert!(!all.is_truncated && all.next_marker.is_none());
+    assert_eq!(all.max_keys, 100);
+    assert_eq!(all.contents[7].size, 1000);
+    assert_eq!(all.contents[7].etag, md5_etag(&pattern(1000, 7)));
+
+    // No delimiter: truncated pages carry no NextMarker; the client goes on from the last Key.
+    let mut seen = Vec::new();
+    let mut marker: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut q = "max-keys=2".to_string();
+        if let Some(m) = &marker {
+            q.push_str(&format!("&marker={}", sign_oss::uri_encode(m, true)));
+        }
+        let (page, _) = list_v1(&s.addr, &q);
+        pages += 1;
+        assert_eq!(page.marker, marker.clone().unwrap_or_default());
+        assert!(page.next_marker.is_none(), "NextMarker without a delimiter");
+        seen.extend(page.contents.iter().map(|c| c.key.clone()));
+        if !page.is_truncated {
+            break;
+        }
+        marker = Some(page.contents.last().unwrap().key.clone());
+        assert!(pages < 20);
+    }
+    assert_eq!(pages, 5);
+    assert_eq!(seen, all_keys);
+
+    // Delimiter and encoding-type=url: NextMarker on every truncated page, encoded, and
+    // the union of the pages is the one-level listing.
+    let mut seen = Vec::new();
+    let mut marker: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut q = "max-keys=2&delimiter=%2F&encoding-type=url".to_string();
+        if let Some(m) = &marker {
+            q.push_str(&format!("&marker={}", sign_oss::uri_encode(m, true)));
+        }
+        let (page, _) = list_v1(&s.addr, &q);
+        pages += 1;
+        assert_eq!(page.encoding_type.as_deref(), Some("url"));
+        assert_eq!(page.delimiter.as_deref(), Some("%2F"));
+        assert_eq!(
+            page.marker,
+            marker
+                .as_deref()
+                .map(ossmount::serve::list::url_encode)
+                .unwrap_or_default()
+        );
+        for c in &page.contents {
+            assert!(
+                !c.key.contains(['/', ' ', '+']),
+                "not url-encoded: {}",
+                c.key
+            );
+            seen.push(unescape(&c.key));
+        }
+        seen.extend(page.common_prefixes.iter().map(|p| unescape(&p.prefix)));
+        if !page.is_truncated {
+            assert!(page.next_marker.is_none());
+            break;
+        }
+        let next = page
+            .next_marker
+            .expect("NextMarker on a truncated page with a delimiter");
+        marker = Some(unescape(&next));
+        assert!(pages < 20);
+    }
+    assert_eq!(pages, 4);
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "100%",
+            "a b",
+            "a+b",
+            "dir-x",
+            "dir/",
+            "thousand.bin",
+            "ünï 文件.txt"
+        ]
+    );
+
+    // A page that ends on a common prefix names it as NextMarker, and that marker skips
+    // everything under it.
+    let (page, _) = list_v1(
+        &s.addr,
+        "max-keys=2&delimiter=%2F&marker=a%2Bb&encoding-type=url",
+    );
+    assert_eq!(page.marker, "a%2Bb");
+    assert!(page.is_truncated);
+    assert_eq!(page.next_marker.as_deref(), Some("dir%2F"));
+    let (page, _) = list_v1(&s.addr, "delimiter=%2F&marker=dir%2F");
+    let keys: Vec<&str> = page.contents.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(keys, ["thousand.bin", "ünï 文件.txt"]);
+    assert!(page.common_prefixes.is_empty());
+    // A marker inside a rolled-up prefix: the keys after it still roll up.
+    let (inside, _) = list_v1(&s.addr, "delimiter=%2F&marker=dir%2Fone&prefix=");
+    let prefixes: Vec<&str> = inside
+        .common_prefixes
+        .iter()
+        .map(|p| p.prefix.as_str())
+        .collect();
+    assert_eq!(prefixes, ["dir/"]);
+    let (sub, _) = list_v1(&s.addr, "prefix=dir%2F&delimiter=%2F");
+    assert_eq!(sub.prefix, "dir/");
+    assert_eq!(sub.common_prefixes[0].prefix, "dir/sub/");
+
+    // Other bucket sub-resources are still refused, and V1 listings count as listings.
+    let r = get(&s.addr, "/bkt/?acl");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "InvalidArgument")
+    );
+    assert_eq!(s.stats().list_requests as usize, 1 + 5 + 4 + 4);
 }
 
 #[test]

@@ -4,12 +4,11 @@
 # (VmHWM) and to `kill -9`, and nothing has to be found by name.
 #
 # What each peer needs against `ossmount serve` (anonymous, path style, loopback):
-# - rclone: S3 remote, provider Other, path style, no credentials (anonymous), and
-#   list_version 2: serve answers only ListObjectsV2, and rclone's default for "Other" is
-#   V1. AWS_CA_BUNDLE must not be set (even for plain http rclone 1.60 then fails with
+# - rclone: S3 remote, provider Other, path style, no credentials (anonymous), and its
+#   default listing (ListObjects V1 for "Other"; serve answers V1 and V2).
+#   AWS_CA_BUNDLE must not be set (even for plain http rclone 1.60 then fails with
 #   "LoadCustomCABundleError ... unsupported transport"), so it is removed from its env.
-# - s3fs: url=, use_path_request_style, public_bucket=1 and listobjectsv2 (V1 is its
-#   default too).
+# - s3fs: url=, use_path_request_style, public_bucket=1, and its default listing (V1).
 # - ossmount: --endpoint, --no-sign-request.
 #
 # Every tool runs with its defaults (plus the cache options above). For experiments,
@@ -57,12 +56,11 @@ mount_tool() {
         RCLONE_CONFIG_OSSBENCH_ENDPOINT="$SERVE_URL" \
         RCLONE_CONFIG_OSSBENCH_FORCE_PATH_STYLE=true \
         RCLONE_CONFIG_OSSBENCH_ENV_AUTH=false \
-        RCLONE_CONFIG_OSSBENCH_LIST_VERSION=2 \
         rclone mount "ossbench:$BUCKET" "$MNT" --read-only \
         --vfs-cache-mode full --cache-dir "$cache" --log-file "$logf" &
       ;;
     s3fs)
-      s3fs "$BUCKET" "$MNT" -f -o "url=$SERVE_URL,use_path_request_style,public_bucket=1,listobjectsv2,ro,use_cache=$cache" \
+      s3fs "$BUCKET" "$MNT" -f -o "url=$SERVE_URL,use_path_request_style,public_bucket=1,ro,use_cache=$cache" \
         >> "$logf" 2>&1 &
       ;;
     *) log "unknown tool $tool"; exit 1 ;;

@@ -13,7 +13,9 @@
 //! current mode, and a passthrough open must reuse the inode's backing id. So a finalized
 //! object is handed to the kernel with passthrough only when no cached-mode handle of that
 //! inode is open, and while passthrough handles are open every further open reuses their
-//! backing file. Where passthrough is unavailable (old kernel, no CAP_SYS_ADMIN), opens fall
+//! backing file. Which open flags go with which mode is the kernel's rule too: see
+//! [`open_flags`] (no FOPEN_KEEP_CACHE with passthrough; the backing file's page cache
+//! serves instead). Where passthrough is unavailable (old kernel, no CAP_SYS_ADMIN), opens fall
 //! back to ordinary reads with one log line.
 
 use std::collections::HashMap;
@@ -90,6 +92,40 @@ fn file_attr(a: &Attr) -> FileAttr {
         blksize: a.blksize,
         flags: 0,
     }
+}
+
+/// Open flags the kernel accepts together with FOPEN_PASSTHROUGH: `FOPEN_PASSTHROUGH_MASK`
+/// in fs/fuse/iomode.c (kernel 6.9 on; the EIO seen here on 6.18 is this rule). `fuse_file_passthrough_open`
+/// refuses any other flag with EINVAL, which `fuse_file_io_open` turns into EIO for the
+/// user's open(2) ("Using incorrect open mode is a server mistake"). The kernel's comment
+/// on the mask: "FOPEN_PASSTHROUGH mode should not co-exist with any users of the fuse
+/// inode page cache, so FOPEN_KEEP_CACHE is a strange and undesired combination." That is
+/// the EIO an earlier attempt here saw on 6.18.
+const PASSTHROUGH_MASK: FopenFlags = FopenFlags::FOPEN_PASSTHROUGH
+    .union(FopenFlags::FOPEN_DIRECT_IO)
+    .union(FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES)
+    .union(FopenFlags::FOPEN_NOFLUSH);
+
+/// Reply flags of a file open.
+///
+/// - FOPEN_NOFLUSH always: `flush` has nothing to do on a read-only mount, so `close(2)`
+///   need not wait for a FLUSH round trip. Allowed in both modes.
+/// - Cached mode: FOPEN_KEEP_CACHE when the object is unchanged since the previous open
+///   (same ETag), so the kernel keeps the inode's page cache across opens; without it
+///   `fuse_open` calls `invalidate_inode_pages2` (fs/fuse/file.c).
+/// - Passthrough: never FOPEN_KEEP_CACHE (see [`PASSTHROUGH_MASK`]). Nothing is lost by
+///   that: passthrough reads and mmaps go to the backing file, the finalized `.done` file
+///   in the cache directory, so an unchanged object keeps *that* file's page cache across
+///   opens; the FUSE inode's own page cache, which the open invalidates, is not used.
+fn open_flags(passthrough: bool, keep_cache: bool) -> FopenFlags {
+    let mut flags = FopenFlags::FOPEN_NOFLUSH;
+    if keep_cache {
+        flags |= FopenFlags::FOPEN_KEEP_CACHE;
+    }
+    if passthrough {
+        flags &= PASSTHROUGH_MASK;
+    }
+    flags
 }
 
 fn file_type(k: Kind) -> FileType {
@@ -183,6 +219,12 @@ impl Filesystem for Adapter {
         });
     }
 
+    /// `batch_forget` keeps fuser's default, one `forget` per inode: fuser 0.18.0 does not
+    /// export `ForgetOne`, the type its `batch_forget` takes, so it cannot be overridden.
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.core.forget(&[(ino.0, nlookup)]);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let core = self.core.clone();
         self.rt.spawn(async move {
@@ -211,14 +253,16 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let result = self.core.readdir_with(ino.0, fh.0, offset, &mut |e| {
-            reply.add(
-                INodeNo(e.attr.ino),
-                e.offset,
-                file_type(e.attr.kind),
-                &e.name,
-            )
-        });
+        let result = self
+            .core
+            .readdir_with(ino.0, fh.0, offset, false, &mut |e| {
+                reply.add(
+                    INodeNo(e.attr.ino),
+                    e.offset,
+                    file_type(e.attr.kind),
+                    &e.name,
+                )
+            });
         match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(to_errno(&e, "readdir")),
@@ -234,7 +278,7 @@ impl Filesystem for Adapter {
         mut reply: ReplyDirectoryPlus,
     ) {
         let ttl = self.core.ttl();
-        let result = self.core.readdir_with(ino.0, fh.0, offset, &mut |e| {
+        let result = self.core.readdir_with(ino.0, fh.0, offset, true, &mut |e| {
             let attr = file_attr(&e.attr);
             reply.add(attr.ino, e.offset, &e.name, &ttl, &attr, Generation(0))
         });
@@ -267,13 +311,6 @@ impl Filesystem for Adapter {
                 Ok(o) => o,
                 Err(e) => return reply.error(to_errno(&e, "open")),
             };
-            // Passthrough opens carry no other flag: the kernel answers EIO to
-            // FOPEN_KEEP_CACHE | FOPEN_PASSTHROUGH (seen on 6.18), and passthrough bypasses
-            // the page cache anyway.
-            let mut fopen = FopenFlags::empty();
-            if opened.keep_cache {
-                fopen |= FopenFlags::FOPEN_KEEP_CACHE;
-            }
             let mut io = io.lock();
             let mode = io.by_ino.entry(ino.0).or_default();
             // The inode is already in passthrough mode: every open must join it, with the same
@@ -284,7 +321,7 @@ impl Filesystem for Adapter {
                     let backing = backing.clone();
                     io.by_fh.insert(opened.fh, (ino.0, true));
                     drop(io);
-                    return reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &backing);
+                    return reply.opened_passthrough(FileHandle(opened.fh), open_flags(true, opened.keep_cache), &backing);
                 }
                 // A new version while old passthrough handles are open: the kernel cannot
                 // mix modes on one inode, and serving the old file would be wrong.
@@ -302,7 +339,7 @@ impl Filesystem for Adapter {
                             io.by_fh.insert(opened.fh, (ino.0, true));
                             drop(io);
                             debug!(ino = ino.0, "open with passthrough");
-                            return reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id);
+                            return reply.opened_passthrough(FileHandle(opened.fh), open_flags(true, opened.keep_cache), &id);
                         }
                         Err(e) => {
                             pt_ok.store(false, Ordering::Relaxed);
@@ -314,7 +351,7 @@ impl Filesystem for Adapter {
             mode.cached_opens += 1;
             io.by_fh.insert(opened.fh, (ino.0, false));
             drop(io);
-            reply.opened(FileHandle(opened.fh), fopen);
+            reply.opened(FileHandle(opened.fh), open_flags(false, opened.keep_cache));
         });
     }
 
@@ -544,6 +581,17 @@ impl Filesystem for Adapter {
 mod tests {
     use super::*;
     use crate::store::{ServiceError, StoreError};
+
+    #[test]
+    fn passthrough_opens_carry_only_flags_the_kernel_allows() {
+        for keep in [false, true] {
+            let pt = open_flags(true, keep) | FopenFlags::FOPEN_PASSTHROUGH;
+            assert!(PASSTHROUGH_MASK.contains(pt), "{pt:?}");
+            assert!(!pt.contains(FopenFlags::FOPEN_KEEP_CACHE));
+        }
+        assert!(open_flags(false, true).contains(FopenFlags::FOPEN_KEEP_CACHE));
+        assert!(!open_flags(false, false).contains(FopenFlags::FOPEN_KEEP_CACHE));
+    }
 
     #[test]
     fn errno_mapping() {

@@ -15,6 +15,26 @@
 //!    after the kernel's INIT handshake, so the mount is usable when `READY` is sent.
 //! 5. SIGINT/SIGTERM unmount; so do `umount` and `fusermount3 -u`. Either way the session
 //!    ends, and the cache's pending checkpoints are flushed before exit.
+//!
+//! The kernel mount itself is done here with mount(2) ([`KernelMount`]), not by fuser,
+//! whenever we may (root or CAP_SYS_ADMIN), for two reasons found in fuser 0.18.0:
+//! - its direct mount always passes the type `fuse`, ignoring `MountOption::Subtype`
+//!   (`mnt/fuse_pure.rs`, `fuse_mount_sys`), so /proc/mounts said `fuse` where `df -T`,
+//!   `findmnt -t fuse.ossmount` and `mount -t fuse.ossmount` expect `fuse.ossmount`;
+//! - after an external `umount`/`fusermount3 -u` its session teardown unmounts the path
+//!   *again*, because its "already unmounted?" poll treats POLLERR (connection gone) as
+//!   "mounted" (`mnt/mod.rs`, `is_mounted`; fixed upstream by cberner/fuser#703, after
+//!   0.18.0). That logged `WARN Failed to umount filesystem: Invalid argument` on every
+//!   external unmount, and, worse, would unmount a *new* mount made at the same path in
+//!   the meantime (a remount racing the old daemon's exit).
+//!   A [`KernelMount`] unmounts only while its FUSE connection is alive (poll on /dev/fuse
+//!   without POLLERR, the check libfuse's `fuse_kern_unmount` makes) *and* the mount on top
+//!   of the path has its device number. Mount IDs and device numbers are both recycled
+//!   by the kernel at once (a tmpfs mounted right after showed both), but not while our
+//!   superblock, which holds the device number, is alive, and a live connection means it is.
+//!
+//! Without the privilege for mount(2) (EPERM), fuser mounts through `fusermount3`, which
+//! does honour the subtype; its unmount then goes through `fusermount3 -u` as well.
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -98,22 +118,174 @@ const READAHEAD_KB: u32 = 1024;
 fn raise_readahead(mountpoint: &Path) {
     // The device number comes from mountinfo: a stat of the mountpoint would be a FUSE
     // request, and nothing serves those until the session runs.
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let Some(mp) = mountpoint.to_str() else {
-        return;
-    };
-    let Some(dev) = info
-        .lines()
-        .rev()
-        .filter(|l| l.split(' ').nth(4) == Some(mp))
-        .find_map(|l| l.split(' ').nth(2))
-    else {
+    let Some(dev) = top_mount_dev(mountpoint) else {
         return;
     };
     let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
     match std::fs::write(&path, READAHEAD_KB.to_string()) {
         Ok(()) => tracing::debug!(path, kb = READAHEAD_KB, "raised readahead"),
         Err(e) => tracing::debug!(path, "cannot raise readahead: {e}"),
+    }
+}
+
+/// The file system type in /proc/mounts: `fuse.ossmount`, what fstab's `-t` names.
+const FS_TYPE: &str = "fuse.ossmount";
+
+/// `path` as /proc/self/mountinfo writes it (space, tab, newline and backslash in octal).
+fn mountinfo_path(path: &Path) -> Option<String> {
+    let p = path.to_str()?;
+    let mut out = String::with_capacity(p.len());
+    for c in p.chars() {
+        match c {
+            ' ' | '\t' | '\n' | '\\' => out.push_str(&format!("\\{:03o}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// The device ("major:minor") of the mount on top of `path`, from /proc/self/mountinfo,
+/// where later lines are mounts stacked over earlier ones.
+fn top_mount_dev(path: &Path) -> Option<String> {
+    let want = mountinfo_path(path)?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(4) == Some(&want.as_str())).then(|| f.get(2).map(|d| d.to_string()))?
+    })
+}
+
+/// A FUSE mount made with mount(2) by this process (see the module comment for why).
+#[derive(Debug)]
+pub struct KernelMount {
+    mountpoint: PathBuf,
+    /// "major:minor" of our superblock, so we never unmount someone else's mount.
+    dev: Option<String>,
+    /// A duplicate of the /dev/fuse descriptor: it tells whether the connection is alive,
+    /// and keeps it alive until we have decided (closing the session's descriptors alone
+    /// would abort it).
+    fuse: OwnedFd,
+}
+
+impl KernelMount {
+    /// Open /dev/fuse and mount it read-only, nosuid, nodev at `mountpoint` as
+    /// `fuse.ossmount` with source `fsname`. `Ok(None)`: not permitted (EPERM), let
+    /// fuser try fusermount3.
+    pub fn mount(
+        mountpoint: &Path,
+        fsname: &str,
+        allow_other: bool,
+    ) -> std::io::Result<Option<(OwnedFd, KernelMount)>> {
+        use std::ffi::CString;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
+        let dev = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open("/dev/fuse")?;
+        let rootmode = std::fs::metadata(mountpoint)?.mode() & libc::S_IFMT;
+        // SAFETY: getuid and getgid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let mut data = format!(
+            "fd={},rootmode={rootmode:o},user_id={uid},group_id={gid},default_permissions",
+            dev.as_raw_fd()
+        );
+        if allow_other {
+            // The kernel knows only allow_other; fuser filters allow_root itself.
+            data.push_str(",allow_other");
+        }
+        let invalid = |_| std::io::Error::from(std::io::ErrorKind::InvalidInput);
+        let source = CString::new(fsname).map_err(invalid)?;
+        let target = CString::new(mountpoint.as_os_str().as_bytes()).map_err(invalid)?;
+        let fstype = CString::new(FS_TYPE).expect("no NUL");
+        let data = CString::new(data).expect("no NUL");
+        // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+        let rc = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+                data.as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EPERM) {
+                tracing::debug!("mount(2) not permitted; mounting through fusermount3");
+                return Ok(None);
+            }
+            return Err(e);
+        }
+        let fuse = OwnedFd::from(dev);
+        let kmount = KernelMount {
+            mountpoint: mountpoint.to_path_buf(),
+            dev: top_mount_dev(mountpoint),
+            fuse: fuse.try_clone()?,
+        };
+        Ok(Some((fuse, kmount)))
+    }
+
+    /// Whether the FUSE connection is still up: the kernel reports POLLERR on /dev/fuse
+    /// once it is unmounted or aborted.
+    fn connected(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut pfd = libc::pollfd {
+            fd: self.fuse.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: one valid pollfd, zero timeout.
+            let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return !(n == 1 && pfd.revents & libc::POLLERR != 0);
+        }
+    }
+
+    /// Whether our mount is still the one on top of the mountpoint.
+    fn still_ours(&self) -> bool {
+        self.dev.is_some() && self.connected() && top_mount_dev(&self.mountpoint) == self.dev
+    }
+
+    /// Unmount, unless it is gone already (then there is nothing to do, and the path may
+    /// have been mounted over by someone else since).
+    pub fn unmount(&self) -> std::io::Result<()> {
+        if !self.still_ours() {
+            tracing::debug!(mountpoint = %self.mountpoint.display(), "already unmounted");
+            return Ok(());
+        }
+        let target = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
+            self.mountpoint.as_os_str(),
+        ))
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: a valid NUL-terminated path.
+        if unsafe { libc::umount2(target.as_ptr(), 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// How this mount is taken down.
+enum Unmounter {
+    /// Our own mount(2): see [`KernelMount`].
+    Kernel(Arc<KernelMount>),
+    /// fuser's (fusermount3) mount.
+    Fuser(fuser::SessionUnmounter),
+}
+
+impl Unmounter {
+    fn unmount(&mut self) -> std::io::Result<()> {
+        match self {
+            Unmounter::Kernel(k) => k.unmount(),
+            Unmounter::Fuser(u) => u.unmount(),
+        }
     }
 }
 
@@ -125,6 +297,11 @@ pub fn run(mut args: MountArgs, debug: bool) -> Result<(), Failure> {
         .map_err(|e| usage(format!("mountpoint {}: {e}", args.mountpoint.display())))?;
     args.mountpoint = mountpoint;
     check_mountpoint(&args.mountpoint)?;
+    // mount(2) resolves symlinks and /proc/self/mountinfo shows the resolved path, which is
+    // how the mount is found again (readahead, unmount).
+    if let Ok(real) = args.mountpoint.canonicalize() {
+        args.mountpoint = real;
+    }
     // The daemon runs from `/` (so it keeps no directory busy): make paths absolute first.
     for p in [&mut args.cache.cache_dir, &mut args.log_file]
         .into_iter()
@@ -403,13 +580,40 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
     config.n_threads = Some(args.fuse_threads.max(1));
     config.clone_fd = true;
 
-    let mut session = fuser::Session::new(adapter, &args.mountpoint, &config).map_err(|e| {
+    let cannot = |e: std::io::Error| {
         Failure::new(
             exit::LOCAL,
             format!("cannot mount at {}: {e}", args.mountpoint.display()),
         )
-    })?;
-    let mut unmounter = session.unmount_callable();
+    };
+    let (session, mut unmounter) = match KernelMount::mount(
+        &args.mountpoint,
+        &args.url,
+        config.acl != fuser::SessionACL::Owner,
+    )
+    .map_err(cannot)?
+    {
+        Some((fd, kmount)) => {
+            let kmount = Arc::new(kmount);
+            // The INIT handshake happens in from_fd; a failure there leaves a dead mount.
+            let session = fuser::Session::from_fd(adapter, fd, config.acl, config.clone())
+                .inspect_err(|_| {
+                    let _ = kmount.unmount();
+                })
+                .map_err(cannot)?;
+            (session, Unmounter::Kernel(kmount))
+        }
+        None => {
+            let mut session =
+                fuser::Session::new(adapter, &args.mountpoint, &config).map_err(cannot)?;
+            let unmounter = Unmounter::Fuser(session.unmount_callable());
+            (session, unmounter)
+        }
+    };
+    let kernel_mount = match &unmounter {
+        Unmounter::Kernel(k) => Some(k.clone()),
+        Unmounter::Fuser(_) => None,
+    };
     raise_readahead(&args.mountpoint);
     info!(url = args.url, mountpoint = %args.mountpoint.display(), "mounted");
 
@@ -437,6 +641,13 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
         redirect_std(&[2]);
     }
     let ran = session.run();
+    // The session ends when the kernel connection goes: after an unmount (ours or an
+    // external one), or an error. Only in the last case can our mount still be there.
+    if let Some(k) = kernel_mount {
+        if let Err(e) = k.unmount() {
+            error!(mountpoint = %args.mountpoint.display(), "unmount failed: {e}");
+        }
+    }
     info!("session ended; flushing the cache");
     if let Some(cache) = &cache {
         cache.flush();

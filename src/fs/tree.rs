@@ -9,9 +9,22 @@
 //! per key per mount. A name that is both an object and a prefix is shown as the
 //! directory (the file would hide everything below it), and the shadowed file is logged.
 //!
-//! Inode numbers are handed out on first sight of (parent, name, kind) and never reused or
-//! forgotten while the mount lives: `find` and `rsync` compare inode numbers, and 100k
-//! entries cost a few tens of MiB at most. The kernel's `forget` is therefore a no-op.
+//! Inodes live exactly as long as the kernel references them, so the table follows the
+//! kernel's dentry cache instead of growing with every name ever listed (an `ls -lR` of a
+//! million keys would otherwise pin a million inodes until unmount). Each inode counts the
+//! kernel's references the FUSE way: +1 for every successful `lookup` reply and every
+//! `readdirplus` entry the kernel receives (not `.`/`..`), -n for `forget(n)`; at zero it
+//! is removed. Plain `readdir` only reports inode numbers (no reference), so the inodes it
+//! had to create for that are swept when the directory handle is released, unless a lookup
+//! took a reference meanwhile. Increments happen under the table's read lock and removal
+//! under its write lock, so an inode cannot vanish between being found and being counted.
+//! Inode numbers come from a 64-bit counter and are never reused: a number the kernel
+//! still holds can only ever mean its own path, and a forgotten name that comes back gets
+//! a new number (as on NFS or Mountpoint; `find` and `rsync` only compare numbers of
+//! inodes the kernel holds, which stay stable). Directory listings are kept by name, not
+//! by inode, so they survive the inodes of their entries being forgotten; a directory's
+//! own listing goes with its inode (memory follows the kernel's cache, at the price of
+//! one LIST when a forgotten directory is listed again within the TTL).
 //!
 //! Metadata caching, all governed by one TTL (`--metadata-ttl`, default 60 s, the value
 //! Mountpoint uses when a cache is configured):
@@ -140,7 +153,22 @@ pub struct Opened {
     pub finalized: Option<std::fs::File>,
 }
 
-/// Filesystem totals for `statfs`.
+/// Unit of the `statfs` block counts: 4 KiB, so sizes are exact to the page and `df -h`
+/// rounds the way it does for local disks. (`bsize`, the preferred I/O size, stays at
+/// [`FsConfig::block_size`].)
+const STATFS_FRSIZE: u32 = 4096;
+
+/// Filesystem totals for `statfs`, chosen so `df` shows the mount and says something true.
+///
+/// Peers report a made-up capacity: s3fs (and ossfs, its fork) a fixed 256 TiB free
+/// (`s3fs_statfs`), Mountpoint `u64::MAX / 1024` free blocks and inodes, both because they
+/// are writable and tools refuse to write to a disk that reports no space. This mount is
+/// read-only, so it reports what it knows instead, like an ISO image or squashfs does:
+/// - size = used = the bytes of the objects in the directory listings held now (so after
+///   `ls -R` or `du`, the size of what was walked), never 0 blocks: GNU `df` hides
+///   file systems with 0 blocks unless named on its command line;
+/// - free = available = 0: nothing can be written;
+/// - files = the inodes the kernel references now (what `df -i` calls used), free 0.
 #[derive(Clone, Copy, Debug)]
 pub struct StatFs {
     pub blocks: u64,
@@ -163,6 +191,8 @@ struct Inode {
     state: Mutex<InodeState>,
     /// Serializes listing refreshes of a directory: concurrent `ls` share one LIST walk.
     refresh: tokio::sync::Mutex<()>,
+    /// The kernel's references (FUSE lookup count); see the module comment.
+    lookups: AtomicU64,
 }
 
 #[derive(Default)]
@@ -177,17 +207,36 @@ struct InodeState {
     listing: Option<Arc<Listing>>,
 }
 
-/// A directory's entries as of `fetched`, sorted by name.
+/// A directory's entries as of `fetched`, sorted by name. Entries are names, not inodes:
+/// an inode exists only while the kernel references it.
 struct Listing {
     fetched: Instant,
-    entries: Vec<(String, u64)>,
-    by_name: HashMap<String, u64>,
+    entries: Vec<ListEntry>,
+    by_name: HashMap<String, usize>,
+    /// Sum of the sizes of the files in it (for `statfs`).
+    bytes: u64,
 }
+
+struct ListEntry {
+    name: String,
+    kind: Kind,
+    /// Files: what the listing said about the object.
+    meta: Option<ObjectMeta>,
+}
+
+type NameKey = (u64, String, Kind);
 
 #[derive(Default)]
 struct InodeTable {
     by_ino: HashMap<u64, Arc<Inode>>,
-    by_name: HashMap<(u64, String, Kind), u64>,
+    by_name: HashMap<NameKey, u64>,
+}
+
+/// An open directory: a snapshot of its listing.
+struct DirHandle {
+    listing: Arc<Listing>,
+    /// Unreferenced inodes plain `readdir` reported from it: swept on release.
+    unreferenced: Mutex<Vec<u64>>,
 }
 
 enum Reader {
@@ -217,11 +266,19 @@ pub struct Tree {
     next_ino: AtomicU64,
     negative: Mutex<lru::LruCache<(u64, String), Instant>>,
     handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    dir_handles: Mutex<HashMap<u64, Arc<Listing>>>,
+    dir_handles: Mutex<HashMap<u64, Arc<DirHandle>>>,
+    /// Sum of [`Listing::bytes`] over the listings directories hold now.
+    listed_bytes: AtomicU64,
     next_fh: AtomicU64,
     /// Keys already reported as unusable or shadowed (one log line per key per mount).
     reported: Mutex<HashSet<String>>,
     pub counters: Counters,
+}
+
+/// The last component of an inode's key (`a/b/` and `a/b` both give `b`).
+fn name_of(key: &str) -> &str {
+    let k = key.strip_suffix('/').unwrap_or(key);
+    k.rsplit('/').next().unwrap_or(k)
 }
 
 /// Why a name cannot be a file name, or `None` when it can.
@@ -259,6 +316,8 @@ impl Tree {
             key: root_key,
             state: Mutex::new(InodeState::default()),
             refresh: tokio::sync::Mutex::new(()),
+            // The kernel holds the root for the life of the mount; it is never removed.
+            lookups: AtomicU64::new(1),
         });
         let mut table = InodeTable::default();
         table.by_ino.insert(ROOT_INO, root);
@@ -275,6 +334,7 @@ impl Tree {
             negative: Mutex::new(negative),
             handles: Mutex::new(HashMap::new()),
             dir_handles: Mutex::new(HashMap::new()),
+            listed_bytes: AtomicU64::new(0),
             next_fh: AtomicU64::new(1),
             reported: Mutex::new(HashSet::new()),
             counters: Counters::default(),
@@ -303,37 +363,106 @@ impl Tree {
             .ok_or(FsError::NotFound)
     }
 
-    /// The inode for (parent, name, kind), created on first sight; its number is stable.
-    fn intern(&self, parent: &Inode, name: &str, kind: Kind) -> Arc<Inode> {
+    /// The inode for (parent, name, kind), created when missing, with `refs` kernel
+    /// references added atomically with finding it (see the module comment). A new file
+    /// inode takes `meta` (what a listing said at that instant); an existing one keeps its
+    /// own, which is at least as fresh.
+    fn intern(
+        &self,
+        parent: &Inode,
+        name: &str,
+        kind: Kind,
+        meta: Option<(&ObjectMeta, Instant)>,
+        refs: u64,
+    ) -> Arc<Inode> {
         let id = (parent.ino, name.to_string(), kind);
-        {
-            // One guard: a second read lock while a writer waits would deadlock
-            // (parking_lot's RwLock is fair).
-            let table = self.table.read();
-            if let Some(ino) = table.by_name.get(&id) {
-                return table.by_ino[ino].clone();
-            }
+        if let Some(inode) = self.find_and_ref(&id, refs) {
+            return inode;
         }
         let mut table = self.table.write();
         if let Some(ino) = table.by_name.get(&id) {
-            return table.by_ino[ino].clone();
+            let inode = table.by_ino[ino].clone();
+            inode.lookups.fetch_add(refs, Ordering::Relaxed);
+            return inode;
         }
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
         let key = match kind {
             Kind::Dir => format!("{}{}/", parent.key, name),
             Kind::File => format!("{}{}", parent.key, name),
         };
+        let state = InodeState {
+            meta: meta.map(|(m, _)| m.clone()),
+            validated: meta.map(|(_, at)| at),
+            ..InodeState::default()
+        };
         let inode = Arc::new(Inode {
             ino,
             parent: parent.ino,
             kind,
             key,
-            state: Mutex::new(InodeState::default()),
+            state: Mutex::new(state),
             refresh: tokio::sync::Mutex::new(()),
+            lookups: AtomicU64::new(refs),
         });
         table.by_ino.insert(ino, inode.clone());
         table.by_name.insert(id, ino);
         inode
+    }
+
+    /// The existing inode for `id`, with `refs` references added under the read lock.
+    fn find_and_ref(&self, id: &NameKey, refs: u64) -> Option<Arc<Inode>> {
+        // One guard: a second read lock while a writer waits would deadlock
+        // (parking_lot's RwLock is fair).
+        let table = self.table.read();
+        let inode = table.by_ino.get(table.by_name.get(id)?)?.clone();
+        inode.lookups.fetch_add(refs, Ordering::Relaxed);
+        Some(inode)
+    }
+
+    /// The kernel dropped `n` references to each inode: remove those left with none.
+    /// The root is never removed. An unknown number is ignored: the kernel forgets only
+    /// what it was given, so that would mean a miscount, and ignoring it is the safe side.
+    pub fn forget(&self, forgets: &[(u64, u64)]) {
+        let mut removed = 0usize;
+        let mut table = self.table.write();
+        for &(ino, n) in forgets {
+            if ino == ROOT_INO {
+                continue;
+            }
+            let Some(inode) = table.by_ino.get(&ino) else {
+                continue;
+            };
+            let left = inode.lookups.load(Ordering::Relaxed).saturating_sub(n);
+            inode.lookups.store(left, Ordering::Relaxed);
+            if left == 0 {
+                self.remove_locked(&mut table, ino);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::trace!(removed, left = table.by_ino.len(), "forgot inodes");
+        }
+    }
+
+    /// Drop `ino` from the table (write lock held), with the listing it holds.
+    fn remove_locked(&self, table: &mut InodeTable, ino: u64) {
+        let Some(inode) = table.by_ino.remove(&ino) else {
+            return;
+        };
+        let id = (inode.parent, name_of(&inode.key).to_string(), inode.kind);
+        if table.by_name.get(&id) == Some(&ino) {
+            table.by_name.remove(&id);
+        }
+        let listing = inode.state.lock().listing.take();
+        if let Some(l) = listing {
+            self.listed_bytes.fetch_sub(l.bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Inodes in the table now (the root included): what the kernel references, plus
+    /// unreferenced ones of directories being read with plain `readdir`.
+    pub fn inode_count(&self) -> usize {
+        self.table.read().by_ino.len()
     }
 
     fn attr_of(&self, inode: &Inode) -> Attr {
@@ -400,7 +529,18 @@ impl Tree {
             }
         }
         let listing = Arc::new(self.fetch_listing(dir).await?);
-        dir.state.lock().listing = Some(listing.clone());
+        // Installed under the table lock, so a concurrent forget of `dir` cannot remove it
+        // between our check and the install (which would leave its bytes counted).
+        let table = self.table.read();
+        if table.by_ino.contains_key(&dir.ino) {
+            let old = dir.state.lock().listing.replace(listing.clone());
+            self.listed_bytes
+                .fetch_add(listing.bytes, Ordering::Relaxed);
+            if let Some(old) = old {
+                self.listed_bytes.fetch_sub(old.bytes, Ordering::Relaxed);
+            }
+        }
+        drop(table);
         Ok(listing)
     }
 
@@ -460,26 +600,58 @@ impl Tree {
             }
         }
         debug!(prefix, pages, entries = files.len() + dirs.len(), elapsed = ?started.elapsed(), "listed");
+        // Inodes the kernel holds for these files learn what the listing says.
+        let known: Vec<(Arc<Inode>, ObjectMeta)> = {
+            let table = self.table.read();
+            files
+                .iter()
+                .filter_map(|(name, meta)| {
+                    let ino = table.by_name.get(&(dir.ino, name.clone(), Kind::File))?;
+                    Some((table.by_ino.get(ino)?.clone(), meta.clone()))
+                })
+                .collect()
+        };
+        for (inode, meta) in known {
+            self.set_meta(&inode, meta);
+        }
+        let bytes = files.values().map(|m| m.size).sum();
         let mut entries = Vec::with_capacity(files.len() + dirs.len());
         for name in dirs {
-            let inode = self.intern(dir, &name, Kind::Dir);
-            entries.push((name, inode.ino));
+            entries.push(ListEntry {
+                name,
+                kind: Kind::Dir,
+                meta: None,
+            });
         }
         for (name, meta) in files {
-            let inode = self.intern(dir, &name, Kind::File);
-            self.set_meta(&inode, meta);
-            entries.push((name, inode.ino));
+            entries.push(ListEntry {
+                name,
+                kind: Kind::File,
+                meta: Some(meta),
+            });
         }
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let by_name = entries.iter().cloned().collect();
+        entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let by_name = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
         Ok(Listing {
             fetched: Instant::now(),
             entries,
             by_name,
+            bytes,
         })
     }
 
-    /// Look `name` up in directory `parent`.
+    /// The inode of listing entry `e` of `dir`, with `refs` references added.
+    fn entry_inode(&self, dir: &Inode, l: &Listing, e: &ListEntry, refs: u64) -> Arc<Inode> {
+        let meta = e.meta.as_ref().map(|m| (m, l.fetched));
+        self.intern(dir, &e.name, e.kind, meta, refs)
+    }
+
+    /// Look `name` up in directory `parent`. A success is one kernel reference to the
+    /// returned inode (the kernel counts every lookup reply and forgets them later).
     pub async fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
         let dir = self.inode(parent)?;
         if dir.kind != Kind::Dir {
@@ -496,7 +668,7 @@ impl Tree {
         let listing = dir.state.lock().listing.clone();
         if let Some(l) = listing.filter(|l| self.fresh(Some(l.fetched))) {
             return match l.by_name.get(name) {
-                Some(ino) => Ok(self.attr_of(&*self.inode(*ino)?)),
+                Some(&i) => Ok(self.attr_of(&self.entry_inode(&dir, &l, &l.entries[i], 1))),
                 None => Err(FsError::NotFound),
             };
         }
@@ -522,9 +694,15 @@ impl Tree {
             .get(&(parent, name.to_string(), Kind::File))
             .copied();
         if let Some(ino) = known_file {
-            let inode = self.inode(ino)?;
-            if known_dir.is_none() && self.fresh(inode.state.lock().validated) {
-                return Ok(self.attr_of(&inode));
+            let fresh = self
+                .inode(ino)
+                .is_ok_and(|i| self.fresh(i.state.lock().validated));
+            if known_dir.is_none() && fresh {
+                // Referenced only if it is still there (a forget may have just removed it).
+                let id = (parent, name.to_string(), Kind::File);
+                if let Some(inode) = self.find_and_ref(&id, 1) {
+                    return Ok(self.attr_of(&inode));
+                }
             }
         }
         // 4. Ask the store: is it a directory (anything under `name/`) or an object?
@@ -550,12 +728,12 @@ impl Tree {
             if head.is_ok() {
                 self.report(&key, "a directory of the same name hides this file");
             }
-            let inode = self.intern(dir, name, Kind::Dir);
+            let inode = self.intern(dir, name, Kind::Dir, None, 1);
             return Ok(self.attr_of(&inode));
         }
         match head {
             Ok(meta) => {
-                let inode = self.intern(dir, name, Kind::File);
+                let inode = self.intern(dir, name, Kind::File, Some((&meta, Instant::now())), 1);
                 self.set_meta(&inode, meta);
                 Ok(self.attr_of(&inode))
             }
@@ -604,7 +782,11 @@ impl Tree {
         }
         let listing = self.listing(&dir).await?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.dir_handles.lock().insert(fh, listing);
+        let handle = DirHandle {
+            listing,
+            unreferenced: Mutex::new(Vec::new()),
+        };
+        self.dir_handles.lock().insert(fh, Arc::new(handle));
         Ok(fh)
     }
 
@@ -613,7 +795,7 @@ impl Tree {
     /// of the last entry it kept. Convenience form of [`Tree::readdir_with`] for tests.
     pub fn readdir(&self, ino: u64, fh: u64, offset: u64) -> Result<Vec<DirEntry>, FsError> {
         let mut out = Vec::new();
-        self.readdir_with(ino, fh, offset, &mut |e| {
+        self.readdir_with(ino, fh, offset, false, &mut |e| {
             out.push(e);
             false
         })?;
@@ -623,49 +805,89 @@ impl Tree {
     /// Feed entries from cookie `offset` on to `add` until it returns `true` (buffer full).
     /// Work is proportional to what the caller takes, not to the directory: the kernel reads
     /// a 100k-entry directory in thousands of page-sized calls.
+    ///
+    /// `plus` (readdirplus): every entry `add` accepts, except `.` and `..`, is a kernel
+    /// reference to its inode, as for a lookup; the entry that did not fit is not.
     pub fn readdir_with(
         &self,
         ino: u64,
         fh: u64,
         offset: u64,
+        plus: bool,
         add: &mut dyn FnMut(DirEntry) -> bool,
     ) -> Result<(), FsError> {
         let dir = self.inode(ino)?;
-        let listing = self
+        let handle = self
             .dir_handles
             .lock()
             .get(&fh)
             .cloned()
             .ok_or(FsError::BadHandle(fh))?;
-        let dot = [(".", ino), ("..", dir.parent)];
-        for (i, (name, eino)) in dot.iter().enumerate() {
+        // The parent is pinned by the kernel while a child is; fall back to the directory
+        // itself rather than fail a readdir over `..`.
+        let parent = self.inode(dir.parent).unwrap_or_else(|_| dir.clone());
+        for (i, (name, inode)) in [(".", &dir), ("..", &parent)].into_iter().enumerate() {
             if (i as u64) >= offset {
                 let e = DirEntry {
                     offset: i as u64 + 1,
                     name: name.to_string(),
-                    attr: self.attr_of(&*self.inode(*eino)?),
+                    attr: self.attr_of(inode),
                 };
                 if add(e) {
                     return Ok(());
                 }
             }
         }
+        let listing = &handle.listing;
         let skip = offset.saturating_sub(2) as usize;
-        for (i, (name, eino)) in listing.entries.iter().enumerate().skip(skip) {
+        for (i, entry) in listing.entries.iter().enumerate().skip(skip) {
+            let inode = self.entry_inode(&dir, listing, entry, u64::from(plus));
+            if !plus && inode.lookups.load(Ordering::Relaxed) == 0 {
+                handle.unreferenced.lock().push(inode.ino);
+            }
             let e = DirEntry {
                 offset: i as u64 + 3,
-                name: name.clone(),
-                attr: self.attr_of(&*self.inode(*eino)?),
+                name: entry.name.clone(),
+                attr: self.attr_of(&inode),
             };
             if add(e) {
+                if plus {
+                    // Not sent: not a reference.
+                    self.forget(&[(inode.ino, 1)]);
+                }
                 return Ok(());
             }
         }
         Ok(())
     }
 
+    /// Close a directory handle; inodes that plain `readdir` created for it and that the
+    /// kernel has not looked up since are removed.
     pub fn releasedir(&self, fh: u64) {
-        self.dir_handles.lock().remove(&fh);
+        let Some(handle) = self.dir_handles.lock().remove(&fh) else {
+            return;
+        };
+        let unreferenced = std::mem::take(&mut *handle.unreferenced.lock());
+        if unreferenced.is_empty() {
+            return;
+        }
+        let mut table = self.table.write();
+        let mut swept = 0usize;
+        for ino in unreferenced {
+            let idle = table
+                .by_ino
+                .get(&ino)
+                .is_some_and(|i| i.lookups.load(Ordering::Relaxed) == 0);
+            if idle {
+                self.remove_locked(&mut table, ino);
+                swept += 1;
+            }
+        }
+        tracing::trace!(
+            swept,
+            left = table.by_ino.len(),
+            "swept unreferenced inodes"
+        );
     }
 
     // ----- files -----
@@ -775,18 +997,19 @@ impl Tree {
         self.handles.lock().len()
     }
 
-    /// Totals for `df`: no free space (read-only), the number of inodes known so far.
+    /// Totals for `df`; see [`StatFs`].
     pub fn statfs(&self) -> StatFs {
-        let files = self.table.read().by_ino.len() as u64;
+        let files = self.inode_count() as u64;
+        let bytes = self.listed_bytes.load(Ordering::Relaxed);
         StatFs {
-            blocks: 0,
+            blocks: bytes.div_ceil(STATFS_FRSIZE as u64).max(1),
             bfree: 0,
             bavail: 0,
             files,
             ffree: 0,
             bsize: self.config.block_size,
             namelen: NAME_MAX as u32,
-            frsize: self.config.block_size,
+            frsize: STATFS_FRSIZE,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! ListObjectsV2 over a directory tree.
+//! ListObjects (V1) and ListObjectsV2 over a directory tree.
 //!
 //! Each request walks the part of the bucket the prefix can match (the directory named by
 //! the prefix up to its last `/`), collects file keys, sorts them in UTF-8 byte order (the
@@ -15,12 +15,26 @@
 //! The continuation token is the last key or common prefix returned, base64url-encoded:
 //! the next page starts strictly after it, and a common prefix as marker skips everything
 //! under it. `start-after` is honoured when no token is given.
+//!
+//! ListObjects V1 (`GET /bucket` without `list-type`) is the same walk with the position
+//! given as a plain key, `marker`. It is answered because it is the default of most
+//! clients that predate V2 (rclone's "Other" provider, s3fs, boto3's `list_objects`,
+//! ossfs), which should run against `serve` unconfigured. Its response differs from V2 as
+//! the S3 and OSS documentation describe: `Marker` echoes the request (empty when none),
+//! there is no `KeyCount` or token, and `NextMarker` (the last key or common prefix of the
+//! page) is sent only when the page is truncated *and* a delimiter was given: S3 documents
+//! that without a delimiter the client continues from the last `Key` instead, and boto3
+//! and rclone do exactly that. With `encoding-type=url`, `Marker` and `NextMarker` are
+//! encoded like every other key-valued element.
 
 use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::{Deserialize, Serialize};
+
+use crate::store::xml::{CommonPrefix, Contents};
 
 use super::error::ApiError;
 use super::resolve::Root;
@@ -41,18 +55,30 @@ pub fn url_encode(s: &str) -> String {
 pub const DEFAULT_MAX_KEYS: u32 = 100;
 pub const MAX_MAX_KEYS: u32 = 1000;
 
+/// Which ListObjects API a request speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListVersion {
+    /// `GET /bucket?marker=`: position is a key.
+    V1,
+    /// `GET /bucket?list-type=2&continuation-token=`: position is an opaque token.
+    #[default]
+    V2,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListParams {
     pub prefix: String,
     pub delimiter: Option<String>,
     pub max_keys: u32,
     pub continuation_token: Option<String>,
+    /// V2 `start-after`, or V1 `marker` (both: start strictly after this key).
     pub start_after: Option<String>,
     pub url_encoding: bool,
+    pub version: ListVersion,
 }
 
 impl ListParams {
-    pub fn from_query(query: &[(String, String)]) -> Result<Self, ApiError> {
+    pub fn from_query(query: &[(String, String)], version: ListVersion) -> Result<Self, ApiError> {
         let get = |name: &str| {
             query
                 .iter()
@@ -81,13 +107,20 @@ impl ListParams {
                 .filter(|d| !d.is_empty())
                 .map(str::to_string),
             max_keys,
-            continuation_token: get("continuation-token")
-                .filter(|t| !t.is_empty())
-                .map(str::to_string),
-            start_after: get("start-after")
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
+            continuation_token: match version {
+                ListVersion::V2 => get("continuation-token")
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
+                ListVersion::V1 => None,
+            },
+            start_after: get(match version {
+                ListVersion::V2 => "start-after",
+                ListVersion::V1 => "marker",
+            })
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
             url_encoding,
+            version,
         })
     }
 
@@ -98,6 +131,51 @@ impl ListParams {
             None => Ok(self.start_after.clone()),
         }
     }
+}
+
+/// Query parameters of ListObjects V1; a `GET /bucket` with any other parameter is some
+/// other bucket API, which `serve` does not have.
+pub const V1_PARAMS: [&str; 5] = ["prefix", "delimiter", "marker", "max-keys", "encoding-type"];
+
+/// `<ListBucketResult>` of ListObjects V1 (OSS and S3 share it). Serialized by `serve`,
+/// deserialized by the tests, so both read the same field names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename = "ListBucketResult")]
+pub struct ListBucketResultV1 {
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    #[serde(rename = "Prefix", default)]
+    pub prefix: String,
+    /// The request's marker, empty when it gave none (always present, as S3 and OSS send it).
+    #[serde(rename = "Marker", default)]
+    pub marker: String,
+    #[serde(rename = "MaxKeys", default)]
+    pub max_keys: u32,
+    #[serde(rename = "Delimiter", default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<String>,
+    #[serde(
+        rename = "EncodingType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub encoding_type: Option<String>,
+    #[serde(rename = "IsTruncated", default)]
+    pub is_truncated: bool,
+    #[serde(
+        rename = "NextMarker",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub next_marker: Option<String>,
+    #[serde(rename = "Contents", default)]
+    pub contents: Vec<Contents>,
+    #[serde(rename = "CommonPrefixes", default)]
+    pub common_prefixes: Vec<CommonPrefix>,
+}
+
+/// `NextMarker` of a V1 page: only for a truncated page of a listing with a delimiter.
+pub fn next_marker_v1(p: &ListParams, page_next: Option<&str>) -> Option<String> {
+    p.delimiter.as_ref().and(page_next).map(str::to_string)
 }
 
 pub fn encode_token(marker: &str) -> String {
@@ -318,5 +396,32 @@ mod tests {
             assert_eq!(decode_token(&encode_token(m)).unwrap(), m);
         }
         assert!(decode_token("!!!").is_err());
+    }
+
+    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn v1_marker_is_a_key_and_next_marker_needs_a_delimiter() {
+        let query = q(&[
+            ("marker", "a/b"),
+            ("continuation-token", "eA"),
+            ("start-after", "z"),
+        ]);
+        let v1 = ListParams::from_query(&query, ListVersion::V1).unwrap();
+        assert_eq!(v1.marker().unwrap().as_deref(), Some("a/b"));
+        let v2 = ListParams::from_query(&query, ListVersion::V2).unwrap();
+        assert_eq!(v2.marker().unwrap().as_deref(), Some("x"));
+        assert_eq!(next_marker_v1(&v1, Some("k")), None);
+        let with_delim = ListParams {
+            delimiter: Some("/".into()),
+            ..v1
+        };
+        assert_eq!(next_marker_v1(&with_delim, Some("k")).as_deref(), Some("k"));
+        assert_eq!(next_marker_v1(&with_delim, None), None);
     }
 }

@@ -65,6 +65,20 @@ def main():
     assert listed == keys, (listed, keys)
     assert pages == (len(keys) + 1) // 2, pages
 
+    # ListObjects V1 (boto3 sends encoding-type=url and pages by NextMarker, else the last Key).
+    listed_v1 = []
+    for page in s3.get_paginator("list_objects").paginate(
+            Bucket=bucket, PaginationConfig={"PageSize": 2}):
+        listed_v1 += [o["Key"] for o in page.get("Contents", [])]
+    assert listed_v1 == keys, (listed_v1, keys)
+    top_v1 = []
+    for page in s3.get_paginator("list_objects").paginate(
+            Bucket=bucket, Delimiter="/", PaginationConfig={"PageSize": 1}):
+        top_v1 += [o["Key"] for o in page.get("Contents", [])]
+        top_v1 += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+    want_top = sorted({k.split("/")[0] + ("/" if "/" in k else "") for k in keys}, key=str.encode)
+    assert sorted(top_v1, key=str.encode) == want_top, (top_v1, want_top)
+
     top = s3.list_objects_v2(Bucket=bucket, Delimiter="/")
     want = sorted({k.split("/")[0] + "/" for k in keys if "/" in k})
     assert [p["Prefix"] for p in top.get("CommonPrefixes", [])] == want

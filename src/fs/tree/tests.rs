@@ -299,7 +299,7 @@ async fn readdir_resumes_from_a_cookie() {
     let all = t.readdir(ROOT_INO, fh, 0).unwrap();
     assert_eq!(all.len(), 12);
     let mut taken = Vec::new();
-    t.readdir_with(ROOT_INO, fh, 0, &mut |e| {
+    t.readdir_with(ROOT_INO, fh, 0, false, &mut |e| {
         taken.push(e.name);
         taken.len() == 3
     })
@@ -404,4 +404,91 @@ async fn through_the_part_cache_reopen_is_served_locally_and_a_change_refetches(
     assert!(!o.keep_cache);
     assert!(o.finalized.is_none());
     assert_eq!(&t.read(o.fh, 0, 1000).await.unwrap()[..], &v2[..1000]);
+}
+
+#[tokio::test]
+async fn inodes_live_as_long_as_kernel_references_and_numbers_are_never_reused() {
+    let s = MemoryStore::new();
+    s.put("a/x", vec![0; 5000]);
+    s.put("a/y", vec![0; 3000]);
+    s.put("b", b"b".to_vec());
+    let t = tree(&s, "", HOUR);
+    assert_eq!(t.inode_count(), 1, "the root");
+
+    // Two lookups are two references; the inode goes with the second forget.
+    let a = lookup(&t, ROOT_INO, "a").await.unwrap();
+    assert_eq!(names(&t, a.ino).await, [".", "..", "x", "y"]);
+    assert_eq!(
+        t.inode_count(),
+        2,
+        "plain readdir's inodes are swept on releasedir"
+    );
+    let x = lookup(&t, a.ino, "x").await.unwrap();
+    assert_eq!(lookup(&t, a.ino, "x").await.unwrap().ino, x.ino);
+    assert_eq!(t.inode_count(), 3);
+    t.forget(&[(x.ino, 1)]);
+    assert_eq!(
+        t.getattr(x.ino).await.unwrap().size,
+        5000,
+        "one reference left"
+    );
+    t.forget(&[(x.ino, 1)]);
+    assert_eq!(t.inode_count(), 2);
+    assert!(matches!(t.getattr(x.ino).await, Err(FsError::NotFound)));
+    // The name comes back with a new number (from the cached listing, no request).
+    let n = lists(&s);
+    let x2 = lookup(&t, a.ino, "x").await.unwrap();
+    assert!(x2.ino > x.ino, "numbers are never reused");
+    assert_eq!((x2.size, lists(&s)), (5000, n));
+
+    // readdirplus: each entry taken is a reference, the one that did not fit is not.
+    let fh = t.opendir(a.ino).await.unwrap();
+    let mut taken = Vec::new();
+    t.readdir_with(a.ino, fh, 0, true, &mut |e| {
+        taken.push(e.attr.ino);
+        taken.len() == 4 // ".", "..", "x" taken; "y" does not fit
+    })
+    .unwrap();
+    let y_ino = taken[3];
+    assert_eq!(taken[2], x2.ino);
+    t.releasedir(fh);
+    assert!(matches!(t.getattr(y_ino).await, Err(FsError::NotFound)));
+    t.forget(&[(x2.ino, 2)]); // the lookup and the readdirplus entry
+    assert!(matches!(t.getattr(x2.ino).await, Err(FsError::NotFound)));
+    assert_eq!(t.inode_count(), 2, "root and a");
+
+    // Plain readdir reports numbers without references: swept on release, unless the
+    // kernel looked the name up meanwhile.
+    let fh = t.opendir(ROOT_INO).await.unwrap();
+    let entries = t.readdir(ROOT_INO, fh, 0).unwrap();
+    assert_eq!(entries[3].name, "b");
+    assert_eq!(t.inode_count(), 3);
+    let b = lookup(&t, ROOT_INO, "b").await.unwrap();
+    assert_eq!(
+        b.ino, entries[3].attr.ino,
+        "d_ino is st_ino while the handle is open"
+    );
+    let fh2 = t.opendir(a.ino).await.unwrap();
+    t.readdir(a.ino, fh2, 0).unwrap();
+    assert_eq!(t.inode_count(), 5);
+    t.releasedir(fh2);
+    t.releasedir(fh);
+    assert_eq!(t.inode_count(), 3, "root, a and the looked-up b");
+    assert_eq!(t.getattr(b.ino).await.unwrap().size, 1);
+
+    // statfs: bytes of the listings held; forgetting a directory drops its listing.
+    let st = t.statfs();
+    assert_eq!(
+        st.blocks, 2,
+        "b (1 byte) and a/x + a/y (8000 bytes): 8001 bytes in 4 KiB blocks"
+    );
+    assert_eq!((st.bfree, st.bavail, st.files, st.ffree), (0, 0, 3, 0));
+    t.forget(&[(a.ino, 1)]);
+    assert_eq!(t.statfs().blocks, 1);
+    assert_eq!(t.inode_count(), 2);
+
+    // The root is never forgotten; unknown numbers are ignored.
+    t.forget(&[(ROOT_INO, 100), (999_999, 1)]);
+    assert_eq!(t.inode_count(), 2);
+    assert_eq!(names(&t, ROOT_INO).await, [".", "..", "a", "b"]);
 }
