@@ -242,9 +242,12 @@ fn an_object_replaced_during_the_download_is_never_mixed() {
     write_pattern_file(&src, size, 11);
     let serve = Serve::start(&tmp.path().join("srv"));
     let local = tmp.path().join("obj.bin");
-    // 200 ms per response: 16 parts / 4 jobs take about a second, time to replace it.
+    // The new version is ready before the download starts: only the rename is timed.
+    let next = tmp.path().join("srv/bkt/.obj.bin.new");
+    write_pattern_file(&next, size, 12);
+    // 500 ms per response: 16 parts / 4 jobs take 2 s, ample time to replace it.
     serve.set_faults(&common::Faults {
-        latency_ms: Some(200),
+        latency_ms: Some(500),
         ..Default::default()
     });
     serve.reset_stats();
@@ -257,8 +260,6 @@ fn an_object_replaced_during_the_download_is_never_mixed() {
         assert!(Instant::now() < deadline, "the download never started");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let next = tmp.path().join("srv/bkt/.obj.bin.new");
-    write_pattern_file(&next, size, 12);
     std::fs::rename(&next, &src).unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
