@@ -121,7 +121,7 @@ impl Default for CacheConfig {
             // 32 MiB (4 default parts): a sequential reader asks for a part moments after
             // it arrives, and parallel fetches finish a few parts out of order; a part
             // dropped from memory costs one disk read, never a fetch.
-            resident_bytes: 32 << 20,
+            resident_bytes: 16 << 20,
         }
     }
 }
@@ -333,7 +333,10 @@ impl PartCache {
                     }
                 }
                 match weak.upgrade() {
-                    Some(c) => c.flush_dirty(),
+                    Some(c) => {
+                        c.flush_dirty();
+                        c.engine.trim_idle();
+                    }
                     None => return,
                 }
             })?;

@@ -152,9 +152,12 @@ impl Engine {
             max_readahead: opts.max_readahead,
             auto_finalize: opts.auto_finalize,
             cache,
-            // Two spare buffers: parts finish one after another, so a freed buffer is
-            // usually taken again at once; more would only sit idle in memory.
-            pool: PartPool::new(opts.part_size, 2),
+            // As many spares as can be live at once (parts in flight, parts kept for
+            // readers): reuse, not growth; `trim_idle` frees them when the engine idles.
+            pool: PartPool::new(
+                opts.part_size,
+                jobs + (opts.resident_bytes / opts.part_size.max(1)) as usize,
+            ),
             resident: Mutex::new(Resident {
                 parts: HashMap::new(),
                 order: VecDeque::new(),
@@ -454,6 +457,12 @@ impl Engine {
             }
         }
         true
+    }
+
+    /// Give spare part buffers back to the kernel if none was needed lately (called every
+    /// `batch_interval` by the cache's flusher thread).
+    pub fn trim_idle(&self) {
+        self.pool.trim();
     }
 
     /// Count bytes of part `i` served from memory (see [`Resident`]).
