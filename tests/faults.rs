@@ -19,9 +19,16 @@
 //!   `tree_ls_find_and_listing_cache` (here: the odd names' bytes, 20k keys with `ls`);
 //! - damaged checkpoints and a full disk for `ossmount download`: `tests/download.rs`.
 //!
-//! Sizes are picked so the whole file runs in about three minutes in a debug build on
-//! the 2-core dev box; the `#[ignore]`d `*_long` variants use bigger objects and more
-//! keys (`cargo test --test faults -- --ignored`).
+//! Sizes are picked so the whole file runs in under two minutes in a debug build on the
+//! 2-core dev box (the stall test alone waits out the 30 s read timeout); the
+//! `#[ignore]`d `*_long` variants use bigger objects and more keys
+//! (`cargo test --test faults -- --ignored`).
+//!
+//! Two `#[ignore]`d tests pin known bugs and fail until they are fixed:
+//! `flipped_bytes_in_a_recorded_part_are_never_served` (a damaged part that the checkpoint
+//! vouches for is served silently and even finalized) and
+//! `cache_that_holds_nothing_still_fetches_each_part_once` (parts the cache has no room
+//! for are fetched again by every read, 5-6x).
 //!
 //! Needs root (mounts, tmpfs) and /dev/fuse.
 
@@ -108,6 +115,32 @@ impl Rng {
     /// Uniform in [0, 1).
     fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Wait until the server answers for `key` (it hashes a new file once, MD5 and CRC-64,
+/// before it serves it; slow for large files in a debug build on a busy machine).
+fn wait_until_served(env: &Env, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let out = Command::new(common::bin())
+            .arg("cat")
+            .arg(format!("oss://{BUCKET}/{key}"))
+            .args(["--range", "0-0", "--endpoint", &env.serve.endpoint()])
+            .args(["--region", "cn-hangzhou"])
+            .env("OSS_ACCESS_KEY_ID", common::AK)
+            .env("OSS_ACCESS_KEY_SECRET", common::SK)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server never answered for {key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 
@@ -322,6 +355,18 @@ fn stalled_response_times_out_and_is_resumed() {
 // ---------------------------------------------------------------------------------------
 // 4. kill -9 of the mount at random moments of a cold cp.
 
+/// Kill -9 the mount `kills` times during a cold `cp` (seeded: `OSSMOUNT_FAULT_SEED`
+/// replays a schedule), remount and re-run `cp` each time, then require the final copy to
+/// be right and the server to have sent less than 1.2x the object.
+///
+/// What one kill costs: the parts fetched but not yet recorded (a batch is 16 parts or
+/// 1 s, and its fdatasync must finish before it counts) plus the bytes in flight (requests
+/// are coalesced to 8 MiB, and loopback socket buffers hold MiBs more). Measured on the
+/// dev box, 256 MiB in 1 MiB parts with 4 jobs: 10-15 MiB per kill, because a round between
+/// two kills lasts only ~100 ms and the checkpoint's fdatasync rarely lands in it; that is
+/// within the design's bound but 1.5x in total. With 256 KiB parts and one job a kill
+/// costs ~5 MiB, so ten of them stay under 1.2x of 512 MiB with room to spare (measured
+/// 1.07-1.11x).
 fn kill_9_at_random_moments(size: u64, kills: usize) {
     let mut t = Totals::new("kill-9");
     let seed = seed();
@@ -338,7 +383,9 @@ fn kill_9_at_random_moments(size: u64, kills: usize) {
         .map(|_| ((0.03 + 0.87 * rng.unit()) * size as f64) as u64)
         .collect();
     points.sort_unstable();
-    // Make sure the server has hashed the object before the clock starts.
+    // Make sure the server has hashed the object before the clock starts (its warm-up
+    // of a GiB in a debug build can outlast the mount's 15 s start-up check).
+    wait_until_served(&env, "k.bin");
     {
         let m = env.mount_fg("mnt", &opts);
         assert_eq!(std::fs::metadata(m.dir.join("k.bin")).unwrap().len(), size);
@@ -381,13 +428,14 @@ fn kill_9_at_random_moments(size: u64, kills: usize) {
             .args(["cache", "status", "--cache-dir"])
             .arg(env.cache()));
         eprintln!(
-            "kill {i} at {} MiB sent (point {} MiB); cache: {}",
+            "kill {i} at {} MiB sent (point {} MiB); checkpoint holds {}",
             env.serve.stats().bytes_sent >> 20,
             point >> 20,
             String::from_utf8_lossy(&status.stdout)
                 .lines()
                 .nth(1)
-                .unwrap_or("")
+                .and_then(|l| l.split_whitespace().next())
+                .unwrap_or("?")
         );
     }
     let m = env.mount_fg("mnt", &opts);
@@ -998,7 +1046,10 @@ fn second_mount_on_the_same_cache_is_refused_and_the_first_keeps_working() {
     assert!(ok, "first mount broken after the refused second: {err}");
     t.cmp(&env.object("o.bin"), &out);
     assert!(is_mounted(&first.dir));
-    t.print(&env.serve.stats());
+    // The object was fetched once, by the first mount; the refused one fetched nothing.
+    let st = env.serve.stats();
+    assert_eq!(st.bytes_sent, 5 * MIB, "{st:?}");
+    t.print(&st);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -33,7 +33,10 @@ impl Mount {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         run(Command::new("fusermount3").arg("-uz").arg(&self.dir));
-        assert!(!is_mounted(&self.dir), "still mounted after fusermount3 -uz");
+        assert!(
+            !is_mounted(&self.dir),
+            "still mounted after fusermount3 -uz"
+        );
     }
 }
 
