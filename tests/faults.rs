@@ -43,12 +43,15 @@ use common::{write_pattern_file, Faults, Stats};
 
 const MIB: u64 = 1 << 20;
 
-/// What a test did, printed as one line at its end.
+/// What a test did, printed as one line at its end: faults injected, operations run,
+/// bytes checked, and the server's counters summed over the whole test (the tests reset
+/// them between phases through [`Totals::reset`]).
 struct Totals {
     name: &'static str,
     faults: u64,
     ops: u64,
     bytes_checked: u64,
+    server: Stats,
     started: Instant,
 }
 
@@ -59,6 +62,7 @@ impl Totals {
             faults: 0,
             ops: 0,
             bytes_checked: 0,
+            server: Stats::default(),
             started: Instant::now(),
         }
     }
@@ -70,9 +74,29 @@ impl Totals {
         self.bytes_checked += std::fs::metadata(a).unwrap().len();
     }
 
-    fn print(&self, st: &Stats) {
+    fn add(&mut self, st: &Stats) {
+        let s = &mut self.server;
+        s.requests += st.requests;
+        s.get_requests += st.get_requests;
+        s.bytes_sent += st.bytes_sent;
+        s.status_503 += st.status_503;
+        s.status_412 += st.status_412;
+        s.resets += st.resets;
+        s.stalls += st.stalls;
+    }
+
+    /// Zero the server's counters, keeping what they said in the totals.
+    fn reset(&mut self, env: &Env) {
+        self.add(&env.serve.stats());
+        env.serve.reset_stats();
+    }
+
+    fn print(&mut self, env: &Env) {
+        self.add(&env.serve.stats());
+        env.serve.reset_stats();
+        let st = &self.server;
         eprintln!(
-            "TOTALS {}: faults injected {}, operations {}, bytes checked {} ({} MiB), \
+            "TOTALS {}: faults injected {}, operations {}, bytes checked {} ({} MiB); \
              server: {} requests, {} GETs, {} MiB sent, {} x 503, {} x 412, {} resets, \
              {} stalls; {:.1}s",
             self.name,
@@ -172,7 +196,7 @@ fn cold_cp_survives_a_reset_every_few_mib_and_resumes_where_it_broke() {
         reset_after_bytes: Some(every),
         ..Default::default()
     });
-    env.serve.reset_stats();
+    t.reset(&env);
     let out = env.tmp.path().join("r.out");
     let (ok, err) = cp(&m.dir.join("r.bin"), &out);
     t.ops += 1;
@@ -181,7 +205,7 @@ fn cold_cp_survives_a_reset_every_few_mib_and_resumes_where_it_broke() {
     assert!(ok, "cp failed under resets: {err}; {st:?}");
     t.cmp(&env.object("r.bin"), &out);
     t.faults = st.resets;
-    t.print(&st);
+    t.print(&env);
     // Every response longer than 3 MiB was cut, so there were many resets...
     assert!(st.resets >= size / (8 * MIB), "too few resets: {st:?}");
     // ...and each was resumed from the first byte not delivered, not re-fetched from the
@@ -205,7 +229,7 @@ fn cold_cp_through_20_percent_503_retries_with_backoff() {
     let env = Env::with_objects(|b| write_pattern_file(&b.join("s.bin"), size, 22));
     let jobs = 4u64;
     let m = env.mount("mnt", &["--part-size", "1MiB", "--jobs", &jobs.to_string()]);
-    env.serve.reset_stats();
+    t.reset(&env);
     env.serve.set_faults(&Faults {
         rate_503: Some(0.2),
         ..Default::default()
@@ -254,7 +278,7 @@ for p in parts:
     write_pattern_file(&env.object("s2.bin"), size, 23);
     let via = m.dir.join("s2.bin");
     assert_eq!(std::fs::metadata(&via).unwrap().len(), size);
-    env.serve.reset_stats();
+    t.reset(&env);
     env.serve.set_faults(&Faults {
         rate_503: Some(1.0),
         ..Default::default()
@@ -276,8 +300,7 @@ for p in parts:
         "{} requests in 2 s of 503s from {jobs} fetchers: no backoff; {burst:?}",
         burst.requests
     );
-    let total = env.serve.stats();
-    t.print(&total);
+    t.print(&env);
     drop(m);
 }
 
@@ -293,7 +316,7 @@ fn stalled_response_times_out_and_is_resumed() {
     let size = 48 * MIB;
     let env = Env::with_objects(|b| write_pattern_file(&b.join("t.bin"), size, 31));
     let m = env.mount("mnt", &["--part-size", "1MiB"]);
-    env.serve.reset_stats();
+    t.reset(&env);
     env.serve.set_faults(&Faults {
         stall_rate: Some(1.0),
         stall_ms: Some(600_000),
@@ -335,7 +358,7 @@ fn stalled_response_times_out_and_is_resumed() {
     t.cmp(&env.object("t.bin"), &out);
     let st = env.serve.stats();
     t.faults = st.stalls;
-    t.print(&st);
+    t.print(&env);
     eprintln!("{stalled} stalled responses; cp took {took:?}");
     // It waited for the read timeout (30 s), not for the stall (600 s)...
     assert!(
@@ -390,7 +413,7 @@ fn kill_9_at_random_moments(size: u64, kills: usize) {
         let m = env.mount_fg("mnt", &opts);
         assert_eq!(std::fs::metadata(m.dir.join("k.bin")).unwrap().len(), size);
     }
-    env.serve.reset_stats();
+    t.reset(&env);
     for (i, &point) in points.iter().enumerate() {
         let mut m = env.mount_fg("mnt", &opts);
         let at_mount = env.serve.stats().bytes_sent;
@@ -444,7 +467,7 @@ fn kill_9_at_random_moments(size: u64, kills: usize) {
     assert!(ok, "final cp: {err}");
     t.cmp(&src, &out);
     let st = env.serve.stats();
-    t.print(&st);
+    t.print(&env);
     let ratio = st.bytes_sent as f64 / size as f64;
     eprintln!("fetched {ratio:.3} x the object over {kills} kills");
     // Each kill loses at most the parts not yet recorded in the checkpoint (a batch of
@@ -539,7 +562,7 @@ fn flip(path: &Path, offset: u64, len: usize) {
 
 /// Remount and `cp` the whole object; returns (cp succeeded, copy is identical, stats).
 fn remount_and_copy(env: &Env, key: &str, t: &mut Totals) -> (bool, bool, Stats) {
-    env.serve.reset_stats();
+    t.reset(env);
     let m = env.mount_fg("mnt", &["--part-size", "1MiB"]);
     let out = env.tmp.path().join("copy.out");
     let _ = std::fs::remove_file(&out);
@@ -597,7 +620,6 @@ fn damaged_checkpoint_or_data_file_is_discarded_and_refetched() {
                 .unwrap()
         }),
     ];
-    let mut last = Stats::default();
     for (what, damage) in cases {
         let (data, ckpt) = make_partial_entry(&env, key, &parts);
         damage(&data, &ckpt);
@@ -605,11 +627,16 @@ fn damaged_checkpoint_or_data_file_is_discarded_and_refetched() {
         let (ok, same, st) = remount_and_copy(&env, key, &mut t);
         eprintln!("{what}: {st:?}");
         assert!(ok && same, "{what}: cp ok {ok}, identical {same}");
-        // Nothing of the damaged entry was trusted: the whole object came again.
+        // Nothing of the damaged entry was trusted: the whole object came again...
         assert_eq!(st.bytes_sent, size, "{what}: {st:?}");
-        last = st;
+        // ...and the mount said why, in its log.
+        let log = std::fs::read_to_string(env.tmp.path().join("mnt.log")).unwrap();
+        assert!(
+            log.contains("discarding checkpoint"),
+            "{what}: nothing logged: {log}"
+        );
     }
-    t.print(&last);
+    t.print(&env);
 }
 
 /// Flipped bytes inside a part the checkpoint vouches for. The checkpoint holds each
@@ -634,7 +661,7 @@ fn flipped_bytes_in_a_recorded_part_are_caught_by_cache_verify() {
     eprintln!("{report}{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(4), "cache verify exit code");
     assert!(report.contains("BAD") && report.contains(key), "{report}");
-    t.print(&env.serve.stats());
+    t.print(&env);
 }
 
 /// The same damage seen by the mount. KNOWN BUG: on resume the mount trusts every part
@@ -652,7 +679,7 @@ fn flipped_bytes_in_a_recorded_part_are_never_served() {
     flip(&data, 7 * PART + 100_000, 16);
     t.faults += 1;
     let (ok, same, st) = remount_and_copy(&env, key, &mut t);
-    t.print(&st);
+    t.print(&env);
     assert!(
         !ok || same,
         "cp succeeded with silently wrong bytes (part 7 of the cached entry was damaged); {st:?}"
@@ -678,7 +705,7 @@ fn object_replaced_during_cp_fails_the_cp_without_mixing_and_a_new_cp_gets_it() 
     let m = env.mount("mnt", &["--metadata-ttl", "1s", "--part-size", "1MiB"]);
     let via = m.dir.join("c.bin");
     assert_eq!(std::fs::metadata(&via).unwrap().len(), size);
-    env.serve.reset_stats();
+    t.reset(&env);
     let out = env.tmp.path().join("c.out");
     let mut child = Command::new("cp")
         .arg(&via)
@@ -737,7 +764,7 @@ fn object_replaced_during_cp_fails_the_cp_without_mixing_and_a_new_cp_gets_it() 
     t.ops += 1;
     assert!(ok, "cp of the new object: {err}");
     t.cmp(&new, &out);
-    t.print(&env.serve.stats());
+    t.print(&env);
     drop(m);
 }
 
@@ -785,7 +812,7 @@ fn copy_twice_on(env: &Env, fs: &Tmpfs, extra: &[&str], limit: u64, t: &mut Tota
         // A mount per copy, so the second is not served by the kernel's page cache.
         let m = env.mount_fg("mnt", extra);
         let via = m.dir.join("big.bin");
-        env.serve.reset_stats();
+        t.reset(env);
         let mut child = Command::new("cp")
             .arg(&via)
             .arg(&out)
@@ -830,7 +857,7 @@ fn assert_cached_parts_reused(env: &Env, min_parts: u64, t: &mut Totals) {
         .find(|p| p.extension().is_some_and(|x| x == "data"))
         .expect("no partial entry in the cache");
     let m = env.mount_fg("mnt", &["--part-size", "1MiB"]);
-    env.serve.reset_stats();
+    t.reset(env);
     let py = format!(
         r#"
 import os
@@ -909,7 +936,7 @@ fn cache_on_a_small_tmpfs_stays_in_bounds_and_reads_stay_correct() {
     t.faults += 1;
     assert!(c1 >= size && c2 > 0, "{c1} {c2}");
     assert_cached_parts_reused(&env, 24, &mut t);
-    t.print(&env.serve.stats());
+    t.print(&env);
 }
 
 /// When the cache cannot hold a part (disk at its free-space floor, budget full of open
@@ -926,7 +953,7 @@ fn cache_that_holds_nothing_still_fetches_each_part_once() {
     let small = Tmpfs::new(env.tmp.path().join("tmpfs64"), "64m");
     env.cache = small.0.join("cache");
     let (a1, _) = copy_twice_on(&env, &small, &["--part-size", "1MiB"], 64 * MIB, &mut t);
-    t.print(&env.serve.stats());
+    t.print(&env);
     assert!(
         a1 <= size + size / 4,
         "one sequential cp fetched {a1} bytes of a {size}-byte object ({:.1}x)",
@@ -945,7 +972,7 @@ fn eight_concurrent_readers_of_overlapping_ranges_fetch_each_part_once() {
     let m = env.mount("mnt", &["--part-size", "1MiB"]);
     let via = m.dir.join("p.bin");
     assert_eq!(std::fs::metadata(&via).unwrap().len(), size);
-    env.serve.reset_stats();
+    t.reset(&env);
     // Reader i reads [i/8, i/8 + 1/4) of the object (clamped) in 128 KiB preads, all
     // starting together: every byte is read by two readers, most parts are wanted by
     // two at once, and the union is the whole object.
@@ -991,7 +1018,7 @@ print(sum(checked))
         .parse::<u64>()
         .unwrap();
     let st = env.serve.stats();
-    t.print(&st);
+    t.print(&env);
     // Each part once: the union of the ranges is the object, so the server sends it
     // exactly once. No slack is needed: a part wanted by two readers is one fetch (the
     // second waits for it), and read-ahead past a reader's range stays inside the object
@@ -1049,7 +1076,7 @@ fn second_mount_on_the_same_cache_is_refused_and_the_first_keeps_working() {
     // The object was fetched once, by the first mount; the refused one fetched nothing.
     let st = env.serve.stats();
     assert_eq!(st.bytes_sent, 5 * MIB, "{st:?}");
-    t.print(&st);
+    t.print(&env);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1096,7 +1123,7 @@ fn bad_input(many: usize) {
     let m = env.mount_fg("mnt", &["--part-size", "1MiB"]);
     // A 0-byte object, read first: no GET at all (a Range of nothing is not even
     // expressible, and there is nothing to fetch).
-    env.serve.reset_stats();
+    t.reset(&env);
     let zero = std::fs::read(m.dir.join("sizes/zero")).unwrap();
     t.ops += 1;
     assert!(zero.is_empty());
@@ -1111,7 +1138,7 @@ fn bad_input(many: usize) {
     }
 
     // Many keys in one directory: ls sees every one (listed in pages of 1,000).
-    env.serve.reset_stats();
+    t.reset(&env);
     let started = Instant::now();
     let ls = run(Command::new("ls").arg("-f").arg(m.dir.join("many")));
     t.ops += 1;
@@ -1132,7 +1159,7 @@ fn bad_input(many: usize) {
     t.ops += 1;
     assert_eq!(entries, 0);
     drop(m);
-    t.print(&env.serve.stats());
+    t.print(&env);
 }
 
 #[test]
