@@ -834,9 +834,9 @@ fn copy_twice_on(env: &Env, fs: &Tmpfs, extra: &[&str], limit: u64, t: &mut Tota
         t.cmp(&env.object("big.bin"), &out);
         peak = peak.max(fs.used());
         eprintln!(
-            "cache on tmpfs, {extra:?}: peak {} MiB used (limit {} MiB), {} MiB fetched",
-            peak >> 20,
-            limit >> 20,
+            "cache on tmpfs, {extra:?}: peak {} KiB used (limit {} KiB), {} MiB fetched",
+            peak >> 10,
+            limit >> 10,
             env.serve.stats().bytes_sent >> 20
         );
         assert!(peak <= limit, "cache grew to {peak} bytes, limit {limit}");
