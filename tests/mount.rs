@@ -9,13 +9,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{write_pattern_file, Faults, Serve, AK, SK};
-
-const BUCKET: &str = "bkt";
+use common::mount::{is_mounted, run, same_file, sh, Env, Mount, BUCKET};
+use common::{write_pattern_file, Faults, AK, SK};
 
 fn big_size() -> u64 {
     std::env::var("OSSMOUNT_TEST_MIB")
@@ -23,162 +22,6 @@ fn big_size() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(256u64)
         << 20
-}
-
-fn is_mounted(path: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let p = path.to_str().unwrap();
-    info.lines().any(|l| l.split(' ').nth(4) == Some(p))
-}
-
-/// A mount, unmounted (lazily, so even a dead one goes) and its process killed on drop.
-struct Mount {
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if is_mounted(&self.dir) {
-            let _ = Command::new("fusermount3")
-                .arg("-uz")
-                .arg(&self.dir)
-                .status();
-        }
-    }
-}
-
-struct Env {
-    tmp: tempfile::TempDir,
-    serve: Serve,
-}
-
-impl Env {
-    fn new() -> Self {
-        Self::with_objects(|_| {})
-    }
-
-    /// Create objects (in the bucket folder) before the server starts, so its start-up
-    /// warm-up computes their ETags (MD5) in the background rather than the first request.
-    fn with_objects(make: impl FnOnce(&Path)) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let bucket = tmp.path().join("data").join(BUCKET);
-        std::fs::create_dir_all(&bucket).unwrap();
-        make(&bucket);
-        let serve = Serve::start(&tmp.path().join("data"));
-        Env { tmp, serve }
-    }
-
-    fn object(&self, key: &str) -> PathBuf {
-        self.serve.dir.join(BUCKET).join(key)
-    }
-
-    fn mnt(&self, name: &str) -> PathBuf {
-        let p = self.tmp.path().join(name);
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    }
-
-    fn cache(&self) -> PathBuf {
-        self.tmp.path().join("cache")
-    }
-
-    fn cmd(&self, url: &str, mnt: &Path, extra: &[&str]) -> Command {
-        let mut c = Command::new(common::bin());
-        c.arg("mount")
-            .arg(url)
-            .arg(mnt)
-            .args([
-                "--endpoint",
-                &self.serve.endpoint(),
-                "--region",
-                "cn-hangzhou",
-            ])
-            .arg("--cache-dir")
-            .arg(self.cache())
-            .args(extra)
-            .env("OSS_ACCESS_KEY_ID", AK)
-            .env("OSS_ACCESS_KEY_SECRET", SK)
-            .env_remove("RUST_LOG");
-        // OSSMOUNT_TEST_LOG=FILE: keep the mount's debug log for a failing test.
-        if let Some(log) = std::env::var_os("OSSMOUNT_TEST_LOG") {
-            c.arg("--log-file").arg(log).arg("--debug");
-        }
-        c
-    }
-
-    /// Mount in the background (the default) and require success.
-    fn mount(&self, name: &str, extra: &[&str]) -> Mount {
-        let dir = self.mnt(name);
-        let out = self
-            .cmd(&format!("oss://{BUCKET}"), &dir, extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(is_mounted(&dir), "exit 0 but nothing mounted");
-        Mount { dir, child: None }
-    }
-
-    /// Mount with --foreground as a child process; returns when the mount is usable.
-    fn mount_fg(&self, name: &str, extra: &[&str]) -> Mount {
-        let dir = self.mnt(name);
-        let child = self
-            .cmd(&format!("oss://{BUCKET}"), &dir, extra)
-            .arg("--foreground")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut m = Mount {
-            dir,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !is_mounted(&m.dir) {
-            if let Ok(Some(st)) = m.child.as_mut().unwrap().try_wait() {
-                panic!("foreground mount exited early: {st}");
-            }
-            assert!(Instant::now() < deadline, "mount not ready in 20s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        m
-    }
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn sh(script: &str) -> Output {
-    run(Command::new("sh").arg("-c").arg(script))
-}
-
-fn same_file(a: &Path, b: &Path) {
-    run(Command::new("cmp").arg(a).arg(b));
 }
 
 fn large_object_via_cp_rsync_and_partial_readers(size: u64) {

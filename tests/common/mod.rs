@@ -8,6 +8,8 @@
 //! - `PUT /_ossmount/faults` with a JSON [`Faults`] body replaces the fault settings.
 #![allow(dead_code)]
 
+pub mod mount;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
