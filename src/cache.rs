@@ -219,15 +219,27 @@ fn paths_for(dir: &Path, name: &str) -> EntryPaths {
     }
 }
 
-/// Free bytes for unprivileged users on the filesystem of `dir`.
-fn free_bytes(dir: &Path) -> Option<u64> {
+fn statvfs(dir: &Path) -> Option<libc::statvfs> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: valid C string and out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
-    Some(s.f_bavail as u64 * s.f_frsize as u64)
+    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then_some(s)
+}
+
+/// Free bytes for unprivileged users on the filesystem of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    statvfs(dir).map(|s| s.f_bavail * s.f_frsize)
+}
+
+/// The free-space floor when none is given: 1 GiB (the default), or a tenth of the
+/// filesystem holding `dir` when that is less, so a small cache filesystem (a 64 MiB tmpfs)
+/// is still used instead of being all floor.
+pub fn default_min_free(dir: &Path) -> u64 {
+    let floor = CacheConfig::default().min_free_bytes;
+    dir.ancestors()
+        .find(|p| p.exists())
+        .and_then(statvfs)
+        .map_or(floor, |s| floor.min(s.f_blocks * s.f_frsize / 10))
 }
 
 /// Errors that mean "this disk cannot take more" rather than a bug or a permission problem.
@@ -539,7 +551,9 @@ impl PartCache {
         match entry.finalize(entry.identity.crc64) {
             Ok(_) => self.remeasure(entry),
             Err(entry::FinalizeError::Mismatch { .. }) => self.drop_entry(entry, Dead::Corrupt),
-            Err(entry::FinalizeError::Dead(_)) => {}
+            // Dead: dropped meanwhile. Incomplete: a part from an earlier process failed its
+            // CRC-64 and was dropped (logged); the next read of it fetches it again.
+            Err(entry::FinalizeError::Dead(_) | entry::FinalizeError::Incomplete) => {}
             Err(e) => tracing::warn!("cannot finalize cache entry of {}: {e}", entry.identity.key),
         }
     }

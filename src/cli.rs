@@ -125,9 +125,14 @@ pub struct CacheOptions {
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// Byte limit of the cache (least recently used whole objects are evicted first).
-    /// Default: 10GiB, and never the last 1GiB of free disk space.
+    /// Default: 10GiB.
     #[arg(long, value_parser = parse_size)]
     pub cache_size: Option<u64>,
+    /// Free space the cache always leaves on its filesystem (parts that would go below it
+    /// are served from memory, not cached). Default: 1GiB, or a tenth of the filesystem
+    /// when that is less.
+    #[arg(long, value_parser = parse_size)]
+    pub cache_min_free: Option<u64>,
     /// Size of one part: the unit of fetching, caching and verifying (100KiB to 5GiB).
     /// Default: 8MiB.
     #[arg(long, value_parser = parse_size)]

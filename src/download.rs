@@ -207,6 +207,18 @@ impl Job {
         let (entry, opened) = Entry::open(paths, identity, &opts, stats.clone())
             .map_err(|e| self.local_failure("cannot create the temp file", e))?;
         let entry = Arc::new(entry);
+        // What an earlier run recorded is read back against its CRC-64 before it counts:
+        // the temp file may have been damaged since. Failed parts are fetched again.
+        let bad = entry
+            .verify_suspects()
+            .map_err(|e| self.local_failure("cannot read the partial download", e))?;
+        if bad > 0 {
+            eprintln!(
+                "ossmount: {bad} parts of the interrupted download of {} were damaged on disk; \
+                 fetching them again",
+                self.display
+            );
+        }
         let already = entry.present_bytes();
         if let Opened::Resumed { present } = opened {
             if !self.quiet {

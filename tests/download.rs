@@ -231,6 +231,35 @@ fn damaged_checkpoint_changed_object_and_missing_key() {
     assert!(err.contains("oss://bkt/nope.bin"), "{err}");
 }
 
+/// Bytes of the temp file damaged between runs, in parts the checkpoint records: the rerun
+/// reads recorded parts back against their CRC-64, fetches the damaged ones again, says so,
+/// and the result is identical.
+#[test]
+fn damaged_bytes_in_recorded_parts_are_fetched_again() {
+    use std::os::unix::fs::FileExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("srv/bkt/obj.bin");
+    let size = 96 << 20;
+    write_pattern_file(&src, size, 13);
+    let serve = Serve::start(&tmp.path().join("srv"));
+    let local = tmp.path().join("obj.bin");
+    kill_at_first_checkpoint(&serve, "obj.bin", &local, tmp.path(), &[]);
+    let part_file = tmp.path().join("obj.bin.ossmount-part");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&part_file)
+        .unwrap();
+    for p in 0..size / PART {
+        f.write_all_at(b"\xff\xfe", p * PART + 1000).unwrap();
+    }
+    drop(f);
+    let out = run(&serve, "obj.bin", &local, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("damaged on disk"), "{err}");
+    assert!(same_file(&local, &src));
+}
+
 /// The object replaced on the server (atomically, as OSS does) while the download runs:
 /// the download stops with exit STORE and says the object changed, LOCAL is never written
 /// (no mix of old and new bytes), and the same command afterwards gets the new object.

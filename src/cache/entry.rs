@@ -146,6 +146,12 @@ pub struct State {
     pub parts: Vec<Option<u64>>,
     /// How many of `parts` are `Some`.
     present: usize,
+    /// Parts vouched for by a checkpoint written by an earlier process and not yet read
+    /// back in this one: their bytes could have been damaged on disk since, so each is
+    /// checked against its CRC-64 before its bytes are first served (see
+    /// [`Entry::verify_part`]).
+    suspect: Vec<bool>,
+    suspects: usize,
     /// What the checkpoint on disk says.
     recorded: Vec<Option<u64>>,
     /// Parts present but not yet recorded.
@@ -178,6 +184,8 @@ pub struct Entry {
     /// No file of its own (the disk refused to create one): every part is served from
     /// memory and nothing is cached.
     pub memory_only: bool,
+    /// The cache refused room for this entry's last part (see `Engine::reserve`).
+    pub no_room: AtomicBool,
 }
 
 /// What [`Entry::open`] found on disk.
@@ -295,6 +303,11 @@ impl Entry {
                         let entry =
                             Self::build(paths, identity, c.part_size, f, c.parts, opts, stats)
                                 .with_direct();
+                        {
+                            let mut st = entry.state.lock();
+                            st.suspect = st.parts.iter().map(Option::is_some).collect();
+                            st.suspects = present;
+                        }
                         return Ok((entry, Opened::Resumed { present }));
                     }
                     Err(why) => tracing::warn!(
@@ -351,6 +364,8 @@ impl Entry {
             direct_ok: AtomicBool::new(false),
             state: Mutex::new(State {
                 present: parts.iter().filter(|p| p.is_some()).count(),
+                suspect: vec![false; parts.len()],
+                suspects: 0,
                 recorded: parts.clone(),
                 parts,
                 pending: 0,
@@ -364,6 +379,7 @@ impl Entry {
             batch_interval: opts.batch_interval,
             stats,
             memory_only: false,
+            no_room: AtomicBool::new(false),
         }
     }
 
@@ -482,6 +498,70 @@ impl Entry {
         (due, st.present == self.n_parts)
     }
 
+    /// Check part `i` against its recorded CRC-64 if it came from an earlier process's
+    /// checkpoint and was not checked yet. A part that fails is logged and forgotten (no
+    /// longer present, so it is fetched again; the next checkpoint no longer records it).
+    /// True when the part is present and good.
+    pub fn verify_part(&self, i: usize) -> io::Result<bool> {
+        let expected = {
+            let st = self.state.lock();
+            match st.parts[i] {
+                Some(_) if !st.suspect[i] => return Ok(true),
+                Some(crc) => crc,
+                None => return Ok(false),
+            }
+        };
+        let r = self.part_range(i);
+        let mut h = crate::crc64::Hasher::default();
+        let mut buf = vec![0u8; ((r.end - r.start) as usize).min(1 << 20)];
+        let mut off = r.start;
+        while off < r.end {
+            let n = ((r.end - off) as usize).min(buf.len());
+            self.read_at(off, &mut buf[..n])?;
+            h.update(&buf[..n]);
+            off += n as u64;
+        }
+        let good = h.finish() == expected;
+        let mut st = self.state.lock();
+        if st.suspect[i] {
+            st.suspect[i] = false;
+            st.suspects -= 1;
+            if !good && st.parts[i].take().is_some() {
+                tracing::warn!(
+                    "part {i} of cached {} does not match its CRC-64 (damaged on disk since \
+                     it was recorded); fetching it again",
+                    self.identity.key
+                );
+                st.present -= 1;
+                st.pending += 1;
+            }
+        }
+        Ok(good)
+    }
+
+    /// [`Self::verify_part`] for every part not checked yet; returns how many failed.
+    pub fn verify_suspects(&self) -> io::Result<usize> {
+        let todo: Vec<usize> = {
+            let st = self.state.lock();
+            if st.suspects == 0 {
+                return Ok(0);
+            }
+            (0..self.n_parts).filter(|&i| st.suspect[i]).collect()
+        };
+        let mut bad = 0;
+        for i in todo {
+            if !self.verify_part(i)? {
+                bad += 1;
+            }
+        }
+        Ok(bad)
+    }
+
+    /// Are there parts not checked since an earlier process recorded them?
+    pub fn has_suspects(&self) -> bool {
+        self.state.lock().suspects > 0
+    }
+
     pub fn present_count(&self) -> usize {
         self.state.lock().present
     }
@@ -550,6 +630,11 @@ impl Entry {
     /// removes the entry's files and marks it corrupt.
     pub fn finalize(&self, expected: Option<u64>) -> Result<u64, FinalizeError> {
         let _g = self.flush_lock.lock();
+        // The recorded CRCs of parts from an earlier process say what the bytes were, not
+        // what they are now: read those back first.
+        if self.verify_suspects()? > 0 {
+            return Err(FinalizeError::Incomplete);
+        }
         let parts = {
             let st = self.state.lock();
             if let Some(d) = st.dead {

@@ -521,12 +521,17 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
         None
     } else {
         let defaults = CacheConfig::default();
+        let dir = args
+            .cache
+            .cache_dir
+            .clone()
+            .unwrap_or_else(default_cache_dir);
         let cache_cfg = CacheConfig {
-            dir: args
+            min_free_bytes: args
                 .cache
-                .cache_dir
-                .clone()
-                .unwrap_or_else(default_cache_dir),
+                .cache_min_free
+                .unwrap_or_else(|| crate::cache::default_min_free(&dir)),
+            dir,
             max_bytes: args.cache.cache_size.unwrap_or(defaults.max_bytes),
             part_size: args.cache.part_size.unwrap_or(defaults.part_size),
             jobs: args.cache.jobs.unwrap_or(defaults.jobs),

@@ -68,6 +68,7 @@ fn apply_one(args: &mut MountArgs, opt: &str) -> Result<(), String> {
         "path_style" => args.store.path_style = true,
         "cache_dir" => args.cache.cache_dir = Some(PathBuf::from(need(&value)?)),
         "cache_size" => args.cache.cache_size = Some(parse_size(&need(&value)?)?),
+        "cache_min_free" => args.cache.cache_min_free = Some(parse_size(&need(&value)?)?),
         "part_size" => args.cache.part_size = Some(parse_size(&need(&value)?)?),
         "jobs" => args.cache.jobs = Some(num(&value)? as usize),
         "metadata_ttl" => args.metadata_ttl = parse_duration(&need(&value)?)?,
