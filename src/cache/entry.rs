@@ -99,10 +99,13 @@ pub struct WriteStats {
     pub fdatasyncs: AtomicU64,
 }
 
-/// How a finished part reaches its readers. A part's channel first says [`Self::Writing`]
-/// (readers take the bytes at once), then [`Self::OnDisk`] or [`Self::Unwritten`].
+/// How a part reaches its readers. A part's channel says [`Self::Receiving`] while its
+/// bytes arrive (a reader takes what it needs as soon as that has arrived), then
+/// [`Self::Writing`] (complete), then [`Self::OnDisk`] or [`Self::Unwritten`].
 #[derive(Clone, Debug)]
 pub enum PartData {
+    /// Being received: the bytes so far can be read.
+    Receiving(super::partbuf::PartReader),
     /// Received and being written to the data file.
     Writing(Bytes),
     /// In the data file (and marked present).
@@ -116,7 +119,7 @@ impl PartData {
     pub fn bytes(&self) -> Option<&Bytes> {
         match self {
             PartData::Writing(b) | PartData::Unwritten(b) => Some(b),
-            PartData::OnDisk => None,
+            PartData::OnDisk | PartData::Receiving(_) => None,
         }
     }
 }

@@ -19,8 +19,11 @@ use std::alloc::{self, Layout};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use bytes::Bytes;
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 /// Alignment for `O_DIRECT`: 4 KiB satisfies every common logical block size.
 pub const ALIGN: usize = 4096;
@@ -97,11 +100,7 @@ impl PartPool {
         } else {
             Raw::new(cap)
         };
-        PartBuf {
-            raw: Some(raw),
-            len: 0,
-            pool: Some(self.clone()),
-        }
+        PartBuf::new(raw, self.clone())
     }
 
     fn put(&self, raw: Raw) {
@@ -131,58 +130,141 @@ fn round_up(len: usize) -> usize {
     len.div_ceil(ALIGN).max(1) * ALIGN
 }
 
-/// A part being received: appended to, then frozen into [`Bytes`] that return the memory
-/// to the pool when the last clone is dropped.
-pub struct PartBuf {
+/// The memory of one part, shared by its writer (the fetch) and its readers.
+struct Shared {
     raw: Option<Raw>,
-    len: usize,
+    /// Bytes written so far; they never change afterwards.
+    len: AtomicUsize,
+    grown: Notify,
     pool: Option<Arc<PartPool>>,
 }
 
-impl PartBuf {
-    /// Append `data`; panics if it does not fit (the caller sized the buffer for its part).
-    pub fn push(&mut self, data: &[u8]) {
-        let raw = self.raw.as_ref().expect("live buffer");
-        assert!(self.len + data.len() <= raw.cap, "part buffer overflow");
-        // SAFETY: in bounds (checked above); `data` cannot overlap memory we own uniquely.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                raw.ptr.as_ptr().add(self.len),
-                data.len(),
-            );
-        }
-        self.len += data.len();
-    }
+// SAFETY: one writer appends past `len` (through `PartBuf`, which is not Clone); readers
+// only look at bytes below a `len` they loaded with Acquire, which the writer stored with
+// Release after writing them. The two never touch the same bytes.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn freeze(self) -> Bytes {
-        Bytes::from_owner(self)
-    }
-}
-
-impl AsRef<[u8]> for PartBuf {
-    fn as_ref(&self) -> &[u8] {
+impl Shared {
+    /// The first `len` bytes; `len` must not exceed a value of `self.len` already seen.
+    fn prefix(&self, len: usize) -> &[u8] {
         match &self.raw {
-            // SAFETY: the first `len` bytes were written by `push`.
-            Some(raw) => unsafe { std::slice::from_raw_parts(raw.ptr.as_ptr(), self.len) },
+            // SAFETY: written and never changed again, see the Send/Sync note.
+            Some(raw) => unsafe { std::slice::from_raw_parts(raw.ptr.as_ptr(), len) },
             None => &[],
         }
     }
 }
 
-impl Drop for PartBuf {
+impl Drop for Shared {
     fn drop(&mut self) {
         if let (Some(raw), Some(pool)) = (self.raw.take(), self.pool.take()) {
             pool.put(raw);
         }
+    }
+}
+
+/// A part being received: appended to by the fetch while [`PartReader`]s already read the
+/// bytes that arrived (a reader needs the first KiB of a part, not all 8 MiB of it), then
+/// frozen into [`Bytes`]. The memory returns to the pool when the last user lets go.
+pub struct PartBuf {
+    shared: Arc<Shared>,
+}
+
+impl PartBuf {
+    fn new(raw: Raw, pool: Arc<PartPool>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                raw: Some(raw),
+                len: AtomicUsize::new(0),
+                grown: Notify::new(),
+                pool: Some(pool),
+            }),
+        }
+    }
+
+    /// Append `data`; panics if it does not fit (the caller sized the buffer for its part).
+    pub fn push(&mut self, data: &[u8]) {
+        let sh = &self.shared;
+        let raw = sh.raw.as_ref().expect("live buffer");
+        let len = sh.len.load(Ordering::Relaxed);
+        assert!(len + data.len() <= raw.cap, "part buffer overflow");
+        // SAFETY: in bounds (checked above), past every byte a reader may look at.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), raw.ptr.as_ptr().add(len), data.len());
+        }
+        sh.len.store(len + data.len(), Ordering::Release);
+        sh.grown.notify_waiters();
+    }
+
+    pub fn len(&self) -> usize {
+        self.shared.len.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A handle for readers of the bytes received so far (and to come).
+    pub fn reader(&self) -> PartReader {
+        PartReader {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The whole part, once every byte is in.
+    pub fn freeze(self) -> Bytes {
+        let len = self.len();
+        Bytes::from_owner(Prefix {
+            shared: self.shared,
+            len,
+        })
+    }
+}
+
+/// The first `len` bytes of a part, as an owner for [`Bytes`].
+struct Prefix {
+    shared: Arc<Shared>,
+    len: usize,
+}
+
+impl AsRef<[u8]> for Prefix {
+    fn as_ref(&self) -> &[u8] {
+        self.shared.prefix(self.len)
+    }
+}
+
+/// A reader's view of a part still being received.
+#[derive(Clone)]
+pub struct PartReader {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PartReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PartReader({} bytes so far)", self.received())
+    }
+}
+
+impl PartReader {
+    /// Bytes received so far.
+    pub fn received(&self) -> usize {
+        self.shared.len.load(Ordering::Acquire)
+    }
+
+    /// The bytes received so far, without a copy.
+    pub fn prefix(&self) -> Bytes {
+        Bytes::from_owner(Prefix {
+            shared: self.shared.clone(),
+            len: self.received(),
+        })
+    }
+
+    /// Resolves after more bytes arrive. Create it before checking [`Self::received`]:
+    /// it sees every `notify_waiters` from its creation on, polled or not (tokio's
+    /// guarantee), so bytes arriving in between are not missed.
+    pub fn grown(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.grown.notified()
     }
 }
 

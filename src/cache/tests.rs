@@ -818,3 +818,31 @@ async fn the_free_space_floor_is_kept() {
     // Reading again is still right (cached parts from disk, the rest fetched again).
     assert!(h.read(0, d.len()).await.unwrap()[..] == d[..]);
 }
+
+/// A read needs only its own bytes of a part: it is answered as soon as they arrived, while
+/// the rest of the part is still on its way (here: stalled for 4 s after the first 64 KiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_is_answered_before_its_whole_part_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let d = data(4 * PS as usize, 35);
+    let m = s.put("obj", d.clone());
+    let cache = open(dir.path(), &s, cfg(dir.path()));
+    let h = cache.object(&m).unwrap();
+    s.stall_bodies(64 << 10, Duration::from_secs(4));
+    let t = std::time::Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(3), h.read(1000, 4096))
+        .await
+        .expect("the read waited for the whole part")
+        .unwrap();
+    assert_eq!(&got[..], &d[1000..5096]);
+    eprintln!("answered after {:?}", t.elapsed());
+    // A read past what has arrived waits; once the stall ends the part completes and is
+    // cached as usual, from the same single request.
+    s.clear_faults();
+    assert_eq!(
+        &h.read(0, PS as usize).await.unwrap()[..],
+        &d[..PS as usize]
+    );
+    assert_eq!(s.counters().ranges_of("obj")[0], part(0));
+}
