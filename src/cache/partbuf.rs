@@ -91,8 +91,11 @@ impl PartPool {
         })
     }
 
-    /// An empty buffer that can hold `len` bytes.
+    /// An empty buffer that can hold `len` bytes (no memory at all for 0).
     pub fn get(self: &Arc<Self>, len: usize) -> PartBuf {
+        if len == 0 {
+            return PartBuf::from_raw(None, None);
+        }
         let cap = round_up(len);
         self.used.store(true, std::sync::atomic::Ordering::Relaxed);
         let raw = if cap == self.capacity {
@@ -100,7 +103,7 @@ impl PartPool {
         } else {
             Raw::new(cap)
         };
-        PartBuf::new(raw, self.clone())
+        PartBuf::from_raw(Some(raw), Some(self.clone()))
     }
 
     fn put(&self, raw: Raw) {
@@ -172,13 +175,13 @@ pub struct PartBuf {
 }
 
 impl PartBuf {
-    fn new(raw: Raw, pool: Arc<PartPool>) -> Self {
+    fn from_raw(raw: Option<Raw>, pool: Option<Arc<PartPool>>) -> Self {
         Self {
             shared: Arc::new(Shared {
-                raw: Some(raw),
+                raw,
                 len: AtomicUsize::new(0),
                 grown: Notify::new(),
-                pool: Some(pool),
+                pool,
             }),
         }
     }
@@ -186,9 +189,10 @@ impl PartBuf {
     /// Append `data`; panics if it does not fit (the caller sized the buffer for its part).
     pub fn push(&mut self, data: &[u8]) {
         let sh = &self.shared;
-        let raw = sh.raw.as_ref().expect("live buffer");
         let len = sh.len.load(Ordering::Relaxed);
-        assert!(len + data.len() <= raw.cap, "part buffer overflow");
+        let Some(raw) = sh.raw.as_ref().filter(|r| len + data.len() <= r.cap) else {
+            panic!("part buffer overflow");
+        };
         // SAFETY: in bounds (checked above), past every byte a reader may look at.
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), raw.ptr.as_ptr().add(len), data.len());
@@ -309,6 +313,39 @@ mod tests {
         assert_eq!(pool.free_count(), 1, "used since the last trim");
         pool.trim();
         assert_eq!(pool.free_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn readers_see_the_bytes_received_so_far_and_are_woken_by_more() {
+        let pool = PartPool::new(2 * ALIGN as u64, 1);
+        let mut w = pool.get(2 * ALIGN);
+        let r = w.reader();
+        assert_eq!(r.received(), 0);
+        w.push(b"abc");
+        let early = r.prefix();
+        assert_eq!(&early[..], b"abc");
+        let grown = r.grown();
+        let waiter = tokio::spawn({
+            let r = r.clone();
+            async move {
+                loop {
+                    let g = r.grown();
+                    if r.received() >= 6 {
+                        return r.prefix();
+                    }
+                    g.await;
+                }
+            }
+        });
+        w.push(b"def");
+        grown.await; // created before the push: not missed
+        assert_eq!(&waiter.await.unwrap()[..], b"abcdef");
+        let whole = w.freeze();
+        assert_eq!(&whole[..], b"abcdef");
+        assert_eq!(&early[..], b"abc", "an early prefix never changes");
+        drop((whole, early, r));
+        assert_eq!(pool.free_count(), 1, "the memory went back to the pool");
+        assert!(pool.get(0).is_empty());
     }
 
     #[test]
