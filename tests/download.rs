@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, write_pattern_file, Serve, AK, SK};
+use common::{bin, write_pattern_file, Serve, Tmpfs, AK, SK};
 
 const PART: u64 = 4 << 20;
 const JOBS: u64 = 4;
@@ -317,22 +317,11 @@ fn full_disk_fails_cleanly_with_exit_local() {
     let src = tmp.path().join("srv/bkt/obj.bin");
     write_pattern_file(&src, 64 << 20, 9);
     let serve = Serve::start(&tmp.path().join("srv"));
-    let small = tmp.path().join("small");
-    std::fs::create_dir_all(&small).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
-        .arg(&small)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !mounted {
-        eprintln!("skipping: cannot mount a tmpfs (not root?)");
-        return;
-    }
-    let local = small.join("obj.bin");
+    let small = Tmpfs::new(tmp.path().join("small"), "16m");
+    let local = small.0.join("obj.bin");
     let out = run(&serve, "obj.bin", &local, &[]);
     let local_exists = local.exists();
-    let _ = Command::new("umount").arg(&small).status();
+    drop(small);
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("full disk: {err}");
     assert_eq!(out.status.code(), Some(5), "{err}");
@@ -348,28 +337,17 @@ fn a_full_checkpoint_dir_still_completes_the_download() {
     let src = tmp.path().join("srv/bkt/obj.bin");
     write_pattern_file(&src, 48 << 20, 10);
     let serve = Serve::start(&tmp.path().join("srv"));
-    let small = tmp.path().join("ckpt");
-    std::fs::create_dir_all(&small).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&small)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !mounted {
-        eprintln!("skipping: cannot mount a tmpfs (not root?)");
-        return;
-    }
+    let small = Tmpfs::new(tmp.path().join("ckpt"), "1m");
     // Fill it to the last byte.
     let fill = Command::new("dd")
         .args(["if=/dev/zero", "bs=64k"])
-        .arg(format!("of={}", small.join("fill").display()))
+        .arg(format!("of={}", small.0.join("fill").display()))
         .stderr(Stdio::null())
         .status()
         .unwrap();
     assert!(!fill.success(), "dd should have hit ENOSPC");
     let local = tmp.path().join("out.bin");
-    let ckpt_arg = format!("--checkpoint-dir={}", small.display());
+    let ckpt_arg = format!("--checkpoint-dir={}", small.0.display());
     // Slow responses: 12 parts / 4 jobs x 500 ms lasts past the 1 s checkpoint interval,
     // so checkpoints are attempted (and fail) while the download runs.
     serve.set_faults(&common::Faults {
@@ -377,7 +355,6 @@ fn a_full_checkpoint_dir_still_completes_the_download() {
         ..Default::default()
     });
     let out = run(&serve, "obj.bin", &local, &[&ckpt_arg]);
-    let _ = Command::new("umount").arg(&small).status();
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("full checkpoint dir: {err}");
     assert!(out.status.success(), "{err}");

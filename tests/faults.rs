@@ -25,7 +25,7 @@
 //! (`cargo test --test faults -- --ignored`).
 //!
 //! Two tests began as pins of bugs this suite found, fixed since:
-//! `flipped_bytes_in_a_recorded_part_are_never_served` (a damaged part that the checkpoint
+//! `flipped_bytes_in_a_recorded_part_are_reported_and_never_served` (a damaged part that the checkpoint
 //! vouched for was served and even finalized; parts from an earlier process are now read
 //! back against their CRC-64 first) and `cache_that_holds_nothing_still_fetches_each_part_once`
 //! (parts the cache had no room for were fetched again by every read, 5-6x; read-ahead now
@@ -40,7 +40,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::mount::{is_mounted, run, same_file, Env, Mount, BUCKET};
-use common::{write_pattern_file, Faults, Stats};
+use common::{write_pattern_file, Faults, Stats, Tmpfs};
 
 const MIB: u64 = 1 << 20;
 
@@ -641,11 +641,14 @@ fn damaged_checkpoint_or_data_file_is_discarded_and_refetched() {
 }
 
 /// Flipped bytes inside a part the checkpoint vouches for. The checkpoint holds each
-/// part's CRC-64, so this is detectable; the guarantee is "the copy is correct, or the
-/// read fails loudly", never silently wrong bytes. `ossmount cache verify` must see it.
+/// part's CRC-64, so this is detectable: `ossmount cache verify` reports it, and the mount
+/// reads a part recorded by an earlier process back against its CRC-64 before its bytes
+/// are first served (and before finalizing), so the flipped part is dropped and fetched
+/// again. (It used to be served to `cp`, and the entry finalized with it: `finalize`
+/// combined the *recorded* CRCs, which still matched.)
 #[test]
-fn flipped_bytes_in_a_recorded_part_are_caught_by_cache_verify() {
-    let mut t = Totals::new("flipped-data-verify");
+fn flipped_bytes_in_a_recorded_part_are_reported_and_never_served() {
+    let mut t = Totals::new("flipped-data");
     let size = 32 * MIB;
     let key = "v.bin";
     let env = Env::with_objects(|b| write_pattern_file(&b.join(key), size, 52));
@@ -662,22 +665,6 @@ fn flipped_bytes_in_a_recorded_part_are_caught_by_cache_verify() {
     eprintln!("{report}{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(4), "cache verify exit code");
     assert!(report.contains("BAD") && report.contains(key), "{report}");
-    t.print(&env);
-}
-
-/// The same damage seen by the mount: a part recorded by an earlier process is read back
-/// against its CRC-64 before its bytes are first served (and before finalizing), so the
-/// flipped part is dropped and fetched again. (It used to be served to `cp`, and the entry
-/// finalized with it: `finalize` combined the *recorded* CRCs, which still matched.)
-#[test]
-fn flipped_bytes_in_a_recorded_part_are_never_served() {
-    let mut t = Totals::new("flipped-data-mount");
-    let size = 32 * MIB;
-    let key = "w.bin";
-    let env = Env::with_objects(|b| write_pattern_file(&b.join(key), size, 53));
-    let (data, _) = make_partial_entry(&env, key, &[3, 7, 20]);
-    flip(&data, 7 * PART + 100_000, 16);
-    t.faults += 1;
     let (ok, same, st) = remount_and_copy(&env, key, &mut t);
     t.print(&env);
     assert!(
@@ -772,36 +759,6 @@ fn object_replaced_during_cp_fails_the_cp_without_mixing_and_a_new_cp_gets_it() 
 
 // ---------------------------------------------------------------------------------------
 // 7. The cache on a small tmpfs.
-
-/// A tmpfs mounted for the test, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn new(dir: PathBuf, size: &str) -> Self {
-        std::fs::create_dir_all(&dir).unwrap();
-        run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir));
-        Tmpfs(dir)
-    }
-
-    /// Bytes allocated in it (`du`: blocks, so sparse files count what they hold).
-    fn used(&self) -> u64 {
-        let out = run(Command::new("du").args(["-s", "-B1"]).arg(&self.0));
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 /// Copy `key` twice through a fresh mount with the cache on `fs`; check both copies and
 /// that the cache never held more than `limit` bytes (sampled with `du` during the first

@@ -177,3 +177,36 @@ pub fn write_pattern_file(path: &Path, len: u64, seed: u64) {
     }
     f.flush().unwrap();
 }
+
+/// A tmpfs mounted for the test, unmounted on drop.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    /// Mount a tmpfs of `size` (e.g. "64m") at `dir` (created); panics if it cannot.
+    pub fn new(dir: PathBuf, size: &str) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        mount::run(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&dir),
+        );
+        Tmpfs(dir)
+    }
+
+    /// Bytes allocated in it (`du`: blocks, so sparse files count what they hold).
+    pub fn used(&self) -> u64 {
+        let out = mount::run(Command::new("du").args(["-s", "-B1"]).arg(&self.0));
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
