@@ -209,7 +209,8 @@ files below the bucket folders; symlinks out of DIR and `..` are refused.
 Testing aids (no signature needed; bind to loopback):
   GET  /_ossmount/stats         JSON counters: requests, get_requests, head_requests,
                                 list_requests, bytes_sent, status_503, status_412, resets,
-                                stalls, auth_failures, hash_computations
+                                stalls, auth_failures, hash_computations,
+                                listings_built
   POST /_ossmount/stats/reset   zero them
   GET  /_ossmount/faults        current fault settings
   PUT  /_ossmount/faults        replace them, JSON: {\"reset_after_bytes\": N,

@@ -70,6 +70,8 @@ pub struct Server {
     pub stats: Stats,
     pub faults: RwLock<Faults>,
     pub identities: Identities,
+    /// Recent listings, shared by the pages of one ([`list::Listings`]).
+    pub listings: list::Listings,
     request_seq: AtomicU64,
     boot: u64,
 }
@@ -106,6 +108,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         stats: Stats::default(),
         faults: RwLock::new(faults),
         identities: Identities::default(),
+        listings: list::Listings::default(),
         request_seq: AtomicU64::new(0),
         boot: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -203,7 +206,13 @@ async fn warm_up(server: Arc<Server>) {
         };
         let page = {
             let server = server.clone();
-            tokio::task::spawn_blocking(move || list::list_page(&server.root, &dir, &params)).await
+            // Its own cache and counters: one walk of the whole bucket, not to be kept,
+            // and not a request's.
+            tokio::task::spawn_blocking(move || {
+                let once = list::Listings::default();
+                list::list_page(&server.root, &once, &Stats::default(), &dir, &params)
+            })
+            .await
         };
         let Ok(Ok(page)) = page else { continue };
         for f in page.objects {
@@ -457,9 +466,11 @@ async fn list_objects(
         let server = server.clone();
         let dir = dir.to_path_buf();
         let params = params.clone();
-        tokio::task::spawn_blocking(move || list::list_page(&server.root, &dir, &params))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??
+        tokio::task::spawn_blocking(move || {
+            list::list_page(&server.root, &server.listings, &server.stats, &dir, &params)
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??
     };
     let enc = |s: &str| {
         if params.url_encoding {

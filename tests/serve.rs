@@ -619,6 +619,132 @@ fn listing_v1_marker_paging_delimiter_encoding() {
     assert_eq!(s.stats().list_requests as usize, 1 + 5 + 4 + 4);
 }
 
+/// The server's count of listings walked afresh (an addition to the common [`common::Stats`]).
+fn listings_built(s: &Serve) -> u64 {
+    let r = get(&s.addr, "/_ossmount/stats");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    v["listings_built"].as_u64().unwrap()
+}
+
+/// Move a directory's mtime an hour back, out of the window in which `serve` does not
+/// trust a directory not to change unseen (a walk of it is then kept for later pages).
+fn backdate(dir: &Path) {
+    std::fs::File::open(dir)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+}
+
+fn keys_of(r: &ListBucketResult) -> Vec<String> {
+    r.contents.iter().map(|c| c.key.clone()).collect()
+}
+
+fn prefixes_of(r: &ListBucketResult) -> Vec<String> {
+    r.common_prefixes.iter().map(|c| c.prefix.clone()).collect()
+}
+
+fn next_page(s: &Serve, query: &str, prev: &ListBucketResult) -> ListBucketResult {
+    let token = prev.next_continuation_token.as_deref().expect("truncated");
+    list(&s.addr, &format!("{query}&continuation-token={token}"))
+}
+
+/// Pages of one listing share one walk of the directory (kept between requests), yet each
+/// page is exactly in step with the tree: keys added or removed between pages show up or
+/// vanish, a file rewritten in place shows its new size, and a subdirectory that empties
+/// or fills is dropped or listed as a common prefix.
+#[test]
+fn listing_pages_share_one_walk_and_follow_changes_between_pages() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("bkt/d");
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    std::fs::create_dir_all(d.join("emptysub")).unwrap();
+    std::fs::write(d.join("sub/x"), b"x").unwrap();
+    for i in 0..50 {
+        std::fs::write(d.join(format!("k{i:03}")), b"x").unwrap();
+    }
+    backdate(&d);
+    let s = anon(t.path());
+    let k = |r: std::ops::Range<usize>| r.map(|i| format!("d/k{i:03}")).collect::<Vec<_>>();
+    let q = "prefix=d/&delimiter=/&max-keys=10";
+
+    let before = listings_built(&s);
+    let p1 = list(&s.addr, q);
+    // The empty subdirectory sorts first and is not a prefix (and takes no room).
+    assert_eq!(keys_of(&p1), k(0..10));
+    assert!(p1.common_prefixes.is_empty());
+    let p2 = next_page(&s, q, &p1);
+    assert_eq!(keys_of(&p2), k(10..20));
+    assert_eq!(
+        listings_built(&s),
+        before + 1,
+        "the second page walked again"
+    );
+
+    // Changes that leave `d` itself alone: seen per page, with the walk still reused.
+    std::fs::write(d.join("k025"), b"changed").unwrap();
+    std::fs::remove_file(d.join("sub/x")).unwrap();
+    std::fs::write(d.join("emptysub/f"), b"x").unwrap();
+    let p3 = next_page(&s, q, &p2);
+    assert_eq!(keys_of(&p3), k(20..30));
+    let sizes: Vec<u64> = p3.contents.iter().map(|c| c.size).collect();
+    assert_eq!(sizes, [1, 1, 1, 1, 1, 7, 1, 1, 1, 1], "stale size");
+    assert_eq!(listings_built(&s), before + 1);
+
+    // A key added and one removed in `d` between pages: walked again.
+    std::fs::write(d.join("k0305"), b"x").unwrap();
+    std::fs::remove_file(d.join("k031")).unwrap();
+    let p4 = next_page(&s, q, &p3);
+    let mut want = vec!["d/k030".to_string(), "d/k0305".into()];
+    want.extend(k(32..40));
+    assert_eq!(keys_of(&p4), want);
+    assert_eq!(listings_built(&s), before + 2);
+    // The last page: `sub/` emptied, so nothing follows the last key.
+    let p5 = next_page(&s, q, &p4);
+    assert_eq!(keys_of(&p5), k(40..50));
+    assert!(p5.common_prefixes.is_empty(), "{:?}", prefixes_of(&p5));
+    assert!(!p5.is_truncated);
+
+    // From the start again: the filled subdirectory is a prefix now.
+    let all = list(&s.addr, "prefix=d/&delimiter=/");
+    assert_eq!(prefixes_of(&all), ["d/emptysub/"]);
+    let mut want = k(0..31);
+    want.insert(31, "d/k0305".into());
+    want.extend(k(32..50));
+    assert_eq!(keys_of(&all), want);
+
+    // Without a delimiter the walk covers subdirectories, and a change in one of them
+    // is seen although the top directory did not change.
+    for dir in [&d, &d.join("emptysub"), &d.join("sub")] {
+        backdate(dir);
+    }
+    let flat = "prefix=d/&max-keys=1";
+    let f1 = list(&s.addr, flat);
+    assert_eq!(keys_of(&f1), ["d/emptysub/f"]);
+    let built = listings_built(&s);
+    let f2 = next_page(&s, flat, &f1);
+    assert_eq!(keys_of(&f2), ["d/k000"]);
+    assert_eq!(listings_built(&s), built, "the second page walked again");
+    std::fs::write(d.join("emptysub/g"), b"x").unwrap();
+    let g = list(&s.addr, &format!("{flat}&start-after=d/emptysub/f"));
+    assert_eq!(keys_of(&g), ["d/emptysub/g"]);
+    assert_eq!(listings_built(&s), built + 1);
+
+    // ListObjects V1 pages through the same walks: marker paging gives the same keys.
+    let mut v1_keys = Vec::new();
+    let mut marker = String::new();
+    loop {
+        let (page, _) = list_v1(&s.addr, &format!("prefix=d/&max-keys=7&marker={marker}"));
+        v1_keys.extend(page.contents.iter().map(|c| c.key.clone()));
+        if !page.is_truncated {
+            break;
+        }
+        marker = v1_keys.last().unwrap().clone();
+    }
+    let v2_all = list(&s.addr, "prefix=d/&max-keys=1000");
+    assert_eq!(v1_keys, keys_of(&v2_all));
+    assert_eq!(v1_keys.len(), 52);
+}
+
 #[test]
 fn traversal_and_symlinks_out_are_refused() {
     let t = tree();

@@ -27,6 +27,9 @@ pub struct Stats {
     /// file version". Not part of the original contract, an addition. Shared (`Arc`)
     /// because the computation runs in a detached task that outlives the request.
     pub hash_computations: Arc<AtomicU64>,
+    /// Listings walked and sorted afresh (the pages of one listing of an unchanged
+    /// directory share one, see [`super::list::Listings`]). Also an addition.
+    pub listings_built: AtomicU64,
 }
 
 /// A copy of [`Stats`] for JSON.
@@ -43,6 +46,7 @@ pub struct StatsSnapshot {
     pub stalls: u64,
     pub auth_failures: u64,
     pub hash_computations: u64,
+    pub listings_built: u64,
 }
 
 impl Stats {
@@ -63,6 +67,7 @@ impl Stats {
             stalls: self.stalls.load(Relaxed),
             auth_failures: self.auth_failures.load(Relaxed),
             hash_computations: self.hash_computations.load(Relaxed),
+            listings_built: self.listings_built.load(Relaxed),
         }
     }
 
@@ -79,6 +84,7 @@ impl Stats {
             &self.stalls,
             &self.auth_failures,
             &*self.hash_computations,
+            &self.listings_built,
         ] {
             c.store(0, Relaxed);
         }

@@ -34,6 +34,9 @@ pub struct Stats {
     pub resets: u64,
     pub stalls: u64,
     pub auth_failures: u64,
+    /// Listings walked afresh; the pages of one listing of an unchanged directory share
+    /// one walk.
+    pub listings_built: u64,
 }
 
 /// Fault settings; every field optional, absent = off.
