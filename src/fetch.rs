@@ -79,6 +79,7 @@ pub struct Engine {
     /// Part writes running on blocking threads (see [`Engine::wait_for_writes`]).
     writes: Mutex<usize>,
     writes_done: Condvar,
+    closed: AtomicBool,
     disk_warned: AtomicBool,
     checkpoint_warned: AtomicBool,
     /// Body bytes received from the store.
@@ -87,14 +88,17 @@ pub struct Engine {
 }
 
 /// Parts kept in memory after they were fetched, so the reader that is about to ask for
-/// them (a sequential reader is one part behind its read-ahead) gets a slice of the buffer
-/// they were received into instead of a `pread` of the file they were just written to.
-/// Bounded by bytes, oldest dropped first; a part is also dropped once its bytes have all
-/// been served (the kernel's page cache has them then). Dropping only costs a disk read.
+/// them (a sequential reader is up to a read-ahead window behind the fetches) gets a slice
+/// of the buffer they were received into instead of a `pread` of the file they were just
+/// written to. Bounded by bytes, oldest dropped first; a part is also dropped once all of
+/// its bytes have been served (the kernel's page cache has them then), counting the reads
+/// answered while it was still arriving. Dropping only costs a disk read.
 struct Resident {
     parts: HashMap<(u64, usize), ResidentPart>,
     /// Insertion order (may hold keys removed since; they are skipped).
     order: VecDeque<(u64, usize)>,
+    /// Bytes served of parts still arriving (credited when they are inserted).
+    early: HashMap<(u64, usize), u64>,
     bytes: u64,
     cap: u64,
 }
@@ -106,11 +110,12 @@ struct ResidentPart {
 
 impl Resident {
     fn insert(&mut self, key: (u64, usize), bytes: Bytes) {
-        if self.cap == 0 {
+        let served = self.early.remove(&key).unwrap_or(0);
+        if self.cap == 0 || served >= bytes.len() as u64 {
             return;
         }
         self.bytes += bytes.len() as u64;
-        if let Some(old) = self.parts.insert(key, ResidentPart { bytes, served: 0 }) {
+        if let Some(old) = self.parts.insert(key, ResidentPart { bytes, served }) {
             self.bytes -= old.bytes.len() as u64;
         }
         self.order.push_back(key);
@@ -134,10 +139,20 @@ impl Resident {
 
     /// Count `n` bytes of part `key` as served; drops the part once all of it was.
     fn served(&mut self, key: (u64, usize), n: u64) {
-        if let Some(p) = self.parts.get_mut(&key) {
-            p.served += n;
-            if p.served >= p.bytes.len() as u64 {
-                self.remove(key);
+        match self.parts.get_mut(&key) {
+            Some(p) => {
+                p.served += n;
+                if p.served >= p.bytes.len() as u64 {
+                    self.remove(key);
+                }
+            }
+            None => {
+                // Still arriving (or already dropped). Parts that never arrive (failed
+                // fetches) would linger here: a bound keeps that harmless.
+                if self.early.len() >= 4096 {
+                    self.early.clear();
+                }
+                *self.early.entry(key).or_default() += n;
             }
         }
     }
@@ -164,11 +179,13 @@ impl Engine {
             resident: Mutex::new(Resident {
                 parts: HashMap::new(),
                 order: VecDeque::new(),
+                early: HashMap::new(),
                 bytes: 0,
                 cap: opts.resident_bytes,
             }),
             writes: Mutex::new(0),
             writes_done: Condvar::new(),
+            closed: AtomicBool::new(false),
             disk_warned: AtomicBool::new(false),
             checkpoint_warned: AtomicBool::new(false),
             bytes_fetched: AtomicU64::new(0),
@@ -247,6 +264,8 @@ impl Engine {
             self.min_request_bytes.div_ceil(entry.part_size).max(1) as usize
         };
         for run in runs {
+            let (a, b) = (run[0].0, run[run.len() - 1].0);
+            entry.preallocate(entry.part_range(a).start..entry.part_range(b).end);
             let mut it = run.into_iter().peekable();
             while it.peek().is_some() {
                 let group: Vec<_> = it.by_ref().take(per_request).collect();
@@ -386,7 +405,8 @@ impl Engine {
         to_disk: bool,
     ) -> Option<tokio::task::JoinHandle<()>> {
         self.resident.lock().insert((entry.uid, i), bytes.clone());
-        if !to_disk {
+        if !to_disk || self.closed.load(Ordering::Relaxed) {
+            entry.release(i);
             entry.state.lock().inflight.remove(&i);
             let _ = tx.send(Some(Ok(PartData::Unwritten(bytes))));
             return None;
@@ -398,15 +418,16 @@ impl Engine {
         let engine = self.clone();
         let entry = entry.clone();
         Some(tokio::task::spawn_blocking(move || {
-            let _done = WriteDone(&engine);
+            let _done = WriteDone::new(&engine);
             match entry.write_part(entry.part_range(i).start, &bytes) {
                 Ok(()) => {
                     let (flush, all) = entry.complete_part(i, crc);
                     let _ = tx.send(Some(Ok(PartData::OnDisk)));
-                    engine.after_part(&entry, flush, all);
+                    engine.after_write(&entry, flush, all);
                 }
                 Err(e) => {
                     engine.warn_disk(&e);
+                    entry.release(i);
                     entry.state.lock().inflight.remove(&i);
                     let _ = tx.send(Some(Ok(PartData::Unwritten(bytes))));
                 }
@@ -472,9 +493,12 @@ impl Engine {
     /// Wait (up to `timeout`) until no part write is running, so that a flush after it
     /// records every part received (unmount, shutdown). False on timeout.
     pub fn wait_for_writes(&self, timeout: std::time::Duration) -> bool {
+        // Called from a write itself (its finalize dropped the last handle on the cache):
+        // wait for the others only.
+        let own = usize::from(IN_WRITE.with(|w| w.get()));
         let mut n = self.writes.lock();
         let deadline = std::time::Instant::now() + timeout;
-        while *n > 0 {
+        while *n > own {
             if self.writes_done.wait_until(&mut n, deadline).timed_out() {
                 return false;
             }
@@ -493,37 +517,50 @@ impl Engine {
         self.resident.lock().served((entry.uid, i), n);
     }
 
-    fn after_part(self: &Arc<Self>, entry: &Arc<Entry>, flush: bool, all: bool) {
+    /// After part writes: finalize a complete entry, or record a due batch. Runs on the
+    /// write's blocking thread, inside its count in `writes`, so that a cache shutting
+    /// down waits for it too.
+    fn after_write(&self, entry: &Arc<Entry>, flush: bool, all: bool) {
         if all && self.auto_finalize {
-            let entry = entry.clone();
-            let cache = self.cache.clone();
-            tokio::task::spawn_blocking(move || {
-                if let Some(cache) = cache.upgrade() {
-                    cache.finalize_entry(&entry);
-                }
-            });
+            if let Some(cache) = self.cache.upgrade() {
+                cache.finalize_entry(entry);
+            }
         } else if flush {
-            let entry = entry.clone();
-            let engine = self.clone();
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = entry.flush() {
-                    engine.warn_checkpoint(&entry, &e);
-                }
-            });
+            if let Err(e) = entry.flush() {
+                self.warn_checkpoint(entry, &e);
+            }
         }
+    }
+
+    /// The owner is shutting down: parts received from now on are not written (they are
+    /// fetched again next time), so nothing touches the cache directory after
+    /// [`Self::wait_for_writes`] returns.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
     }
 }
 
-/// Counts a part write as finished when dropped (also when the write panics).
+thread_local! {
+    /// Set on a blocking thread while it runs a part write (see `Engine::wait_for_writes`).
+    static IN_WRITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as running a part write; counts the write as finished when dropped
+/// (also when the write panics).
 struct WriteDone<'a>(&'a Engine);
+
+impl<'a> WriteDone<'a> {
+    fn new(engine: &'a Engine) -> Self {
+        IN_WRITE.with(|w| w.set(true));
+        Self(engine)
+    }
+}
 
 impl Drop for WriteDone<'_> {
     fn drop(&mut self) {
-        let mut n = self.0.writes.lock();
-        *n -= 1;
-        if *n == 0 {
-            self.0.writes_done.notify_all();
-        }
+        IN_WRITE.with(|w| w.set(false));
+        *self.0.writes.lock() -= 1;
+        self.0.writes_done.notify_all();
     }
 }
 

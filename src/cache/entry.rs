@@ -442,6 +442,49 @@ impl Entry {
         self
     }
 
+    /// Allocate the blocks of `range` in the data file now, in one piece. Parts fetched in
+    /// parallel are written in the order they complete, and with `O_DIRECT` each write
+    /// allocates its own blocks: a 2 GiB object ended up in 116 extents laid out in
+    /// shuffled order, and reading it back cold ran at 547-1138 MiB/s against 1119-1569
+    /// for a file written in order (`cat` after drop_caches). Allocating a read-ahead
+    /// window (or a whole download) before its fetches start keeps the file in order. Best
+    /// effort: a filesystem without `fallocate` or out of space just allocates per write.
+    pub fn preallocate(&self, range: std::ops::Range<u64>) {
+        if self.memory_only || range.is_empty() {
+            return;
+        }
+        let f = self.file();
+        // SAFETY: fallocate on a descriptor we own; mode 0 within the file's size only
+        // allocates (the size is already the object's).
+        let _ = unsafe {
+            libc::fallocate(
+                std::os::unix::io::AsRawFd::as_raw_fd(&*f),
+                0,
+                range.start as libc::off_t,
+                (range.end - range.start) as libc::off_t,
+            )
+        };
+    }
+
+    /// Give back the blocks of a part that will not be written after all (no room in the
+    /// cache, or the write failed), so the entry costs only what it holds.
+    pub fn release(&self, i: usize) {
+        if self.memory_only {
+            return;
+        }
+        let r = self.part_range(i);
+        let f = self.file();
+        // SAFETY: as above; punching a hole keeps the size.
+        let _ = unsafe {
+            libc::fallocate(
+                std::os::unix::io::AsRawFd::as_raw_fd(&*f),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                r.start as libc::off_t,
+                (r.end - r.start) as libc::off_t,
+            )
+        };
+    }
+
     /// Write a whole part (`data` starts at `offset`). The block-aligned bulk goes through
     /// the `O_DIRECT` descriptor when there is one, so the bytes are not copied into the
     /// page cache and left for writeback (what the fdatasync of the next checkpoint would

@@ -47,6 +47,18 @@ fn open(dir: &Path, store: &MemoryStore, c: CacheConfig) -> Arc<PartCache> {
     PartCache::open(c, Arc::new(store.clone()), NS.to_string()).unwrap()
 }
 
+/// Wait until `n` parts of the handle's entry are in its data file (a read returns as
+/// soon as its own bytes arrived; the rest of its part is written after).
+async fn wait_present(h: &ObjectHandle, n: usize) {
+    for _ in 0..500 {
+        if h.entry().present_count() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("only {} parts present", h.entry().present_count());
+}
+
 fn part(i: u64) -> Range<u64> {
     i * PS..(i + 1) * PS
 }
@@ -241,6 +253,7 @@ async fn a_restart_fetches_only_the_missing_parts() {
         let h = cache.object(&m).unwrap();
         h.read(PS, 1).await.unwrap();
         h.read(5 * PS, PS as usize + 1).await.unwrap();
+        wait_present(&h, 3).await;
         // dropped: handle, then cache (flushes the pending checkpoint)
     }
     s.reset_counters();
@@ -590,6 +603,7 @@ async fn cache_command_status_verify_clean() {
         wait_finalized(&ha).await;
         let hb = cache.object(&mb).unwrap();
         hb.read(0, 1).await.unwrap();
+        wait_present(&hb, 1).await;
     }
     // The flusher thread may hold the cache a moment longer: wait for the lock.
     drop(lock_dir(dir.path()).unwrap());
@@ -845,4 +859,29 @@ async fn a_read_is_answered_before_its_whole_part_arrives() {
         &d[..PS as usize]
     );
     assert_eq!(s.counters().ranges_of("obj")[0], part(0));
+}
+
+/// A cache shut down while a part is still arriving (its reader was answered early) lets
+/// go of its directory for good: the fetch ends without writing the part or a checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_written_after_the_cache_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let d = data(4 * PS as usize, 36);
+    let m = s.put("obj", d.clone());
+    let cache = open(dir.path(), &s, cfg(dir.path()));
+    let h = cache.object(&m).unwrap();
+    // Stalled past the 1 s batch interval: a write after the drop would be due a flush.
+    s.stall_bodies(64 << 10, Duration::from_millis(1200));
+    assert_eq!(&h.read(0, 10).await.unwrap()[..], &d[..10]);
+    drop(h);
+    drop(cache);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(s.counters().ranges_of("obj").contains(&part(0)));
+    for ext in ["ckpt", "done"] {
+        assert!(
+            !entry_file(dir.path(), "obj", ext).exists(),
+            "{ext} written"
+        );
+    }
 }
