@@ -63,6 +63,11 @@ pub struct EngineOptions {
     pub auto_finalize: bool,
 }
 
+/// The channel a part's fetch reports on.
+type PartTx = watch::Sender<Option<PartResult>>;
+/// A part to fetch: its index, its channel, and whether the cache gave it room on disk.
+type Fetch = (usize, PartTx, bool);
+
 /// The shared fetch machinery of one cache (or one download).
 pub struct Engine {
     pub store: Arc<dyn ObjectStore>,
@@ -235,7 +240,7 @@ impl Engine {
         whole_request: bool,
     ) -> Vec<(usize, PartWatch)> {
         let mut waits = Vec::new();
-        let mut runs: Vec<Vec<(usize, watch::Sender<Option<PartResult>>)>> = Vec::new();
+        let mut runs: Vec<Vec<(usize, PartTx)>> = Vec::new();
         {
             let mut st = entry.state.lock();
             let resident = self.resident.lock();
@@ -264,8 +269,20 @@ impl Engine {
             self.min_request_bytes.div_ceil(entry.part_size).max(1) as usize
         };
         for run in runs {
-            let (a, b) = (run[0].0, run[run.len() - 1].0);
-            entry.preallocate(entry.part_range(a).start..entry.part_range(b).end);
+            // Room in the cache is asked for now, part by part, and each part given room
+            // gets its blocks at once: back to back, in file order, before any fetch
+            // completes (see `Entry::preallocate`), and before the next part's free-space
+            // check, which then sees them.
+            let run: Vec<Fetch> = run
+                .into_iter()
+                .map(|(i, tx)| {
+                    let room = self.reserve(entry, i);
+                    if room {
+                        entry.preallocate(entry.part_range(i));
+                    }
+                    (i, tx, room)
+                })
+                .collect();
             let mut it = run.into_iter().peekable();
             while it.peek().is_some() {
                 let group: Vec<_> = it.by_ref().take(per_request).collect();
@@ -279,19 +296,17 @@ impl Engine {
 
     /// Fetch adjacent parts with one ranged GET, each received into one buffer and handed
     /// to [`Self::part_received`] when complete.
-    async fn fetch_run(
-        self: Arc<Self>,
-        entry: Arc<Entry>,
-        group: Vec<(usize, watch::Sender<Option<PartResult>>)>,
-    ) {
+    async fn fetch_run(self: Arc<Self>, entry: Arc<Entry>, group: Vec<Fetch>) {
         let mut senders = VecDeque::from(group);
         let _permit = self.sem.clone().acquire_owned().await;
         let first = senders.front().unwrap().0;
         let last = senders.back().unwrap().0;
         let range = entry.part_range(first).start..entry.part_range(last).end;
-        let fail_all = |senders: &mut VecDeque<(usize, watch::Sender<Option<PartResult>>)>,
-                        f: PartFail| {
-            for (i, tx) in senders.drain(..) {
+        let fail_all = |senders: &mut VecDeque<Fetch>, f: PartFail| {
+            for (i, tx, room) in senders.drain(..) {
+                if room {
+                    entry.release(i);
+                }
                 entry.state.lock().inflight.remove(&i);
                 let _ = tx.send(Some(Err(f.clone())));
             }
@@ -325,12 +340,10 @@ impl Engine {
         let mut pos = range.start;
         let mut hasher = crc64::Hasher::default();
         let mut buf = self.pool.get(part_len(first));
-        let receiving = |tx: &watch::Sender<Option<PartResult>>, buf: &PartBuf| {
+        let receiving = |tx: &PartTx, buf: &PartBuf| {
             let _ = tx.send(Some(Ok(PartData::Receiving(buf.reader()))));
         };
         receiving(&senders.front().unwrap().1, &buf);
-        // Room in the cache is asked for when a part starts, before its bytes arrive.
-        let mut to_disk = self.reserve(&entry, first);
         // Disk writes of the parts received so far: awaited before the permit is given
         // back, so a disk slower than the network slows the fetching instead of filling
         // memory with parts waiting to be written.
@@ -359,7 +372,7 @@ impl Engine {
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             let mut chunk = &chunk[..];
             while !chunk.is_empty() {
-                let Some(i) = senders.front().map(|(i, _)| *i) else {
+                let Some(i) = senders.front().map(|f| f.0) else {
                     // More bytes than asked for: the store broke the protocol; ignore them.
                     break;
                 };
@@ -371,13 +384,12 @@ impl Engine {
                 buf.push(piece);
                 pos += take as u64;
                 if pos == part_end {
-                    let (i, tx) = senders.pop_front().unwrap();
+                    let (i, tx, to_disk) = senders.pop_front().unwrap();
                     let crc = std::mem::take(&mut hasher).finish();
-                    let next = senders.front().map(|(n, _)| part_len(*n)).unwrap_or(0);
+                    let next = senders.front().map(|f| part_len(f.0)).unwrap_or(0);
                     let bytes = std::mem::replace(&mut buf, self.pool.get(next)).freeze();
                     writes.extend(self.part_received(&entry, i, tx, crc, bytes, to_disk));
-                    if let Some((next, tx)) = senders.front() {
-                        to_disk = self.reserve(&entry, *next);
+                    if let Some((_, tx, _)) = senders.front() {
                         receiving(tx, &buf);
                     }
                 }
@@ -399,7 +411,7 @@ impl Engine {
         self: &Arc<Self>,
         entry: &Arc<Entry>,
         i: usize,
-        tx: watch::Sender<Option<PartResult>>,
+        tx: PartTx,
         crc: u64,
         bytes: Bytes,
         to_disk: bool,
@@ -465,12 +477,13 @@ impl Engine {
     /// Remembers the answer in the entry (`no_room`): read-ahead shrinks while parts
     /// can only be kept in memory.
     fn reserve(&self, entry: &Arc<Entry>, i: usize) -> bool {
+        let r = entry.part_range(i);
         let ok = !entry.memory_only
             && entry.dead().is_none()
-            && self.cache.upgrade().is_none_or(|cache| {
-                let r = entry.part_range(i);
-                cache.reserve(entry, r.end - r.start)
-            });
+            && self
+                .cache
+                .upgrade()
+                .is_none_or(|cache| cache.reserve(entry, r.end - r.start));
         entry.no_room.store(!ok, Ordering::Relaxed);
         ok
     }

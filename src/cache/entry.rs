@@ -446,9 +446,9 @@ impl Entry {
     /// parallel are written in the order they complete, and with `O_DIRECT` each write
     /// allocates its own blocks: a 2 GiB object ended up in 116 extents laid out in
     /// shuffled order, and reading it back cold ran at 547-1138 MiB/s against 1119-1569
-    /// for a file written in order (`cat` after drop_caches). Allocating a read-ahead
-    /// window (or a whole download) before its fetches start keeps the file in order. Best
-    /// effort: a filesystem without `fallocate` or out of space just allocates per write.
+    /// for a file written in order (`cat` after drop_caches). Allocating each part when its
+    /// fetch starts (fetches start in file order) keeps the file in order. Best effort: a
+    /// filesystem without `fallocate` or out of space just allocates per write.
     pub fn preallocate(&self, range: std::ops::Range<u64>) {
         if self.memory_only || range.is_empty() {
             return;
