@@ -172,6 +172,11 @@ peers_report() {
       echo
       sed 's/^/- /' "$RESULTS/notes.txt"
     fi
+    if [ -s "$RESULTS/download.md" ]; then
+      echo
+      echo "## ossmount download against curl -o"
+      cat "$RESULTS/download.md"
+    fi
     if [ -s "$RESULTS/serve.md" ]; then
       echo
       echo "## ossmount serve throughput"
