@@ -1033,6 +1033,11 @@ fn second_mount_on_the_same_cache_is_refused_and_the_first_keeps_working() {
         msg.contains(env.cache().to_str().unwrap()) && msg.contains("in use"),
         "unclear message: {msg}"
     );
+    assert_eq!(
+        msg.matches(env.cache().to_str().unwrap()).count(),
+        1,
+        "the directory is named once: {msg}"
+    );
     assert!(!is_mounted(&second), "second mount half-mounted");
     assert!(started.elapsed() < Duration::from_secs(10));
 

@@ -47,7 +47,7 @@ use tracing::{error, info};
 use super::adapter::Adapter;
 use super::options;
 use super::tree::{DataPath, FsConfig, Tree};
-use crate::cache::{CacheConfig, PartCache};
+use crate::cache::{CacheConfig, CacheError, PartCache};
 use crate::cli::{exit, Failure, MountArgs};
 use crate::config::{connect, StoreConfig, StoreUrl};
 use crate::store::{ListRequest, ObjectStore, StoreError};
@@ -541,10 +541,12 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
         let _enter = rt.enter();
         Some(
             PartCache::open(cache_cfg, store.clone(), cfg.namespace()).map_err(|e| {
-                Failure::new(
-                    exit::LOCAL,
-                    format!("cache directory {}: {e}", cache_dir.display()),
-                )
+                let msg = match e {
+                    // Names the directory already.
+                    CacheError::Locked(_) => e.to_string(),
+                    e => format!("cache directory {}: {e}", cache_dir.display()),
+                };
+                Failure::new(exit::LOCAL, msg)
             })?,
         )
     };
