@@ -246,7 +246,14 @@ impl Engine {
             let resident = self.resident.lock();
             let mut prev: Option<usize> = None;
             for i in parts {
-                if st.parts[i].is_some() || resident.parts.contains_key(&(entry.uid, i)) {
+                if st.parts[i].is_some() {
+                    continue;
+                }
+                // In memory only (the disk had no room): hand the caller the bytes, held
+                // from here on, since the resident set may drop them at any moment.
+                if let Some(p) = resident.parts.get(&(entry.uid, i)) {
+                    let data = PartData::Unwritten(p.bytes.clone());
+                    waits.push((i, watch::channel(Some(Ok(data))).1));
                     continue;
                 }
                 if let Some(rx) = st.inflight.get(&i) {
@@ -720,10 +727,26 @@ impl ObjectHandle {
 
     /// Read up to `len` bytes at `offset`; shorter only at end of object.
     pub async fn read(&self, offset: u64, len: usize) -> Result<Bytes, ReadError> {
+        // A part counted present can stop being so (a failed fdatasync forgets unrecorded
+        // parts, a suspect part fails its CRC-64): then the read is planned again.
+        for _ in 0..4 {
+            if let Some(bytes) = self.read_once(offset, len).await? {
+                return Ok(bytes);
+            }
+        }
+        Err(ReadError::Io(io::Error::other(format!(
+            "{}: parts at {offset} kept disappearing from the cache",
+            self.meta.key
+        ))))
+    }
+
+    /// One attempt of [`Self::read`]; `None` if a part it planned to read from the data
+    /// file was not there after all.
+    async fn read_once(&self, offset: u64, len: usize) -> Result<Option<Bytes>, ReadError> {
         self.check_alive()?;
         let size = self.entry.identity.size;
         if offset >= size || len == 0 {
-            return Ok(Bytes::new());
+            return Ok(Some(Bytes::new()));
         }
         let end = (offset + len as u64).min(size);
         if let Some(cache) = self.engine.cache.upgrade() {
@@ -797,23 +820,28 @@ impl ObjectHandle {
     }
 
     /// Bytes `offset..end`, part by part from `memory` or else from the data file. A read
-    /// within one part held in memory is a slice of it, without a copy.
+    /// within one part held in memory is a slice of it, without a copy. `None` when a part
+    /// is in neither: the data file is read only for parts it holds (never its holes).
     fn assemble(
         &self,
         offset: u64,
         end: u64,
         memory: &[(usize, Bytes)],
-    ) -> Result<Bytes, ReadError> {
+    ) -> Result<Option<Bytes>, ReadError> {
+        let ps = self.entry.part_size;
+        let (p0, p1) = ((offset / ps) as usize, ((end - 1) / ps) as usize);
+        let on_disk = |p: usize| self.entry.state.lock().parts[p].is_some();
+        if !(p0..=p1).all(|p| memory.iter().any(|(i, _)| *i == p) || on_disk(p)) {
+            return Ok(None);
+        }
         let from_file = |a: u64, b: u64| -> Result<Bytes, ReadError> {
             let mut buf = vec![0u8; (b - a) as usize];
             self.entry.read_at(a, &mut buf)?;
             Ok(Bytes::from(buf))
         };
         if memory.is_empty() {
-            return from_file(offset, end);
+            return from_file(offset, end).map(Some);
         }
-        let ps = self.entry.part_size;
-        let (p0, p1) = ((offset / ps) as usize, ((end - 1) / ps) as usize);
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for p in p0..=p1 {
             let r = self.entry.part_range(p);
@@ -826,11 +854,11 @@ impl ObjectHandle {
                 None => from_file(a, b)?,
             };
             if p0 == p1 {
-                return Ok(slice);
+                return Ok(Some(slice));
             }
             out.extend_from_slice(&slice);
         }
-        Ok(out.freeze())
+        Ok(Some(out.freeze()))
     }
 
     /// Fetch every missing part (for `download` and prefetching); returns once all are

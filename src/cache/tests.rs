@@ -885,3 +885,43 @@ async fn nothing_is_written_after_the_cache_is_dropped() {
         );
     }
 }
+
+/// Stress for the rule that the data file is read only for parts it holds: a cache disk
+/// with no room (parts live only in a small resident set that keeps dropping them), four
+/// sequential readers with read-ahead racing over one object. Every byte must be right;
+/// a part dropped from memory between a read's planning and its assembly used to be
+/// read from the file's hole (zeros) under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parts_only_in_memory_are_never_read_from_the_file() {
+    let Some(dir) = Tmpfs::mount("size=64k") else {
+        return;
+    };
+    let s = MemoryStore::new();
+    let d = Arc::new(data(32 * PS as usize, 37));
+    let m = s.put("obj", d.to_vec());
+    let mut c = cfg(dir.path());
+    c.resident_bytes = 2 * PS;
+    let cache = open(dir.path(), &s, c);
+    let mut tasks = Vec::new();
+    for t in 0..4u64 {
+        let h = cache.object(&m).unwrap();
+        let d = d.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..3u64 {
+                let mut off = (t * 7 + round * 3) * PS / 2 % (d.len() as u64);
+                while off < d.len() as u64 {
+                    let got = h.read(off, 96 << 10).await.unwrap();
+                    let o = off as usize;
+                    assert!(
+                        got[..] == d[o..o + got.len()],
+                        "reader {t} round {round} at {off}"
+                    );
+                    off += got.len() as u64;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
