@@ -615,32 +615,32 @@ impl From<PartFail> for ReadError {
     }
 }
 
-/// Wait for a part's fetch: until its bytes are available, or (`on_disk`) until they were
-/// also written, or could not be.
-pub(crate) async fn wait_part(mut rx: PartWatch, on_disk: bool) -> PartResult {
-    let done = |v: &Option<PartResult>| match v {
-        None | Some(Ok(PartData::Receiving(_))) => false,
-        Some(Ok(PartData::Writing(_))) => !on_disk,
-        Some(_) => true,
+/// The fetch of a part ended (its channel closed) without saying how.
+fn fetch_gone() -> PartFail {
+    PartFail::Io(
+        io::ErrorKind::Other,
+        "part fetch ended without a result".into(),
+    )
+}
+
+/// Wait until a part's fetch is over: written to the data file, kept in memory only, or
+/// failed.
+async fn wait_written(mut rx: PartWatch) -> PartResult {
+    let done = |v: &Option<PartResult>| {
+        !matches!(
+            v,
+            None | Some(Ok(PartData::Receiving(_) | PartData::Writing(_)))
+        )
     };
     match rx.wait_for(done).await {
         Ok(v) => v.clone().unwrap(),
-        Err(_) => Err(PartFail::Io(
-            io::ErrorKind::Other,
-            "part fetch ended without a result".into(),
-        )),
+        Err(_) => Err(fetch_gone()),
     }
 }
 
 /// Wait until the first `need` bytes of a part can be read: its bytes (at least `need` of
 /// them) when they are in memory, `None` when the part is on disk.
 async fn wait_bytes(mut rx: PartWatch, need: usize) -> Result<Option<Bytes>, PartFail> {
-    let gone = || {
-        PartFail::Io(
-            io::ErrorKind::Other,
-            "part fetch ended without a result".into(),
-        )
-    };
     loop {
         let now = rx.borrow_and_update().clone();
         match now {
@@ -654,14 +654,14 @@ async fn wait_bytes(mut rx: PartWatch, need: usize) -> Result<Option<Bytes>, Par
                 tokio::select! {
                     _ = grown => continue,
                     changed = rx.changed() => {
-                        changed.map_err(|_| gone())?;
+                        changed.map_err(|_| fetch_gone())?;
                         continue;
                     }
                 }
             }
             Some(Ok(data)) => return Ok(data.bytes().cloned()),
         }
-        rx.changed().await.map_err(|_| gone())?;
+        rx.changed().await.map_err(|_| fetch_gone())?;
     }
 }
 
@@ -895,7 +895,7 @@ impl ObjectHandle {
             let Some((_, rx)) = pending.pop_front() else {
                 break;
             };
-            match wait_part(rx, true).await {
+            match wait_written(rx).await {
                 Ok(PartData::OnDisk) => {}
                 Ok(_) => {
                     failure.get_or_insert(PartFail::Io(
