@@ -17,6 +17,16 @@ const JOBS: u64 = 4;
 /// `CacheConfig::default().batch_parts`.
 const BATCH_PARTS: u64 = 16;
 
+/// A temp dir whose `srv/bkt/KEY` holds `size` pattern bytes (`seed`), served by a fresh
+/// `ossmount serve`: (the dir, the served file, the server).
+fn serve_one(key: &str, size: u64, seed: u64) -> (tempfile::TempDir, std::path::PathBuf, Serve) {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("srv/bkt").join(key);
+    write_pattern_file(&src, size, seed);
+    let serve = Serve::start(&tmp.path().join("srv"));
+    (tmp, src, serve)
+}
+
 fn download_cmd(serve: &Serve, key: &str, local: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(bin());
     c.arg("download")
@@ -122,11 +132,8 @@ fn kill_at_first_checkpoint(
 }
 
 fn kill_and_resume(size_mib: u64) {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("srv/bkt/big.bin");
     let size = size_mib << 20;
-    write_pattern_file(&src, size, 42);
-    let serve = Serve::start(&tmp.path().join("srv"));
+    let (tmp, src, serve) = serve_one("big.bin", size, 42);
     let local = tmp.path().join("out/big.bin");
     std::fs::create_dir_all(local.parent().unwrap()).unwrap();
     serve.reset_stats();
@@ -177,11 +184,8 @@ fn kill_9_at_several_points_then_resume_4gib() {
 
 #[test]
 fn damaged_checkpoint_changed_object_and_missing_key() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("srv/bkt/obj.bin");
     let size = 96 << 20;
-    write_pattern_file(&src, size, 7);
-    let serve = Serve::start(&tmp.path().join("srv"));
+    let (tmp, src, serve) = serve_one("obj.bin", size, 7);
     let local = tmp.path().join("obj.bin");
     let ckpt_dir = tmp.path().join("ckpt");
     let ck = ckpt_dir.to_str().unwrap();
@@ -237,11 +241,8 @@ fn damaged_checkpoint_changed_object_and_missing_key() {
 #[test]
 fn damaged_bytes_in_recorded_parts_are_fetched_again() {
     use std::os::unix::fs::FileExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("srv/bkt/obj.bin");
     let size = 96 << 20;
-    write_pattern_file(&src, size, 13);
-    let serve = Serve::start(&tmp.path().join("srv"));
+    let (tmp, src, serve) = serve_one("obj.bin", size, 13);
     let local = tmp.path().join("obj.bin");
     kill_at_first_checkpoint(&serve, "obj.bin", &local, tmp.path(), &[]);
     let part_file = tmp.path().join("obj.bin.ossmount-part");
@@ -265,11 +266,8 @@ fn damaged_bytes_in_recorded_parts_are_fetched_again() {
 /// (no mix of old and new bytes), and the same command afterwards gets the new object.
 #[test]
 fn an_object_replaced_during_the_download_is_never_mixed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("srv/bkt/obj.bin");
     let size = 64 << 20;
-    write_pattern_file(&src, size, 11);
-    let serve = Serve::start(&tmp.path().join("srv"));
+    let (tmp, src, serve) = serve_one("obj.bin", size, 11);
     let local = tmp.path().join("obj.bin");
     // The new version is ready before the download starts: only the rename is timed.
     let next = tmp.path().join("srv/bkt/.obj.bin.new");
@@ -313,10 +311,7 @@ fn an_object_replaced_during_the_download_is_never_mixed() {
 /// message, and leaves nothing half-written under the target name. Needs root for mount.
 #[test]
 fn full_disk_fails_cleanly_with_exit_local() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("srv/bkt/obj.bin");
-    write_pattern_file(&src, 64 << 20, 9);
-    let serve = Serve::start(&tmp.path().join("srv"));
+    let (tmp, _src, serve) = serve_one("obj.bin", 64 << 20, 9);
     let small = Tmpfs::new(tmp.path().join("small"), "16m");
     let local = small.0.join("obj.bin");
     let out = run(&serve, "obj.bin", &local, &[]);
@@ -333,10 +328,7 @@ fn full_disk_fails_cleanly_with_exit_local() {
 /// made resumable but still completes, identical, and says why it is not resumable.
 #[test]
 fn a_full_checkpoint_dir_still_completes_the_download() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("srv/bkt/obj.bin");
-    write_pattern_file(&src, 48 << 20, 10);
-    let serve = Serve::start(&tmp.path().join("srv"));
+    let (tmp, src, serve) = serve_one("obj.bin", 48 << 20, 10);
     let small = Tmpfs::new(tmp.path().join("ckpt"), "1m");
     // Fill it to the last byte.
     let fill = Command::new("dd")
@@ -369,11 +361,8 @@ fn a_full_checkpoint_dir_still_completes_the_download() {
 /// completes, identical, and resumed bodies do not re-fetch what already arrived.
 #[test]
 fn resets_and_503s_are_survived_without_refetching() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("srv/bkt/obj.bin");
     let size = 64u64 << 20;
-    write_pattern_file(&src, size, 11);
-    let serve = Serve::start(&tmp.path().join("srv"));
+    let (tmp, src, serve) = serve_one("obj.bin", size, 11);
     serve.set_faults(&common::Faults {
         reset_after_bytes: Some(3 << 20),
         rate_503: Some(0.3),
