@@ -925,3 +925,35 @@ async fn parts_only_in_memory_are_never_read_from_the_file() {
         t.await.unwrap();
     }
 }
+
+/// `read_now`, the FUSE thread's path: a cold read starts its fetch and is left to
+/// `read_later`; bytes already in memory or in the data file are answered at once, with no
+/// new request. (Current-thread runtime: the fetch cannot complete before `read_now`
+/// returns, so the first answer must be `Wait`.)
+#[tokio::test]
+async fn read_now_answers_at_once_only_what_is_at_hand() {
+    use crate::fetch::ReadNow;
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let d = data(4 * PS as usize, 9);
+    let m = s.put("obj", d.clone());
+    let cache = open(dir.path(), &s, cfg(dir.path()));
+    let h = cache.object(&m).unwrap();
+    let want = |a: u64, n: usize| d[a as usize..a as usize + n].to_vec();
+
+    let Ok(ReadNow::Wait(pending)) = h.read_now(PS + 5, 100) else {
+        panic!("a cold read was answered without waiting for its fetch");
+    };
+    assert_eq!(&h.read_later(pending).await.unwrap()[..], want(PS + 5, 100));
+    // The same part again, from memory or the data file: no waiting, no request.
+    for _ in 0..2 {
+        let Ok(ReadNow::Ready(b)) = h.read_now(PS + 300, 1000) else {
+            panic!("a read of a fetched part waited");
+        };
+        assert_eq!(&b[..], want(PS + 300, 1000));
+        wait_present(&h, 1).await;
+    }
+    assert_eq!(s.counters().ranges_of("obj"), [part(1)]);
+    // A read reaching into a part not fetched yet waits again.
+    assert!(matches!(h.read_now(2 * PS - 10, 20), Ok(ReadNow::Wait(_))));
+}

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
@@ -35,7 +36,7 @@ use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
 use super::error::FsError;
-use super::tree::{Attr, Kind, Tree};
+use super::tree::{Attr, Kind, Read, Tree};
 
 /// FUSE `max_background`: 64 outstanding async requests (reads, readahead) instead of the
 /// kernel's default 12, so a sequential reader keeps the cache's parallel fetches busy.
@@ -367,13 +368,18 @@ impl Filesystem for Adapter {
         reply: ReplyData,
     ) {
         tracing::trace!(fh = fh.0, offset, size, "read");
-        let core = self.core.clone();
-        self.rt.spawn(async move {
-            match core.read(fh.0, offset, size).await {
-                Ok(b) => reply.data(&b),
-                Err(e) => reply.error(to_errno(&e, "read")),
+        let answer = |reply: ReplyData, result: Result<Bytes, FsError>| match result {
+            Ok(b) => reply.data(&b),
+            Err(e) => reply.error(to_errno(&e, "read")),
+        };
+        // Bytes at hand are answered from this thread; only waiting goes to the runtime.
+        let _rt = self.rt.enter();
+        match self.core.read_now(fh.0, offset, size) {
+            Read::Ready(result) => answer(reply, result),
+            Read::Later(rest) => {
+                self.rt.spawn(async move { answer(reply, rest.await) });
             }
-        });
+        }
     }
 
     fn release(

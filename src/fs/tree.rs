@@ -44,8 +44,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
+use std::future::Future;
 use std::num::NonZeroUsize;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -57,7 +59,7 @@ use tracing::{debug, info, warn};
 
 use super::error::FsError;
 use crate::cache::PartCache;
-use crate::fetch::ObjectHandle;
+use crate::fetch::{ObjectHandle, ReadNow};
 use crate::store::{ListRequest, ObjectMeta, ObjectStore, StoreError};
 
 /// The root directory's inode number (FUSE_ROOT_ID).
@@ -151,6 +153,12 @@ pub struct Opened {
     pub keep_cache: bool,
     /// The complete, verified local file of the object, when the cache has one.
     pub finalized: Option<std::fs::File>,
+}
+
+/// A read through [`Tree::read_now`].
+pub enum Read {
+    Ready(Result<Bytes, FsError>),
+    Later(Pin<Box<dyn Future<Output = Result<Bytes, FsError>> + Send>>),
 }
 
 /// Unit of the `statfs` block counts: 4 KiB, so sizes are exact to the page and `df -h`
@@ -936,20 +944,52 @@ impl Tree {
     }
 
     /// Read up to `len` bytes at `offset` through open handle `fh`; short only at the end.
-    pub async fn read(&self, fh: u64, offset: u64, len: u32) -> Result<Bytes, FsError> {
-        let file = self
-            .handles
-            .lock()
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::BadHandle(fh))?;
-        let result = match &file.reader {
-            Reader::Cache(h) => h.read(offset, len as usize).await.map_err(FsError::from),
-            Reader::Direct(meta) => self.read_direct(meta, offset, len).await,
+    pub async fn read(self: &Arc<Self>, fh: u64, offset: u64, len: u32) -> Result<Bytes, FsError> {
+        match self.read_now(fh, offset, len) {
+            Read::Ready(result) => result,
+            Read::Later(rest) => rest.await,
+        }
+    }
+
+    /// [`Self::read`] without waiting where it need not: `Ready` when the bytes were at
+    /// hand (or the read failed at once), else the rest of the read to run on the runtime.
+    /// Call it within the runtime's context: it may start fetches.
+    pub fn read_now(self: &Arc<Self>, fh: u64, offset: u64, len: u32) -> Read {
+        let file = match self.handles.lock().get(&fh).cloned() {
+            Some(f) => f,
+            None => return Read::Ready(Err(FsError::BadHandle(fh))),
         };
+        let Reader::Cache(h) = &file.reader else {
+            let tree = self.clone();
+            return Read::Later(Box::pin(async move {
+                let Reader::Direct(meta) = &file.reader else {
+                    unreachable!()
+                };
+                let result = tree.read_direct(meta, offset, len).await;
+                tree.note_stale(file.ino, result)
+            }));
+        };
+        match h.read_now(offset, len as usize) {
+            Ok(ReadNow::Ready(bytes)) => Read::Ready(Ok(bytes)),
+            Err(e) => Read::Ready(self.note_stale(file.ino, Err(e.into()))),
+            Ok(ReadNow::Wait(pending)) => {
+                let tree = self.clone();
+                Read::Later(Box::pin(async move {
+                    let Reader::Cache(h) = &file.reader else {
+                        unreachable!()
+                    };
+                    let result = h.read_later(pending).await.map_err(FsError::from);
+                    tree.note_stale(file.ino, result)
+                }))
+            }
+        }
+    }
+
+    /// Pass a read's result on; a stale one means the object changed: forget its metadata.
+    fn note_stale(&self, ino: u64, result: Result<Bytes, FsError>) -> Result<Bytes, FsError> {
         if let Err(FsError::Stale) = &result {
             // The next open must HEAD again and see the new object.
-            if let Ok(inode) = self.inode(file.ino) {
+            if let Ok(inode) = self.inode(ino) {
                 let mut st = inode.state.lock();
                 st.validated = None;
                 st.opened_etag = None;

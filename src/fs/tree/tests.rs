@@ -10,12 +10,17 @@ use super::*;
 use crate::cache::PartCache;
 use crate::store::memory::{MemoryStore, RequestKind};
 
-fn tree(store: &MemoryStore, prefix: &str, ttl: Duration) -> Tree {
+fn tree(store: &MemoryStore, prefix: &str, ttl: Duration) -> Arc<Tree> {
     let config = FsConfig {
         metadata_ttl: ttl,
         ..FsConfig::default()
     };
-    Tree::new(Arc::new(store.clone()), prefix, DataPath::Direct, config)
+    Arc::new(Tree::new(
+        Arc::new(store.clone()),
+        prefix,
+        DataPath::Direct,
+        config,
+    ))
 }
 
 fn lists(s: &MemoryStore) -> u64 {
@@ -334,7 +339,7 @@ async fn hundred_thousand_keys_page_in_100_lists() {
     assert_eq!((lists(&s), heads(&s)), (100, 0));
 }
 
-fn cached_tree(store: &MemoryStore, dir: &std::path::Path, ttl: Duration) -> Tree {
+fn cached_tree(store: &MemoryStore, dir: &std::path::Path, ttl: Duration) -> Arc<Tree> {
     let cache = PartCache::open(
         crate::cache::CacheConfig {
             dir: dir.to_path_buf(),
@@ -351,7 +356,12 @@ fn cached_tree(store: &MemoryStore, dir: &std::path::Path, ttl: Duration) -> Tre
         metadata_ttl: ttl,
         ..FsConfig::default()
     };
-    Tree::new(Arc::new(store.clone()), "", DataPath::Cache(cache), config)
+    Arc::new(Tree::new(
+        Arc::new(store.clone()),
+        "",
+        DataPath::Cache(cache),
+        config,
+    ))
 }
 
 #[tokio::test]
