@@ -742,3 +742,70 @@ fn unchanged_objects_keep_the_page_cache_and_passthrough_opens_never_fail() {
     assert!(!text.contains("passthrough failed"), "{text}");
     assert_eq!(resident(&via), size);
 }
+
+/// `--direct-io`: an object not yet cached is read without the kernel's page cache (the
+/// reply goes straight into the reader's buffer), and 1 MiB and 4 KiB `dd` reads and a shared
+/// `mmap` still get exactly the object's bytes. The same reads without the option leave
+/// pages behind, so the page-cache check can fail.
+#[test]
+fn direct_io_reads_bypass_the_page_cache_and_still_mmap() {
+    let env = Env::new();
+    // Above the 16 MiB small-object threshold: fetched part by part, never finalized by
+    // the partial reads below.
+    let size = 40u64 << 20;
+    for (i, name) in ["a.bin", "b.bin", "c.bin", "d.bin"].iter().enumerate() {
+        write_pattern_file(&env.object(name), size, 31 + i as u64);
+    }
+    // One 64 KiB read in the middle: not sequential, so no read-ahead fetches the rest and
+    // the object stays unfinalized (a finalized one would be opened with passthrough).
+    let read_some = |file: &Path| {
+        sh(&format!(
+            "dd if='{}' of=/dev/null bs=64k skip=100 count=1 status=none",
+            file.display()
+        ));
+        resident(file)
+    };
+
+    // In the foreground: dropping it waits until it exits and frees the cache directory.
+    let m = env.mount_fg("pc", &[]);
+    assert!(
+        read_some(&m.dir.join("a.bin")) > 0,
+        "page-cache mode kept no pages"
+    );
+    drop(m);
+
+    let log = env.tmp.path().join("dio.log");
+    let log_opt = format!("log_file={}", log.display());
+    let m = env.mount("dio", &["--direct-io", "-o", &log_opt]);
+    assert_eq!(
+        read_some(&m.dir.join("b.bin")),
+        0,
+        "direct I/O read went through the page cache"
+    );
+    // Whole copies, in large and in small reads.
+    for (name, bs) in [("b.bin", "1M"), ("c.bin", "4k")] {
+        let out = env.tmp.path().join(format!("{name}.copy"));
+        sh(&format!(
+            "dd if='{}' of='{}' bs={bs} status=none",
+            m.dir.join(name).display(),
+            out.display()
+        ));
+        same_file(&out, &env.object(name));
+    }
+    // A shared, read-only mapping of a cold object (ENODEV without
+    // FUSE_DIRECT_IO_ALLOW_MMAP).
+    let script = "import mmap, sys\n\
+        with open(sys.argv[1], 'rb') as a, open(sys.argv[2], 'rb') as b:\n\
+        \x20   m = mmap.mmap(a.fileno(), 0, mmap.MAP_SHARED, mmap.PROT_READ)\n\
+        \x20   assert m[:] == b.read(), 'mmap bytes differ'\n";
+    run(Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(m.dir.join("d.bin"))
+        .arg(env.object("d.bin")));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("direct I/O for objects not yet cached"),
+        "{text}"
+    );
+}

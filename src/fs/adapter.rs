@@ -157,16 +157,25 @@ pub struct Adapter {
     want_passthrough: bool,
     /// Passthrough was negotiated at INIT and has not failed yet.
     passthrough_ok: Arc<AtomicBool>,
+    /// Open objects that are not finalized with FOPEN_DIRECT_IO (`--direct-io`); cleared
+    /// at INIT when the kernel cannot mmap such files (FUSE_DIRECT_IO_ALLOW_MMAP).
+    direct_io: bool,
     io: Arc<Mutex<Passthrough>>,
 }
 
 impl Adapter {
-    pub fn new(core: Arc<Tree>, rt: tokio::runtime::Handle, want_passthrough: bool) -> Self {
+    pub fn new(
+        core: Arc<Tree>,
+        rt: tokio::runtime::Handle,
+        want_passthrough: bool,
+        direct_io: bool,
+    ) -> Self {
         Self {
             core,
             rt,
             want_passthrough,
             passthrough_ok: Arc::new(AtomicBool::new(false)),
+            direct_io,
             io: Arc::new(Mutex::new(Passthrough::default())),
         }
     }
@@ -183,6 +192,19 @@ impl Filesystem for Adapter {
         ] {
             if caps.contains(flag) {
                 let _ = config.add_capabilities(flag);
+            }
+        }
+        // Direct I/O files can be mmap'd shared only with this flag (kernel 6.6 on); without
+        // it such an mmap fails with ENODEV, so direct I/O is not worth having.
+        if self.direct_io {
+            if caps.contains(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP) {
+                let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+                info!("direct I/O for objects not yet cached");
+            } else {
+                self.direct_io = false;
+                warn!(
+                    "--direct-io: this kernel cannot mmap direct I/O files; using the page cache"
+                );
             }
         }
         let _ = config.set_max_background(MAX_BACKGROUND);
@@ -307,6 +329,7 @@ impl Filesystem for Adapter {
         let core = self.core.clone();
         let io = self.io.clone();
         let pt_ok = self.passthrough_ok.clone();
+        let direct_io = self.direct_io;
         self.rt.spawn(async move {
             let opened = match core.open(ino.0, write).await {
                 Ok(o) => o,
@@ -352,7 +375,11 @@ impl Filesystem for Adapter {
             mode.cached_opens += 1;
             io.by_fh.insert(opened.fh, (ino.0, false));
             drop(io);
-            reply.opened(FileHandle(opened.fh), open_flags(false, opened.keep_cache));
+            let mut flags = open_flags(false, opened.keep_cache);
+            if direct_io && opened.finalized.is_none() {
+                flags |= FopenFlags::FOPEN_DIRECT_IO;
+            }
+            reply.opened(FileHandle(opened.fh), flags);
         });
     }
 

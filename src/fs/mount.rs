@@ -566,7 +566,12 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
         cache.clone().map_or(DataPath::Direct, DataPath::Cache),
         fs_cfg,
     ));
-    let adapter = Adapter::new(tree, rt.handle().clone(), !args.no_passthrough);
+    let adapter = Adapter::new(
+        tree,
+        rt.handle().clone(),
+        !args.no_passthrough,
+        args.direct_io,
+    );
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![
