@@ -163,7 +163,10 @@ peers_report() {
     echo "Limit: HTTP = the same bytes straight from serve (curl -o for whole objects, curl -C -"
     echo "to resume after kill -9, one keep-alive Python client for 4 KiB ranges and for the"
     echo "ListObjectsV2 pages); local = the served file itself (cp, head -c 1, pread, ls -l)."
-    echo "Cold = fresh mount over an empty cache directory, page cache dropped."
+    echo "Cold = fresh mount over an empty cache directory, page cache dropped, then ${BENCH_SETTLE_S} s of"
+    echo "waiting before the tool starts (BENCH_SETTLE_S: on a VM with free page reporting the"
+    echo "freed memory goes back to the host within 1-2 s and is slower to touch afterwards;"
+    echo "waiting puts every cold run in that same state)."
     echo "Bytes fetched = the server's bytes_sent (GET bodies written to sockets)."
     echo "Defaults everywhere except rclone --vfs-cache-mode full and s3fs use_cache${OSSMOUNT_ARGS:+; ossmount with $OSSMOUNT_ARGS}."
     if [ -s "$RESULTS/notes.txt" ]; then
