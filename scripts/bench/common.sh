@@ -48,6 +48,7 @@ drop_caches() {
   echo 3 > /proc/sys/vm/drop_caches
   sleep "$BENCH_SETTLE_S"
   cp --version > /dev/null
+  dd --version > /dev/null
   head --version > /dev/null
   ls --version > /dev/null
   curl --version > /dev/null
