@@ -102,9 +102,10 @@ timed_cp() {
   elapsed "$t0"
 }
 
-# The same copy as cp makes from a FUSE file: read/write with 1 MiB buffers. (From a local
-# file cp uses copy_file_range, one in-kernel copy; from a FUSE file to another filesystem
-# that fails with EXDEV and cp falls back to read/write.) Prints seconds.
+# The same kind of copy as cp makes from a FUSE file: read/write, 1 MiB at a time (cp's
+# buffer out of ossmount). From a local file cp uses copy_file_range, one in-kernel copy;
+# from a FUSE file to another filesystem that fails with EXDEV and cp falls back to
+# read/write. Copies FILE to $OUT/copy; prints seconds.
 timed_rw() {
   rm -f "$OUT/copy"
   local t0; t0=$(now)
