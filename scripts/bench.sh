@@ -4,6 +4,7 @@
 #   scripts/bench.sh            # 2 GiB object, median of 3 runs per workload
 #   scripts/bench.sh --quick    # 256 MiB object, 1 run: checks the script in minutes
 #   SIZE_MIB=512 RUNS=5 scripts/bench.sh
+#   BENCH_SETTLE_S=0 scripts/bench.sh   # no wait after each drop_caches (scripts/bench/common.sh)
 #
 # Then `ossmount download` of the object against `curl -o` (scripts/bench/download.sh:
 # throughput, peak RSS, bytes re-fetched after kill -9 at half; bench-results/download.md).

@@ -5,6 +5,7 @@
 # changing src/fetch.rs or src/cache/. Needs root (FUSE, drop_caches).
 #
 #   scripts/bench/coldcp.sh [RUNS] [extra mount options...]
+#   BENCH_SETTLE_S=0 scripts/bench/coldcp.sh   # no wait after dropping the page cache
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-3}; shift || true
@@ -21,8 +22,17 @@ trap 'kill $SP; fusermount3 -uz "$D/mnt" 2> /dev/null || true' EXIT
 for _ in $(seq 100); do grep -q listening "$D/serve.out" 2> /dev/null && break; sleep 0.1; done
 EP=$(sed -n 's/.*listening on //p' "$D/serve.out")
 curl -sfI "$EP/bkt/obj1g.bin" > /dev/null
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# Drop the page cache, then wait for the freed memory to go back to the host (free page
+# reporting; touching it afterwards is 3-4x slower, so without the wait curl, which starts
+# at once, and the mount, which starts later, began in different states). Same wait and
+# reasons as drop_caches in scripts/bench/common.sh. cp and curl are loaded again after it.
+BENCH_SETTLE_S=${BENCH_SETTLE_S:-3}
+drop() {
+  sync; echo 3 > /proc/sys/vm/drop_caches; sleep "$BENCH_SETTLE_S"
+  cp --version > /dev/null; curl --version > /dev/null
+}
 secs() { local a; a=$EPOCHREALTIME; "$@"; awk -v a="$a" -v b="$EPOCHREALTIME" 'BEGIN { print b - a }'; }
+echo "page cache dropped before each copy, then ${BENCH_SETTLE_S} s of waiting (BENCH_SETTLE_S)"
 for r in $(seq "$RUNS"); do
   rm -f "$D/copy"; drop
   tc=$(secs curl -sf -o "$D/copy" "$EP/bkt/obj1g.bin")

@@ -29,13 +29,26 @@ peers_install() {
 now() { echo "$EPOCHREALTIME"; }            # seconds with microseconds, no fork
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.6f\n", b - a }'; }
 
+# Seconds to wait after dropping the page cache, before anything is measured.
+# On a VM whose virtio balloon does free page reporting, the memory drop_caches frees is
+# handed back to the host within 1-2 s, and first touching it after that costs 3-4x the
+# kernel CPU: a 1 GiB `dd bs=1M` of a local file took 0.75 s (0.37 s sys) right after
+# drop_caches and 2.3-3.3 s (2-3 s sys) 3 s later, on the 2-vCPU VM this was measured on.
+# Without a wait, a cold figure depended on how soon its tool started (curl at once, a
+# mount after its start-up), and runs alternated between the two states. With it, every
+# cold run of every tool starts with the freed memory already returned. BENCH_SETTLE_S=0
+# turns it off (where freed memory stays with the guest). The report states the value.
+BENCH_SETTLE_S=${BENCH_SETTLE_S:-3}
+
 # Cold means cold for everyone: the served files, the tools' cache files and the output.
-# The client programs themselves are loaded again at once, so that a cold `head -c 1` or
-# `curl` measures the read, not loading curl's libraries from disk.
+# The client programs themselves are loaded again after the settle, so that a cold
+# `head -c 1` or `curl` measures the read, not loading curl's libraries from disk.
 drop_caches() {
   sync
   echo 3 > /proc/sys/vm/drop_caches
+  sleep "$BENCH_SETTLE_S"
   cp --version > /dev/null
+  dd --version > /dev/null
   head --version > /dev/null
   ls --version > /dev/null
   curl --version > /dev/null
