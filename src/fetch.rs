@@ -41,6 +41,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::{watch, Semaphore};
+use tracing::warn;
 
 use crate::cache::entry::{Dead, Entry, PartData, PartFail, PartResult, PartWatch};
 use crate::cache::partbuf::{PartBuf, PartPool};
@@ -786,12 +787,22 @@ impl ObjectHandle {
         Err(self.kept_disappearing(offset))
     }
 
-    /// The rest of a read [`Self::read_now`] could not answer at once.
+    /// The rest of a read [`Self::read_now`] could not answer at once. A fetch that failed
+    /// for a reason worth retrying (network, 5xx, after the store's own retries) is started
+    /// once more before the read fails: with the kernel's page cache in front, its
+    /// synchronous re-read of a failed read-ahead did that; with direct I/O nobody else will.
     pub async fn read_later(&self, mut pending: Pending) -> Result<Bytes, ReadError> {
+        let mut fetched_again = false;
         for _ in 0..READ_ATTEMPTS {
             let (offset, len) = (pending.offset, pending.len);
-            if let Some(bytes) = self.finish(pending).await? {
-                return Ok(bytes);
+            match self.finish(pending).await {
+                Ok(Some(bytes)) => return Ok(bytes),
+                Ok(None) => {}
+                Err(ReadError::Store(e)) if e.is_retryable() && !fetched_again => {
+                    warn!(key = self.meta.key, offset, "read failed: {e}; fetching again");
+                    fetched_again = true;
+                }
+                Err(e) => return Err(e),
             }
             match self.read_now(offset, len)? {
                 ReadNow::Ready(bytes) => return Ok(bytes),
