@@ -107,13 +107,13 @@ pub struct MountArgs {
     /// ossmount instead).
     #[arg(long)]
     pub no_passthrough: bool,
-    /// Read objects that are not fully cached yet with FUSE direct I/O: the kernel copies
-    /// each reply straight into the reader's buffer instead of filling its page cache first.
-    /// Faster for large reads (`cp`, `rsync`, `dd bs=1M`: measured 10-40 % faster, half the
-    /// CPU), much slower for small ones (each read of 4 KiB is a round trip through
-    /// ossmount: 4x slower). Fully cached objects are unaffected (passthrough).
+    /// Read large objects that are not fully cached yet through the kernel's page cache,
+    /// as small ones are, instead of with FUSE direct I/O. Direct I/O (the default for
+    /// objects over 16 MiB) makes large reads (`cp`, `rsync`, `dd bs=1M`) faster with half
+    /// the CPU; this option makes small reads (4-16 KiB, each a round trip through
+    /// ossmount under direct I/O) up to 4x faster. Fully cached objects are unaffected.
     #[arg(long)]
-    pub direct_io: bool,
+    pub no_direct_io: bool,
     /// Read straight from the store, one ranged GET per FUSE read, without the part cache
     /// (diagnostics; no read-ahead, nothing kept across mounts).
     #[arg(long)]

@@ -157,25 +157,20 @@ pub struct Adapter {
     want_passthrough: bool,
     /// Passthrough was negotiated at INIT and has not failed yet.
     passthrough_ok: Arc<AtomicBool>,
-    /// Open objects that are not finalized with FOPEN_DIRECT_IO (`--direct-io`); cleared
-    /// at INIT when the kernel cannot mmap such files (FUSE_DIRECT_IO_ALLOW_MMAP).
-    direct_io: bool,
+    /// The kernel lets direct I/O files be mmap'd (FUSE_DIRECT_IO_ALLOW_MMAP, negotiated at
+    /// INIT): only then are opens the core marks `direct_io` given FOPEN_DIRECT_IO.
+    direct_io_ok: bool,
     io: Arc<Mutex<Passthrough>>,
 }
 
 impl Adapter {
-    pub fn new(
-        core: Arc<Tree>,
-        rt: tokio::runtime::Handle,
-        want_passthrough: bool,
-        direct_io: bool,
-    ) -> Self {
+    pub fn new(core: Arc<Tree>, rt: tokio::runtime::Handle, want_passthrough: bool) -> Self {
         Self {
             core,
             rt,
             want_passthrough,
             passthrough_ok: Arc::new(AtomicBool::new(false)),
-            direct_io,
+            direct_io_ok: false,
             io: Arc::new(Mutex::new(Passthrough::default())),
         }
     }
@@ -195,17 +190,15 @@ impl Filesystem for Adapter {
             }
         }
         // Direct I/O files can be mmap'd shared only with this flag (kernel 6.6 on); without
-        // it such an mmap fails with ENODEV, so direct I/O is not worth having.
-        if self.direct_io {
-            if caps.contains(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP) {
-                let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
-                info!("direct I/O for objects not yet cached");
-            } else {
-                self.direct_io = false;
-                warn!(
-                    "--direct-io: this kernel cannot mmap direct I/O files; using the page cache"
-                );
-            }
+        // it such an mmap fails with ENODEV, so every file then uses the page cache.
+        self.direct_io_ok = caps.contains(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+            && config
+                .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+                .is_ok();
+        if self.direct_io_ok {
+            info!("direct I/O for large objects not yet cached");
+        } else {
+            info!("kernel cannot mmap direct I/O files; every file uses the page cache");
         }
         let _ = config.set_max_background(MAX_BACKGROUND);
         // Readahead as large as the kernel lets us (it caps this at the bdi's readahead).
@@ -329,7 +322,7 @@ impl Filesystem for Adapter {
         let core = self.core.clone();
         let io = self.io.clone();
         let pt_ok = self.passthrough_ok.clone();
-        let direct_io = self.direct_io;
+        let direct_io_ok = self.direct_io_ok;
         self.rt.spawn(async move {
             let opened = match core.open(ino.0, write).await {
                 Ok(o) => o,
@@ -376,7 +369,7 @@ impl Filesystem for Adapter {
             io.by_fh.insert(opened.fh, (ino.0, false));
             drop(io);
             let mut flags = open_flags(false, opened.keep_cache);
-            if direct_io && opened.finalized.is_none() {
+            if opened.direct_io && direct_io_ok {
                 flags |= FopenFlags::FOPEN_DIRECT_IO;
             }
             reply.opened(FileHandle(opened.fh), flags);

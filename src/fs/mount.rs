@@ -558,6 +558,7 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
         file_mode: args.file_mode,
         dir_mode: args.dir_mode,
         metadata_ttl: args.metadata_ttl,
+        direct_io_above: defaults.direct_io_above.filter(|_| !args.no_direct_io),
         ..defaults
     };
     let tree = Arc::new(Tree::new(
@@ -566,12 +567,7 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
         cache.clone().map_or(DataPath::Direct, DataPath::Cache),
         fs_cfg,
     ));
-    let adapter = Adapter::new(
-        tree,
-        rt.handle().clone(),
-        !args.no_passthrough,
-        args.direct_io,
-    );
+    let adapter = Adapter::new(tree, rt.handle().clone(), !args.no_passthrough);
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![

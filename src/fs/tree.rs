@@ -89,6 +89,12 @@ pub struct FsConfig {
     /// `st_blksize` reported for files: 1 MiB, so `cp` and friends read in chunks as large
     /// as one FUSE request (1 MiB = 256 pages, the kernel's default max_pages limit).
     pub block_size: u32,
+    /// Objects larger than this that are not fully cached yet are opened with FUSE direct
+    /// I/O (see [`Opened::direct_io`]); `None`: never. Default 16 MiB, the cache's
+    /// small-object threshold: smaller objects are fetched whole by their first read and
+    /// are cheap to keep in the page cache, where small and repeated reads of them cost
+    /// no round trip.
+    pub direct_io_above: Option<u64>,
 }
 
 impl Default for FsConfig {
@@ -104,6 +110,7 @@ impl Default for FsConfig {
             list_page_size: 1000,
             negative_cache_entries: 100_000,
             block_size: 1 << 20,
+            direct_io_above: Some(16 << 20),
         }
     }
 }
@@ -153,6 +160,13 @@ pub struct Opened {
     pub keep_cache: bool,
     /// The complete, verified local file of the object, when the cache has one.
     pub finalized: Option<std::fs::File>,
+    /// Open with FOPEN_DIRECT_IO: a large object read through the part cache. The kernel
+    /// then copies each reply into the reader's buffer instead of filling the mount's page
+    /// cache with pages that are read once: on the 2-vCPU test VM a cold `cp` of 1 GiB ran
+    /// at 478-572 MiB/s with 0.73-0.88 CPU s/GiB in the mount, against 341-509 MiB/s with
+    /// 1.20-1.88 s/GiB through the page cache. The price: every read is a round trip
+    /// through ossmount, so 4 KiB reads run at 163 MB/s instead of 619.
+    pub direct_io: bool,
 }
 
 /// A read through [`Tree::read_now`].
@@ -248,7 +262,7 @@ struct DirHandle {
 }
 
 enum Reader {
-    Cache(ObjectHandle),
+    Cache(Arc<ObjectHandle>),
     Direct(ObjectMeta),
 }
 
@@ -924,11 +938,12 @@ impl Tree {
             st.opened_etag = Some(meta.etag.clone());
             same
         };
+        let size = meta.size;
         let (reader, finalized) = match &self.data {
             DataPath::Cache(cache) => {
                 let handle = cache.object(&meta)?;
                 let file = handle.finalized_file();
-                (Reader::Cache(handle), file)
+                (Reader::Cache(Arc::new(handle)), file)
             }
             DataPath::Direct => (Reader::Direct(meta), None),
         };
@@ -936,10 +951,14 @@ impl Tree {
         self.handles
             .lock()
             .insert(fh, Arc::new(OpenFile { ino, reader }));
+        let direct_io = matches!(self.data, DataPath::Cache(_))
+            && finalized.is_none()
+            && self.config.direct_io_above.is_some_and(|min| size > min);
         Ok(Opened {
             fh,
             keep_cache,
             finalized,
+            direct_io,
         })
     }
 
@@ -959,29 +978,26 @@ impl Tree {
             Some(f) => f,
             None => return Read::Ready(Err(FsError::BadHandle(fh))),
         };
-        let Reader::Cache(h) = &file.reader else {
-            let tree = self.clone();
-            return Read::Later(Box::pin(async move {
-                let Reader::Direct(meta) = &file.reader else {
-                    unreachable!()
-                };
-                let result = tree.read_direct(meta, offset, len).await;
-                tree.note_stale(file.ino, result)
-            }));
-        };
-        match h.read_now(offset, len as usize) {
-            Ok(ReadNow::Ready(bytes)) => Read::Ready(Ok(bytes)),
-            Err(e) => Read::Ready(self.note_stale(file.ino, Err(e.into()))),
-            Ok(ReadNow::Wait(pending)) => {
-                let tree = self.clone();
+        let ino = file.ino;
+        match &file.reader {
+            Reader::Direct(meta) => {
+                let (tree, meta) = (self.clone(), meta.clone());
                 Read::Later(Box::pin(async move {
-                    let Reader::Cache(h) = &file.reader else {
-                        unreachable!()
-                    };
-                    let result = h.read_later(pending).await.map_err(FsError::from);
-                    tree.note_stale(file.ino, result)
+                    let result = tree.read_direct(&meta, offset, len).await;
+                    tree.note_stale(ino, result)
                 }))
             }
+            Reader::Cache(h) => match h.read_now(offset, len as usize) {
+                Ok(ReadNow::Ready(bytes)) => Read::Ready(Ok(bytes)),
+                Err(e) => Read::Ready(self.note_stale(ino, Err(e.into()))),
+                Ok(ReadNow::Wait(pending)) => {
+                    let (tree, h) = (self.clone(), h.clone());
+                    Read::Later(Box::pin(async move {
+                        let result = h.read_later(pending).await.map_err(FsError::from);
+                        tree.note_stale(ino, result)
+                    }))
+                }
+            },
         }
     }
 

@@ -340,6 +340,14 @@ async fn hundred_thousand_keys_page_in_100_lists() {
 }
 
 fn cached_tree(store: &MemoryStore, dir: &std::path::Path, ttl: Duration) -> Arc<Tree> {
+    let config = FsConfig {
+        metadata_ttl: ttl,
+        ..FsConfig::default()
+    };
+    cached_tree_with(store, dir, config)
+}
+
+fn cached_tree_with(store: &MemoryStore, dir: &std::path::Path, config: FsConfig) -> Arc<Tree> {
     let cache = PartCache::open(
         crate::cache::CacheConfig {
             dir: dir.to_path_buf(),
@@ -352,16 +360,52 @@ fn cached_tree(store: &MemoryStore, dir: &std::path::Path, ttl: Duration) -> Arc
         "memory/bkt".to_string(),
     )
     .unwrap();
-    let config = FsConfig {
-        metadata_ttl: ttl,
-        ..FsConfig::default()
-    };
     Arc::new(Tree::new(
         Arc::new(store.clone()),
         "",
         DataPath::Cache(cache),
         config,
     ))
+}
+
+/// Direct I/O is asked for objects above `direct_io_above` until they are finalized, never
+/// for small ones, never when turned off.
+#[tokio::test]
+async fn direct_io_is_for_large_objects_not_yet_cached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let big: Vec<u8> = (0..600_000u32).map(|i| (i % 253) as u8).collect();
+    s.put("big", big.clone());
+    s.put("small", vec![7u8; 1000]);
+    let config = |above| FsConfig {
+        direct_io_above: above,
+        ..FsConfig::default()
+    };
+    let t = cached_tree_with(&s, &tmp.path().join("a"), config(Some(500_000)));
+    let (b, sm) = (
+        lookup(&t, ROOT_INO, "big").await.unwrap(),
+        lookup(&t, ROOT_INO, "small").await.unwrap(),
+    );
+    assert!(!t.open(sm.ino, false).await.unwrap().direct_io);
+    let o = t.open(b.ino, false).await.unwrap();
+    assert!(o.direct_io);
+    assert_eq!(&t.read(o.fh, 0, 600_000).await.unwrap()[..], &big[..]);
+    t.release(o.fh);
+    // Finalized (in the background, right after the last part): passthrough's turn.
+    let mut o = t.open(b.ino, false).await.unwrap();
+    for _ in 0..100 {
+        if o.finalized.is_some() {
+            break;
+        }
+        t.release(o.fh);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        o = t.open(b.ino, false).await.unwrap();
+    }
+    assert!(o.finalized.is_some() && !o.direct_io);
+
+    let t = cached_tree_with(&s, &tmp.path().join("b"), config(None));
+    let b = lookup(&t, ROOT_INO, "big").await.unwrap();
+    assert!(!t.open(b.ino, false).await.unwrap().direct_io);
 }
 
 #[tokio::test]
