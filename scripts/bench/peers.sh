@@ -113,6 +113,15 @@ timed_rw() {
   elapsed "$t0"
 }
 
+# Reads FILE sequentially 4 KiB at a time (Go's bufio and Java's 8 KiB streams are this
+# small), the reader FUSE direct I/O makes slower: each read a round trip through the
+# mount. Prints seconds.
+timed_small() {
+  local t0; t0=$(now)
+  dd if="$1" of=/dev/null bs=4k status=none
+  elapsed "$t0"
+}
+
 check_copy() { # LABEL -- the last copy must equal the served file
   if ! cmp -s "$OUT/copy" "$OBJ"; then note "WRONG DATA: $1 (run $PEERS_RUN)"; fi
 }
@@ -142,6 +151,8 @@ limit_seq() {
   s=$(timed_rw "$OBJ")
   record seq_warm_rw local "$(mibps "$BIG_BYTES" "$s")"
   rm -f "$OUT/copy"
+  drop_caches
+  record seq_small local "$(mibps "$BIG_BYTES" "$(timed_small "$OBJ")")"
 }
 
 limit_par() {
@@ -259,6 +270,14 @@ tool_seq() {
   unmount_tool "$tool"
 }
 
+tool_small() {
+  local tool=$1
+  drop_caches
+  mount_tool "$tool" "$(fresh_cache "$tool")"
+  record seq_small "$tool" "$(mibps "$BIG_BYTES" "$(timed_small "$MNT/$KEY")")"
+  unmount_tool "$tool"
+}
+
 # The four PAR_KEYS objects copied at once out of DIR; records the aggregate MiB/s as COLUMN.
 par_cp() {
   local column=$1 dir=$2 k i=0 pids=() t0
@@ -359,6 +378,7 @@ peers_main() {
     for tool in "${TOOLS[@]}"; do
       log "-- $tool"
       tool_seq "$tool"
+      tool_small "$tool"
       tool_par "$tool"
       tool_rand "$tool"
       tool_ttfb "$tool"

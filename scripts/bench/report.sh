@@ -13,6 +13,7 @@ seq_cpu|cold cp: CPU seconds of the mount process per GiB|s/GiB|down|-
 seq_warm|warm cp (tool cache on disk, page cache dropped); local: cp|MiB/s|up|local
 seq_warm_rw|the same warm cp; local: read/write copy (dd bs=1M), as cp from FUSE|MiB/s|up|local
 seq_hot|hot cp (again at once, page cache kept)|MiB/s|up|local
+seq_small|cold sequential read in 4 KiB reads (dd bs=4k)|MiB/s|up|local
 par4|4 readers x ${PAR_MIB} MiB objects at once, cold (aggregate)|MiB/s|up|curl
 rand_p50|${RAND_COUNT} random 4 KiB reads, cold: median latency|ms|down|curl
 rand_p95|${RAND_COUNT} random 4 KiB reads, cold: 95th percentile|ms|down|curl
