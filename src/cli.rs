@@ -107,13 +107,13 @@ pub struct MountArgs {
     /// ossmount instead).
     #[arg(long)]
     pub no_passthrough: bool,
-    /// Read large objects that are not fully cached yet through the kernel's page cache,
-    /// as small ones are, instead of with FUSE direct I/O. Direct I/O (the default for
-    /// objects over 16 MiB) makes large reads (`cp`, `rsync`, `dd bs=1M`) faster with half
-    /// the CPU; this option makes small reads (4-16 KiB, each a round trip through
-    /// ossmount under direct I/O) up to 4x faster. Fully cached objects are unaffected.
+    /// Read objects over 16 MiB that are not fully cached yet with FUSE direct I/O: the
+    /// kernel copies replies straight into the reader's buffer instead of its page cache.
+    /// A single large `cp` runs faster with half the mount's CPU; parallel readers and
+    /// small reads (4 KiB: 4x) run slower, each read being a round trip through ossmount.
+    /// Fully cached objects are unaffected (passthrough).
     #[arg(long)]
-    pub no_direct_io: bool,
+    pub direct_io: bool,
     /// Read straight from the store, one ranged GET per FUSE read, without the part cache
     /// (diagnostics; no read-ahead, nothing kept across mounts).
     #[arg(long)]

@@ -799,7 +799,10 @@ impl ObjectHandle {
                 Ok(Some(bytes)) => return Ok(bytes),
                 Ok(None) => {}
                 Err(ReadError::Store(e)) if e.is_retryable() && !fetched_again => {
-                    warn!(key = self.meta.key, offset, "read failed: {e}; fetching again");
+                    warn!(
+                        key = self.meta.key,
+                        offset, "read failed: {e}; fetching again"
+                    );
                     fetched_again = true;
                 }
                 Err(e) => return Err(e),

@@ -743,12 +743,12 @@ fn unchanged_objects_keep_the_page_cache_and_passthrough_opens_never_fail() {
     assert_eq!(resident(&via), size);
 }
 
-/// Direct I/O (the default): a large object not yet cached is read without the kernel's
-/// page cache (the reply goes straight into the reader's buffer), and 1 MiB and 4 KiB `dd`
-/// reads and a shared `mmap` still get exactly the object's bytes. The same read with
-/// `--no-direct-io` leaves pages behind, so the page-cache check can fail.
+/// `--direct-io`: a large object not yet cached is read without the kernel's page cache
+/// (the reply goes straight into the reader's buffer), and 1 MiB and 4 KiB `dd` reads and
+/// a shared `mmap` still get exactly the object's bytes. The same read without the option
+/// leaves pages behind, so the page-cache check can fail.
 #[test]
-fn large_cold_objects_bypass_the_page_cache_and_still_mmap() {
+fn direct_io_reads_bypass_the_page_cache_and_still_mmap() {
     let env = Env::new();
     // Above the 16 MiB small-object threshold: fetched part by part, never finalized by
     // the partial reads below.
@@ -767,7 +767,7 @@ fn large_cold_objects_bypass_the_page_cache_and_still_mmap() {
     };
 
     // In the foreground: dropping it waits until it exits and frees the cache directory.
-    let m = env.mount_fg("pc", &["--no-direct-io"]);
+    let m = env.mount_fg("pc", &[]);
     assert!(
         read_some(&m.dir.join("a.bin")) > 0,
         "page-cache mode kept no pages"
@@ -776,7 +776,7 @@ fn large_cold_objects_bypass_the_page_cache_and_still_mmap() {
 
     let log = env.tmp.path().join("dio.log");
     let log_opt = format!("log_file={}", log.display());
-    let m = env.mount("dio", &["-o", &log_opt]);
+    let m = env.mount("dio", &["--direct-io", "-o", &log_opt]);
     assert_eq!(
         read_some(&m.dir.join("b.bin")),
         0,

@@ -558,7 +558,9 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
         file_mode: args.file_mode,
         dir_mode: args.dir_mode,
         metadata_ttl: args.metadata_ttl,
-        direct_io_above: defaults.direct_io_above.filter(|_| !args.no_direct_io),
+        direct_io_above: args
+            .direct_io
+            .then_some(CacheConfig::default().small_object_threshold),
         ..defaults
     };
     let tree = Arc::new(Tree::new(

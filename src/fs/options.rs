@@ -81,7 +81,7 @@ fn apply_one(args: &mut MountArgs, opt: &str) -> Result<(), String> {
         "foreground" => args.foreground = true,
         "log_file" => args.log_file = Some(PathBuf::from(need(&value)?)),
         "no_passthrough" => args.no_passthrough = true,
-        "no_direct_io" => args.no_direct_io = true,
+        "direct_io" => args.direct_io = true,
         "no_cache" => args.no_cache = true,
         "fuse_threads" => args.fuse_threads = num(&value)? as usize,
         // Generic options of mount(8), fstab and systemd: meaningless or implied here.
