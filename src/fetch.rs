@@ -639,13 +639,12 @@ async fn wait_written(mut rx: PartWatch) -> PartResult {
     }
 }
 
-/// What [`wait_bytes`] would return at once, or `None` if it would wait.
-fn bytes_now(rx: &PartWatch, need: usize) -> Option<Result<Option<Bytes>, PartFail>> {
+/// What [`wait_bytes`] would return at once when that is a success, else `None`.
+fn bytes_now(rx: &PartWatch, need: usize) -> Option<Option<Bytes>> {
     match &*rx.borrow() {
-        None => None,
-        Some(Err(f)) => Some(Err(f.clone())),
-        Some(Ok(PartData::Receiving(r))) => (r.received() >= need).then(|| Ok(Some(r.prefix()))),
-        Some(Ok(data)) => Some(Ok(data.bytes().cloned())),
+        None | Some(Err(_)) => None,
+        Some(Ok(PartData::Receiving(r))) => (r.received() >= need).then(|| Some(r.prefix())),
+        Some(Ok(data)) => Some(data.bytes().cloned()),
     }
 }
 
@@ -887,9 +886,9 @@ impl ObjectHandle {
             // Only as much of the part as this read needs.
             let r = self.entry.part_range(i);
             let need = (end.min(r.end) - r.start) as usize;
+            // A failed fetch is left to `finish` too, which decides whether to fetch again.
             match bytes_now(&rx, need) {
-                Some(Ok(bytes)) => memory.extend(bytes.map(|b| (i, b))),
-                Some(Err(f)) => return Err(f.into()),
+                Some(bytes) => memory.extend(bytes.map(|b| (i, b))),
                 None => later.push((i, need, rx)),
             }
         }
