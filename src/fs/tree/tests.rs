@@ -368,6 +368,21 @@ fn cached_tree_with(store: &MemoryStore, dir: &std::path::Path, config: FsConfig
     ))
 }
 
+/// Open `ino` until the open offers the finalized file (finalizing runs in the background
+/// right after the last part lands); the last open, finalized or not after 2 s.
+async fn open_finalized(t: &Arc<Tree>, ino: u64) -> Opened {
+    let mut o = t.open(ino, false).await.unwrap();
+    for _ in 0..100 {
+        if o.finalized.is_some() {
+            break;
+        }
+        t.release(o.fh);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        o = t.open(ino, false).await.unwrap();
+    }
+    o
+}
+
 /// Direct I/O is asked for objects above `direct_io_above` until they are finalized, never
 /// for small ones, never when turned off.
 #[tokio::test]
@@ -392,15 +407,7 @@ async fn direct_io_is_for_large_objects_not_yet_cached() {
     assert_eq!(&t.read(o.fh, 0, 600_000).await.unwrap()[..], &big[..]);
     t.release(o.fh);
     // Finalized (in the background, right after the last part): passthrough's turn.
-    let mut o = t.open(b.ino, false).await.unwrap();
-    for _ in 0..100 {
-        if o.finalized.is_some() {
-            break;
-        }
-        t.release(o.fh);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        o = t.open(b.ino, false).await.unwrap();
-    }
+    let o = open_finalized(&t, b.ino).await;
     assert!(o.finalized.is_some() && !o.direct_io);
 
     let t = cached_tree_with(&s, &tmp.path().join("b"), config(None));
@@ -431,15 +438,7 @@ async fn through_the_part_cache_reopen_is_served_locally_and_a_change_refetches(
     // Reopen: the finalized file is offered for passthrough and reads cost no GET.
     // (Finalizing runs in the background right after the last part lands.)
     let gets = s.counters().requests(RequestKind::Get);
-    let mut o = t.open(f.ino, false).await.unwrap();
-    for _ in 0..100 {
-        if o.finalized.is_some() {
-            break;
-        }
-        t.release(o.fh);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        o = t.open(f.ino, false).await.unwrap();
-    }
+    let o = open_finalized(&t, f.ino).await;
     assert!(o.keep_cache);
     assert!(o.finalized.is_some(), "complete object should be finalized");
     assert_eq!(
