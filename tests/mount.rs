@@ -809,3 +809,24 @@ fn direct_io_reads_bypass_the_page_cache_and_still_mmap() {
         "{text}"
     );
 }
+
+/// `umount` then `mount` again at once on the same cache directory: the old process may
+/// still be flushing its checkpoints when the new one starts; the new one waits for the
+/// lock instead of failing with "in use by another ossmount process".
+#[test]
+fn remount_right_after_unmount_waits_for_the_cache_lock() {
+    let env = Env::new();
+    write_pattern_file(&env.object("r.bin"), 48 << 20, 41);
+    for round in 0..3 {
+        let m = env.mount("r", &[]);
+        // A sequential read starts read-ahead, so the unmount finds fetches and writes.
+        sh(&format!(
+            "dd if='{}' of=/dev/null bs=1M count=20 status=none",
+            m.dir.join("r.bin").display()
+        ));
+        drop(m); // fusermount3 -uz, without waiting for the process
+        eprintln!("round {round} remounting");
+    }
+    let m = env.mount("r", &[]);
+    same_file(&m.dir.join("r.bin"), &env.object("r.bin"));
+}

@@ -195,10 +195,15 @@ impl Filesystem for Adapter {
             && config
                 .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
                 .is_ok();
-        if self.direct_io_ok {
-            info!("direct I/O for large objects not yet cached");
-        } else {
-            info!("kernel cannot mmap direct I/O files; every file uses the page cache");
+        match (
+            self.core.config().direct_io_above.is_some(),
+            self.direct_io_ok,
+        ) {
+            (true, true) => info!("direct I/O for large objects not yet cached"),
+            (true, false) => {
+                warn!("--direct-io: this kernel cannot mmap direct I/O files; using the page cache")
+            }
+            (false, _) => {}
         }
         let _ = config.set_max_background(MAX_BACKGROUND);
         // Readahead as large as the kernel lets us (it caps this at the bdi's readahead).

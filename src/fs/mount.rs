@@ -660,7 +660,7 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
     }
     info!("session ended; flushing the cache");
     if let Some(cache) = &cache {
-        cache.flush();
+        cache.shutdown();
     }
     rt.shutdown_timeout(Duration::from_secs(5));
     ran.map_err(|e| Failure::new(exit::GENERIC, format!("FUSE session failed: {e}")))
