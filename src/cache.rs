@@ -117,8 +117,9 @@ impl Default for CacheConfig {
             min_request_bytes: 8 << 20,
             // 48 MiB (6 parts of 8 MiB): a sequential reader keeps 6 requests running,
             // 0.6-1.2 GB/s at OSS's 100-200 MB/s per connection (on loopback: the same
-            // cold `cp` speed as 64 MiB); with `resident_bytes` bounds the mount's memory: 64/64 peaked
-            // at 120-139 MiB RSS in a cold 1 GiB `cp`, 48/48 at 90-115 MiB.
+            // cold `cp` speed as 64 MiB). With `resident_bytes` it bounds the mount's
+            // memory: 64/64 peaked at 120-139 MiB RSS in a cold 1 GiB `cp`, 48/48 at
+            // 90-115 MiB.
             max_readahead: 48 << 20,
             // = the read-ahead window: a sequential reader's parts wait here from their
             // arrival until it reads them. Never smaller than the window (a fast network
@@ -590,8 +591,8 @@ impl PartCache {
         self.flush_dirty();
     }
 
-    /// Unmounting: stop writing parts that arrive from now on, wait for the writes running,
-    /// record them. Without the first step a flush waited for the read-ahead still on the
+    /// Unmounting (and dropping): stop writing parts that arrive from now on, wait for the
+    /// writes running, record them. Without the first step a flush waited for the read-ahead still on the
     /// network to land (and be retried), and the process kept the directory lock for
     /// seconds after the unmount: `umount; mount` failed with "in use".
     pub fn shutdown(&self) {
@@ -626,9 +627,7 @@ impl Drop for PartCache {
         let (m, cv) = &*self.stop;
         *m.lock() = true;
         cv.notify_all();
-        self.engine.close();
-        self.finish_writes();
-        self.flush_dirty();
+        self.shutdown();
     }
 }
 
