@@ -559,6 +559,118 @@ fn mount_type_is_fuse_ossmount_and_external_unmount_is_quiet_and_safe() {
     );
 }
 
+/// Puts /dev/fuse's mode back when dropped.
+struct DevFuseMode(u32);
+
+impl Drop for DevFuseMode {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(self.0));
+    }
+}
+
+/// A user (not root) mounts through the setuid fusermount3: mount(2) is root's only, and
+/// passthrough needs CAP_SYS_ADMIN, so neither may be tried in a way that warns or fails.
+/// Where /dev/fuse is closed to users (mode 0600, as on the test VM), the error says so
+/// first; then the test opens it to all (0666, the usual default) for the rest.
+#[test]
+fn a_user_mounts_through_fusermount3_and_unmounts_with_it() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    let mut env = Env::new();
+    write_pattern_file(&env.object("u/one.bin"), 3 << 20, 21);
+    let tmp = env.tmp.path().to_path_buf();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The binary where the user can run it (the build directory may be closed to it).
+    let exe = tmp.join("ossmount");
+    std::fs::copy(common::bin(), &exe).unwrap();
+    let owned = |name: &str| {
+        let p = tmp.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        chown(&p, Some(NOBODY), Some(NOBODY)).unwrap();
+        p
+    };
+    let m = Mount {
+        dir: owned("user-mnt"),
+        child: None,
+    };
+    env.cache = owned("user-cache");
+    let log = owned("user-log").join("mount.log");
+    let as_user = |cmd: &mut Command| {
+        cmd.uid(NOBODY).gid(NOBODY).env("HOME", "/nonexistent");
+    };
+    let mount = || {
+        let mut c = env.cmd_of(&exe, &format!("oss://{BUCKET}"), &m.dir, &[]);
+        c.arg("--log-file").arg(&log);
+        as_user(&mut c);
+        c.output().unwrap()
+    };
+
+    let mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
+    let _restore = DevFuseMode(mode);
+    if mode & 0o006 != 0o006 {
+        let out = mount();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "mounted without access to /dev/fuse");
+        assert!(
+            err.contains("/dev/fuse") && err.contains("0666") && err.lines().count() == 1,
+            "unclear error: {err}"
+        );
+        assert!(!is_mounted(&m.dir));
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(mode | 0o666))
+            .unwrap();
+    }
+
+    let out = mount();
+    assert!(
+        out.status.success(),
+        "user mount failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        mount_type_and_source(&m.dir),
+        Some(("fuse.ossmount".to_string(), format!("oss://{BUCKET}")))
+    );
+    // Read twice: the second open finds the object finalized, where root would use
+    // passthrough.
+    for _ in 0..2 {
+        let mut cmp = Command::new("cmp");
+        cmp.arg(m.dir.join("u/one.bin"))
+            .arg(env.object("u/one.bin"));
+        as_user(&mut cmp);
+        run(&mut cmp);
+    }
+    // Without allow_root, the kernel keeps even root out of a user's mount.
+    let denied = std::fs::metadata(m.dir.join("u")).unwrap_err();
+    assert_eq!(denied.kind(), std::io::ErrorKind::PermissionDenied);
+    for entry in std::fs::read_dir(&env.cache).unwrap() {
+        let meta = entry.unwrap().metadata().unwrap();
+        assert_eq!(meta.uid(), NOBODY, "cache file not owned by the user");
+    }
+
+    let mut umount = Command::new("fusermount3");
+    umount.arg("-u").arg(&m.dir);
+    as_user(&mut umount);
+    run(&mut umount);
+    assert!(!is_mounted(&m.dir));
+    // The daemon notices, flushes and exits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("session ended") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "daemon still running:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.contains("passthrough needs CAP_SYS_ADMIN"), "{text}");
+    assert!(
+        !text.contains("WARN") && !text.contains("ERROR"),
+        "warnings in a user mount:\n{text}"
+    );
+}
+
 /// `stat -f` of the mount: (blocks, free, available, fragment size, files).
 fn statfs(dir: &Path) -> (u64, u64, u64, u64, u64) {
     let out = run(Command::new("stat")

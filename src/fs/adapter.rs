@@ -95,6 +95,19 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// Whether this process holds CAP_SYS_ADMIN in its effective set (bit 21 of `CapEff` in
+/// /proc/self/status). Unknown counts as yes: the first passthrough open then tells.
+fn has_cap_sys_admin() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_none_or(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+}
+
 /// Open flags the kernel accepts together with FOPEN_PASSTHROUGH: `FOPEN_PASSTHROUGH_MASK`
 /// in fs/fuse/iomode.c (kernel 6.9 on; the EIO seen here on 6.18 is this rule). `fuse_file_passthrough_open`
 /// refuses any other flag with EINVAL, which `fuse_file_io_open` turns into EIO for the
@@ -210,7 +223,11 @@ impl Filesystem for Adapter {
         if let Err(max) = config.set_max_readahead(u32::MAX) {
             let _ = config.set_max_readahead(max);
         }
-        if self.want_passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) {
+        if self.want_passthrough && !has_cap_sys_admin() {
+            // The kernel registers backing files only for CAP_SYS_ADMIN
+            // (FUSE_DEV_IOC_BACKING_OPEN); a user mount would fail its first passthrough open.
+            info!("FUSE passthrough needs CAP_SYS_ADMIN (a mount by root); using ordinary reads");
+        } else if self.want_passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) {
             // Depth 2 lets the backing files live on a stacked filesystem (overlayfs).
             match config
                 .add_capabilities(InitFlags::FUSE_PASSTHROUGH)

@@ -34,7 +34,9 @@
 //!   superblock, which holds the device number, is alive, and a live connection means it is.
 //!
 //! Without the privilege for mount(2) (EPERM), fuser mounts through `fusermount3`, which
-//! does honour the subtype; its unmount then goes through `fusermount3 -u` as well.
+//! does honour the subtype; its unmount then goes through `fusermount3 -u` as well. Such a
+//! user mount still needs /dev/fuse open to the user: fuser, like libfuse, tries the
+//! direct mount first and gives up if it cannot open the device.
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -185,7 +187,19 @@ impl KernelMount {
             .read(true)
             .write(true)
             .custom_flags(libc::O_CLOEXEC)
-            .open("/dev/fuse")?;
+            .open("/dev/fuse")
+            .map_err(|e| match e.kind() {
+                // fuser (like libfuse) opens /dev/fuse itself before it would fall back to
+                // fusermount3, so a user who cannot open it cannot mount at all.
+                std::io::ErrorKind::PermissionDenied => std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "/dev/fuse: {e}; mounting as a user needs /dev/fuse readable and \
+                         writable by all (mode 0666, the usual default) and fusermount3"
+                    ),
+                ),
+                _ => std::io::Error::new(e.kind(), format!("/dev/fuse: {e}")),
+            })?;
         let rootmode = std::fs::metadata(mountpoint)?.mode() & libc::S_IFMT;
         // SAFETY: getuid and getgid have no preconditions and cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };

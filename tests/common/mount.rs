@@ -107,7 +107,12 @@ impl Env {
     }
 
     pub fn cmd(&self, url: &str, mnt: &Path, extra: &[&str]) -> Command {
-        let mut c = Command::new(bin());
+        self.cmd_of(&bin(), url, mnt, extra)
+    }
+
+    /// [`Env::cmd`] running another copy of the binary.
+    pub fn cmd_of(&self, exe: &Path, url: &str, mnt: &Path, extra: &[&str]) -> Command {
+        let mut c = Command::new(exe);
         c.arg("mount")
             .arg(url)
             .arg(mnt)
