@@ -559,6 +559,75 @@ fn mount_type_is_fuse_ossmount_and_external_unmount_is_quiet_and_safe() {
     );
 }
 
+/// What `cp -a`, `rsync -a`, `tar`, `ls -lR` and Python's `open` ask besides reads
+/// (xattrs, ioctl TCGETS, SEEK_DATA, poll, fsync) gets the answers of an ordinary
+/// read-only file and leaves nothing in the log: fuser's defaults logged a
+/// "[Not Implemented]" warning for each on the first `cp -a` of a mount.
+#[test]
+fn ordinary_programs_get_plain_answers_and_no_warnings() {
+    let env = Env::new();
+    write_pattern_file(&env.object("t/a.bin"), 3 << 20, 31);
+    write_pattern_file(&env.object("t/sub/b.txt"), 1000, 32);
+    let log = env.tmp.path().join("mount.log");
+    let mut m = env.mount_fg("mnt", &["--log-file", log.to_str().unwrap()]);
+    let out = env.tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(m.dir.join("t"))
+        .arg(out.join("cp")));
+    run(Command::new("rsync")
+        .arg("-a")
+        .arg(m.dir.join("t/"))
+        .arg(out.join("rsync")));
+    sh(&format!(
+        "tar -cf - -C {} t | tar -xf - -C {}",
+        m.dir.display(),
+        out.display()
+    ));
+    run(Command::new("ls").arg("-lR").arg(&m.dir));
+    for copy in ["cp", "rsync", "t"] {
+        same_file(&out.join(copy).join("a.bin"), &env.object("t/a.bin"));
+        same_file(
+            &out.join(copy).join("sub/b.txt"),
+            &env.object("t/sub/b.txt"),
+        );
+    }
+    let script = r#"
+import errno, os, select, sys
+p = sys.argv[1]
+size = os.path.getsize(p)
+fd = os.open(p, os.O_RDONLY)
+assert not os.isatty(fd)
+assert os.lseek(fd, 0, os.SEEK_DATA) == 0
+assert os.lseek(fd, 0, os.SEEK_HOLE) == size, "not all data"
+assert select.select([fd], [], [], 1)[0] == [fd], "not readable"
+os.fsync(fd)
+os.fsync(os.open(os.path.dirname(p), os.O_RDONLY))
+for call in (lambda: os.listxattr(p), lambda: os.getxattr(p, "user.x")):
+    try:
+        call()
+        sys.exit("an xattr call succeeded")
+    except OSError as e:
+        assert e.errno == errno.EOPNOTSUPP, e
+"#;
+    run(Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(m.dir.join("t/a.bin")));
+
+    let mut child = m.child.take().unwrap();
+    run(Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string()));
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("WARN") && !text.contains("ERROR"),
+        "warnings from ordinary programs:\n{text}"
+    );
+}
+
 /// Puts /dev/fuse's mode back when dropped.
 struct DevFuseMode(u32);
 

@@ -28,9 +28,10 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, PollEvents, PollFlags,
+    PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyPoll,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 use tracing::{debug, info, warn};
@@ -53,6 +54,8 @@ pub fn to_errno(e: &FsError, op: &str) -> Errno {
         FsError::IsDir => Errno::EISDIR,
         FsError::ReadOnly => Errno::EROFS,
         FsError::NameTooLong => Errno::ENAMETOOLONG,
+        FsError::NotImplemented => Errno::ENOSYS,
+        FsError::NoIoctl => Errno::ENOTTY,
         FsError::BadHandle(_) => {
             warn!(op, "{e}");
             Errno::EBADF
@@ -623,6 +626,86 @@ impl Filesystem for Adapter {
     ) {
         reply.error(to_errno(&FsError::ReadOnly, "fallocate"));
     }
+
+    // Asked by ordinary programs (`cp -a`, `ls -l`, Python's `open`, `cp`'s SEEK_DATA,
+    // select): answered without fuser's default "[Not Implemented]" warning per mount.
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(to_errno(&FsError::NotImplemented, "getxattr"));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(to_errno(&FsError::NotImplemented, "listxattr"));
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: ReplyLseek,
+    ) {
+        reply.error(to_errno(&FsError::NotImplemented, "lseek"));
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: PollNotifier,
+        _events: PollEvents,
+        _flags: PollFlags,
+        reply: ReplyPoll,
+    ) {
+        reply.error(to_errno(&FsError::NotImplemented, "poll"));
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(to_errno(&FsError::NoIoctl, "ioctl"));
+    }
+
+    /// Nothing is ever written, so there is nothing to sync.
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
 }
 
 #[cfg(test)]
@@ -663,6 +746,8 @@ mod tests {
             (FsError::NotDir, libc::ENOTDIR),
             (FsError::NameTooLong, libc::ENAMETOOLONG),
             (FsError::BadHandle(7), libc::EBADF),
+            (FsError::NotImplemented, libc::ENOSYS),
+            (FsError::NoIoctl, libc::ENOTTY),
         ];
         for (e, want) in cases {
             assert_eq!(to_errno(&e, "test").code(), want, "{e}");
