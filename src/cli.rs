@@ -95,8 +95,8 @@ pub struct MountArgs {
     /// Stay in the foreground instead of detaching once the mount is ready.
     #[arg(long, short = 'f')]
     pub foreground: bool,
-    /// Write logs to this file (default: stderr in the foreground, syslog-less silence
-    /// in the background).
+    /// Write logs to this file (default: stderr in the foreground, syslog in the
+    /// background: `journalctl -t ossmount`).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
     /// Comma-separated mount options in fstab style (`-o ro,allow_other,cache_dir=/x`);

@@ -1,11 +1,31 @@
-//! Logging setup: `tracing` to stderr or a file, level from `--debug` or `RUST_LOG`.
+//! Logging setup: `tracing` to stderr, a file, or syslog; level from `--debug` or `RUST_LOG`.
+//!
+//! A mount in the background has no terminal. Without `--log-file` its warnings (a store
+//! that went away, an EIO and why) used to go nowhere; they go to syslog instead, as
+//! mount-s3's and ossfs's do, so `journalctl -t ossmount` or /var/log/syslog shows them.
+//! Syslog is spoken directly (one RFC 3164 datagram per event to /dev/log) rather than
+//! through libc's `syslog(3)`: no global state, and a test can point it at its own socket.
 
-use std::path::Path;
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
-/// Install the global subscriber. `log_file`: append there instead of stderr.
-pub fn init(debug: bool, log_file: Option<&Path>) -> std::io::Result<()> {
+/// Where log lines go.
+pub enum Sink<'a> {
+    Stderr,
+    File(&'a Path),
+    /// The system logger's socket, when there is one; nowhere otherwise.
+    Syslog,
+}
+
+/// The system logger's datagram socket (journald and rsyslog both listen there).
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// Install the global subscriber.
+pub fn init(debug: bool, sink: Sink) -> std::io::Result<()> {
     let default = if debug {
         "ossmount=debug,info"
     } else {
@@ -15,8 +35,8 @@ pub fn init(debug: bool, log_file: Option<&Path>) -> std::io::Result<()> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
-    match log_file {
-        Some(path) => {
+    match sink {
+        Sink::File(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -26,13 +46,159 @@ pub fn init(debug: bool, log_file: Option<&Path>) -> std::io::Result<()> {
                 .with_writer(std::sync::Mutex::new(file))
                 .init();
         }
-        None => {
+        Sink::Stderr => {
             use std::io::IsTerminal;
             builder
                 .with_ansi(std::io::stderr().is_terminal())
                 .with_writer(std::io::stderr)
                 .init()
         }
+        Sink::Syslog => builder
+            .with_ansi(false)
+            .without_time()
+            .with_writer(Syslog::new(SYSLOG_SOCKET)?)
+            .init(),
     }
     Ok(())
+}
+
+/// Sends each event as one datagram `<PRI>ossmount[PID]: LEVEL message` (facility
+/// daemon) to a syslog socket. A missing or stuck logger loses lines; it never blocks
+/// or fails the mount.
+pub struct Syslog {
+    sock: UnixDatagram,
+    path: PathBuf,
+    pid: u32,
+}
+
+impl Syslog {
+    pub fn new(path: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let sock = UnixDatagram::unbound()?;
+        // A logger that stopped reading (full queue) must cost a line, not stall the
+        // thread that logs: a FUSE thread, or the runtime.
+        sock.set_nonblocking(true)?;
+        Ok(Self {
+            sock,
+            path: path.into(),
+            pid: std::process::id(),
+        })
+    }
+}
+
+/// One event's bytes, sent when the formatter is done with it (it writes an event whole,
+/// then drops the writer).
+pub struct SyslogLine<'a> {
+    to: &'a Syslog,
+    severity: u8,
+    buf: Vec<u8>,
+}
+
+impl<'a> MakeWriter<'a> for Syslog {
+    type Writer = SyslogLine<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        SyslogLine {
+            to: self,
+            severity: 6,
+            buf: Vec::new(),
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        use tracing::Level;
+        let mut w = self.make_writer();
+        w.severity = match *meta.level() {
+            Level::ERROR => 3,
+            Level::WARN => 4,
+            Level::INFO => 6,
+            Level::DEBUG | Level::TRACE => 7,
+        };
+        w
+    }
+}
+
+impl Write for SyslogLine<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SyslogLine<'_> {
+    fn drop(&mut self) {
+        const DAEMON: u8 = 3;
+        let text = String::from_utf8_lossy(&self.buf);
+        let text = text.trim_end();
+        if text.is_empty() {
+            return;
+        }
+        let msg = format!(
+            "<{}>ossmount[{}]: {text}",
+            DAEMON * 8 + self.severity,
+            self.to.pid
+        );
+        let _ = self.to.sock.send_to(msg.as_bytes(), &self.to.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_reach_a_syslog_socket_one_datagram_each_with_their_severity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let server = UnixDatagram::bind(&path).unwrap();
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_writer(Syslog::new(&path).unwrap())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(key = "a/b", "store unreachable");
+            tracing::error!("unmount failed");
+        });
+        let mut buf = [0u8; 1024];
+        let mut next = || {
+            let n = server.recv(&mut buf).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        let pid = std::process::id();
+        assert_eq!(
+            next(),
+            format!("<28>ossmount[{pid}]:  WARN store unreachable key=\"a/b\"")
+        );
+        assert_eq!(next(), format!("<27>ossmount[{pid}]: ERROR unmount failed"));
+    }
+
+    #[test]
+    fn a_logger_that_stopped_reading_costs_lines_not_a_stalled_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let _never_read = UnixDatagram::bind(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(Syslog::new(&path).unwrap())
+                .finish();
+            // Far beyond a datagram socket's queue (net.unix.max_dgram_qlen, 512).
+            tracing::subscriber::with_default(subscriber, || {
+                for i in 0..5000 {
+                    tracing::warn!(i, "retrying");
+                }
+            });
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("logging blocked on a full syslog socket");
+    }
 }

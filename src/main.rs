@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `mount` sets up logging itself: it may detach first and log to a file.
     if !matches!(cli.command, Command::Mount(_)) {
-        let _ = ossmount::logging::init(cli.debug, None);
+        let _ = ossmount::logging::init(cli.debug, ossmount::logging::Sink::Stderr);
     }
     let result: Result<(), Failure> = match cli.command {
         Command::Mount(args) => ossmount::fs::run(args, cli.debug),

@@ -628,6 +628,64 @@ for call in (lambda: os.listxattr(p), lambda: os.getxattr(p, "user.x")):
     );
 }
 
+/// A mount in the background without --log-file logs to syslog (/dev/log). The test plays
+/// the system logger, so it runs its check only where none is listening already (as on the
+/// test VM and in CI); elsewhere the lib test `logging::tests` covers the datagrams.
+#[test]
+fn a_background_mount_logs_to_syslog() {
+    use std::os::unix::net::UnixDatagram;
+    let socket = Path::new("/dev/log");
+    if socket.exists() {
+        eprintln!("skipped: a system logger owns /dev/log");
+        return;
+    }
+    let logger = UnixDatagram::bind(socket).unwrap();
+    struct Unlink<'a>(&'a Path);
+    impl Drop for Unlink<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _unlink = Unlink(socket);
+    logger
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+
+    let env = Env::new();
+    write_pattern_file(&env.object("s.bin"), 1000, 41);
+    let m = env.mount("bg", &[]);
+    same_file(&m.dir.join("s.bin"), &env.object("s.bin"));
+    run(Command::new("umount").arg(&m.dir));
+    // Every background mount of the test run may log here meanwhile: look for this one.
+    let mine = format!("mountpoint={}", m.dir.display());
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = logger.recv(&mut buf) {
+            lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        let mounted = lines
+            .iter()
+            .find(|l| l.contains(&mine) && l.contains("INFO mounted"));
+        if let Some(first) = mounted {
+            // Same process: its "session ended" line carries the same tag.
+            let tag = first.split(": ").next().unwrap().to_string();
+            if lines
+                .iter()
+                .any(|l| l.starts_with(&tag) && l.contains("session ended"))
+            {
+                assert!(tag.starts_with("<30>ossmount["), "{first}");
+                return;
+            }
+        }
+    }
+    panic!(
+        "no mount and unmount lines in syslog:\n{}",
+        lines.join("\n")
+    );
+}
+
 /// Puts /dev/fuse's mode back when dropped.
 struct DevFuseMode(u32);
 

@@ -52,6 +52,7 @@ use super::tree::{DataPath, FsConfig, Tree};
 use crate::cache::{CacheConfig, CacheError, PartCache};
 use crate::cli::{exit, Failure, MountArgs};
 use crate::config::{connect, StoreConfig, StoreUrl};
+use crate::logging::Sink;
 use crate::store::{ListRequest, ObjectStore, StoreError};
 
 /// The up-front check must answer within 15 s: an unreachable endpoint should fail the
@@ -327,7 +328,8 @@ pub fn run(mut args: MountArgs, debug: bool) -> Result<(), Failure> {
     }
 
     if args.foreground {
-        let _ = crate::logging::init(debug, args.log_file.as_deref());
+        let sink = args.log_file.as_deref().map_or(Sink::Stderr, Sink::File);
+        let _ = crate::logging::init(debug, sink);
         return serve(args, url, None);
     }
 
@@ -355,14 +357,15 @@ pub fn run(mut args: MountArgs, debug: bool) -> Result<(), Failure> {
                 libc::setsid();
             }
             let _ = std::env::set_current_dir("/");
-            // The verdict travels over the pipe; logs go to --log-file or nowhere, so the
+            // The verdict travels over the pipe; logs go to --log-file or syslog, so the
             // user sees one line (the store's retry warnings are in the verdict already).
             if args.log_file.is_some() {
                 redirect_std(&[0, 1]);
             } else {
                 redirect_std(&[0, 1, 2]);
             }
-            let _ = crate::logging::init(debug, args.log_file.as_deref());
+            let sink = args.log_file.as_deref().map_or(Sink::Syslog, Sink::File);
+            let _ = crate::logging::init(debug, sink);
             let notify = std::fs::File::from(wr);
             let result = serve(args, url, Some(notify));
             let code = match &result {
