@@ -982,6 +982,42 @@ fn unchanged_objects_keep_the_page_cache_and_passthrough_opens_never_fail() {
     assert_eq!(resident(&via), size);
 }
 
+/// A sequential reader's pages are dropped a little behind it (src/fs/drop_behind.rs), so
+/// a large `cp` leaves tens of MiB in the page cache, not the object; with a second handle
+/// open on the same object nothing is dropped (the other reader may be behind).
+#[test]
+fn a_sequential_reader_leaves_only_its_last_pages_in_the_page_cache() {
+    const MIB: u64 = 1 << 20;
+    let env = Env::new();
+    let size = 96 * MIB;
+    write_pattern_file(&env.object("a.bin"), size, 51);
+    write_pattern_file(&env.object("b.bin"), size, 52);
+    // No passthrough: fincore's own open must see the FUSE inode's pages.
+    let m = env.mount("mnt", &["--no-passthrough"]);
+    let copy = env.tmp.path().join("copy");
+    run(Command::new("cp").arg(m.dir.join("a.bin")).arg(&copy));
+    same_file(&copy, &env.object("a.bin"));
+    let kept = resident(&m.dir.join("a.bin"));
+    assert!(
+        kept > 0 && kept <= 48 * MIB,
+        "{} MiB of a 96 MiB object left in the page cache",
+        kept / MIB
+    );
+
+    // Two handles: the one that reads everything does not drop the other's pages.
+    let b = m.dir.join("b.bin");
+    sh(&format!(
+        "exec 3< '{}'; cat '{}' > /dev/null; exec 3<&-",
+        b.display(),
+        b.display()
+    ));
+    assert_eq!(
+        resident(&b),
+        size,
+        "pages dropped while another handle was open"
+    );
+}
+
 /// `--direct-io`: a large object not yet cached is read without the kernel's page cache
 /// (the reply goes straight into the reader's buffer), and 1 MiB and 4 KiB `dd` reads and
 /// a shared `mmap` still get exactly the object's bytes. The same read without the option

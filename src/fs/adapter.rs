@@ -22,20 +22,21 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, PollEvents, PollFlags,
-    PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    InitFlags, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, PollEvents,
+    PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyPoll,
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
+use super::drop_behind::DropBehind;
 use super::error::FsError;
 use super::tree::{Attr, Kind, Read, Tree};
 
@@ -177,10 +178,15 @@ pub struct Adapter {
     /// INIT): only then are opens the core marks `direct_io` given FOPEN_DIRECT_IO.
     direct_io_ok: bool,
     io: Arc<Mutex<Passthrough>>,
+    /// Page-cache handles whose pages are dropped behind a sequential reader.
+    drop_behind: Arc<DropBehind>,
+    /// Where the mount puts the session's notifier once the session exists.
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl Adapter {
     pub fn new(core: Arc<Tree>, rt: tokio::runtime::Handle, want_passthrough: bool) -> Self {
+        let notifier = Arc::new(OnceLock::new());
         Self {
             core,
             rt,
@@ -188,7 +194,15 @@ impl Adapter {
             passthrough_ok: Arc::new(AtomicBool::new(false)),
             direct_io_ok: false,
             io: Arc::new(Mutex::new(Passthrough::default())),
+            drop_behind: Arc::new(DropBehind::new(notifier.clone())),
+            notifier,
         }
+    }
+
+    /// Set this to the session's notifier once the session exists: dropping pages behind
+    /// sequential readers starts then.
+    pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
+        self.notifier.clone()
     }
 }
 
@@ -348,6 +362,7 @@ impl Filesystem for Adapter {
         let io = self.io.clone();
         let pt_ok = self.passthrough_ok.clone();
         let direct_io_ok = self.direct_io_ok;
+        let drop_behind = self.drop_behind.clone();
         self.rt.spawn(async move {
             let opened = match core.open(ino.0, write).await {
                 Ok(o) => o,
@@ -396,6 +411,8 @@ impl Filesystem for Adapter {
             let mut flags = open_flags(false, opened.keep_cache);
             if opened.direct_io && direct_io_ok {
                 flags |= FopenFlags::FOPEN_DIRECT_IO;
+            } else {
+                drop_behind.track(opened.fh, ino.0);
             }
             reply.opened(FileHandle(opened.fh), flags);
         });
@@ -425,6 +442,12 @@ impl Filesystem for Adapter {
                 self.rt.spawn(async move { answer(reply, rest.await) });
             }
         }
+        self.drop_behind.on_read(fh.0, offset, size.into(), |ino| {
+            let io = self.io.lock();
+            io.by_ino
+                .get(&ino)
+                .is_some_and(|m| m.cached_opens == 1 && m.passthrough.is_none())
+        });
     }
 
     fn release(
@@ -438,6 +461,7 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         self.core.release(fh.0);
+        self.drop_behind.untrack(fh.0);
         let mut io = self.io.lock();
         if let Some((ino, passthrough)) = io.by_fh.remove(&fh.0) {
             if let Some(mode) = io.by_ino.get_mut(&ino) {

@@ -587,6 +587,7 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
         fs_cfg,
     ));
     let adapter = Adapter::new(tree, rt.handle().clone(), !args.no_passthrough);
+    let notifier = adapter.notifier_slot();
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -637,6 +638,7 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
             (session, unmounter)
         }
     };
+    let _ = notifier.set(session.notifier());
     let kernel_mount = match &unmounter {
         Unmounter::Kernel(k) => Some(k.clone()),
         Unmounter::Fuser(_) => None,
