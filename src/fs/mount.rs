@@ -638,7 +638,11 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
             (session, unmounter)
         }
     };
-    let _ = notifier.set(session.notifier());
+    // Pages behind a sequential reader are dropped only where the part cache keeps the
+    // bytes: under --no-cache the page cache is all there is.
+    if cache.is_some() {
+        let _ = notifier.set(session.notifier());
+    }
     let kernel_mount = match &unmounter {
         Unmounter::Kernel(k) => Some(k.clone()),
         Unmounter::Fuser(_) => None,
