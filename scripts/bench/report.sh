@@ -148,6 +148,32 @@ peers_chart() {
   gnuplot "$gp"
 }
 
+# Run by run, for the rows whose limit is measured in the same run: the limit, ossmount,
+# and their ratio. On a VM whose memory costs drift (see BENCH_SETTLE_S), the spread says
+# how far one median ratio can be trusted.
+peers_spread() {
+  local id label unit dir ref
+  echo "| workload | limit | runs of the limit | runs of ossmount | ossmount / limit, run by run |"
+  echo "|---|---|---|---|---|"
+  while IFS='|' read -r id label unit dir ref; do
+    case "$id" in seq_cold | seq_warm_rw | seq_hot | par4) ;; *) continue ;; esac
+    awk -F '\t' -v r="$id" -v c="$ref" -v label="$label" '
+      $1 == r && $2 == c { lim[$3] = $4; runs[$3] = 1 }
+      $1 == r && $2 == "ossmount" { oss[$3] = $4; runs[$3] = 1 }
+      END {
+        n = 0; for (k in runs) keys[++n] = k
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (keys[j] < keys[i]) { t = keys[i]; keys[i] = keys[j]; keys[j] = t }
+        for (i = 1; i <= n; i++) {
+          k = keys[i]
+          l = l sprintf("%s%.0f", i > 1 ? " " : "", lim[k])
+          o = o sprintf("%s%.0f", i > 1 ? " " : "", oss[k])
+          q = q sprintf("%s%s", i > 1 ? " " : "", (lim[k] > 0 && k in oss) ? sprintf("%.2f", oss[k] / lim[k]) : "-")
+        }
+        printf "| %s | %s | %s | %s | %s |\n", label, c, l, o, q
+      }' "$PEERS_RAW"
+  done < <(peers_rows)
+}
+
 peers_report() {
   peers_medians
   {
@@ -176,6 +202,10 @@ peers_report() {
     echo "waiting puts every cold run in that same state)."
     echo "Bytes fetched = the server's bytes_sent (GET bodies written to sockets)."
     echo "Defaults everywhere except rclone --vfs-cache-mode full and s3fs use_cache${OSSMOUNT_ARGS:+; ossmount with $OSSMOUNT_ARGS}."
+    echo
+    echo "Run by run (the limit and ossmount of one run are minutes apart):"
+    echo
+    peers_spread
     if [ -s "$RESULTS/notes.txt" ]; then
       echo
       echo "Notes from this run:"
