@@ -10,7 +10,7 @@
 //! - [`options`]: fstab-style `-o` options for `mount -t fuse.ossmount` and /etc/fstab.
 
 pub mod adapter;
-pub mod drop_behind;
+mod drop_behind;
 pub mod error;
 pub mod mount;
 pub mod options;

@@ -31,16 +31,16 @@ use parking_lot::Mutex;
 
 /// Bytes kept in the page cache behind the furthest read of a run: 32 MiB, ten times the
 /// kernel's read-ahead, as in the trial above.
-pub const KEEP: u64 = 32 << 20;
+const KEEP: u64 = 32 << 20;
 /// Pages are dropped in steps of 16 MiB: one notification per 16 MiB read.
-pub const STEP: u64 = 16 << 20;
+const STEP: u64 = 16 << 20;
 /// A read starting within 16 MiB of the run's furthest end continues the run (read-ahead
 /// requests of several FUSE threads arrive slightly out of order).
-pub const SLACK: u64 = 16 << 20;
+const SLACK: u64 = 16 << 20;
 
 /// One handle's sequential run.
-#[derive(Debug, Default, PartialEq)]
-pub struct Run {
+#[derive(Default)]
+struct Run {
     /// The furthest byte read in this run.
     end: u64,
     /// Everything before this has been dropped, or was before the run began.
@@ -49,7 +49,7 @@ pub struct Run {
 
 impl Run {
     /// A read of `offset..offset + len`: the range whose pages are now due to be dropped.
-    pub fn on_read(&mut self, offset: u64, len: u64) -> Option<Range<u64>> {
+    fn on_read(&mut self, offset: u64, len: u64) -> Option<Range<u64>> {
         let end = offset + len;
         if offset > self.end + SLACK || end + SLACK < self.end {
             *self = Run {
