@@ -18,6 +18,9 @@
 # by nginx on loopback (installed with apt-get when missing and possible), else a plain
 # local read (`cat > /dev/null`).
 #
+# Quicker before/after checks on a 1 GiB object, not of record: scripts/bench/coldcp.sh (cold
+# cp vs curl) and scripts/bench/ab.sh (cold, warm and hot cp of several builds, interleaved).
+#
 # Adding a workload: write a `workload_<name>` function that prints one number (MB/s, or
 # whatever its unit is) per call, and add a `run_workload "<label>" workload_<name> <unit>`
 # line in main(). Helpers: `median`, `curl_mbps URL`, $SERVE_URL, $OBJ, $BENCH_DIR.
