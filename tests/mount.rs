@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -702,7 +703,7 @@ impl Drop for DevFuseMode {
 /// first; then the test opens it to all (0666, the usual default) for the rest.
 #[test]
 fn a_user_mounts_through_fusermount3_and_unmounts_with_it() {
-    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{chown, PermissionsExt};
     use std::os::unix::process::CommandExt;
     const NOBODY: u32 = 65534;
     let mut env = Env::new();
@@ -839,7 +840,6 @@ fn inodes_are_forgotten_after_drop_caches_but_held_ones_keep_their_number() {
         assert!(Instant::now() < deadline, "holder did not open the file");
         std::thread::sleep(Duration::from_millis(20));
     }
-    use std::os::unix::fs::MetadataExt;
     let held_ino = std::fs::metadata(&held).unwrap().ino();
 
     std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
@@ -1021,7 +1021,8 @@ fn a_sequential_reader_leaves_only_its_last_pages_in_the_page_cache() {
 /// `--direct-io`: a large object not yet cached is read without the kernel's page cache
 /// (the reply goes straight into the reader's buffer), and 1 MiB and 4 KiB `dd` reads and
 /// a shared `mmap` still get exactly the object's bytes. The same read without the option
-/// leaves pages behind, so the page-cache check can fail.
+/// leaves pages behind, so the page-cache check can fail. `st_blksize`, which sizes `cp`'s
+/// buffer, is 128 KiB through the page cache and 1 MiB (one FUSE request per read) here.
 #[test]
 fn direct_io_reads_bypass_the_page_cache_and_still_mmap() {
     let env = Env::new();
@@ -1047,6 +1048,8 @@ fn direct_io_reads_bypass_the_page_cache_and_still_mmap() {
         read_some(&m.dir.join("a.bin")) > 0,
         "page-cache mode kept no pages"
     );
+    let blksize = |file: &Path| std::fs::metadata(file).unwrap().blksize();
+    assert_eq!(blksize(&m.dir.join("a.bin")), 128 << 10);
     drop(m);
 
     let log = env.tmp.path().join("dio.log");
@@ -1057,6 +1060,7 @@ fn direct_io_reads_bypass_the_page_cache_and_still_mmap() {
         0,
         "direct I/O read went through the page cache"
     );
+    assert_eq!(blksize(&m.dir.join("b.bin")), 1 << 20);
     // Whole copies, in large and in small reads.
     for (name, bs) in [("b.bin", "1M"), ("c.bin", "4k")] {
         let out = env.tmp.path().join(format!("{name}.copy"));

@@ -102,14 +102,14 @@ timed_cp() {
   elapsed "$t0"
 }
 
-# The same kind of copy as cp makes from a FUSE file: read/write, 1 MiB at a time (cp's
-# buffer out of ossmount). From a local file cp uses copy_file_range, one in-kernel copy;
+# The same kind of copy as cp makes from a FUSE file: read/write, 128 KiB at a time (cp's
+# buffer out of all three mounts: coreutils' minimum, and their st_blksize is no larger). From a local file cp uses copy_file_range, one in-kernel copy;
 # from a FUSE file to another filesystem that fails with EXDEV and cp falls back to
 # read/write. Copies FILE to $OUT/copy; prints seconds.
 timed_rw() {
   rm -f "$OUT/copy"
   local t0; t0=$(now)
-  dd if="$1" of="$OUT/copy" bs=1M status=none
+  dd if="$1" of="$OUT/copy" bs=128K status=none
   elapsed "$t0"
 }
 

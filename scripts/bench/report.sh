@@ -11,7 +11,7 @@ seq_cold|cold sequential cp, ${SIZE_MIB} MiB object|MiB/s|up|curl
 seq_amp|cold cp: bytes fetched / object size|x|down|curl
 seq_cpu|cold cp: CPU seconds of the mount process per GiB|s/GiB|down|-
 seq_warm|warm cp (tool cache on disk, page cache dropped); local: cp|MiB/s|up|local
-seq_warm_rw|the same warm cp; local: read/write copy (dd bs=1M), as cp from FUSE|MiB/s|up|local
+seq_warm_rw|the same warm cp; local: read/write copy (dd bs=128K), as cp from FUSE|MiB/s|up|local
 seq_hot|hot cp (again at once, page cache kept)|MiB/s|up|local
 seq_small|cold sequential read in 4 KiB reads (dd bs=4k)|MiB/s|up|local
 par4|4 readers x ${PAR_MIB} MiB objects at once, cold (aggregate)|MiB/s|up|curl
@@ -193,9 +193,9 @@ peers_report() {
     echo "ListObjectsV2 pages); local = the served file itself (cp, head -c 1, pread, ls -l)."
     echo "Warm cp has two local limits, one row each. cp of a local file is one copy_file_range"
     echo "(the kernel copies it); out of a FUSE mount, any of the three, copy_file_range to another"
-    echo "filesystem fails with EXDEV (Linux 5.19 and later) and cp falls back to read/write (1 MiB"
-    echo "at a time out of ossmount). The second row holds the same warm cp figures to that kind of"
-    echo "copy of the local file (dd bs=1M, page cache dropped before it as well)."
+    echo "filesystem fails with EXDEV (Linux 5.19 and later) and cp falls back to read/write (128 KiB"
+    echo "at a time out of each mount). The second row holds the same warm cp figures to that kind"
+    echo "of copy of the local file (dd bs=128K, page cache dropped before it as well)."
     echo "Cold = fresh mount over an empty cache directory, page cache dropped, then ${BENCH_SETTLE_S} s of"
     echo "waiting before the tool starts (BENCH_SETTLE_S: on a VM with free page reporting the"
     echo "freed memory goes back to the host within 1-2 s and is slower to touch afterwards;"

@@ -48,7 +48,7 @@ use tracing::{error, info};
 
 use super::adapter::Adapter;
 use super::options;
-use super::tree::{DataPath, FsConfig, Tree};
+use super::tree::{DataPath, FsConfig, Tree, DIRECT_IO_BLOCK_SIZE};
 use crate::cache::{CacheConfig, CacheError, PartCache};
 use crate::cli::{exit, Failure, MountArgs};
 use crate::config::{connect, StoreConfig, StoreUrl};
@@ -578,6 +578,11 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
         direct_io_above: args
             .direct_io
             .then_some(CacheConfig::default().small_object_threshold),
+        block_size: if args.direct_io {
+            DIRECT_IO_BLOCK_SIZE
+        } else {
+            defaults.block_size
+        },
         ..defaults
     };
     let tree = Arc::new(Tree::new(
