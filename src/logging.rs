@@ -10,7 +10,11 @@ use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// Where log lines go.
@@ -44,6 +48,8 @@ pub fn init(debug: bool, sink: Sink) -> std::io::Result<()> {
             builder
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(file))
+                .finish()
+                .with(QuietGoneReplies)
                 .init();
         }
         Sink::Stderr => {
@@ -51,15 +57,53 @@ pub fn init(debug: bool, sink: Sink) -> std::io::Result<()> {
             builder
                 .with_ansi(std::io::stderr().is_terminal())
                 .with_writer(std::io::stderr)
+                .finish()
+                .with(QuietGoneReplies)
                 .init()
         }
         Sink::Syslog => builder
             .with_ansi(false)
             .without_time()
             .with_writer(Syslog::new(SYSLOG_SOCKET)?)
+            .finish()
+            .with(QuietGoneReplies)
             .init(),
     }
     Ok(())
+}
+
+/// Drops fuser's ERROR for a reply the kernel no longer waits for.
+///
+/// fuser logs every failed write to /dev/fuse as "Failed to send FUSE reply: ...". With
+/// ENOENT ("(os error 2)") the kernel is saying the request is gone: the connection was
+/// aborted (an unmount from outside, often with a request in flight) or the request was
+/// abandoned. Nothing is lost and a user can do nothing about it, yet it read as an error
+/// in their log after a plain `fusermount3 -u` (seen in
+/// `mount_type_is_fuse_ossmount_and_external_unmount_is_quiet_and_safe`). Any other reply
+/// error (a reply the kernel rejects is our bug) is still logged.
+struct QuietGoneReplies;
+
+impl<S: Subscriber> Layer<S> for QuietGoneReplies {
+    fn event_enabled(&self, event: &Event<'_>, _: Context<'_, S>) -> bool {
+        if *event.metadata().level() != Level::ERROR {
+            return true;
+        }
+        let mut gone = GoneReply(false);
+        event.record(&mut gone);
+        !gone.0
+    }
+}
+
+struct GoneReply(bool);
+
+impl Visit for GoneReply {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let text = format!("{value:?}");
+            self.0 =
+                text.starts_with("Failed to send FUSE reply") && text.ends_with("(os error 2)");
+        }
+    }
 }
 
 /// Sends each event as one datagram `<PRI>ossmount[PID]: LEVEL message` (facility
@@ -105,7 +149,6 @@ impl<'a> MakeWriter<'a> for Syslog {
     }
 
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
-        use tracing::Level;
         let mut w = self.make_writer();
         w.severity = match *meta.level() {
             Level::ERROR => 3,
@@ -178,6 +221,44 @@ mod tests {
             format!("<28>ossmount[{pid}]:  WARN store unreachable key=\"a/b\"")
         );
         assert_eq!(next(), format!("<27>ossmount[{pid}]: ERROR unmount failed"));
+    }
+
+    #[test]
+    fn replies_to_requests_the_kernel_dropped_are_not_logged_other_reply_errors_are() {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_writer(move || Shared(sink.clone()))
+            .finish()
+            .with(QuietGoneReplies);
+        tracing::subscriber::with_default(subscriber, || {
+            // What fuser's `error!` becomes through the log bridge: a message field.
+            tracing::error!("Failed to send FUSE reply: No such file or directory (os error 2)");
+            tracing::error!("Failed to send FUSE reply: Invalid argument (os error 22)");
+            tracing::warn!("Failed to send FUSE reply: No such file or directory (os error 2)");
+        });
+        let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "ERROR Failed to send FUSE reply: Invalid argument (os error 22)\n \
+             WARN Failed to send FUSE reply: No such file or directory (os error 2)\n"
+        );
+    }
+
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 
     #[test]
