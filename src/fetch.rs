@@ -28,6 +28,11 @@
 //! - Per handle, sequential reads grow a read-ahead window (1, 2, 4, ... parts, up to
 //!   `max_readahead` bytes); a non-sequential read resets it, so random readers fetch only
 //!   the parts they touch.
+//! - A non-sequential read deep inside a missing part (at least [`SPLIT_MIN`] into it) has
+//!   the part fetched tail first: one GET from the read's page to the part's end, then one
+//!   for the head, into the same buffer. The reader waits for its own bytes, not for
+//!   megabytes before them; the part is cached whole as usual (CRC-64s of the two pieces
+//!   combined).
 //! - 412 (the object changed) kills the entry; every waiter and every later read of the
 //!   handle gets [`ReadError::Stale`], and no byte of another version is ever mixed in
 //!   because all requests of an entry carry its ETag.
@@ -44,7 +49,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::warn;
 
 use crate::cache::entry::{Dead, Entry, PartData, PartFail, PartResult, PartWatch};
-use crate::cache::partbuf::{PartBuf, PartPool};
+use crate::cache::partbuf::{PartBuf, PartPool, ALIGN};
 use crate::cache::PartCache;
 use crate::crc64;
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
@@ -220,25 +225,27 @@ impl Engine {
     }
 
     /// Parts of `entry` in `parts` that are held in memory.
-    fn resident_parts(
-        &self,
-        entry: &Entry,
-        parts: std::ops::RangeInclusive<usize>,
-    ) -> Vec<(usize, Bytes)> {
+    fn resident_parts(&self, entry: &Entry, parts: std::ops::RangeInclusive<usize>) -> Vec<Held> {
         let r = self.resident.lock();
         parts
-            .filter_map(|i| r.parts.get(&(entry.uid, i)).map(|p| (i, p.bytes.clone())))
+            .filter_map(|i| {
+                r.parts
+                    .get(&(entry.uid, i))
+                    .map(|p| Held::whole(i, p.bytes.clone()))
+            })
             .collect()
     }
 
     /// Make sure every part in `parts` is present, in memory or being fetched; returns the
     /// channels of those being fetched. Missing parts are grouped into requests of adjacent
-    /// parts.
+    /// parts. `tail_first`: a random reader's offset; a missing part it falls in the middle
+    /// of, alone in its request, is fetched from there on first (see [`SPLIT_MIN`]).
     pub fn ensure(
         self: &Arc<Self>,
         entry: &Arc<Entry>,
         parts: std::ops::Range<usize>,
         whole_request: bool,
+        tail_first: Option<u64>,
     ) -> Vec<(usize, PartWatch)> {
         let mut waits = Vec::new();
         let mut runs: Vec<Vec<(usize, PartTx)>> = Vec::new();
@@ -250,15 +257,18 @@ impl Engine {
                 if st.parts[i].is_some() {
                     continue;
                 }
+                // Being fetched, or received and being written: its channel says which.
+                // (Checked first: a part being written is resident too, but it is not
+                // one the disk refused.)
+                if let Some(rx) = st.inflight.get(&i) {
+                    waits.push((i, rx.clone()));
+                    continue;
+                }
                 // In memory only (the disk had no room): hand the caller the bytes, held
                 // from here on, since the resident set may drop them at any moment.
                 if let Some(p) = resident.parts.get(&(entry.uid, i)) {
                     let data = PartData::Unwritten(p.bytes.clone());
                     waits.push((i, watch::channel(Some(Ok(data))).1));
-                    continue;
-                }
-                if let Some(rx) = st.inflight.get(&i) {
-                    waits.push((i, rx.clone()));
                     continue;
                 }
                 let (tx, rx) = watch::channel(None);
@@ -294,23 +304,37 @@ impl Engine {
             let mut it = run.into_iter().peekable();
             while it.peek().is_some() {
                 let group: Vec<_> = it.by_ref().take(per_request).collect();
+                let split = match &group[..] {
+                    [(i, _, _)] => tail_first.and_then(|at| split_point(entry.part_range(*i), at)),
+                    _ => None,
+                };
                 let engine = self.clone();
                 let entry = entry.clone();
-                tokio::spawn(async move { engine.fetch_run(entry, group).await });
+                tokio::spawn(async move { engine.fetch_run(entry, group, split).await });
             }
         }
         waits
     }
 
     /// Fetch adjacent parts with one ranged GET, each received into one buffer and handed
-    /// to [`Self::part_received`] when complete.
-    async fn fetch_run(self: Arc<Self>, entry: Arc<Entry>, group: Vec<Fetch>) {
+    /// to [`Self::part_received`] when complete; or, with `split` (an offset inside the
+    /// group's only part), that part from `split` to its end first, then its head.
+    async fn fetch_run(self: Arc<Self>, entry: Arc<Entry>, group: Vec<Fetch>, split: Option<u64>) {
         let mut senders = VecDeque::from(group);
         let _permit = self.sem.clone().acquire_owned().await;
-        let first = senders.front().unwrap().0;
-        let last = senders.back().unwrap().0;
-        let range = entry.part_range(first).start..entry.part_range(last).end;
-        let fail_all = |senders: &mut VecDeque<Fetch>, f: PartFail| {
+        // Disk writes of the parts received so far: awaited before the permit is given
+        // back, so a disk slower than the network slows the fetching instead of filling
+        // memory with parts waiting to be written.
+        let mut writes = Vec::new();
+        let result = if entry.dead().is_some() {
+            Err(PartFail::Stale)
+        } else if let Some(at) = split {
+            self.fetch_split(&entry, &mut senders, at, &mut writes)
+                .await
+        } else {
+            self.fetch_in_order(&entry, &mut senders, &mut writes).await
+        };
+        if let Err(f) = result {
             for (i, tx, room) in senders.drain(..) {
                 if room {
                     entry.release(i);
@@ -318,72 +342,29 @@ impl Engine {
                 entry.state.lock().inflight.remove(&i);
                 let _ = tx.send(Some(Err(f.clone())));
             }
-        };
-        if entry.dead().is_some() {
-            fail_all(&mut senders, PartFail::Stale);
-            return;
         }
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let stream = self
-            .store
-            .get_range(
-                &entry.identity.key,
-                range.clone(),
-                Some(&entry.identity.etag),
-            )
-            .await;
-        let mut stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                let f = self.store_failure(&entry, e);
-                fail_all(&mut senders, f);
-                return;
-            }
-        };
-        let part_len = |i: usize| {
-            let r = entry.part_range(i);
-            (r.end - r.start) as usize
-        };
+        for w in writes {
+            let _ = w.await;
+        }
+    }
+
+    /// The parts in `senders`, in order, from one GET; each leaves `senders` when complete.
+    async fn fetch_in_order(
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        senders: &mut VecDeque<Fetch>,
+        writes: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) -> Result<(), PartFail> {
+        let first = senders.front().unwrap().0;
+        let last = senders.back().unwrap().0;
+        let range = entry.part_range(first).start..entry.part_range(last).end;
         // State of the part being received.
         let mut pos = range.start;
         let mut hasher = crc64::Hasher::default();
-        let mut buf = self.pool.get(part_len(first));
-        let receiving = |tx: &PartTx, buf: &PartBuf| {
-            let _ = tx.send(Some(Ok(PartData::Receiving(buf.reader()))));
-        };
+        let mut buf = self.pool.get(part_len(entry, first));
         receiving(&senders.front().unwrap().1, &buf);
-        // Disk writes of the parts received so far: awaited before the permit is given
-        // back, so a disk slower than the network slows the fetching instead of filling
-        // memory with parts waiting to be written.
-        let mut writes = Vec::new();
-        loop {
-            let item = stream.next().await;
-            let chunk = match item {
-                Some(Ok(c)) => c,
-                Some(Err(e)) => {
-                    let f = self.store_failure(&entry, e);
-                    fail_all(&mut senders, f);
-                    break;
-                }
-                None => {
-                    fail_all(
-                        &mut senders,
-                        PartFail::Store(Arc::new(StoreError::Protocol(format!(
-                            "body of {} ended at byte {pos}, expected {}",
-                            entry.identity.key, range.end
-                        )))),
-                    );
-                    break;
-                }
-            };
-            self.bytes_fetched
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            let mut chunk = &chunk[..];
-            while !chunk.is_empty() {
-                let Some(i) = senders.front().map(|f| f.0) else {
-                    // More bytes than asked for: the store broke the protocol; ignore them.
-                    break;
-                };
+        self.receive(entry, range, |mut chunk| {
+            while let Some(&(i, _, _)) = senders.front() {
                 let part_end = entry.part_range(i).end;
                 let take = ((part_end - pos) as usize).min(chunk.len());
                 let (piece, rest) = chunk.split_at(take);
@@ -391,24 +372,91 @@ impl Engine {
                 hasher.update(piece);
                 buf.push(piece);
                 pos += take as u64;
-                if pos == part_end {
-                    let (i, tx, to_disk) = senders.pop_front().unwrap();
-                    let crc = std::mem::take(&mut hasher).finish();
-                    let next = senders.front().map(|f| part_len(f.0)).unwrap_or(0);
-                    let bytes = std::mem::replace(&mut buf, self.pool.get(next)).freeze();
-                    writes.extend(self.part_received(&entry, i, tx, crc, bytes, to_disk));
-                    if let Some((_, tx, _)) = senders.front() {
-                        receiving(tx, &buf);
-                    }
+                if pos < part_end {
+                    break;
+                }
+                let (i, tx, to_disk) = senders.pop_front().unwrap();
+                let crc = std::mem::take(&mut hasher).finish();
+                let next = senders.front().map_or(0, |f| part_len(entry, f.0));
+                let bytes = std::mem::replace(&mut buf, self.pool.get(next)).freeze();
+                writes.extend(self.part_received(entry, i, tx, crc, bytes, to_disk));
+                if let Some((_, tx, _)) = senders.front() {
+                    receiving(tx, &buf);
                 }
             }
-            if senders.is_empty() {
-                break;
-            }
+        })
+        .await
+    }
+
+    /// The one part in `senders`, tail first: bytes `at..end` from one GET, then `start..at`
+    /// from another, into one buffer whose readers are answered from either as it arrives.
+    async fn fetch_split(
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        senders: &mut VecDeque<Fetch>,
+        at: u64,
+        writes: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) -> Result<(), PartFail> {
+        let i = senders.front().unwrap().0;
+        let r = entry.part_range(i);
+        let mut buf = self
+            .pool
+            .get_split((r.end - r.start) as usize, (at - r.start) as usize);
+        receiving(&senders.front().unwrap().1, &buf);
+        let (mut tail, mut head) = (crc64::Hasher::default(), crc64::Hasher::default());
+        self.receive(entry, at..r.end, |chunk| {
+            tail.update(chunk);
+            buf.push(chunk);
+        })
+        .await?;
+        self.receive(entry, r.start..at, |chunk| {
+            head.update(chunk);
+            buf.push(chunk);
+        })
+        .await?;
+        let crc = crc64::combine(head.finish(), tail.finish(), r.end - at);
+        let (i, tx, to_disk) = senders.pop_front().unwrap();
+        writes.extend(self.part_received(entry, i, tx, crc, buf.freeze(), to_disk));
+        Ok(())
+    }
+
+    /// One ranged GET of `range` (with the entry's ETag), its body handed to `sink` piece by
+    /// piece: exactly the bytes of `range` (more than asked for is ignored), or an error.
+    async fn receive(
+        &self,
+        entry: &Arc<Entry>,
+        range: std::ops::Range<u64>,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<(), PartFail> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut stream = self
+            .store
+            .get_range(
+                &entry.identity.key,
+                range.clone(),
+                Some(&entry.identity.etag),
+            )
+            .await
+            .map_err(|e| self.store_failure(entry, e))?;
+        let mut pos = range.start;
+        while pos < range.end {
+            let chunk = match stream.next().await {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => return Err(self.store_failure(entry, e)),
+                None => {
+                    return Err(PartFail::Store(Arc::new(StoreError::Protocol(format!(
+                        "body of {} ended at byte {pos}, expected {}",
+                        entry.identity.key, range.end
+                    )))))
+                }
+            };
+            self.bytes_fetched
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let take = ((range.end - pos) as usize).min(chunk.len());
+            sink(&chunk[..take]);
+            pos += take as u64;
         }
-        for w in writes {
-            let _ = w.await;
-        }
+        Ok(())
     }
 
     /// A part is complete in memory: its readers get the bytes now, and it is written to
@@ -624,6 +672,30 @@ fn fetch_gone() -> PartFail {
     )
 }
 
+/// A random read this far or farther into a missing part has the part fetched tail first
+/// (from the read's 4 KiB page on, then the head): 256 KiB. Nearer the start, waiting for
+/// the bytes before it costs less than a second request (on loopback about 0.25 ms for
+/// 256 KiB). Isolated 4 KiB reads missing 8 MiB parts of a 1 GiB object, 27 per run, two
+/// runs each: median 0.94-0.98 ms vs 2.79-3.09 in order, worst 2.65-4.22 vs 12.5-19.6.
+pub const SPLIT_MIN: u64 = 256 << 10;
+
+/// Where to split part `part` for a reader starting at `at`: its 4 KiB page, when that is
+/// at least [`SPLIT_MIN`] into the part.
+fn split_point(part: std::ops::Range<u64>, at: u64) -> Option<u64> {
+    let page = at - at % ALIGN as u64;
+    (part.contains(&at) && page - part.start >= SPLIT_MIN).then_some(page)
+}
+
+fn part_len(entry: &Entry, i: usize) -> usize {
+    let r = entry.part_range(i);
+    (r.end - r.start) as usize
+}
+
+/// Tell a part's readers it is arriving and where to find its bytes so far.
+fn receiving(tx: &PartTx, buf: &PartBuf) {
+    let _ = tx.send(Some(Ok(PartData::Receiving(buf.reader()))));
+}
+
 /// Wait until a part's fetch is over: written to the data file, kept in memory only, or
 /// failed.
 async fn wait_written(mut rx: PartWatch) -> PartResult {
@@ -639,18 +711,38 @@ async fn wait_written(mut rx: PartWatch) -> PartResult {
     }
 }
 
-/// What [`wait_bytes`] would return at once when that is a success, else `None`.
-fn bytes_now(rx: &PartWatch, need: usize) -> Option<Option<Bytes>> {
-    match &*rx.borrow() {
-        None | Some(Err(_)) => None,
-        Some(Ok(PartData::Receiving(r))) => (r.received() >= need).then(|| Some(r.prefix())),
-        Some(Ok(data)) => Some(data.bytes().cloned()),
+/// Bytes of one part in hand for a read: `bytes` are the part's bytes from `base` on.
+struct Held {
+    part: usize,
+    base: usize,
+    bytes: Bytes,
+}
+
+impl Held {
+    fn whole(part: usize, bytes: Bytes) -> Self {
+        Self {
+            part,
+            base: 0,
+            bytes,
+        }
     }
 }
 
-/// Wait until the first `need` bytes of a part can be read: its bytes (at least `need` of
-/// them) when they are in memory, `None` when the part is on disk.
-async fn wait_bytes(mut rx: PartWatch, need: usize) -> Result<Option<Bytes>, PartFail> {
+/// What [`wait_bytes`] would return at once when that is a success, else `None`.
+fn bytes_now(rx: &PartWatch, need: &std::ops::Range<usize>) -> Option<Option<(usize, Bytes)>> {
+    match &*rx.borrow() {
+        None | Some(Err(_)) => None,
+        Some(Ok(PartData::Receiving(r))) => r.window(need.clone()).map(|b| Some((need.start, b))),
+        Some(Ok(data)) => Some(data.bytes().map(|b| (0, b.clone()))),
+    }
+}
+
+/// Wait until bytes `need` of a part can be read: (where they start in the part, bytes
+/// holding them) when they are in memory, `None` when the part is on disk.
+async fn wait_bytes(
+    mut rx: PartWatch,
+    need: std::ops::Range<usize>,
+) -> Result<Option<(usize, Bytes)>, PartFail> {
     loop {
         let now = rx.borrow_and_update().clone();
         match now {
@@ -658,8 +750,8 @@ async fn wait_bytes(mut rx: PartWatch, need: usize) -> Result<Option<Bytes>, Par
             Some(Err(f)) => return Err(f),
             Some(Ok(PartData::Receiving(r))) => {
                 let grown = r.grown();
-                if r.received() >= need {
-                    return Ok(Some(r.prefix()));
+                if let Some(b) = r.window(need.clone()) {
+                    return Ok(Some((need.start, b)));
                 }
                 tokio::select! {
                     _ = grown => continue,
@@ -669,7 +761,7 @@ async fn wait_bytes(mut rx: PartWatch, need: usize) -> Result<Option<Bytes>, Par
                     }
                 }
             }
-            Some(Ok(data)) => return Ok(data.bytes().cloned()),
+            Some(Ok(data)) => return Ok(data.bytes().map(|b| (0, b.clone()))),
         }
         rx.changed().await.map_err(|_| fetch_gone())?;
     }
@@ -690,9 +782,9 @@ pub struct Pending {
     offset: u64,
     len: usize,
     /// Parts already in hand.
-    memory: Vec<(usize, Bytes)>,
+    memory: Vec<Held>,
     /// (part, bytes of it needed, its channel)
-    waits: Vec<(usize, usize, PartWatch)>,
+    waits: Vec<(usize, std::ops::Range<usize>, PartWatch)>,
 }
 
 enum Step {
@@ -846,14 +938,14 @@ impl ObjectHandle {
         // their bytes are first served; a damaged one is dropped and fetched below.
         if self.entry.has_suspects() {
             for p in p0..=p1 {
-                if !memory.iter().any(|(i, _)| *i == p) {
+                if !memory.iter().any(|h| h.part == p) {
                     self.entry.verify_part(p)?;
                 }
             }
         }
         let small = size <= self.engine.small_object_threshold;
         let waits = if small {
-            self.engine.ensure(&self.entry, 0..n, true)
+            self.engine.ensure(&self.entry, 0..n, true, None)
         } else {
             // Read-ahead window, in parts.
             let ra = {
@@ -871,10 +963,14 @@ impl ObjectHandle {
                 seq.next_offset = end;
                 seq.window_parts
             };
-            let waits = self.engine.ensure(&self.entry, p0..p1 + 1, false);
+            // A random reader is served first from where it reads.
+            let tail_first = (ra == 0).then_some(offset);
+            let waits = self
+                .engine
+                .ensure(&self.entry, p0..p1 + 1, false, tail_first);
             if ra > 0 && p1 + 1 < n {
                 let ra_end = (p1 + 1 + ra).min(n);
-                drop(self.engine.ensure(&self.entry, p1 + 1..ra_end, false));
+                drop(self.engine.ensure(&self.entry, p1 + 1..ra_end, false, None));
             }
             waits
         };
@@ -883,12 +979,17 @@ impl ObjectHandle {
             if i < p0 || i > p1 {
                 continue;
             }
-            // Only as much of the part as this read needs.
+            // Only the bytes of the part this read needs.
             let r = self.entry.part_range(i);
-            let need = (end.min(r.end) - r.start) as usize;
+            let need =
+                (offset.max(r.start) - r.start) as usize..(end.min(r.end) - r.start) as usize;
             // A failed fetch is left to `finish` too, which decides whether to fetch again.
-            match bytes_now(&rx, need) {
-                Some(bytes) => memory.extend(bytes.map(|b| (i, b))),
+            match bytes_now(&rx, &need) {
+                Some(held) => memory.extend(held.map(|(base, bytes)| Held {
+                    part: i,
+                    base,
+                    bytes,
+                })),
                 None => later.push((i, need, rx)),
             }
         }
@@ -915,7 +1016,11 @@ impl ObjectHandle {
         let mut failure = None;
         for (i, need, rx) in waits {
             match wait_bytes(rx, need).await {
-                Ok(bytes) => memory.extend(bytes.map(|b| (i, b))),
+                Ok(held) => memory.extend(held.map(|(base, bytes)| Held {
+                    part: i,
+                    base,
+                    bytes,
+                })),
                 Err(f) => {
                     failure.get_or_insert(f);
                 }
@@ -932,16 +1037,11 @@ impl ObjectHandle {
     /// Bytes `offset..end`, part by part from `memory` or else from the data file. A read
     /// within one part held in memory is a slice of it, without a copy. `None` when a part
     /// is in neither: the data file is read only for parts it holds (never its holes).
-    fn assemble(
-        &self,
-        offset: u64,
-        end: u64,
-        memory: &[(usize, Bytes)],
-    ) -> Result<Option<Bytes>, ReadError> {
+    fn assemble(&self, offset: u64, end: u64, memory: &[Held]) -> Result<Option<Bytes>, ReadError> {
         let ps = self.entry.part_size;
         let (p0, p1) = ((offset / ps) as usize, ((end - 1) / ps) as usize);
         let on_disk = |p: usize| self.entry.state.lock().parts[p].is_some();
-        if !(p0..=p1).all(|p| memory.iter().any(|(i, _)| *i == p) || on_disk(p)) {
+        if !(p0..=p1).all(|p| memory.iter().any(|h| h.part == p) || on_disk(p)) {
             return Ok(None);
         }
         let from_file = |a: u64, b: u64| -> Result<Bytes, ReadError> {
@@ -956,10 +1056,11 @@ impl ObjectHandle {
         for p in p0..=p1 {
             let r = self.entry.part_range(p);
             let (a, b) = (offset.max(r.start), end.min(r.end));
-            let slice = match memory.iter().find(|(i, _)| *i == p) {
-                Some((_, bytes)) => {
+            let slice = match memory.iter().find(|h| h.part == p) {
+                Some(h) => {
                     self.engine.served(&self.entry, p, b - a);
-                    bytes.slice((a - r.start) as usize..(b - r.start) as usize)
+                    let at = (a - r.start) as usize - h.base;
+                    h.bytes.slice(at..at + (b - a) as usize)
                 }
                 None => from_file(a, b)?,
             };
@@ -999,7 +1100,10 @@ impl ObjectHandle {
         loop {
             while failure.is_none() && next < n && pending.len() < window {
                 let end = (next + per_request).min(n);
-                pending.extend(self.engine.ensure(&self.entry, next..end, one_request));
+                pending.extend(
+                    self.engine
+                        .ensure(&self.entry, next..end, one_request, None),
+                );
                 next = end;
             }
             let Some((_, rx)) = pending.pop_front() else {

@@ -862,6 +862,49 @@ async fn a_read_is_answered_before_its_whole_part_arrives() {
     assert_eq!(s.counters().ranges_of("obj")[0], part(0));
 }
 
+/// A random read deep inside a missing part is answered from a request that starts at its
+/// page, not after the part's head has arrived (each body stalls for 4 s after 64 KiB, so
+/// waiting for the head times out); the head follows in a second request, and the part is
+/// cached with the right CRC-64 (finalizing checks the parts' CRCs against the object's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_random_read_deep_in_a_part_gets_its_bytes_first() {
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let d = data(3 * MIB as usize, 36);
+    let m = s.put("obj", d.clone());
+    let c = CacheConfig {
+        part_size: MIB,
+        min_request_bytes: MIB,
+        max_readahead: 2 * MIB,
+        resident_bytes: 2 * MIB,
+        ..cfg(dir.path())
+    };
+    let cache = open(dir.path(), &s, c);
+    let h = cache.object(&m).unwrap();
+    s.stall_bodies(64 << 10, Duration::from_secs(4));
+    let at = MIB + 600 * 1024 + 10;
+    let got = tokio::time::timeout(Duration::from_secs(3), h.read(at, 4096))
+        .await
+        .expect("the random read waited for the head of its part")
+        .unwrap();
+    assert_eq!(&got[..], &d[at as usize..at as usize + 4096]);
+    s.clear_faults();
+    wait_present(&h, 1).await;
+    let page = MIB + 600 * 1024;
+    assert_eq!(s.counters().ranges_of("obj"), [page..2 * MIB, MIB..page]);
+    // Near the start of a part (under SPLIT_MIN) a random read takes the part in order.
+    h.read(2 * MIB + 4096, 4096).await.unwrap();
+    assert_eq!(s.counters().ranges_of("obj")[2], 2 * MIB..3 * MIB);
+    assert_eq!(
+        &h.read(MIB, MIB as usize).await.unwrap()[..],
+        &d[MIB as usize..2 * MIB as usize]
+    );
+    h.fetch_all().await.unwrap();
+    wait_finalized(&h).await;
+    assert_eq!(std::fs::read(&h.entry().paths.done).unwrap(), d);
+}
+
 /// A cache shut down while a part is still arriving (its reader was answered early) lets
 /// go of its directory for good: the fetch ends without writing the part or a checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
