@@ -135,15 +135,7 @@ limit_seq() {
   record seq_warm local "$(mibps "$BIG_BYTES" "$s")"
   s=$(timed_cp "$OBJ")
   record seq_hot local "$(mibps "$BIG_BYTES" "$s")"
-  # The second warm limit: cp of a local copy of the object written just before, as every
-  # tool's cache file was. On the test VM a file read back minutes after it was written
-  # ran at 907-1008 MiB/s against 1043-1683 for the long-written served file (dd bs=128K
-  # to /dev/null, 3 rounds), whoever wrote it and how (buffered or O_DIRECT).
-  cp "$OBJ" "$OUT/fresh"
-  drop_caches
-  s=$(timed_cp "$OUT/fresh")
-  record seq_warm_fresh local "$(mibps "$BIG_BYTES" "$s")"
-  rm -f "$OUT/copy" "$OUT/fresh"
+  rm -f "$OUT/copy"
   drop_caches
   record seq_small local "$(mibps "$BIG_BYTES" "$(timed_small "$OBJ")")"
 }
@@ -255,10 +247,7 @@ tool_seq() {
   record rss_cp "$tool" "$(awk '/^VmHWM:/ { printf "%.0f\n", $2 / 1024 }' "/proc/$MOUNT_PID/status")"
   drop_caches
   s=$(timed_cp "$MNT/$KEY")
-  # One measurement, held to two limits: cp of the served file (written long ago), and cp
-  # of a copy of it written just before, as fresh as the tool's cache file.
   record seq_warm "$tool" "$(mibps "$BIG_BYTES" "$s")"
-  record seq_warm_fresh "$tool" "$(mibps "$BIG_BYTES" "$s")"
   s=$(timed_cp "$MNT/$KEY")
   record seq_hot "$tool" "$(mibps "$BIG_BYTES" "$s")"
   rm -f "$OUT/copy"

@@ -11,7 +11,6 @@ seq_cold|cold sequential cp, ${SIZE_MIB} MiB object|MiB/s|up|curl
 seq_amp|cold cp: bytes fetched / object size|x|down|curl
 seq_cpu|cold cp: CPU seconds of the mount process per GiB|s/GiB|down|-
 seq_warm|warm cp (tool cache on disk, page cache dropped); local: cp|MiB/s|up|local
-seq_warm_fresh|the same warm cp; local: cp of a copy written just before, as a cache file is|MiB/s|up|local
 seq_hot|hot cp (again at once, page cache kept)|MiB/s|up|local
 seq_small|cold sequential read in 4 KiB reads (dd bs=4k)|MiB/s|up|local
 par4|4 readers x ${PAR_MIB} MiB objects at once, cold (aggregate)|MiB/s|up|curl
@@ -157,7 +156,7 @@ peers_spread() {
   echo "| workload | limit | runs of the limit | runs of ossmount | ossmount / limit, run by run |"
   echo "|---|---|---|---|---|"
   while IFS='|' read -r id label unit dir ref; do
-    case "$id" in seq_cold | seq_warm_fresh | seq_hot | par4) ;; *) continue ;; esac
+    case "$id" in seq_cold | seq_warm | seq_hot | par4) ;; *) continue ;; esac
     awk -F '\t' -v r="$id" -v c="$ref" -v label="$label" '
       $1 == r && $2 == c { lim[$3] = $4; runs[$3] = 1 }
       $1 == r && $2 == "ossmount" { oss[$3] = $4; runs[$3] = 1 }
@@ -192,12 +191,9 @@ peers_report() {
     echo "Limit: HTTP = the same bytes straight from serve (curl -o for whole objects, curl -C -"
     echo "to resume after kill -9, one keep-alive Python client for 4 KiB ranges and for the"
     echo "ListObjectsV2 pages); local = the served file itself (cp, head -c 1, pread, ls -l)."
-    echo "Warm cp has two local limits, one row each: cp of the served file, written long before"
-    echo "the run, and cp of a copy of it written just before (page cache dropped before each). A"
-    echo "tool's warm cache is a file it wrote minutes earlier, and on the test VM such a file reads"
-    echo "back slower than an old one whoever wrote it (907-1008 vs 1043-1683 MiB/s, dd bs=128K)."
-    echo "cp of a local file is one copy_file_range; out of a FUSE mount it gets EXDEV (Linux 5.19"
-    echo "and later) and falls back to read/write, 128 KiB at a time out of each of the three."
+    echo "Warm cp's limit is cp of the served file, page cache dropped before it as well. cp of a"
+    echo "local file is one copy_file_range; out of a FUSE mount it gets EXDEV (Linux 5.19 and"
+    echo "later) and falls back to read/write, 128 KiB at a time out of each of the three."
     echo "Cold = fresh mount over an empty cache directory, page cache dropped, then ${BENCH_SETTLE_S} s of"
     echo "waiting before the tool starts (BENCH_SETTLE_S: on a VM with free page reporting the"
     echo "freed memory goes back to the host within 1-2 s and is slower to touch afterwards;"
