@@ -401,7 +401,7 @@ impl Engine {
         let r = entry.part_range(i);
         let mut buf = self
             .pool
-            .get_split((r.end - r.start) as usize, (at - r.start) as usize);
+            .get_split(part_len(entry, i), (at - r.start) as usize);
         receiving(&senders.front().unwrap().1, &buf);
         let (mut tail, mut head) = (crc64::Hasher::default(), crc64::Hasher::default());
         self.receive(entry, at..r.end, |chunk| {
