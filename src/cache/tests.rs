@@ -625,6 +625,50 @@ async fn a_tail_first_part_survives_resets_in_both_pieces() {
     assert_eq!(std::fs::read(&h.entry().paths.done).unwrap(), d);
 }
 
+/// Four sequential readers at once, slower than the store: together they may only have as
+/// much fetched ahead of them as the resident set holds, so what they read comes from
+/// memory, not back from the data file (with a full window each they had 4x that ahead,
+/// and the resident set dropped most parts before their reader got to them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sequential_readers_are_not_served_from_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    let parts = 24u64;
+    // Room for the four parts being read and two ahead; a window of 4 parts each, and
+    // 8 requests at a time (the defaults: 6 parts in memory, 6-part windows, 8 jobs).
+    let c = CacheConfig {
+        resident_bytes: 6 * PS,
+        jobs: 8,
+        ..cfg(dir.path())
+    };
+    let cache = open(dir.path(), &s, c);
+    let mut tasks = Vec::new();
+    for k in 0..4u8 {
+        let d = data((parts * PS) as usize, 40 + k);
+        let h = cache.object(&s.put(&format!("o{k}"), d.clone())).unwrap();
+        tasks.push(tokio::spawn(async move {
+            let step = 32 << 10;
+            for off in (0..parts * PS).step_by(step) {
+                let got = h.read(off, step).await.unwrap();
+                assert_eq!(&got[..], &d[off as usize..off as usize + step]);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let back = cache
+        .engine()
+        .bytes_read_back
+        .load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "read back from the data file: {back} of {} bytes",
+        4 * parts * PS
+    );
+    assert!(back <= 4 * PS, "{back} bytes read back from the data file");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_command_status_verify_clean() {
     let dir = tempfile::tempdir().unwrap();
