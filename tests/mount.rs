@@ -997,7 +997,16 @@ fn a_sequential_reader_leaves_only_its_last_pages_in_the_page_cache() {
     let copy = env.tmp.path().join("copy");
     run(Command::new("cp").arg(m.dir.join("a.bin")).arg(&copy));
     same_file(&copy, &env.object("a.bin"));
-    let kept = resident(&m.dir.join("a.bin"));
+    // The drops are sent by a worker thread after the reads they follow: the last may land
+    // after cp exits.
+    let t0 = Instant::now();
+    let kept = loop {
+        let kept = resident(&m.dir.join("a.bin"));
+        if kept <= 48 * MIB || t0.elapsed() > Duration::from_secs(5) {
+            break kept;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
         kept > 0 && kept <= 48 * MIB,
         "{} MiB of a 96 MiB object left in the page cache",
@@ -1011,10 +1020,15 @@ fn a_sequential_reader_leaves_only_its_last_pages_in_the_page_cache() {
         b.display(),
         b.display()
     ));
-    assert_eq!(
-        resident(&b),
-        size,
-        "pages dropped while another handle was open"
+    // Dropping would leave at most 48 MiB; a few pages may go to reclaim when the test
+    // machine's page cache is full (10 of 24576 were missing in one run beside the other
+    // tests).
+    let kept = resident(&b);
+    assert!(
+        kept >= size - 8 * MIB,
+        "{} MiB of {} left: pages dropped while another handle was open",
+        kept / MIB,
+        size / MIB
     );
 }
 

@@ -12,8 +12,13 @@
 //!
 //! What counts as a sequential reader: one open handle (in page-cache mode, the only one
 //! of its inode) whose reads continue where the previous ones ended, give or take the
-//! kernel's read-ahead reordering ([`SLACK`]). A jump starts a new run, and nothing before
-//! the start of the current run is ever dropped, so a random reader keeps its pages. The
+//! kernel's read-ahead reordering ([`SLACK`]). A jump forward starts a new run, and nothing
+//! before the start of the current run is ever dropped, so a random reader keeps its
+//! pages. A read behind the run's end changes nothing: it is either a reader going back,
+//! whose pages before the run's start are kept anyway, or a late one of the sequential
+//! reader's own (a FUSE thread can be preempted between a reply and its `on_read`, while
+//! the others answer 20 MiB more: seen in 1 of 8 test runs, when a jump back restarted the
+//! run and nothing more was dropped). The
 //! kernel's read-ahead runs at most a few MiB ahead of the reader (1 MiB `read_ahead_kb`,
 //! twice that after `POSIX_FADV_SEQUENTIAL`), far inside [`KEEP`].
 //!
@@ -34,7 +39,7 @@ use parking_lot::Mutex;
 const KEEP: u64 = 32 << 20;
 /// Pages are dropped in steps of 16 MiB: one notification per 16 MiB read.
 const STEP: u64 = 16 << 20;
-/// A read starting within 16 MiB of the run's furthest end continues the run (read-ahead
+/// A read starting within 16 MiB past the run's furthest end continues the run (read-ahead
 /// requests of several FUSE threads arrive slightly out of order).
 const SLACK: u64 = 16 << 20;
 
@@ -51,7 +56,7 @@ impl Run {
     /// A read of `offset..offset + len`: the range whose pages are now due to be dropped.
     fn on_read(&mut self, offset: u64, len: u64) -> Option<Range<u64>> {
         let end = offset + len;
-        if offset > self.end + SLACK || end + SLACK < self.end {
+        if offset > self.end + SLACK {
             *self = Run {
                 end,
                 dropped: offset,
@@ -162,9 +167,12 @@ mod tests {
         // 0..40 MiB, then a jump to 500 MiB and 60 MiB from there.
         let got = drops((0..40).chain(500..560));
         assert_eq!(got, vec![500..516]);
-        // A jump back behind the run's end is a new run too.
+        // Reads behind the run's end neither restart it nor drop anything...
         let got = drops((100..150).chain(10..60));
-        assert_eq!(got, vec![100..116, 10..26]);
+        assert_eq!(got, vec![100..116]);
+        // ...and a late read 20 MiB behind does not break the run.
+        let got = drops((0..70).chain([48]).chain(70..100));
+        assert_eq!(got, vec![0..16, 16..32, 32..48, 48..64]);
     }
 
     #[test]
