@@ -7,6 +7,8 @@
 //! - [`adapter`]: the thin `fuser::Filesystem` (arguments in, reply out) and the one
 //!   function that maps core errors to errno;
 //! - [`mount`]: command line to a ready mount (checks, fork, runtime, signals);
+//! - `drop_behind` and `warm_ahead`: the kernel's page cache, dropped behind readers of
+//!   objects not yet cached, and filled ahead of readers of finalized ones;
 //! - [`options`]: fstab-style `-o` options for `mount -t fuse.ossmount` and /etc/fstab.
 
 pub mod adapter;
@@ -15,6 +17,7 @@ pub mod error;
 pub mod mount;
 pub mod options;
 pub mod tree;
+mod warm_ahead;
 
 use crate::cli::{Failure, MountArgs};
 

@@ -982,6 +982,63 @@ fn unchanged_objects_keep_the_page_cache_and_passthrough_opens_never_fail() {
     assert_eq!(resident(&via), size);
 }
 
+/// The finalized file in the cache directory (waits up to 10 s for the finalize).
+fn done_file(cache: &Path) -> std::path::PathBuf {
+    let t0 = Instant::now();
+    loop {
+        let found = std::fs::read_dir(cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "done"));
+        if let Some(p) = found {
+            return p;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no .done file in {cache:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A finalized object read through passthrough has its cache file read ahead of the
+/// reader (src/fs/warm_ahead.rs): with the first 48 MiB of a 320 MiB object read and the
+/// handle still open, the file is in the page cache up to about 192 MiB (the reader's
+/// 32 MiB chunk and a 128 MiB lead beyond it), where the kernel's own read-ahead stops a
+/// few MiB past the reader; and no further. A whole read after that gets the right bytes.
+#[test]
+fn a_passthrough_reader_has_the_cache_file_read_ahead_of_it() {
+    const MIB: u64 = 1 << 20;
+    let env = Env::new();
+    let size = 320 * MIB;
+    let src = env.object("w.bin");
+    write_pattern_file(&src, size, 61);
+    let m = env.mount("mnt", &[]);
+    let via = m.dir.join("w.bin");
+    sh(&format!("cat '{}' > /dev/null", via.display())); // fetch, verify, finalize
+    let done = done_file(&env.cache());
+    sh(&format!(
+        "dd if='{}' iflag=nocache count=0 status=none",
+        done.display()
+    ));
+    assert_eq!(
+        resident(&done),
+        0,
+        "could not drop the page cache of {done:?} (tmpfs?)"
+    );
+    sh(&format!(
+        "exec 3< '{}'; dd bs=1M count=48 status=none <&3 > /dev/null; sleep 1; exec 3<&-",
+        via.display()
+    ));
+    let kept = resident(&done);
+    assert!(
+        (160 * MIB..=232 * MIB).contains(&kept),
+        "{} MiB of the 320 MiB cache file in the page cache after a 48 MiB read",
+        kept / MIB
+    );
+    same_file(&via, &src);
+}
+
 /// A sequential reader's pages are dropped a little behind it (src/fs/drop_behind.rs), so
 /// a large `cp` leaves tens of MiB in the page cache, not the object; with a second handle
 /// open on the same object nothing is dropped (the other reader may be behind).
