@@ -20,9 +20,9 @@
 //! hits two probes a chunk apart). A reader that starts far into the file past the probes
 //! being watched gets the kernel's read-ahead only.
 //!
-//! One thread ([`Warmer`]) steps the files of all passthrough inodes, polling every 1 ms
-//! while readers move and backing off to [`MAX_POLL`] when they do not. The page cache it
-//! fills is the kernel's to reclaim, not the mount's memory.
+//! One thread ([`Warmer`]) steps the files of all passthrough inodes, each polled every
+//! 1 ms while its reader moves and backing off to [`MAX_POLL`] while it does not. The page
+//! cache it fills is the kernel's to reclaim, not the mount's memory.
 
 use std::fs::File;
 use std::io;
@@ -31,7 +31,7 @@ use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::debug;
 
@@ -41,13 +41,22 @@ use tracing::debug;
 /// against 1347-1987 with 32.
 const CHUNK: u64 = 32 << 20;
 /// How far ahead of the furthest reader the file is asked for: 128 MiB, four chunks in
-/// flight, and more than the reader covers while the poll sleeps ([`MAX_POLL`]).
+/// flight.
 const LEAD: u64 = 128 << 20;
-/// Poll interval while readers are moving.
+/// A file's poll interval while its reader reached a new probe within [`BUSY`]. A poll
+/// that comes late leaves the chunks asked for to drain with no new ones behind them: with
+/// the interval doubling after every empty poll up to 1 s, warm `cp` of 1 GiB ran at
+/// 904-1414 MiB/s against 1297-1830 with a 16 ms cap (6 interleaved rounds of
+/// `scripts/bench/ab.sh`); this way, 1240-1725 against 1332-1625 (3 rounds).
 const MIN_POLL: Duration = Duration::from_millis(1);
-/// Poll interval once nothing moved for a while: 16 ms, in which a reader at 1.7 GB/s
-/// covers 27 MiB, a fifth of [`LEAD`].
-const MAX_POLL: Duration = Duration::from_millis(16);
+/// How long after its last new probe a file counts as being read: 100 ms, the time a chunk
+/// takes at 320 MiB/s. A slower reader is not waiting on the disk, and its interval
+/// doubles after each empty poll: its next probe is seen at most about a chunk's time
+/// late, with four chunks of lead.
+const BUSY: Duration = Duration::from_millis(100);
+/// The longest poll interval, for files held open but not read: 1 s, so a thousand idle
+/// handles cost a few thousand mincore calls a second.
+const MAX_POLL: Duration = Duration::from_secs(1);
 
 /// A read-only shared mapping of a file, for mincore(2) only: nothing is read through it,
 /// so it faults nothing in.
@@ -261,48 +270,60 @@ impl Drop for WarmGuard {
     }
 }
 
+/// A file being read ahead, and when to look at its probes next.
+struct Watched {
+    w: WarmAhead,
+    open: Arc<AtomicBool>,
+    poll: Duration,
+    next: Instant,
+    /// When its reader last reached a new probe.
+    moved: Instant,
+}
+
 /// The thread that steps the read-ahead of every file being read through passthrough.
 pub struct Warmer {
-    tx: Sender<(WarmAhead, Arc<AtomicBool>)>,
+    tx: Sender<Watched>,
 }
 
 impl Warmer {
     /// Starts the thread; it ends once the `Warmer` and every [`WarmGuard`] are gone.
     pub fn new() -> Self {
-        let (tx, rx) = channel::<(WarmAhead, Arc<AtomicBool>)>();
+        let (tx, rx) = channel::<Watched>();
         std::thread::Builder::new()
             .name("warm-ahead".into())
             .spawn(move || {
-                let mut active = Vec::new();
-                let mut poll = MIN_POLL;
+                let mut active: Vec<Watched> = Vec::new();
                 loop {
-                    let next = if active.is_empty() {
-                        rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
-                    } else {
-                        rx.recv_timeout(poll)
+                    let got = match active.iter().map(|f| f.next).min() {
+                        None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                        Some(t) => rx.recv_timeout(t.saturating_duration_since(Instant::now())),
                     };
-                    match next {
-                        Ok(entry) => active.push(entry),
+                    match got {
+                        Ok(f) => active.push(f),
                         Err(RecvTimeoutError::Disconnected) if active.is_empty() => return,
                         Err(_) => {}
                     }
-                    let mut moved = false;
-                    active.retain_mut(|(w, open): &mut (WarmAhead, Arc<AtomicBool>)| {
-                        open.load(Ordering::Relaxed)
-                            && match w.step() {
-                                Step::Advanced => {
-                                    moved = true;
-                                    true
-                                }
-                                Step::Idle => true,
-                                Step::Done => false,
-                            }
+                    let now = Instant::now();
+                    active.retain_mut(|f| {
+                        if !f.open.load(Ordering::Relaxed) {
+                            return false;
+                        }
+                        if f.next > now {
+                            return true;
+                        }
+                        match f.w.step() {
+                            Step::Advanced => f.moved = now,
+                            Step::Idle => {}
+                            Step::Done => return false,
+                        }
+                        f.poll = if now - f.moved < BUSY {
+                            MIN_POLL
+                        } else {
+                            (f.poll * 2).min(MAX_POLL)
+                        };
+                        f.next = now + f.poll;
+                        true
                     });
-                    poll = if moved {
-                        MIN_POLL
-                    } else {
-                        (poll * 2).min(MAX_POLL)
-                    };
                 }
             })
             .expect("spawn the warm-ahead thread");
@@ -320,7 +341,14 @@ impl Warmer {
             }
         };
         let open = Arc::new(AtomicBool::new(true));
-        self.tx.send((w, open.clone())).ok()?;
+        let watched = Watched {
+            w,
+            open: open.clone(),
+            poll: MIN_POLL,
+            next: Instant::now(),
+            moved: Instant::now(),
+        };
+        self.tx.send(watched).ok()?;
         Some(WarmGuard(open))
     }
 }
@@ -330,7 +358,6 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::unix::fs::FileExt;
-    use std::time::Instant;
 
     const MIB: u64 = 1 << 20;
 
