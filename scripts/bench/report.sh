@@ -202,7 +202,7 @@ peers_report() {
     echo "Bytes fetched = the server's bytes_sent (GET bodies written to sockets)."
     echo "Defaults everywhere except rclone --vfs-cache-mode full and s3fs use_cache${OSSMOUNT_ARGS:+; ossmount with $OSSMOUNT_ARGS}."
     echo
-    echo "Run by run (the limit and ossmount of one run are minutes apart):"
+    echo "Run by run (the limit and ossmount of one run are minutes apart, except warm cp's, taken around it):"
     echo
     peers_spread
     if [ -s "$RESULTS/notes.txt" ]; then
