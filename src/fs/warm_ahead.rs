@@ -286,7 +286,7 @@ pub struct Warmer {
 }
 
 impl Warmer {
-    /// Starts the thread; it ends once the `Warmer` and every [`WarmGuard`] are gone.
+    /// Starts the thread; it ends when the `Warmer` is dropped.
     pub fn new() -> Self {
         let (tx, rx) = channel::<Watched>();
         std::thread::Builder::new()
@@ -300,8 +300,9 @@ impl Warmer {
                     };
                     match got {
                         Ok(f) => active.push(f),
-                        Err(RecvTimeoutError::Disconnected) if active.is_empty() => return,
-                        Err(_) => {}
+                        // The adapter, and so every guard, is gone.
+                        Err(RecvTimeoutError::Disconnected) => return,
+                        Err(RecvTimeoutError::Timeout) => {}
                     }
                     let now = Instant::now();
                     active.retain_mut(|f| {
