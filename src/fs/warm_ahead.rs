@@ -365,7 +365,9 @@ mod tests {
     /// A 24 MiB file on a disk-backed filesystem (the build directory: /tmp may be tmpfs,
     /// whose pages cannot be dropped), written, synced and dropped from the page cache.
     fn cold_file() -> (tempfile::TempDir, File) {
-        let dir = tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/target")).unwrap();
+        let base = concat!(env!("CARGO_MANIFEST_DIR"), "/target");
+        std::fs::create_dir_all(base).unwrap();
+        let dir = tempfile::tempdir_in(base).unwrap();
         let path = dir.path().join("f");
         let mut f = File::create(&path).unwrap();
         f.write_all(&vec![7u8; (24 * MIB) as usize]).unwrap();
