@@ -240,7 +240,7 @@ impl Engine {
             .filter_map(|i| {
                 r.parts
                     .get(&(entry.uid, i))
-                    .map(|p| Held::whole(i, p.bytes.clone()))
+                    .map(|p| Held::from(i, 0, p.bytes.clone()))
             })
             .collect()
     }
@@ -559,10 +559,6 @@ impl Engine {
         ok
     }
 
-    /// Largest read-ahead window, in parts of `entry`. While the cache has no room for
-    /// the entry, read-ahead parts live only in the resident set, so the window is what
-    /// that set holds beside the part being read: more would be dropped unread and fetched
-    /// again (5-6x the object with a full cache, as the fault suite measured).
     /// Where read-ahead over `parts` stops: new fetches are started only while the bytes
     /// fetched ahead of their readers (parts being fetched, plus received parts not yet
     /// read, which is what the resident set holds) fit in the resident set. Beyond that
@@ -591,6 +587,10 @@ impl Engine {
         parts.end
     }
 
+    /// Largest read-ahead window, in parts of `entry`. While the cache has no room for
+    /// the entry, read-ahead parts live only in the resident set, so the window is what
+    /// that set holds beside the part being read: more would be dropped unread and fetched
+    /// again (5-6x the object with a full cache, as the fault suite measured).
     fn readahead_parts(&self, entry: &Entry) -> usize {
         let ps = entry.part_size.max(1);
         let max = (self.max_readahead / ps).max(1) as usize;
@@ -762,30 +762,29 @@ struct Held {
 }
 
 impl Held {
-    fn whole(part: usize, bytes: Bytes) -> Self {
-        Self {
-            part,
-            base: 0,
-            bytes,
-        }
+    fn from(part: usize, base: usize, bytes: Bytes) -> Self {
+        Self { part, base, bytes }
     }
 }
 
 /// What [`wait_bytes`] would return at once when that is a success, else `None`.
-fn bytes_now(rx: &PartWatch, need: &std::ops::Range<usize>) -> Option<Option<(usize, Bytes)>> {
+fn bytes_now(part: usize, rx: &PartWatch, need: &std::ops::Range<usize>) -> Option<Option<Held>> {
     match &*rx.borrow() {
         None | Some(Err(_)) => None,
-        Some(Ok(PartData::Receiving(r))) => r.window(need.clone()).map(|b| Some((need.start, b))),
-        Some(Ok(data)) => Some(data.bytes().map(|b| (0, b.clone()))),
+        Some(Ok(PartData::Receiving(r))) => r
+            .window(need.clone())
+            .map(|bytes| Some(Held::from(part, need.start, bytes))),
+        Some(Ok(data)) => Some(data.bytes().map(|b| Held::from(part, 0, b.clone()))),
     }
 }
 
-/// Wait until bytes `need` of a part can be read: (where they start in the part, bytes
-/// holding them) when they are in memory, `None` when the part is on disk.
+/// Wait until bytes `need` of part `part` can be read: the bytes holding them when they
+/// are in memory, `None` when the part is on disk.
 async fn wait_bytes(
+    part: usize,
     mut rx: PartWatch,
     need: std::ops::Range<usize>,
-) -> Result<Option<(usize, Bytes)>, PartFail> {
+) -> Result<Option<Held>, PartFail> {
     loop {
         let now = rx.borrow_and_update().clone();
         match now {
@@ -793,8 +792,8 @@ async fn wait_bytes(
             Some(Err(f)) => return Err(f),
             Some(Ok(PartData::Receiving(r))) => {
                 let grown = r.grown();
-                if let Some(b) = r.window(need.clone()) {
-                    return Ok(Some((need.start, b)));
+                if let Some(bytes) = r.window(need.clone()) {
+                    return Ok(Some(Held::from(part, need.start, bytes)));
                 }
                 tokio::select! {
                     _ = grown => continue,
@@ -804,7 +803,7 @@ async fn wait_bytes(
                     }
                 }
             }
-            Some(Ok(data)) => return Ok(data.bytes().map(|b| (0, b.clone()))),
+            Some(Ok(data)) => return Ok(data.bytes().map(|b| Held::from(part, 0, b.clone()))),
         }
         rx.changed().await.map_err(|_| fetch_gone())?;
     }
@@ -1028,12 +1027,8 @@ impl ObjectHandle {
             let need =
                 (offset.max(r.start) - r.start) as usize..(end.min(r.end) - r.start) as usize;
             // A failed fetch is left to `finish` too, which decides whether to fetch again.
-            match bytes_now(&rx, &need) {
-                Some(held) => memory.extend(held.map(|(base, bytes)| Held {
-                    part: i,
-                    base,
-                    bytes,
-                })),
+            match bytes_now(i, &rx, &need) {
+                Some(held) => memory.extend(held),
                 None => later.push((i, need, rx)),
             }
         }
@@ -1059,12 +1054,8 @@ impl ObjectHandle {
         } = pending;
         let mut failure = None;
         for (i, need, rx) in waits {
-            match wait_bytes(rx, need).await {
-                Ok(held) => memory.extend(held.map(|(base, bytes)| Held {
-                    part: i,
-                    base,
-                    bytes,
-                })),
+            match wait_bytes(i, rx, need).await {
+                Ok(held) => memory.extend(held),
                 Err(f) => {
                     failure.get_or_insert(f);
                 }
