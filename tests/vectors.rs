@@ -1,4 +1,4 @@
-//! Every vector in `../shared/vectors/` (from the official OSS SDKs and botocore) through
+//! Every vector in `tests/data/vectors/` (from the official OSS SDKs and botocore) through
 //! ossmount's signers and CRC-64. A missing vector file is a FAILURE, not a skip, and each
 //! section asserts that it checked as many vectors as the file holds.
 
@@ -13,12 +13,11 @@ use serde_json::Value;
 
 fn load(name: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/vectors")
+        .join("tests/data/vectors")
         .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "signing vectors are required: cannot read {} ({e}); the repository's parent \
-             directory must hold shared/vectors/",
+            "signing vectors are required: cannot read {} ({e})",
             path.display()
         )
     });
@@ -171,7 +170,7 @@ fn oss_v4_header_vectors() {
         checked += 1;
     }
     assert_eq!(checked, count(&doc, "v4_header_vectors"));
-    assert_eq!(checked, 15, "oss-api.md §2 documents 15 header vectors");
+    assert_eq!(checked, 15, "the OSS V4 file holds 15 header vectors");
 }
 
 #[test]
