@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::StoreArgs;
+
 #[derive(Debug, Parser)]
 #[command(name = "ossmount", version, about, long_about = None)]
 pub struct Cli {
@@ -37,26 +39,6 @@ pub enum Command {
     Ls(LsArgs),
     /// Write an object, or a byte range of it, to stdout.
     Cat(CatArgs),
-}
-
-/// Where the bucket lives and how to sign: shared by every command that talks to a store.
-#[derive(Debug, Clone, Args)]
-pub struct StoreArgs {
-    /// Endpoint URL or host, e.g. `oss-cn-hangzhou-internal.aliyuncs.com` or
-    /// `http://127.0.0.1:9000`. Default: derived from --region (OSS) or AWS's endpoint (S3).
-    #[arg(long)]
-    pub endpoint: Option<String>,
-    /// Region id, e.g. `cn-hangzhou` (OSS) or `us-east-1` (S3). Used for signing and for the
-    /// default endpoint.
-    #[arg(long)]
-    pub region: Option<String>,
-    /// Send unsigned requests (public buckets); ignores credentials in the environment.
-    #[arg(long)]
-    pub no_sign_request: bool,
-    /// Address the bucket in the path (`endpoint/bucket/key`) instead of the host name.
-    /// Default: path style for IP addresses and localhost, virtual-hosted otherwise.
-    #[arg(long)]
-    pub path_style: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,9 @@
 //! A store is bound to one bucket. Implementations make exactly one attempt per call;
 //! retries, backoff and resuming a broken body live in [`retry`], once, for every store.
 
+pub mod config;
+pub mod credentials;
+pub mod endpoint;
 pub mod http;
 pub mod memory;
 pub mod retry;

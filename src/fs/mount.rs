@@ -51,7 +51,7 @@ use super::options;
 use super::tree::{DataPath, FsConfig, Tree, DIRECT_IO_BLOCK_SIZE};
 use crate::cache::{CacheConfig, CacheError, PartCache};
 use crate::cli::{exit, Failure, MountArgs};
-use crate::config::{connect, StoreConfig, StoreUrl};
+use crate::config::{self, connect, StoreUrl};
 use crate::logging::Sink;
 use crate::store::{ListRequest, ObjectStore, StoreError};
 
@@ -487,7 +487,7 @@ fn describe_check_failure(store: &dyn ObjectStore, bucket: &str, e: &StoreError)
 
 fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Result<(), Failure> {
     let env = |k: &str| std::env::var(k).ok();
-    let cfg = StoreConfig::resolve(&url, &args.store, &env).map_err(|e| usage(e.to_string()))?;
+    let cfg = config::resolve(&url, &args.store, &env).map_err(|e| usage(e.to_string()))?;
     let store = connect(&cfg).map_err(|e| usage(e.to_string()))?;
 
     let workers = std::thread::available_parallelism()
