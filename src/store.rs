@@ -158,7 +158,7 @@ impl fmt::Display for ServiceError {
 }
 
 /// Everything that can go wrong talking to a store, typed by what a caller does about it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("no such key: {0}")]
     NoSuchKey(ServiceError),
