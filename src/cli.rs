@@ -1,5 +1,5 @@
-//! Command-line interface: clap definitions for every subcommand, plus the parsers for
-//! sizes (`8MiB`) and durations (`60s`) that the options share.
+//! Command-line interface: clap definitions for every subcommand, the exit codes, and the
+//! parser of permission bits (sizes and durations are parsed by [`crate::units`]).
 //!
 //! Option names follow what users know from mount-s3, ossfs and ossutil. Credentials are
 //! never options: they come from the environment only (`OSS_ACCESS_KEY_ID`,
@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::StoreArgs;
+use crate::units::{parse_duration, parse_size};
 
 #[derive(Debug, Parser)]
 #[command(name = "ossmount", version, about, long_about = None)]
@@ -288,63 +289,6 @@ impl Failure {
     }
 }
 
-/// Parse a size: a plain byte count or a number with a unit, binary (`KiB`, `MiB`, `GiB`,
-/// `TiB`, also `K`, `M`, `G`, `T`) or decimal (`KB`, `MB`, `GB`, `TB`).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "t" | "tib" => 1 << 40,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        _ => {
-            return Err(format!(
-                "unknown size unit in {s:?} (use e.g. 8MiB, 512K, 10GB)"
-            ))
-        }
-    };
-    let value: f64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
-    if !value.is_finite() || value < 0.0 {
-        return Err(format!("not a size: {s:?}"));
-    }
-    Ok((value * mult as f64).round() as u64)
-}
-
-/// Parse a duration: seconds, or a number with `ms`, `s`, `m`, `h`, `d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("not a duration: {s:?}"))?;
-    let secs = match unit.trim() {
-        "" | "s" | "sec" => value,
-        "ms" => value / 1000.0,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86400.0,
-        _ => {
-            return Err(format!(
-                "unknown duration unit in {s:?} (use e.g. 500ms, 60s, 5m, 1h)"
-            ))
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("not a duration: {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 /// Parse octal permission bits such as `0444` or `755`.
 pub fn parse_mode(s: &str) -> Result<u32, String> {
     let m = u32::from_str_radix(s.trim_start_matches("0o"), 8)
@@ -358,27 +302,6 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
-        assert_eq!(parse_size("8M"), Ok(8 << 20));
-        assert_eq!(parse_size("100KiB"), Ok(100 << 10));
-        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
-        assert_eq!(parse_size("10GB"), Ok(10_000_000_000));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("8 parsecs").is_err());
-        assert!(parse_size("").is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert!(parse_duration("soon").is_err());
-    }
 
     #[test]
     fn modes() {

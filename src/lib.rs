@@ -17,3 +17,4 @@ pub mod inspect;
 pub mod logging;
 pub mod serve;
 pub mod store;
+pub mod units;

@@ -11,7 +11,8 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{parse_duration, parse_mode, parse_size, MountArgs};
+use crate::cli::{parse_mode, MountArgs};
+use crate::units::{parse_duration, parse_size};
 
 /// Fold every `-o` list in `args.options` into the typed fields of `args`.
 pub fn apply(args: &mut MountArgs) -> Result<(), String> {
