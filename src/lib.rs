@@ -8,12 +8,12 @@
 
 pub mod cache;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod crc64;
 pub mod download;
 pub mod fetch;
 pub mod fs;
-pub mod inspect;
 pub mod logging;
 pub mod serve;
 pub mod store;
