@@ -4,4 +4,5 @@
 //! `cli`.
 
 pub mod inspect;
+pub mod mount;
 pub mod serve;

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         let _ = ossmount::logging::init(cli.debug, ossmount::logging::Sink::Stderr);
     }
     let result: Result<(), Failure> = match cli.command {
-        Command::Mount(args) => ossmount::fs::run(args, cli.debug),
+        Command::Mount(args) => ossmount::cmd::mount::run(args, cli.debug),
         Command::Download(args) => ossmount::download::run(args),
         Command::Serve(args) => ossmount::cmd::serve::run(args),
         Command::Cache(args) => ossmount::cache::run_command(args.command),

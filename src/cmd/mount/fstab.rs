@@ -1,4 +1,5 @@
-//! fstab-style `-o` options, as mount(8) passes them to `mount.fuse.ossmount`.
+//! fstab-style `-o` options, as mount(8) passes them to `mount.fuse.ossmount`, folded into
+//! the `mount` command's arguments.
 //!
 //! Every command-line option of `ossmount mount` has an `-o` spelling with `_` for `-`
 //! (`cache_dir=/var/cache/ossmount`, `metadata_ttl=5m`, `allow_other`), so one fstab line
