@@ -12,8 +12,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::cache::checkpoint::{MAX_PART_SIZE, MIN_PART_SIZE};
+use crate::cache::CacheConfig;
 use crate::config::StoreArgs;
-use crate::units::{parse_duration, parse_size};
+use crate::fs::tree::FsConfig;
+use crate::serve::stats::DEFAULT_STALL_MS;
+use crate::units::{format_duration, format_size, parse_duration, parse_size};
 
 #[derive(Debug, Parser)]
 #[command(name = "ossmount", version, about, long_about = None)]
@@ -54,7 +58,8 @@ pub struct MountArgs {
     pub cache: CacheOptions,
     /// How long file attributes and directory listings are trusted before asking the store
     /// again.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration,
+          default_value = format_duration(FsConfig::default().metadata_ttl))]
     pub metadata_ttl: Duration,
     /// Owner of every file and directory. Default: the user running ossmount.
     #[arg(long)]
@@ -63,10 +68,10 @@ pub struct MountArgs {
     #[arg(long)]
     pub gid: Option<u32>,
     /// Permission bits of files (octal).
-    #[arg(long, default_value = "0444", value_parser = parse_mode)]
+    #[arg(long, value_parser = parse_mode, default_value = format_mode(FsConfig::default().file_mode))]
     pub file_mode: u32,
     /// Permission bits of directories (octal).
-    #[arg(long, default_value = "0555", value_parser = parse_mode)]
+    #[arg(long, value_parser = parse_mode, default_value = format_mode(FsConfig::default().dir_mode))]
     pub dir_mode: u32,
     /// Let other users access the mount (needs `user_allow_other` in /etc/fuse.conf unless
     /// root).
@@ -90,12 +95,7 @@ pub struct MountArgs {
     /// ossmount instead).
     #[arg(long)]
     pub no_passthrough: bool,
-    /// Read objects over 16 MiB that are not fully cached yet with FUSE direct I/O: the
-    /// kernel copies replies straight into the reader's buffer instead of its page cache.
-    /// A single large `cp` runs at about the same speed with 15-20 % less of the mount's
-    /// CPU; parallel readers and small reads (4 KiB: 4x) run slower, each read being a
-    /// round trip through ossmount. Fully cached objects are unaffected (passthrough).
-    #[arg(long)]
+    #[arg(long, help = direct_io_help())]
     pub direct_io: bool,
     /// Read straight from the store, one ranged GET per FUSE read, without the part cache
     /// (diagnostics; no read-ahead, nothing kept across mounts).
@@ -110,26 +110,23 @@ pub struct MountArgs {
 /// The part cache's settings, shared by `mount` and `download`.
 #[derive(Debug, Clone, Args)]
 pub struct CacheOptions {
-    /// Cache directory (one owner at a time). Default: `$XDG_CACHE_HOME/ossmount` or
-    /// `~/.cache/ossmount`.
+    /// Cache directory (one owner at a time). Default: `$XDG_CACHE_HOME/ossmount`,
+    /// `~/.cache/ossmount`, or `/var/cache/ossmount` without a home directory.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// Byte limit of the cache (least recently used whole objects are evicted first).
-    /// Default: 10GiB.
-    #[arg(long, value_parser = parse_size)]
-    pub cache_size: Option<u64>,
-    /// Free space the cache always leaves on its filesystem (parts that would go below it
-    /// are served from memory, not cached). Default: 1GiB, or a tenth of the filesystem
-    /// when that is less.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_size,
+          default_value = format_size(CacheConfig::default().max_bytes))]
+    pub cache_size: u64,
+    #[arg(long, value_parser = parse_size, help = cache_min_free_help())]
     pub cache_min_free: Option<u64>,
-    /// Size of one part: the unit of fetching, caching and verifying (100KiB to 5GiB).
-    /// Default: 8MiB.
-    #[arg(long, value_parser = parse_size)]
-    pub part_size: Option<u64>,
-    /// Parts fetched in parallel. Default: 8.
-    #[arg(long, short = 'j')]
-    pub jobs: Option<usize>,
+    #[arg(long, value_parser = parse_size,
+          default_value = format_size(CacheConfig::default().part_size),
+          help = part_size_help("Size of one part: the unit of fetching, caching and verifying"))]
+    pub part_size: u64,
+    /// Parts fetched in parallel.
+    #[arg(long, short = 'j', default_value_t = CacheConfig::default().jobs)]
+    pub jobs: usize,
 }
 
 #[derive(Debug, Args)]
@@ -141,12 +138,13 @@ pub struct DownloadArgs {
     pub local: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Size of one part (100KiB to 5GiB). Default: 8MiB.
-    #[arg(long, value_parser = parse_size)]
-    pub part_size: Option<u64>,
-    /// Parts fetched in parallel. Default: 8.
-    #[arg(long, short = 'j')]
-    pub jobs: Option<usize>,
+    #[arg(long, value_parser = parse_size,
+          default_value = format_size(CacheConfig::default().part_size),
+          help = part_size_help("Size of one part"))]
+    pub part_size: u64,
+    /// Parts fetched in parallel.
+    #[arg(long, short = 'j', default_value_t = CacheConfig::default().jobs)]
+    pub jobs: usize,
     /// Where checkpoints live (default: beside LOCAL).
     #[arg(long)]
     pub checkpoint_dir: Option<PathBuf>,
@@ -159,7 +157,7 @@ pub struct DownloadArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_long_help = SERVE_HELP)]
+#[command(after_long_help = serve_help())]
 pub struct ServeArgs {
     /// Folder whose top-level folders are the buckets.
     pub dir: PathBuf,
@@ -189,7 +187,9 @@ pub struct ServeArgs {
 }
 
 /// The `serve` contract that tests and scripts rely on.
-const SERVE_HELP: &str = "\
+fn serve_help() -> String {
+    format!(
+        "\
 Output: the first line on stdout is `ossmount serve: listening on http://ADDR` (use
 --listen 127.0.0.1:0 for a free port); logs go to stderr.
 
@@ -203,9 +203,11 @@ Testing aids (no signature needed; bind to loopback):
                                 listings_built
   POST /_ossmount/stats/reset   zero them
   GET  /_ossmount/faults        current fault settings
-  PUT  /_ossmount/faults        replace them, JSON: {\"reset_after_bytes\": N,
+  PUT  /_ossmount/faults        replace them, JSON: {{\"reset_after_bytes\": N,
                                 \"rate_503\": 0.1, \"latency_ms\": 50, \"stall_rate\": 0.1,
-                                \"stall_ms\": 5000} (absent = off; stall_ms defaults to 5000)";
+                                \"stall_ms\": {DEFAULT_STALL_MS}}} (absent = off; stall_ms defaults to {DEFAULT_STALL_MS})"
+    )
+}
 
 #[derive(Debug, Args)]
 pub struct CacheArgs {
@@ -289,6 +291,42 @@ impl Failure {
     }
 }
 
+/// `--direct-io`'s help, with the size above which it applies.
+fn direct_io_help() -> String {
+    format!(
+        "Read objects over {} that are not fully cached yet with FUSE direct I/O: the kernel \
+         copies replies straight into the reader's buffer instead of its page cache. A single \
+         large `cp` runs at about the same speed with 15-20 % less of the mount's CPU; \
+         parallel readers and small reads (4 KiB: 4x) run slower, each read being a round \
+         trip through ossmount. Fully cached objects are unaffected (passthrough)",
+        format_size(CacheConfig::default().small_object_threshold)
+    )
+}
+
+/// `--cache-min-free`'s help, with the floor it defaults to.
+fn cache_min_free_help() -> String {
+    format!(
+        "Free space the cache always leaves on its filesystem (parts that would go below it \
+         are served from memory, not cached). Default: {}, or a tenth of the filesystem when \
+         that is less",
+        format_size(CacheConfig::default().min_free_bytes)
+    )
+}
+
+/// `--part-size`'s help: what a part is, and the sizes the cache accepts.
+fn part_size_help(what: &str) -> String {
+    format!(
+        "{what} ({} to {})",
+        format_size(MIN_PART_SIZE),
+        format_size(MAX_PART_SIZE)
+    )
+}
+
+/// Permission bits as `--file-mode` takes them: `0444`.
+fn format_mode(mode: u32) -> String {
+    format!("{mode:04o}")
+}
+
 /// Parse octal permission bits such as `0444` or `755`.
 pub fn parse_mode(s: &str) -> Result<u32, String> {
     let m = u32::from_str_radix(s.trim_start_matches("0o"), 8)
@@ -308,6 +346,26 @@ mod tests {
         assert_eq!(parse_mode("0444"), Ok(0o444));
         assert_eq!(parse_mode("755"), Ok(0o755));
         assert!(parse_mode("999").is_err());
+    }
+
+    #[test]
+    fn defaults_are_the_layers_own() {
+        let cli = Cli::try_parse_from(["ossmount", "mount", "oss://bkt", "/mnt"]).unwrap();
+        let Command::Mount(m) = cli.command else {
+            panic!("not mount")
+        };
+        let (cache, fs) = (CacheConfig::default(), FsConfig::default());
+        assert_eq!(m.cache.cache_size, cache.max_bytes);
+        assert_eq!(m.cache.part_size, cache.part_size);
+        assert_eq!(m.cache.jobs, cache.jobs);
+        assert_eq!(m.cache.cache_min_free, None, "computed from the filesystem");
+        assert_eq!(m.metadata_ttl, fs.metadata_ttl);
+        assert_eq!((m.file_mode, m.dir_mode), (fs.file_mode, fs.dir_mode));
+        let cli = Cli::try_parse_from(["ossmount", "download", "oss://bkt/k"]).unwrap();
+        let Command::Download(d) = cli.command else {
+            panic!("not download")
+        };
+        assert_eq!((d.part_size, d.jobs), (cache.part_size, cache.jobs));
     }
 
     #[test]

@@ -55,11 +55,9 @@ pub fn run(args: DownloadArgs) -> Result<(), Failure> {
             args.url
         )));
     }
-    let part_size = args
-        .part_size
-        .unwrap_or_else(|| CacheConfig::default().part_size);
+    let part_size = args.part_size;
     check_part_size(part_size).map_err(usage)?;
-    let jobs = args.jobs.unwrap_or_else(|| CacheConfig::default().jobs);
+    let jobs = args.jobs;
     if jobs == 0 {
         return Err(usage("--jobs must be at least 1".into()));
     }

@@ -1,5 +1,6 @@
 //! Sizes (`8MiB`, `10GB`) and durations (`500ms`, `5m`) as people type them, for options,
-//! fstab `-o` values and the server's fault settings alike.
+//! fstab `-o` values and the server's fault settings alike, and back into that form for
+//! the defaults `--help` shows.
 
 use std::time::Duration;
 
@@ -60,6 +61,34 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A size the way [`parse_size`] reads it back exactly: in the largest binary unit that
+/// divides it (`8MiB`, `100KiB`), else in bytes.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
+    UNITS
+        .iter()
+        .find(|(unit, _)| bytes >= *unit && bytes % unit == 0)
+        .map_or_else(
+            || bytes.to_string(),
+            |(unit, name)| format!("{}{name}", bytes / unit),
+        )
+}
+
+/// A duration the way [`parse_duration`] reads it back: whole seconds as `60s`, anything
+/// else in milliseconds.
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +112,31 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn formatted_defaults_parse_back() {
+        for n in [
+            8 << 20,
+            100 << 10,
+            10 << 30,
+            5 << 30,
+            1 << 40,
+            1536 << 20,
+            0,
+            1500,
+        ] {
+            assert_eq!(parse_size(&format_size(n)), Ok(n), "{}", format_size(n));
+        }
+        assert_eq!(format_size(8 << 20), "8MiB");
+        assert_eq!(format_size(1500), "1500");
+        for d in [
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            Duration::ZERO,
+        ] {
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+        assert_eq!(format_duration(Duration::from_secs(60)), "60s");
     }
 }

@@ -407,7 +407,6 @@ fn open_cache(
     store: Arc<dyn ObjectStore>,
     namespace: String,
 ) -> Result<Arc<PartCache>, Failure> {
-    let defaults = CacheConfig::default();
     let dir = args
         .cache
         .cache_dir
@@ -419,10 +418,10 @@ fn open_cache(
             .cache_min_free
             .unwrap_or_else(|| crate::cache::default_min_free(&dir)),
         dir,
-        max_bytes: args.cache.cache_size.unwrap_or(defaults.max_bytes),
-        part_size: args.cache.part_size.unwrap_or(defaults.part_size),
-        jobs: args.cache.jobs.unwrap_or(defaults.jobs),
-        ..defaults
+        max_bytes: args.cache.cache_size,
+        part_size: args.cache.part_size,
+        jobs: args.cache.jobs,
+        ..CacheConfig::default()
     };
     let cache_dir = cache_cfg.dir.clone();
     let _enter = rt.enter();
