@@ -7,7 +7,8 @@
 //! - [`adapter`]: the thin `fuser::Filesystem` (arguments in, reply out) and the one
 //!   function that maps core errors to errno;
 //! - [`mount`]: the kernel side of a mount (mount(2) or fusermount3, unmounting only
-//!   what is still ours, readahead); the `mount` command itself is `crate::cmd::mount`;
+//!   what is still ours, readahead); the `mount` command itself lives with the other
+//!   commands' front ends, above the layers;
 //! - `drop_behind` and `warm_ahead`: the kernel's page cache, dropped behind readers of
 //!   objects not yet cached, and filled ahead of readers of finalized ones.
 

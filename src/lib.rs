@@ -5,6 +5,11 @@
 //! checkpoints), [`fetch`] (parts in flight, read-ahead), [`fs`] (the thin FUSE adapter).
 //! [`download`] is the cache engine pointed at one object; [`serve`] is a local
 //! OSS-compatible server for demos, tests and benchmarks.
+//!
+//! Above them: [`cli`] defines the command line, [`config`] turns a URL, the store options
+//! and the environment into a connected store, and [`cmd`] holds each subcommand's front
+//! end: what it prints, and the exit code each failure gets. [`units`] reads sizes and
+//! durations for all of them.
 
 pub mod cache;
 pub mod cli;

@@ -1,6 +1,7 @@
 //! The kernel side of a mount: the FUSE session mounted at a directory as `fuse.ossmount`,
 //! read-only, nodev, nosuid; unmounting only what is still ours; the mount's readahead.
-//! The `mount` command (checks, fork, runtime, signals) is `crate::cmd::mount`.
+//! The `mount` command (checks, fork, runtime, signals) lives with the other commands'
+//! front ends, above the layers.
 //!
 //! The kernel mount itself is done here with mount(2) ([`KernelMount`]), not by fuser,
 //! whenever we may (root or CAP_SYS_ADMIN), for two reasons found in fuser 0.18.0:

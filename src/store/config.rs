@@ -4,7 +4,7 @@
 //! These are the store's own settings, already resolved: [`super::endpoint`] holds the rules
 //! that turn what the user typed into an endpoint, a region and an addressing style, and
 //! [`super::credentials`] where the keys come from. Turning a command line into these
-//! (`crate::config`) happens above the store; nothing here knows about options or URLs.
+//! happens above the store; nothing here knows about options or URLs.
 
 use super::Credentials;
 
