@@ -169,10 +169,6 @@ impl HttpStore {
         })
     }
 
-    pub fn config(&self) -> &StoreConfig {
-        &self.cfg
-    }
-
     /// URL of an object (`key: Some`) or of the bucket (`key: None`, for listing), with
     /// `query` (decoded pairs) encoded in order.
     fn prepare(
