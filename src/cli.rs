@@ -1,5 +1,5 @@
-//! Command-line interface: clap definitions for every subcommand, plus the parsers for
-//! sizes (`8MiB`) and durations (`60s`) that the options share.
+//! Command-line interface: clap definitions for every subcommand, the exit codes, and the
+//! parser of permission bits (sizes and durations are parsed by [`crate::units`]).
 //!
 //! Option names follow what users know from mount-s3, ossfs and ossutil. Credentials are
 //! never options: they come from the environment only (`OSS_ACCESS_KEY_ID`,
@@ -11,6 +11,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::cache::checkpoint::{MAX_PART_SIZE, MIN_PART_SIZE};
+use crate::cache::CacheConfig;
+use crate::config::StoreArgs;
+use crate::fs::tree::FsConfig;
+use crate::serve::stats::DEFAULT_STALL_MS;
+use crate::units::{format_duration, format_size, parse_duration, parse_size};
 
 #[derive(Debug, Parser)]
 #[command(name = "ossmount", version, about, long_about = None)]
@@ -39,26 +46,6 @@ pub enum Command {
     Cat(CatArgs),
 }
 
-/// Where the bucket lives and how to sign: shared by every command that talks to a store.
-#[derive(Debug, Clone, Args)]
-pub struct StoreArgs {
-    /// Endpoint URL or host, e.g. `oss-cn-hangzhou-internal.aliyuncs.com` or
-    /// `http://127.0.0.1:9000`. Default: derived from --region (OSS) or AWS's endpoint (S3).
-    #[arg(long)]
-    pub endpoint: Option<String>,
-    /// Region id, e.g. `cn-hangzhou` (OSS) or `us-east-1` (S3). Used for signing and for the
-    /// default endpoint.
-    #[arg(long)]
-    pub region: Option<String>,
-    /// Send unsigned requests (public buckets); ignores credentials in the environment.
-    #[arg(long)]
-    pub no_sign_request: bool,
-    /// Address the bucket in the path (`endpoint/bucket/key`) instead of the host name.
-    /// Default: path style for IP addresses and localhost, virtual-hosted otherwise.
-    #[arg(long)]
-    pub path_style: bool,
-}
-
 #[derive(Debug, Args)]
 pub struct MountArgs {
     /// `oss://bucket[/prefix/]` or `s3://bucket[/prefix/]`.
@@ -71,7 +58,8 @@ pub struct MountArgs {
     pub cache: CacheOptions,
     /// How long file attributes and directory listings are trusted before asking the store
     /// again.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration,
+          default_value = format_duration(FsConfig::default().metadata_ttl))]
     pub metadata_ttl: Duration,
     /// Owner of every file and directory. Default: the user running ossmount.
     #[arg(long)]
@@ -80,10 +68,10 @@ pub struct MountArgs {
     #[arg(long)]
     pub gid: Option<u32>,
     /// Permission bits of files (octal).
-    #[arg(long, default_value = "0444", value_parser = parse_mode)]
+    #[arg(long, value_parser = parse_mode, default_value = format_mode(FsConfig::default().file_mode))]
     pub file_mode: u32,
     /// Permission bits of directories (octal).
-    #[arg(long, default_value = "0555", value_parser = parse_mode)]
+    #[arg(long, value_parser = parse_mode, default_value = format_mode(FsConfig::default().dir_mode))]
     pub dir_mode: u32,
     /// Let other users access the mount (needs `user_allow_other` in /etc/fuse.conf unless
     /// root).
@@ -107,12 +95,7 @@ pub struct MountArgs {
     /// ossmount instead).
     #[arg(long)]
     pub no_passthrough: bool,
-    /// Read objects over 16 MiB that are not fully cached yet with FUSE direct I/O: the
-    /// kernel copies replies straight into the reader's buffer instead of its page cache.
-    /// A single large `cp` runs at about the same speed with 15-20 % less of the mount's
-    /// CPU; parallel readers and small reads (4 KiB: 4x) run slower, each read being a
-    /// round trip through ossmount. Fully cached objects are unaffected (passthrough).
-    #[arg(long)]
+    #[arg(long, help = direct_io_help())]
     pub direct_io: bool,
     /// Read straight from the store, one ranged GET per FUSE read, without the part cache
     /// (diagnostics; no read-ahead, nothing kept across mounts).
@@ -127,26 +110,23 @@ pub struct MountArgs {
 /// The part cache's settings, shared by `mount` and `download`.
 #[derive(Debug, Clone, Args)]
 pub struct CacheOptions {
-    /// Cache directory (one owner at a time). Default: `$XDG_CACHE_HOME/ossmount` or
-    /// `~/.cache/ossmount`.
+    /// Cache directory (one owner at a time). Default: `$XDG_CACHE_HOME/ossmount`,
+    /// `~/.cache/ossmount`, or `/var/cache/ossmount` without a home directory.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// Byte limit of the cache (least recently used whole objects are evicted first).
-    /// Default: 10GiB.
-    #[arg(long, value_parser = parse_size)]
-    pub cache_size: Option<u64>,
-    /// Free space the cache always leaves on its filesystem (parts that would go below it
-    /// are served from memory, not cached). Default: 1GiB, or a tenth of the filesystem
-    /// when that is less.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_size,
+          default_value = format_size(CacheConfig::default().max_bytes))]
+    pub cache_size: u64,
+    #[arg(long, value_parser = parse_size, help = cache_min_free_help())]
     pub cache_min_free: Option<u64>,
-    /// Size of one part: the unit of fetching, caching and verifying (100KiB to 5GiB).
-    /// Default: 8MiB.
-    #[arg(long, value_parser = parse_size)]
-    pub part_size: Option<u64>,
-    /// Parts fetched in parallel. Default: 8.
-    #[arg(long, short = 'j')]
-    pub jobs: Option<usize>,
+    #[arg(long, value_parser = parse_size,
+          default_value = format_size(CacheConfig::default().part_size),
+          help = part_size_help("Size of one part: the unit of fetching, caching and verifying"))]
+    pub part_size: u64,
+    /// Parts fetched in parallel.
+    #[arg(long, short = 'j', default_value_t = CacheConfig::default().jobs)]
+    pub jobs: usize,
 }
 
 #[derive(Debug, Args)]
@@ -158,12 +138,13 @@ pub struct DownloadArgs {
     pub local: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Size of one part (100KiB to 5GiB). Default: 8MiB.
-    #[arg(long, value_parser = parse_size)]
-    pub part_size: Option<u64>,
-    /// Parts fetched in parallel. Default: 8.
-    #[arg(long, short = 'j')]
-    pub jobs: Option<usize>,
+    #[arg(long, value_parser = parse_size,
+          default_value = format_size(CacheConfig::default().part_size),
+          help = part_size_help("Size of one part"))]
+    pub part_size: u64,
+    /// Parts fetched in parallel.
+    #[arg(long, short = 'j', default_value_t = CacheConfig::default().jobs)]
+    pub jobs: usize,
     /// Where checkpoints live (default: beside LOCAL).
     #[arg(long)]
     pub checkpoint_dir: Option<PathBuf>,
@@ -176,7 +157,7 @@ pub struct DownloadArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_long_help = SERVE_HELP)]
+#[command(after_long_help = serve_help())]
 pub struct ServeArgs {
     /// Folder whose top-level folders are the buckets.
     pub dir: PathBuf,
@@ -206,7 +187,9 @@ pub struct ServeArgs {
 }
 
 /// The `serve` contract that tests and scripts rely on.
-const SERVE_HELP: &str = "\
+fn serve_help() -> String {
+    format!(
+        "\
 Output: the first line on stdout is `ossmount serve: listening on http://ADDR` (use
 --listen 127.0.0.1:0 for a free port); logs go to stderr.
 
@@ -220,9 +203,11 @@ Testing aids (no signature needed; bind to loopback):
                                 listings_built
   POST /_ossmount/stats/reset   zero them
   GET  /_ossmount/faults        current fault settings
-  PUT  /_ossmount/faults        replace them, JSON: {\"reset_after_bytes\": N,
+  PUT  /_ossmount/faults        replace them, JSON: {{\"reset_after_bytes\": N,
                                 \"rate_503\": 0.1, \"latency_ms\": 50, \"stall_rate\": 0.1,
-                                \"stall_ms\": 5000} (absent = off; stall_ms defaults to 5000)";
+                                \"stall_ms\": {DEFAULT_STALL_MS}}} (absent = off; stall_ms defaults to {DEFAULT_STALL_MS})"
+    )
+}
 
 #[derive(Debug, Args)]
 pub struct CacheArgs {
@@ -306,61 +291,40 @@ impl Failure {
     }
 }
 
-/// Parse a size: a plain byte count or a number with a unit, binary (`KiB`, `MiB`, `GiB`,
-/// `TiB`, also `K`, `M`, `G`, `T`) or decimal (`KB`, `MB`, `GB`, `TB`).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "t" | "tib" => 1 << 40,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        _ => {
-            return Err(format!(
-                "unknown size unit in {s:?} (use e.g. 8MiB, 512K, 10GB)"
-            ))
-        }
-    };
-    let value: f64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
-    if !value.is_finite() || value < 0.0 {
-        return Err(format!("not a size: {s:?}"));
-    }
-    Ok((value * mult as f64).round() as u64)
+/// `--direct-io`'s help, with the size above which it applies.
+fn direct_io_help() -> String {
+    format!(
+        "Read objects over {} that are not fully cached yet with FUSE direct I/O: the kernel \
+         copies replies straight into the reader's buffer instead of its page cache. A single \
+         large `cp` runs at about the same speed with 15-20 % less of the mount's CPU; \
+         parallel readers and small reads (4 KiB: 4x) run slower, each read being a round \
+         trip through ossmount. Fully cached objects are unaffected (passthrough)",
+        format_size(CacheConfig::default().small_object_threshold)
+    )
 }
 
-/// Parse a duration: seconds, or a number with `ms`, `s`, `m`, `h`, `d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("not a duration: {s:?}"))?;
-    let secs = match unit.trim() {
-        "" | "s" | "sec" => value,
-        "ms" => value / 1000.0,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86400.0,
-        _ => {
-            return Err(format!(
-                "unknown duration unit in {s:?} (use e.g. 500ms, 60s, 5m, 1h)"
-            ))
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("not a duration: {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+/// `--cache-min-free`'s help, with the floor it defaults to.
+fn cache_min_free_help() -> String {
+    format!(
+        "Free space the cache always leaves on its filesystem (parts that would go below it \
+         are served from memory, not cached). Default: {}, or a tenth of the filesystem when \
+         that is less",
+        format_size(CacheConfig::default().min_free_bytes)
+    )
+}
+
+/// `--part-size`'s help: what a part is, and the sizes the cache accepts.
+fn part_size_help(what: &str) -> String {
+    format!(
+        "{what} ({} to {})",
+        format_size(MIN_PART_SIZE),
+        format_size(MAX_PART_SIZE)
+    )
+}
+
+/// Permission bits as `--file-mode` takes them: `0444`.
+fn format_mode(mode: u32) -> String {
+    format!("{mode:04o}")
 }
 
 /// Parse octal permission bits such as `0444` or `755`.
@@ -378,31 +342,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
-        assert_eq!(parse_size("8M"), Ok(8 << 20));
-        assert_eq!(parse_size("100KiB"), Ok(100 << 10));
-        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
-        assert_eq!(parse_size("10GB"), Ok(10_000_000_000));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("8 parsecs").is_err());
-        assert!(parse_size("").is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert!(parse_duration("soon").is_err());
-    }
-
-    #[test]
     fn modes() {
         assert_eq!(parse_mode("0444"), Ok(0o444));
         assert_eq!(parse_mode("755"), Ok(0o755));
         assert!(parse_mode("999").is_err());
+    }
+
+    #[test]
+    fn defaults_are_the_layers_own() {
+        let cli = Cli::try_parse_from(["ossmount", "mount", "oss://bkt", "/mnt"]).unwrap();
+        let Command::Mount(m) = cli.command else {
+            panic!("not mount")
+        };
+        let (cache, fs) = (CacheConfig::default(), FsConfig::default());
+        assert_eq!(m.cache.cache_size, cache.max_bytes);
+        assert_eq!(m.cache.part_size, cache.part_size);
+        assert_eq!(m.cache.jobs, cache.jobs);
+        assert_eq!(m.cache.cache_min_free, None, "computed from the filesystem");
+        assert_eq!(m.metadata_ttl, fs.metadata_ttl);
+        assert_eq!((m.file_mode, m.dir_mode), (fs.file_mode, fs.dir_mode));
+        let cli = Cli::try_parse_from(["ossmount", "download", "oss://bkt/k"]).unwrap();
+        let Command::Download(d) = cli.command else {
+            panic!("not download")
+        };
+        assert_eq!((d.part_size, d.jobs), (cache.part_size, cache.jobs));
     }
 
     #[test]

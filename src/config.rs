@@ -1,52 +1,43 @@
 //! From what the user typed (`oss://bucket/prefix`, `--endpoint`, `--region`, environment
-//! credentials) to a connected [`ObjectStore`].
+//! credentials) to a connected [`ObjectStore`], one way: the store's own settings
+//! ([`StoreConfig`]) and their rules live in [`crate::store`], which knows nothing of this.
 //!
-//! Rules, and why:
 //! - **URLs** are `oss://bucket[/path]` or `s3://bucket[/path]`. The path is taken
 //!   literally (no percent-decoding): users type keys as they are, spaces included.
 //!   Bucket names are checked here, before any request, because a bad name otherwise shows
 //!   up as a confusing DNS or TLS error from the virtual-hosted host name.
-//! - **OSS endpoint**: `https://oss-<region>.aliyuncs.com` from `--region`. A region typed as
-//!   `oss-cn-hangzhou` (the endpoint label) is corrected to `cn-hangzhou` with a warning: the
-//!   service refuses the `oss-` form in the signature scope (EC 0002-00000226) and the intent
-//!   is unambiguous. With `--endpoint` on `*.aliyuncs.com` the region is inferred from the
-//!   host (`oss-<r>.`, `oss-<r>-internal.`, `<r>.oss.`), so `--endpoint
-//!   oss-cn-beijing-internal.aliyuncs.com` alone is enough.
-//! - **S3 endpoint**: `https://s3.<region>.amazonaws.com`, region default `us-east-1` (what
-//!   the AWS CLI assumes).
-//! - **Endpoints** may omit the scheme; https is the default (plain http only when asked).
-//! - **Addressing**: path style for IP addresses and `localhost` (there is no DNS name to
-//!   put the bucket in), for S3 buckets with dots (their virtual host fails TLS wildcard
-//!   matching), or with `--path-style`; virtual-hosted otherwise, because OSS refuses path
-//!   style for ordinary buckets (SecondLevelDomainForbidden).
-//! - **Credentials** come only from the environment (`OSS_*` for `oss://`, `AWS_*` for
-//!   `s3://`), never from options, so they stay out of `ps` and shell history. The
-//!   environment is injected so tests never touch the process environment.
+//! - **Options** ([`StoreArgs`], shared by every command that talks to a store) go through
+//!   the endpoint, region and addressing rules of [`crate::store::endpoint`].
+//! - **Credentials** come from [`crate::store::credentials`]: the environment only, so they
+//!   stay out of `ps` and shell history.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::cli::StoreArgs;
+use crate::store::config::{invalid, Auth, ConfigError, Scheme, StoreConfig};
+use crate::store::credentials::{credentials_from_env, Env};
+use crate::store::endpoint::{self, Given};
 use crate::store::http::{HttpConfig, HttpStore};
 use crate::store::retry::{RetryConfig, RetryingStore};
-use crate::store::{Credentials, ObjectStore};
+use crate::store::ObjectStore;
 
-/// Which protocol family a URL names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scheme {
-    /// `oss://`: OSS V4 signatures, OSS endpoints, `OSS_*` credentials.
-    Oss,
-    /// `s3://`: S3 SigV4, `AWS_*` credentials.
-    S3,
-}
-
-impl Scheme {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Oss => "oss",
-            Scheme::S3 => "s3",
-        }
-    }
+/// Where the bucket lives and how to sign: shared by every command that talks to a store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Endpoint URL or host, e.g. `oss-cn-hangzhou-internal.aliyuncs.com` or
+    /// `http://127.0.0.1:9000`. Default: derived from --region (OSS) or AWS's endpoint (S3).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Region id, e.g. `cn-hangzhou` (OSS) or `us-east-1` (S3). Used for signing and for the
+    /// default endpoint.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Send unsigned requests (public buckets); ignores credentials in the environment.
+    #[arg(long)]
+    pub no_sign_request: bool,
+    /// Address the bucket in the path (`endpoint/bucket/key`) instead of the host name.
+    /// Default: path style for IP addresses and localhost, virtual-hosted otherwise.
+    #[arg(long)]
+    pub path_style: bool,
 }
 
 /// A parsed `oss://bucket/prefix` or `s3://bucket/prefix`.
@@ -56,16 +47,6 @@ pub struct StoreUrl {
     pub bucket: String,
     /// Key or prefix below the bucket, without a leading `/`; may be empty.
     pub path: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0}")]
-    Invalid(String),
-}
-
-fn invalid(msg: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid(msg.into())
 }
 
 impl std::fmt::Display for StoreUrl {
@@ -150,324 +131,34 @@ fn validate_bucket(scheme: Scheme, b: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// How requests are authenticated.
-#[derive(Clone, Debug)]
-pub enum Auth {
-    OssV4(Credentials),
-    S3V4(Credentials),
-    Anonymous,
-}
-
-/// Everything needed to talk to one bucket.
-#[derive(Clone, Debug)]
-pub struct StoreConfig {
-    pub scheme: Scheme,
-    pub bucket: String,
-    /// `http` or `https` plus host[:port], no trailing slash, e.g. `https://oss-cn-hangzhou.aliyuncs.com`.
-    pub endpoint: String,
-    pub region: String,
-    pub path_style: bool,
-    pub auth: Auth,
-}
-
-/// An endpoint split into what the client needs.
-#[derive(Debug, PartialEq, Eq)]
-struct Endpoint {
-    /// `http` or `https`.
-    scheme: String,
-    /// Lower-case host, IPv6 in brackets.
-    host: String,
-    port: Option<u16>,
-    /// The host is an IP address or `localhost`: no virtual-hosted addressing possible.
-    is_ip_or_local: bool,
-}
-
-impl Endpoint {
-    fn parse(raw: &str) -> Result<Self, ConfigError> {
-        let trimmed = raw.trim().trim_end_matches('/');
-        if trimmed.is_empty() {
-            return Err(invalid("--endpoint is empty"));
-        }
-        let with_scheme = if trimmed.contains("://") {
-            trimmed.to_string()
-        } else {
-            format!("https://{trimmed}")
-        };
-        let url = reqwest::Url::parse(&with_scheme).map_err(|e| {
-            invalid(format!(
-                "--endpoint {raw:?} is not a valid URL or host: {e}"
-            ))
-        })?;
-        let scheme = url.scheme().to_string();
-        if scheme != "http" && scheme != "https" {
-            return Err(invalid(format!(
-                "--endpoint {raw:?}: scheme must be http or https, not {scheme:?}"
-            )));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(invalid(format!(
-                "--endpoint {raw:?}: credentials do not belong in the endpoint; use the environment"
-            )));
-        }
-        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-            return Err(invalid(format!(
-                "--endpoint {raw:?}: give only scheme, host and port (no path or query); \
-                 the bucket goes in the oss:// or s3:// URL"
-            )));
-        }
-        let host = url
-            .host_str()
-            .ok_or_else(|| invalid(format!("--endpoint {raw:?} has no host")))?
-            .to_ascii_lowercase();
-        let is_ip_or_local = host == "localhost"
-            || host.ends_with(".localhost")
-            || host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-                .is_ok();
-        Ok(Endpoint {
-            scheme,
-            host,
-            port: url.port(),
-            is_ip_or_local,
-        })
-    }
-
-    fn url(&self) -> String {
-        match self.port {
-            Some(p) => format!("{}://{}:{}", self.scheme, self.host, p),
-            None => format!("{}://{}", self.scheme, self.host),
-        }
-    }
-}
-
-/// Region of an OSS endpoint host on `aliyuncs.com`, when the host says it:
-/// `oss-<r>.aliyuncs.com`, `oss-<r>-internal.aliyuncs.com`, `<r>.oss.aliyuncs.com`.
-/// Acceleration endpoints (`oss-accelerate*`) name no region.
-pub fn oss_region_from_host(host: &str) -> Option<String> {
-    let host = host.strip_suffix(".aliyuncs.com")?;
-    // Last label group before aliyuncs.com; a bucket prefix (`bucket.oss-...`) is ignored.
-    let labels: Vec<&str> = host.split('.').collect();
-    let region = match labels.as_slice() {
-        [.., r, "oss"] => r.to_string(),
-        [.., last] => {
-            let r = last.strip_prefix("oss-")?;
-            r.strip_suffix("-internal").unwrap_or(r).to_string()
-        }
-        [] => return None,
+/// Resolve endpoint, region, addressing style and credentials. `env` reads environment
+/// variables (injected so tests do not touch the process environment).
+pub fn resolve(
+    url: &StoreUrl,
+    args: &StoreArgs,
+    env: &Env<'_>,
+) -> Result<StoreConfig, ConfigError> {
+    let location = endpoint::locate(&Given {
+        scheme: url.scheme,
+        bucket: &url.bucket,
+        endpoint: args.endpoint.as_deref(),
+        region: args.region.as_deref(),
+        path_style: args.path_style,
+        signed: !args.no_sign_request,
+    })?;
+    let auth = if args.no_sign_request {
+        Auth::Anonymous
+    } else {
+        Auth::signed(url.scheme, credentials_from_env(url.scheme, env)?)
     };
-    if region.is_empty() || region.starts_with("accelerate") || !valid_region(&region) {
-        return None;
-    }
-    Some(region)
-}
-
-/// Region of an AWS S3 endpoint host: `s3.<r>.amazonaws.com` or `s3-<r>.amazonaws.com`.
-fn s3_region_from_host(host: &str) -> Option<String> {
-    let host = host.strip_suffix(".amazonaws.com")?;
-    let labels: Vec<&str> = host.split('.').collect();
-    let region = match labels.as_slice() {
-        [.., "s3", r] => r.to_string(),
-        [.., last] => last.strip_prefix("s3-")?.to_string(),
-        [] => return None,
-    };
-    valid_region(&region).then_some(region)
-}
-
-fn valid_region(r: &str) -> bool {
-    !r.is_empty()
-        && r.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
-
-/// Normalize a `--region` value for OSS: `oss-cn-hangzhou` becomes `cn-hangzhou` (warned).
-fn normalize_oss_region(raw: &str) -> Result<String, ConfigError> {
-    let r = raw.trim().to_ascii_lowercase();
-    let r = match r.strip_prefix("oss-") {
-        Some(stripped) => {
-            let stripped = stripped.strip_suffix("-internal").unwrap_or(stripped);
-            tracing::warn!(
-                "--region {raw:?} is an endpoint label; using region id {stripped:?} \
-                 (OSS rejects the oss- prefix in signatures)"
-            );
-            stripped.to_string()
-        }
-        None => r,
-    };
-    if !valid_region(&r) {
-        return Err(invalid(format!(
-            "--region {raw:?} is not a region id (expected e.g. cn-hangzhou)"
-        )));
-    }
-    Ok(r)
-}
-
-fn non_empty(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
-    env(name).filter(|v| !v.trim().is_empty())
-}
-
-/// Credentials from the environment for `scheme`, or a message naming what is missing.
-fn credentials_from_env(
-    scheme: Scheme,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Credentials, ConfigError> {
-    let (id_var, secret_var, token_var) = match scheme {
-        Scheme::Oss => (
-            "OSS_ACCESS_KEY_ID",
-            "OSS_ACCESS_KEY_SECRET",
-            "OSS_SESSION_TOKEN",
-        ),
-        Scheme::S3 => (
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-        ),
-    };
-    let id = non_empty(env, id_var);
-    let secret = non_empty(env, secret_var);
-    match (id, secret) {
-        (Some(id), Some(secret)) => Ok(Credentials {
-            access_key_id: id.trim().to_string(),
-            access_key_secret: secret.trim().to_string(),
-            session_token: non_empty(env, token_var).map(|t| t.trim().to_string()),
-        }),
-        (id, secret) => {
-            let missing: Vec<&str> = [(id.is_none(), id_var), (secret.is_none(), secret_var)]
-                .into_iter()
-                .filter_map(|(m, v)| m.then_some(v))
-                .collect();
-            Err(invalid(format!(
-                "no credentials for {}://: {} not set in the environment (set {id_var} and \
-                 {secret_var}, plus {token_var} for temporary credentials), or pass \
-                 --no-sign-request for a public bucket",
-                scheme.as_str(),
-                missing.join(" and ")
-            )))
-        }
-    }
-}
-
-impl StoreConfig {
-    /// Resolve endpoint, region, addressing style and credentials. `env` reads environment
-    /// variables (injected so tests do not touch the process environment).
-    pub fn resolve(
-        url: &StoreUrl,
-        args: &StoreArgs,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
-        let mut endpoint = args.endpoint.as_deref().map(Endpoint::parse).transpose()?;
-        // `--endpoint bucket.oss-cn-hangzhou.aliyuncs.com` (the bucket's own host, as the
-        // console shows it) would otherwise become `bucket.bucket.oss-...`.
-        if let Some(e) = endpoint.as_mut() {
-            let own = format!("{}.", url.bucket);
-            let service = e.host.ends_with(".aliyuncs.com") || e.host.ends_with(".amazonaws.com");
-            if service && e.host.starts_with(&own) && !args.path_style {
-                let stripped = e.host[own.len()..].to_string();
-                tracing::warn!(
-                    "--endpoint {} names the bucket's own host; using {stripped}",
-                    e.host
-                );
-                e.host = stripped;
-            }
-        }
-        let (endpoint, region) = match url.scheme {
-            Scheme::Oss => {
-                let given = args
-                    .region
-                    .as_deref()
-                    .map(normalize_oss_region)
-                    .transpose()?;
-                let inferred = endpoint
-                    .as_ref()
-                    .and_then(|e| oss_region_from_host(&e.host));
-                if let (Some(g), Some(i)) = (&given, &inferred) {
-                    if g != i {
-                        tracing::warn!(
-                            "--region {g} differs from the endpoint's region {i}; signing \
-                             with {g} (OSS refuses a scope region that is not the bucket's)"
-                        );
-                    }
-                }
-                match (endpoint, given.or(inferred)) {
-                    (Some(e), Some(r)) => (e, r),
-                    (Some(e), None) if args.no_sign_request => (e, String::new()),
-                    (Some(e), None) => {
-                        return Err(invalid(format!(
-                            "--region is required with --endpoint {} for oss:// (the region id, \
-                             e.g. cn-hangzhou, is part of the V4 signature)",
-                            e.url()
-                        )))
-                    }
-                    (None, Some(r)) => (
-                        Endpoint {
-                            scheme: "https".into(),
-                            host: format!("oss-{r}.aliyuncs.com"),
-                            port: None,
-                            is_ip_or_local: false,
-                        },
-                        r,
-                    ),
-                    (None, None) => {
-                        return Err(invalid(
-                            "oss:// needs --region (e.g. cn-hangzhou) or --endpoint \
-                             (e.g. oss-cn-hangzhou.aliyuncs.com)",
-                        ))
-                    }
-                }
-            }
-            Scheme::S3 => {
-                let given = match args.region.as_deref() {
-                    Some(r) => {
-                        let r = r.trim().to_ascii_lowercase();
-                        if !valid_region(&r) {
-                            return Err(invalid(format!(
-                                "--region {r:?} is not a region id (expected e.g. us-east-1)"
-                            )));
-                        }
-                        Some(r)
-                    }
-                    None => None,
-                };
-                let inferred = endpoint.as_ref().and_then(|e| s3_region_from_host(&e.host));
-                let region = given
-                    .or(inferred)
-                    .unwrap_or_else(|| "us-east-1".to_string());
-                let endpoint = endpoint.unwrap_or_else(|| Endpoint {
-                    scheme: "https".into(),
-                    host: format!("s3.{region}.amazonaws.com"),
-                    port: None,
-                    is_ip_or_local: false,
-                });
-                (endpoint, region)
-            }
-        };
-        let path_style = args.path_style
-            || endpoint.is_ip_or_local
-            || (url.scheme == Scheme::S3 && url.bucket.contains('.'));
-        let auth = if args.no_sign_request {
-            Auth::Anonymous
-        } else {
-            let creds = credentials_from_env(url.scheme, env)?;
-            match url.scheme {
-                Scheme::Oss => Auth::OssV4(creds),
-                Scheme::S3 => Auth::S3V4(creds),
-            }
-        };
-        Ok(StoreConfig {
-            scheme: url.scheme,
-            bucket: url.bucket.clone(),
-            endpoint: endpoint.url(),
-            region,
-            path_style,
-            auth,
-        })
-    }
-
-    /// A stable identity of (endpoint, bucket) for cache entry names.
-    pub fn namespace(&self) -> String {
-        format!("{}/{}", self.endpoint, self.bucket)
-    }
+    Ok(StoreConfig {
+        scheme: url.scheme,
+        bucket: url.bucket.clone(),
+        endpoint: location.endpoint,
+        region: location.region,
+        path_style: location.path_style,
+        auth,
+    })
 }
 
 /// The store every command uses: the HTTP client wrapped in retries, default settings.
@@ -517,7 +208,7 @@ mod tests {
 
     fn resolve(url: &str, a: StoreArgs, env: &[(&str, &str)]) -> Result<StoreConfig, String> {
         let u = StoreUrl::parse(url).map_err(|e| e.to_string())?;
-        StoreConfig::resolve(&u, &a, &env_of(env)).map_err(|e| e.to_string())
+        super::resolve(&u, &a, &env_of(env)).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -678,32 +369,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.endpoint, "https://other.oss-cn-shenzhen.aliyuncs.com");
-    }
-
-    #[test]
-    fn region_inference_helpers() {
-        assert_eq!(
-            oss_region_from_host("oss-cn-hangzhou.aliyuncs.com").as_deref(),
-            Some("cn-hangzhou")
-        );
-        assert_eq!(
-            oss_region_from_host("bkt.oss-ap-southeast-1-internal.aliyuncs.com").as_deref(),
-            Some("ap-southeast-1")
-        );
-        assert_eq!(
-            oss_region_from_host("oss-accelerate-overseas.aliyuncs.com"),
-            None
-        );
-        assert_eq!(oss_region_from_host("example.com"), None);
-        assert_eq!(
-            s3_region_from_host("s3.eu-west-1.amazonaws.com").as_deref(),
-            Some("eu-west-1")
-        );
-        assert_eq!(
-            s3_region_from_host("s3-us-west-2.amazonaws.com").as_deref(),
-            Some("us-west-2")
-        );
-        assert_eq!(s3_region_from_host("minio.local"), None);
     }
 
     #[test]

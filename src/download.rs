@@ -39,7 +39,7 @@ use crate::cache::checkpoint::{Checkpoint, Identity};
 use crate::cache::entry::{Entry, EntryOptions, EntryPaths, FinalizeError, Opened, WriteStats};
 use crate::cache::{check_part_size, CacheConfig};
 use crate::cli::{exit, DownloadArgs, Failure};
-use crate::config::{self, StoreConfig, StoreUrl};
+use crate::config::{self, StoreUrl};
 use crate::fetch::{Engine, EngineOptions, ObjectHandle, ReadError};
 use crate::store::{ObjectStore, StoreError};
 
@@ -55,15 +55,13 @@ pub fn run(args: DownloadArgs) -> Result<(), Failure> {
             args.url
         )));
     }
-    let part_size = args
-        .part_size
-        .unwrap_or_else(|| CacheConfig::default().part_size);
+    let part_size = args.part_size;
     check_part_size(part_size).map_err(usage)?;
-    let jobs = args.jobs.unwrap_or_else(|| CacheConfig::default().jobs);
+    let jobs = args.jobs;
     if jobs == 0 {
         return Err(usage("--jobs must be at least 1".into()));
     }
-    let cfg = StoreConfig::resolve(&url, &args.store, &|k| std::env::var(k).ok())
+    let cfg = config::resolve(&url, &args.store, &|k| std::env::var(k).ok())
         .map_err(|e| usage(e.to_string()))?;
     let store = config::connect(&cfg).map_err(|e| usage(e.to_string()))?;
     let name = url.path.rsplit('/').next().unwrap_or(&url.path).to_string();

@@ -676,32 +676,11 @@ impl Drop for WriteDone<'_> {
     }
 }
 
-pub(crate) fn clone_store_error(e: &StoreError) -> StoreError {
-    use StoreError::*;
-    match e {
-        NoSuchKey(s) => NoSuchKey(s.clone()),
-        NoSuchBucket(s) => NoSuchBucket(s.clone()),
-        AccessDenied(s) => AccessDenied(s.clone()),
-        InvalidAccessKeyId(s) => InvalidAccessKeyId(s.clone()),
-        SignatureDoesNotMatch(s) => SignatureDoesNotMatch(s.clone()),
-        RequestTimeTooSkewed(s) => RequestTimeTooSkewed(s.clone()),
-        InvalidObjectState(s) => InvalidObjectState(s.clone()),
-        PreconditionFailed(s) => PreconditionFailed(s.clone()),
-        InvalidRange(s) => InvalidRange(s.clone()),
-        Throttled(s) => Throttled(s.clone()),
-        Server(s) => Server(s.clone()),
-        Other(s) => Other(s.clone()),
-        Network(s) => Network(s.clone()),
-        Timeout(s) => Timeout(s.clone()),
-        Protocol(s) => Protocol(s.clone()),
-    }
-}
-
 impl From<PartFail> for ReadError {
     fn from(f: PartFail) -> Self {
         match f {
             PartFail::Stale => ReadError::Stale,
-            PartFail::Store(e) => ReadError::Store(clone_store_error(&e)),
+            PartFail::Store(e) => ReadError::Store((*e).clone()),
             PartFail::Io(kind, msg) => ReadError::Io(io::Error::new(kind, msg)),
         }
     }

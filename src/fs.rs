@@ -6,23 +6,15 @@
 //! - [`error`]: the core's typed errors;
 //! - [`adapter`]: the thin `fuser::Filesystem` (arguments in, reply out) and the one
 //!   function that maps core errors to errno;
-//! - [`mount`]: command line to a ready mount (checks, fork, runtime, signals);
+//! - [`mount`]: the kernel side of a mount (mount(2) or fusermount3, unmounting only
+//!   what is still ours, readahead); the `mount` command itself lives with the other
+//!   commands' front ends, above the layers;
 //! - `drop_behind` and `warm_ahead`: the kernel's page cache, dropped behind readers of
-//!   objects not yet cached, and filled ahead of readers of finalized ones;
-//! - [`options`]: fstab-style `-o` options for `mount -t fuse.ossmount` and /etc/fstab.
+//!   objects not yet cached, and filled ahead of readers of finalized ones.
 
 pub mod adapter;
 mod drop_behind;
 pub mod error;
 pub mod mount;
-pub mod options;
 pub mod tree;
 mod warm_ahead;
-
-use crate::cli::{Failure, MountArgs};
-
-/// Run `ossmount mount`; returns once the mount is ready (background) or unmounted
-/// (`--foreground`).
-pub fn run(args: MountArgs, debug: bool) -> Result<(), Failure> {
-    mount::run(args, debug)
-}

@@ -13,12 +13,12 @@ fn main() -> ExitCode {
         let _ = ossmount::logging::init(cli.debug, ossmount::logging::Sink::Stderr);
     }
     let result: Result<(), Failure> = match cli.command {
-        Command::Mount(args) => ossmount::fs::run(args, cli.debug),
+        Command::Mount(args) => ossmount::cmd::mount::run(args, cli.debug),
         Command::Download(args) => ossmount::download::run(args),
-        Command::Serve(args) => ossmount::serve::run(args),
+        Command::Serve(args) => ossmount::cmd::serve::run(args),
         Command::Cache(args) => ossmount::cache::run_command(args.command),
-        Command::Ls(args) => ossmount::inspect::ls(args),
-        Command::Cat(args) => ossmount::inspect::cat(args),
+        Command::Ls(args) => ossmount::cmd::inspect::ls(args),
+        Command::Cat(args) => ossmount::cmd::inspect::cat(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

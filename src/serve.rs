@@ -51,7 +51,6 @@ use hyper::body::Incoming;
 use parking_lot::RwLock;
 use serde::Serialize;
 
-use crate::cli::{exit, Failure, ServeArgs};
 use crate::store::xml::{to_xml, CommonPrefix, Contents, ListBucketResult};
 use auth::{Flavor, Keys};
 use body::{Body, ConnIo, ConnShared};
@@ -76,63 +75,48 @@ pub struct Server {
     boot: u64,
 }
 
-/// Run the server until SIGINT or SIGTERM.
-pub fn run(args: ServeArgs) -> Result<(), Failure> {
-    let keys = Keys::from_env();
-    if !args.anonymous && keys.is_empty() {
-        return Err(Failure::new(
-            exit::USAGE,
-            "serve: no credentials: set OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) for the keys clients must sign with, or pass --anonymous to accept unsigned requests",
-        ));
+impl Server {
+    /// A server for the buckets under `root`; `keys: None` accepts unsigned requests.
+    pub fn new(root: Root, region: String, keys: Option<Keys>, faults: Faults) -> Self {
+        Server {
+            root,
+            region,
+            keys,
+            stats: Stats::default(),
+            faults: RwLock::new(faults),
+            identities: Identities::default(),
+            listings: list::Listings::default(),
+            request_seq: AtomicU64::new(0),
+            boot: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+        }
     }
-    let faults = Faults {
-        reset_after_bytes: args.fault_reset_after,
-        rate_503: args.fault_503_rate,
-        latency_ms: args.fault_latency.map(|d| d.as_millis() as u64),
-        stall_rate: args.fault_stall_rate,
-        stall_ms: None,
-    };
-    faults
-        .validate()
-        .map_err(|m| Failure::new(exit::USAGE, format!("serve: {m}")))?;
-    let root = Root::new(&args.dir).map_err(|e| {
-        Failure::new(
-            exit::LOCAL,
-            format!("serve: cannot serve {}: {e}", args.dir.display()),
-        )
-    })?;
-    let server = Arc::new(Server {
-        root,
-        region: args.region.clone(),
-        keys: if args.anonymous { None } else { Some(keys) },
-        stats: Stats::default(),
-        faults: RwLock::new(faults),
-        identities: Identities::default(),
-        listings: list::Listings::default(),
-        request_seq: AtomicU64::new(0),
-        boot: SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs(),
-    });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("ossmount-serve")
-        .build()
-        .map_err(|e| Failure::new(exit::GENERIC, format!("serve: tokio runtime: {e}")))?;
-    let result = rt.block_on(serve(server, args.listen));
-    // Do not wait for a hashing pass or a reader thread of a dropped connection.
-    rt.shutdown_timeout(std::time::Duration::from_millis(500));
-    result
 }
 
-async fn serve(server: Arc<Server>, addr: SocketAddr) -> Result<(), Failure> {
+/// Why the server stopped before SIGINT or SIGTERM asked it to.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The bound socket cannot say its address.
+    #[error("{0}")]
+    Socket(std::io::Error),
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Accept connections on `addr` until SIGINT or SIGTERM; the first line on stdout names the
+/// bound address.
+pub async fn serve(server: Arc<Server>, addr: SocketAddr) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| Failure::new(exit::LOCAL, format!("serve: cannot listen on {addr}: {e}")))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Failure::new(exit::LOCAL, format!("serve: {e}")))?;
+        .map_err(|source| ServeError::Listen { addr, source })?;
+    let local = listener.local_addr().map_err(ServeError::Socket)?;
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -150,7 +134,7 @@ async fn serve(server: Arc<Server>, addr: SocketAddr) -> Result<(), Failure> {
     tokio::spawn(warm_up(server.clone()));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Failure::new(exit::GENERIC, format!("serve: signal handler: {e}")))?;
+        .map_err(ServeError::Signal)?;
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {

@@ -10,7 +10,11 @@
 //! A store is bound to one bucket. Implementations make exactly one attempt per call;
 //! retries, backoff and resuming a broken body live in [`retry`], once, for every store.
 
+pub mod config;
+pub mod credentials;
+pub mod endpoint;
 pub mod http;
+#[cfg(test)]
 pub mod memory;
 pub mod retry;
 pub mod sign_oss;
@@ -155,7 +159,7 @@ impl fmt::Display for ServiceError {
 }
 
 /// Everything that can go wrong talking to a store, typed by what a caller does about it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("no such key: {0}")]
     NoSuchKey(ServiceError),

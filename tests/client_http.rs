@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use ossmount::config::{self, Auth, Scheme, StoreConfig};
+use ossmount::config;
+use ossmount::store::config::{Auth, Scheme, StoreConfig};
 use ossmount::store::http::HttpConfig;
 use ossmount::store::retry::RetryConfig;
 use ossmount::store::{Credentials, ListRequest, ObjectStore, StoreError};

@@ -612,7 +612,7 @@ fn chunk_size() -> usize {
     *SIZE.get_or_init(|| {
         std::env::var("OSSMOUNT_SERVE_CHUNK")
             .ok()
-            .and_then(|v| crate::cli::parse_size(&v).ok())
+            .and_then(|v| crate::units::parse_size(&v).ok())
             .map(|n| n.clamp(4096, 64 << 20) as usize)
             .unwrap_or(CHUNK)
     })

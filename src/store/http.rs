@@ -48,10 +48,10 @@ use percent_encoding::percent_decode_str;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 
+use super::config::{Auth, ConfigError, Scheme, StoreConfig};
 use super::xml::{from_xml, ErrorBody, ListBucketResult};
 use super::{sign_oss, sign_s3};
 use super::{ByteStream, ListPage, ListRequest, ObjectMeta, ObjectStore, ServiceError, StoreError};
-use crate::config::{Auth, ConfigError, Scheme, StoreConfig};
 
 /// SHA-256 of the empty body: the payload hash S3 SigV4 signs for GET and HEAD.
 pub use super::sign_s3::EMPTY_SHA256;
@@ -167,10 +167,6 @@ impl HttpStore {
             cfg,
             http,
         })
-    }
-
-    pub fn config(&self) -> &StoreConfig {
-        &self.cfg
     }
 
     /// URL of an object (`key: Some`) or of the bucket (`key: None`, for listing), with

@@ -17,6 +17,8 @@
 //!
 //! Bodies are served in [`MemoryStore::CHUNK`]-byte chunks (64 KiB, a typical socket read),
 //! so "break after K bytes" splits a chunk exactly at K like a reset connection would.
+//!
+//! Compiled for the crate's own tests only (`cfg(test)`); the binary does not carry it.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -259,6 +261,120 @@ impl MemoryStore {
             Self::put_locked(inner, &c.key, c.data);
         }
     }
+
+    /// Answer a GET the way OSS would (404, 412, 416), or start its body with the faults it
+    /// is to meet.
+    fn open_body(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Body, StoreError> {
+        let mut inner = self.inner.lock();
+        let Some(obj) = inner.objects.get(key).cloned() else {
+            return Err(StoreError::NoSuchKey(service_error(
+                404,
+                "NoSuchKey",
+                "The specified key does not exist.",
+            )));
+        };
+        if if_match.is_some_and(|etag| etag != obj.meta.etag) {
+            inner.counters.precondition_failed += 1;
+            return Err(StoreError::PreconditionFailed(service_error(
+                412,
+                "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold.",
+            )));
+        }
+        if !satisfiable(&range, obj.data.len() as u64) {
+            return Err(StoreError::InvalidRange(service_error(
+                416,
+                "InvalidRange",
+                "The requested range cannot be satisfied.",
+            )));
+        }
+        let data = obj.data.slice(range.start as usize..range.end as usize);
+        let break_at = Self::pick_break(&mut inner, data.len());
+        Ok(Body {
+            data,
+            pos: 0,
+            break_at,
+            stall: inner.faults.stall,
+            inner: self.inner.clone(),
+            done: false,
+        })
+    }
+
+    /// Where a body of `len` bytes breaks, if it is one of those to break.
+    fn pick_break(inner: &mut Inner, len: usize) -> Option<usize> {
+        let after = inner.faults.break_after.filter(|&k| k < len as u64)?;
+        match &mut inner.faults.break_times {
+            Some(0) => return None,
+            Some(t) => *t -= 1,
+            None => {}
+        }
+        inner.counters.injected_breaks += 1;
+        Some(after as usize)
+    }
+}
+
+/// A non-empty range must lie within the object; an empty one reads a zero-byte object.
+fn satisfiable(range: &Range<u64>, size: u64) -> bool {
+    if range.is_empty() {
+        range.start == 0 && size == 0
+    } else {
+        range.end <= size
+    }
+}
+
+/// A body being served: [`MemoryStore::CHUNK`]-byte chunks of `data`, with the stall and
+/// break chosen when it started.
+struct Body {
+    data: Bytes,
+    pos: usize,
+    break_at: Option<usize>,
+    stall: Option<(u64, Duration)>,
+    inner: Arc<Mutex<Inner>>,
+    done: bool,
+}
+
+impl Body {
+    /// The next item of the stream and the body left to serve (for `stream::unfold`).
+    async fn next(mut self) -> Option<(Result<Bytes, StoreError>, Self)> {
+        if self.done {
+            return None;
+        }
+        if let Some((after, pause)) = self.stall {
+            if self.pos as u64 >= after {
+                self.stall = None;
+                tokio::time::sleep(pause).await;
+            }
+        }
+        let limit = self.break_at.unwrap_or(self.data.len());
+        if self.pos >= limit {
+            self.done = true;
+            if self.break_at.is_some() {
+                let reset =
+                    StoreError::Network("connection reset (injected by MemoryStore)".into());
+                return Some((Err(reset), self));
+            }
+            return None;
+        }
+        let chunk = self.data.slice(self.pos..self.chunk_end(limit));
+        self.pos += chunk.len();
+        MemoryStore::served(&mut self.inner.lock(), chunk.len() as u64);
+        Some((Ok(chunk), self))
+    }
+
+    /// End of the next chunk: one [`MemoryStore::CHUNK`], cut short at `limit` and at a
+    /// stall still to come, so the stall starts at its exact byte.
+    fn chunk_end(&self, limit: usize) -> usize {
+        let end = (self.pos + MemoryStore::CHUNK).min(limit);
+        match self.stall {
+            Some((after, _)) if (self.pos as u64) < after && after < end as u64 => after as usize,
+            _ => end,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -280,115 +396,8 @@ impl ObjectStore for MemoryStore {
             inner.counters.ranges.push((key.to_string(), range.clone()));
         }
         self.begin(RequestKind::Get)?;
-        let (data, break_at, stall) = {
-            let mut inner = self.inner.lock();
-            let obj = match inner.objects.get(key) {
-                Some(o) => o.clone(),
-                None => {
-                    return Err(StoreError::NoSuchKey(service_error(
-                        404,
-                        "NoSuchKey",
-                        "The specified key does not exist.",
-                    )))
-                }
-            };
-            if let Some(etag) = if_match {
-                if etag != obj.meta.etag {
-                    inner.counters.precondition_failed += 1;
-                    return Err(StoreError::PreconditionFailed(service_error(
-                        412,
-                        "PreconditionFailed",
-                        "At least one of the pre-conditions you specified did not hold.",
-                    )));
-                }
-            }
-            let size = obj.data.len() as u64;
-            let valid = if range.is_empty() {
-                range.start == 0 && size == 0
-            } else {
-                range.end <= size
-            };
-            if !valid {
-                return Err(StoreError::InvalidRange(service_error(
-                    416,
-                    "InvalidRange",
-                    "The requested range cannot be satisfied.",
-                )));
-            }
-            let data = obj.data.slice(range.start as usize..range.end as usize);
-            let break_at = match inner.faults.break_after {
-                Some(k) if k < data.len() as u64 => {
-                    let go = match &mut inner.faults.break_times {
-                        Some(0) => false,
-                        Some(t) => {
-                            *t -= 1;
-                            true
-                        }
-                        None => true,
-                    };
-                    if go {
-                        inner.counters.injected_breaks += 1;
-                        Some(k as usize)
-                    } else {
-                        None
-                    }
-                }
-                _ => None,
-            };
-            (data, break_at, inner.faults.stall)
-        };
-        let inner = self.inner.clone();
-        struct St {
-            data: Bytes,
-            pos: usize,
-            break_at: Option<usize>,
-            stall: Option<(u64, Duration)>,
-            inner: Arc<Mutex<Inner>>,
-            done: bool,
-        }
-        let st = St {
-            data,
-            pos: 0,
-            break_at,
-            stall,
-            inner,
-            done: false,
-        };
-        let stream = futures_util::stream::unfold(st, |mut st| async move {
-            if st.done {
-                return None;
-            }
-            if let Some((after, pause)) = st.stall {
-                if st.pos as u64 >= after {
-                    st.stall = None;
-                    tokio::time::sleep(pause).await;
-                }
-            }
-            let limit = st.break_at.unwrap_or(st.data.len());
-            if st.pos >= limit {
-                st.done = true;
-                if st.break_at.is_some() {
-                    return Some((
-                        Err(StoreError::Network(
-                            "connection reset (injected by MemoryStore)".into(),
-                        )),
-                        st,
-                    ));
-                }
-                return None;
-            }
-            let mut end = (st.pos + MemoryStore::CHUNK).min(limit);
-            if let Some((after, _)) = st.stall {
-                if (st.pos as u64) < after && after < end as u64 {
-                    end = after as usize;
-                }
-            }
-            let chunk = st.data.slice(st.pos..end);
-            st.pos = end;
-            MemoryStore::served(&mut st.inner.lock(), chunk.len() as u64);
-            Some((Ok(chunk), st))
-        });
-        Ok(Box::pin(stream))
+        let body = self.open_body(key, range, if_match)?;
+        Ok(Box::pin(futures_util::stream::unfold(body, Body::next)))
     }
 
     async fn list(&self, req: &ListRequest) -> Result<ListPage, StoreError> {

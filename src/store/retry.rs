@@ -99,10 +99,6 @@ impl RetryingStore {
         Self { inner, cfg }
     }
 
-    pub fn inner(&self) -> &Arc<dyn ObjectStore> {
-        &self.inner
-    }
-
     async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,

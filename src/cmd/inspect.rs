@@ -25,8 +25,9 @@ use std::time::SystemTime;
 
 use futures_util::StreamExt;
 
-use crate::cli::{exit, CatArgs, Failure, LsArgs, StoreArgs};
-use crate::config::{self, StoreConfig, StoreUrl};
+use crate::cli::{exit, CatArgs, Failure, LsArgs};
+use crate::config::{self, StoreArgs, StoreUrl};
+use crate::store::config::ConfigError;
 use crate::store::{ListRequest, ObjectStore, StoreError};
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -37,9 +38,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 fn open_store(url: &str, args: &StoreArgs) -> Result<(StoreUrl, Arc<dyn ObjectStore>), Failure> {
-    let usage = |e: config::ConfigError| Failure::new(exit::USAGE, e.to_string());
+    let usage = |e: ConfigError| Failure::new(exit::USAGE, e.to_string());
     let url = StoreUrl::parse(url).map_err(usage)?;
-    let cfg = StoreConfig::resolve(&url, args, &|name| std::env::var(name).ok()).map_err(usage)?;
+    let cfg = config::resolve(&url, args, &|name| std::env::var(name).ok()).map_err(usage)?;
     let store = config::connect(&cfg).map_err(usage)?;
     Ok((url, store))
 }

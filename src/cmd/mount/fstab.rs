@@ -1,4 +1,5 @@
-//! fstab-style `-o` options, as mount(8) passes them to `mount.fuse.ossmount`.
+//! fstab-style `-o` options, as mount(8) passes them to `mount.fuse.ossmount`, folded into
+//! the `mount` command's arguments.
 //!
 //! Every command-line option of `ossmount mount` has an `-o` spelling with `_` for `-`
 //! (`cache_dir=/var/cache/ossmount`, `metadata_ttl=5m`, `allow_other`), so one fstab line
@@ -11,7 +12,8 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{parse_duration, parse_mode, parse_size, MountArgs};
+use crate::cli::{parse_mode, MountArgs};
+use crate::units::{parse_duration, parse_size};
 
 /// Fold every `-o` list in `args.options` into the typed fields of `args`.
 pub fn apply(args: &mut MountArgs) -> Result<(), String> {
@@ -67,10 +69,10 @@ fn apply_one(args: &mut MountArgs, opt: &str) -> Result<(), String> {
         "no_sign_request" => args.store.no_sign_request = true,
         "path_style" => args.store.path_style = true,
         "cache_dir" => args.cache.cache_dir = Some(PathBuf::from(need(&value)?)),
-        "cache_size" => args.cache.cache_size = Some(parse_size(&need(&value)?)?),
+        "cache_size" => args.cache.cache_size = parse_size(&need(&value)?)?,
         "cache_min_free" => args.cache.cache_min_free = Some(parse_size(&need(&value)?)?),
-        "part_size" => args.cache.part_size = Some(parse_size(&need(&value)?)?),
-        "jobs" => args.cache.jobs = Some(num(&value)? as usize),
+        "part_size" => args.cache.part_size = parse_size(&need(&value)?)?,
+        "jobs" => args.cache.jobs = num(&value)? as usize,
         "metadata_ttl" => args.metadata_ttl = parse_duration(&need(&value)?)?,
         "uid" => args.uid = Some(num(&value)?),
         "gid" => args.gid = Some(num(&value)?),
@@ -129,7 +131,7 @@ mod tests {
         assert_eq!(m.gid, Some(100));
         assert_eq!(m.file_mode, 0o640);
         assert_eq!(m.cache.cache_dir, Some(PathBuf::from("/var/cache/o,x")));
-        assert_eq!(m.cache.cache_size, Some(10 << 30));
+        assert_eq!(m.cache.cache_size, 10 << 30);
         assert_eq!(m.metadata_ttl, std::time::Duration::from_secs(300));
         assert_eq!(m.store.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
     }

@@ -1,0 +1,58 @@
+//! `ossmount serve DIR`: the command line to a running [`crate::serve`] server, and its
+//! failures to a message and an exit code.
+//!
+//! The server gets its own multi-thread tokio runtime, built here: there is no global one.
+
+use std::sync::Arc;
+
+use crate::cli::{exit, Failure, ServeArgs};
+use crate::serve::auth::Keys;
+use crate::serve::resolve::Root;
+use crate::serve::stats::Faults;
+use crate::serve::{serve, ServeError, Server};
+
+/// Run the server until SIGINT or SIGTERM.
+pub fn run(args: ServeArgs) -> Result<(), Failure> {
+    let keys = Keys::from_env();
+    if !args.anonymous && keys.is_empty() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "serve: no credentials: set OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) for the keys clients must sign with, or pass --anonymous to accept unsigned requests",
+        ));
+    }
+    let faults = Faults {
+        reset_after_bytes: args.fault_reset_after,
+        rate_503: args.fault_503_rate,
+        latency_ms: args.fault_latency.map(|d| d.as_millis() as u64),
+        stall_rate: args.fault_stall_rate,
+        stall_ms: None,
+    };
+    faults
+        .validate()
+        .map_err(|m| Failure::new(exit::USAGE, format!("serve: {m}")))?;
+    let root = Root::new(&args.dir).map_err(|e| {
+        Failure::new(
+            exit::LOCAL,
+            format!("serve: cannot serve {}: {e}", args.dir.display()),
+        )
+    })?;
+    let keys = (!args.anonymous).then_some(keys);
+    let server = Arc::new(Server::new(root, args.region, keys, faults));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ossmount-serve")
+        .build()
+        .map_err(|e| Failure::new(exit::GENERIC, format!("serve: tokio runtime: {e}")))?;
+    let result = rt.block_on(serve(server, args.listen));
+    // Do not wait for a hashing pass or a reader thread of a dropped connection.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    result.map_err(failure)
+}
+
+fn failure(e: ServeError) -> Failure {
+    let code = match e {
+        ServeError::Listen { .. } | ServeError::Socket(_) => exit::LOCAL,
+        ServeError::Signal(_) => exit::GENERIC,
+    };
+    Failure::new(code, format!("serve: {e}"))
+}
