@@ -6,8 +6,8 @@
 //!   parts that is one part per request, which keeps `jobs` requests busy; with small parts
 //!   it stops request overhead from dominating). An object at or below
 //!   `small_object_threshold` is fetched whole by its first read, in one GET.
-//! - Every part being fetched has one `watch` channel in the entry's `inflight` map: a
-//!   second reader of the same part waits on it instead of fetching again.
+//! - Every part being fetched has one `watch` channel in the engine's `inflight` map (by
+//!   entry and part): a second reader of the same part waits on it instead of fetching again.
 //! - Requests run as tasks holding one of `jobs` semaphore permits, so they complete even if
 //!   the reader that started them goes away, and the store sees at most `jobs` at a time.
 //! - Each part is received into one page-aligned buffer (its CRC-64 computed on the way).
@@ -49,8 +49,8 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::{watch, Semaphore};
 use tracing::warn;
 
-use crate::cache::entry::{Dead, Entry, PartData, PartFail, PartResult, PartWatch};
-use crate::cache::partbuf::{PartBuf, PartPool, ALIGN};
+use crate::cache::entry::{Dead, Entry};
+use crate::cache::partbuf::{PartBuf, PartPool, PartReader, ALIGN};
 use crate::cache::PartCache;
 use crate::crc64;
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
@@ -70,6 +70,45 @@ pub struct EngineOptions {
     pub auto_finalize: bool,
 }
 
+/// How a part reaches its readers. A part's channel says [`Self::Receiving`] while its
+/// bytes arrive (a reader takes what it needs as soon as that has arrived), then
+/// [`Self::Writing`] (complete), then [`Self::OnDisk`] or [`Self::Unwritten`].
+#[derive(Clone, Debug)]
+pub enum PartData {
+    /// Being received: the bytes so far can be read.
+    Receiving(PartReader),
+    /// Received and being written to the data file.
+    Writing(Bytes),
+    /// In the data file (and marked present).
+    OnDisk,
+    /// Only in memory: the cache could not write it (disk full, budget exhausted).
+    Unwritten(Bytes),
+}
+
+impl PartData {
+    /// The bytes, when the part is (also) in memory.
+    pub fn bytes(&self) -> Option<&Bytes> {
+        match self {
+            PartData::Writing(b) | PartData::Unwritten(b) => Some(b),
+            PartData::OnDisk | PartData::Receiving(_) => None,
+        }
+    }
+}
+
+/// Why a fetch of a part failed, cloneable so every waiter gets it.
+#[derive(Clone, Debug)]
+pub enum PartFail {
+    Stale,
+    Store(Arc<StoreError>),
+    Io(io::ErrorKind, String),
+}
+
+pub type PartResult = Result<PartData, PartFail>;
+pub type PartWatch = watch::Receiver<Option<PartResult>>;
+
+/// A part of an entry: (`Entry::uid`, part index).
+type PartKey = (u64, usize);
+
 /// The channel a part's fetch reports on.
 type PartTx = watch::Sender<Option<PartResult>>;
 /// A part to fetch: its index, its channel, and whether the cache gave it room on disk.
@@ -86,6 +125,14 @@ pub struct Engine {
     pub auto_finalize: bool,
     /// The cache that owns the budget, if any (None for `download`).
     pub cache: Weak<PartCache>,
+    /// Parts being fetched: every reader of one part waits on the same channel. A part
+    /// leaves once it is in the data file (after the entry counts it present), in memory
+    /// only, or failed.
+    inflight: Mutex<HashMap<PartKey, PartWatch>>,
+    /// Entries the cache refused room for their last part, so read-ahead shrinks while
+    /// their parts can only be kept in memory (see [`Engine::reserve`]). Entries gone
+    /// meanwhile are swept when another is added.
+    no_room: Mutex<HashMap<u64, Weak<Entry>>>,
     pool: Arc<PartPool>,
     resident: Mutex<Resident>,
     /// Part writes running on blocking threads (see [`Engine::wait_for_writes`]).
@@ -188,6 +235,8 @@ impl Engine {
             max_readahead: opts.max_readahead,
             auto_finalize: opts.auto_finalize,
             cache,
+            inflight: Mutex::new(HashMap::new()),
+            no_room: Mutex::new(HashMap::new()),
             // As many spares as can be live at once (parts in flight, parts kept for
             // readers): reuse, not growth; `trim_idle` frees them when the engine idles.
             pool: PartPool::new(
@@ -259,17 +308,19 @@ impl Engine {
         let mut waits = Vec::new();
         let mut runs: Vec<Vec<(usize, PartTx)>> = Vec::new();
         {
-            let mut st = entry.state.lock();
+            // Held while a part is looked up: a part written meanwhile is counted present
+            // by its entry before it leaves `inflight`, so it is seen as one or the other.
+            let mut inflight = self.inflight.lock();
             let resident = self.resident.lock();
             let mut prev: Option<usize> = None;
             for i in parts {
-                if st.parts[i].is_some() {
+                if entry.is_present(i) {
                     continue;
                 }
                 // Being fetched, or received and being written: its channel says which.
                 // (Checked first: a part being written is resident too, but it is not
                 // one the disk refused.)
-                if let Some(rx) = st.inflight.get(&i) {
+                if let Some(rx) = inflight.get(&(entry.uid, i)) {
                     waits.push((i, rx.clone()));
                     continue;
                 }
@@ -281,7 +332,7 @@ impl Engine {
                     continue;
                 }
                 let (tx, rx) = watch::channel(None);
-                st.inflight.insert(i, rx.clone());
+                inflight.insert((entry.uid, i), rx.clone());
                 self.fetching
                     .fetch_add(part_len(entry, i) as u64, Ordering::Relaxed);
                 waits.push((i, rx));
@@ -352,7 +403,7 @@ impl Engine {
                 if room {
                     entry.release(i);
                 }
-                entry.state.lock().inflight.remove(&i);
+                self.inflight.lock().remove(&(entry.uid, i));
                 let _ = tx.send(Some(Err(f.clone())));
             }
         }
@@ -490,7 +541,7 @@ impl Engine {
         self.resident.lock().insert((entry.uid, i), bytes.clone());
         if !to_disk || self.closed.load(Ordering::Relaxed) {
             entry.release(i);
-            entry.state.lock().inflight.remove(&i);
+            self.inflight.lock().remove(&(entry.uid, i));
             let _ = tx.send(Some(Ok(PartData::Unwritten(bytes))));
             return None;
         }
@@ -505,13 +556,14 @@ impl Engine {
             match entry.write_part(entry.part_range(i).start, &bytes) {
                 Ok(()) => {
                     let (flush, all) = entry.complete_part(i, crc);
+                    engine.inflight.lock().remove(&(entry.uid, i));
                     let _ = tx.send(Some(Ok(PartData::OnDisk)));
                     engine.after_write(&entry, flush, all);
                 }
                 Err(e) => {
                     engine.warn_disk(&e);
                     entry.release(i);
-                    entry.state.lock().inflight.remove(&i);
+                    engine.inflight.lock().remove(&(entry.uid, i));
                     let _ = tx.send(Some(Ok(PartData::Unwritten(bytes))));
                 }
             }
@@ -545,8 +597,8 @@ impl Engine {
     }
 
     /// May part `i` be written to disk? Asks the cache's budget (evicting if needed).
-    /// Remembers the answer in the entry (`no_room`): read-ahead shrinks while parts
-    /// can only be kept in memory.
+    /// Remembers a refusal (`no_room`): read-ahead shrinks while parts can only be kept
+    /// in memory.
     fn reserve(&self, entry: &Arc<Entry>, i: usize) -> bool {
         let r = entry.part_range(i);
         let ok = !entry.memory_only
@@ -555,7 +607,13 @@ impl Engine {
                 .cache
                 .upgrade()
                 .is_none_or(|cache| cache.reserve(entry, r.end - r.start));
-        entry.no_room.store(!ok, Ordering::Relaxed);
+        let mut refused = self.no_room.lock();
+        if ok {
+            refused.remove(&entry.uid);
+        } else if !refused.contains_key(&entry.uid) {
+            refused.retain(|_, e| e.strong_count() > 0);
+            refused.insert(entry.uid, Arc::downgrade(entry));
+        }
         ok
     }
 
@@ -573,9 +631,9 @@ impl Engine {
         };
         let used = self.fetching.load(Ordering::Relaxed) + held;
         let mut room = cap.max(self.max_readahead).saturating_sub(used);
-        let st = entry.state.lock();
+        let inflight = self.inflight.lock();
         for i in parts.clone() {
-            if st.parts[i].is_some() || st.inflight.contains_key(&i) {
+            if entry.is_present(i) || inflight.contains_key(&(entry.uid, i)) {
                 continue;
             }
             let len = part_len(entry, i) as u64;
@@ -594,7 +652,7 @@ impl Engine {
     fn readahead_parts(&self, entry: &Entry) -> usize {
         let ps = entry.part_size.max(1);
         let max = (self.max_readahead / ps).max(1) as usize;
-        if entry.no_room.load(Ordering::Relaxed) {
+        if self.no_room.lock().contains_key(&entry.uid) {
             let cap = (self.resident.lock().cap / ps) as usize;
             max.min(cap.saturating_sub(1)).max(1)
         } else {
@@ -1075,8 +1133,7 @@ impl ObjectHandle {
     fn assemble(&self, offset: u64, end: u64, memory: &[Held]) -> Result<Option<Bytes>, ReadError> {
         let ps = self.entry.part_size;
         let (p0, p1) = ((offset / ps) as usize, ((end - 1) / ps) as usize);
-        let on_disk = |p: usize| self.entry.state.lock().parts[p].is_some();
-        if !(p0..=p1).all(|p| memory.iter().any(|h| h.part == p) || on_disk(p)) {
+        if !(p0..=p1).all(|p| memory.iter().any(|h| h.part == p) || self.entry.is_present(p)) {
             return Ok(None);
         }
         let from_file = |a: u64, b: u64| -> Result<Bytes, ReadError> {

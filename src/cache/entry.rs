@@ -23,7 +23,6 @@
 //! `fetch`); it is present in the data file once [`Entry::write_part`] returns, and vouched
 //! for on disk once the batch is recorded.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
@@ -32,9 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::watch;
 
 use super::checkpoint::{self, Checkpoint, Identity};
 use super::partbuf::{self, ALIGN};
@@ -99,42 +96,6 @@ pub struct WriteStats {
     pub fdatasyncs: AtomicU64,
 }
 
-/// How a part reaches its readers. A part's channel says [`Self::Receiving`] while its
-/// bytes arrive (a reader takes what it needs as soon as that has arrived), then
-/// [`Self::Writing`] (complete), then [`Self::OnDisk`] or [`Self::Unwritten`].
-#[derive(Clone, Debug)]
-pub enum PartData {
-    /// Being received: the bytes so far can be read.
-    Receiving(super::partbuf::PartReader),
-    /// Received and being written to the data file.
-    Writing(Bytes),
-    /// In the data file (and marked present).
-    OnDisk,
-    /// Only in memory: the cache could not write it (disk full, budget exhausted).
-    Unwritten(Bytes),
-}
-
-impl PartData {
-    /// The bytes, when the part is (also) in memory.
-    pub fn bytes(&self) -> Option<&Bytes> {
-        match self {
-            PartData::Writing(b) | PartData::Unwritten(b) => Some(b),
-            PartData::OnDisk | PartData::Receiving(_) => None,
-        }
-    }
-}
-
-/// Why a fetch of a part failed, cloneable so every waiter gets it.
-#[derive(Clone, Debug)]
-pub enum PartFail {
-    Stale,
-    Store(Arc<crate::store::StoreError>),
-    Io(io::ErrorKind, String),
-}
-
-pub type PartResult = Result<PartData, PartFail>;
-pub type PartWatch = watch::Receiver<Option<PartResult>>;
-
 /// Why an entry can no longer be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dead {
@@ -144,9 +105,9 @@ pub enum Dead {
     Corrupt,
 }
 
-pub struct State {
+struct State {
     /// Per part: CRC-64 when its bytes are in the data file.
-    pub parts: Vec<Option<u64>>,
+    parts: Vec<Option<u64>>,
     /// How many of `parts` are `Some`.
     present: usize,
     /// Parts vouched for by a checkpoint written by an earlier process and not yet read
@@ -160,10 +121,8 @@ pub struct State {
     /// Parts present but not yet recorded.
     pending: usize,
     last_flush: Instant,
-    pub finalized: bool,
-    pub dead: Option<Dead>,
-    /// Parts being fetched: every reader of one part waits on the same channel.
-    pub inflight: HashMap<usize, PartWatch>,
+    finalized: bool,
+    dead: Option<Dead>,
 }
 
 pub struct Entry {
@@ -178,7 +137,7 @@ pub struct Entry {
     /// block-aligned (see [`Entry::write_part`]).
     direct: Option<File>,
     direct_ok: AtomicBool,
-    pub state: Mutex<State>,
+    state: Mutex<State>,
     /// Serialises flushes and finalize (one checkpoint writer at a time).
     flush_lock: Mutex<()>,
     batch_parts: usize,
@@ -187,8 +146,6 @@ pub struct Entry {
     /// No file of its own (the disk refused to create one): every part is served from
     /// memory and nothing is cached.
     pub memory_only: bool,
-    /// The cache refused room for this entry's last part (see `Engine::reserve`).
-    pub no_room: AtomicBool,
 }
 
 /// What [`Entry::open`] found on disk.
@@ -375,14 +332,12 @@ impl Entry {
                 last_flush: Instant::now(),
                 finalized: false,
                 dead: None,
-                inflight: HashMap::new(),
             }),
             flush_lock: Mutex::new(()),
             batch_parts: opts.batch_parts.max(1),
             batch_interval: opts.batch_interval,
             stats,
             memory_only: false,
-            no_room: AtomicBool::new(false),
         }
     }
 
@@ -530,11 +485,9 @@ impl Entry {
         self.file().read_exact_at(buf, offset)
     }
 
-    /// Record that part `i` is written with CRC `crc` (and no longer being fetched).
-    /// Returns (flush due, all present).
+    /// Record that part `i` is written with CRC `crc`. Returns (flush due, all present).
     pub fn complete_part(&self, i: usize, crc: u64) -> (bool, bool) {
         let mut st = self.state.lock();
-        st.inflight.remove(&i);
         if st.parts[i].is_none() {
             st.parts[i] = Some(crc);
             st.present += 1;
@@ -606,6 +559,11 @@ impl Entry {
     /// Are there parts not checked since an earlier process recorded them?
     pub fn has_suspects(&self) -> bool {
         self.state.lock().suspects > 0
+    }
+
+    /// Are part `i`'s bytes in the data file?
+    pub fn is_present(&self, i: usize) -> bool {
+        self.state.lock().parts[i].is_some()
     }
 
     pub fn present_count(&self) -> usize {
