@@ -12,10 +12,14 @@
 //! one warning; an object whose files cannot even be created gets a memory-only entry.
 //! Nothing already cached is touched.
 //!
-//! Lifetime: a background thread records pending batches every `batch_interval`; dropping
-//! the last `Arc<PartCache>` (or [`PartCache::flush`]) records the rest. That thread can
-//! hold the cache for an instant after its last user lets go, so [`PartCache::open`] waits
-//! up to 1 s for the lock before reporting [`CacheError::Locked`].
+//! The cache knows nothing of fetching: the fetcher sees it as the [`entry::EntryOwner`]
+//! of the entries it fills (room for a part, a read, a dropped entry, a complete one).
+//!
+//! Lifetime: [`PartCache::flush_dirty`] records pending batches; its owner calls it every
+//! `batch_interval` and after the last part writes, and dropping the cache records the
+//! rest. A previous owner of the directory can hold the lock for a moment after its last
+//! user let go (a flusher thread, an unmount recording its checkpoints), so
+//! [`PartCache::open`] waits up to 5 s for the lock before reporting [`CacheError::Locked`].
 //!
 //! `<hash>` is the hex SHA-256 of `namespace \0 key`: one name per object, whatever its
 //! ETag, so a changed object replaces its entry instead of leaving an orphan; the ETag lives
@@ -60,14 +64,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use lru::LruCache;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
 use crate::cli::{exit, CacheCommand, Failure};
-use crate::fetch::{Engine, EngineOptions, ObjectHandle};
-use crate::store::{ObjectMeta, ObjectStore};
+use crate::store::ObjectMeta;
 use checkpoint::{Checkpoint, Identity, MAX_PART_SIZE, MIN_PART_SIZE};
-use entry::{Dead, Entry, EntryOptions, EntryPaths, WriteStats};
+use entry::{Dead, Entry, EntryOptions, EntryOwner, EntryPaths, Found, WriteStats};
 
 /// Settings of one cache directory.
 #[derive(Clone, Debug)]
@@ -174,15 +177,13 @@ struct Index {
     over_budget_warned: bool,
 }
 
-/// Entries by (namespace, key, etag), with a byte budget.
+/// Entries by (namespace, key), each for one ETag, within a byte budget.
 pub struct PartCache {
     config: CacheConfig,
     namespace: String,
-    engine: Arc<Engine>,
     index: Mutex<Index>,
     stats: Arc<WriteStats>,
     _lock: File,
-    stop: Arc<(Mutex<bool>, Condvar)>,
 }
 
 /// Allocated bytes, mtime and the file names of each entry found in a cache directory.
@@ -290,11 +291,7 @@ fn lock_dir(dir: &Path) -> Result<File, CacheError> {
 impl PartCache {
     /// Open (and lock) the cache directory, rebuilding the accounting from what is there.
     /// `namespace` identifies (endpoint, bucket), see `StoreConfig::namespace`.
-    pub fn open(
-        config: CacheConfig,
-        store: Arc<dyn ObjectStore>,
-        namespace: String,
-    ) -> Result<Arc<Self>, CacheError> {
+    pub fn open(config: CacheConfig, namespace: String) -> Result<Arc<Self>, CacheError> {
         check_part_size(config.part_size).map_err(CacheError::Config)?;
         fs::create_dir_all(&config.dir)?;
         let lock = lock_dir(&config.dir)?;
@@ -309,21 +306,7 @@ impl PartCache {
             config.dir.display(),
             lru.len()
         );
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let cache = Arc::new_cyclic(|weak| PartCache {
-            engine: Arc::new(Engine::new(
-                store,
-                EngineOptions {
-                    jobs: config.jobs,
-                    part_size: config.part_size,
-                    min_request_bytes: config.min_request_bytes,
-                    small_object_threshold: config.small_object_threshold,
-                    max_readahead: config.max_readahead,
-                    resident_bytes: config.resident_bytes,
-                    auto_finalize: true,
-                },
-                weak.clone(),
-            )),
+        Ok(Arc::new(PartCache {
             config,
             namespace,
             index: Mutex::new(Index {
@@ -334,34 +317,7 @@ impl PartCache {
             }),
             stats: Arc::new(WriteStats::default()),
             _lock: lock,
-            stop: stop.clone(),
-        });
-        // Flusher: records batches of parts at least every `batch_interval`, so parts of an
-        // idle reader do not wait for the next part to become durable.
-        let weak = Arc::downgrade(&cache);
-        let interval = cache.config.batch_interval;
-        std::thread::Builder::new()
-            .name("ossmount-cache-flush".into())
-            .spawn(move || loop {
-                {
-                    let (m, cv) = &*stop;
-                    let mut stopped = m.lock();
-                    if !*stopped {
-                        cv.wait_for(&mut stopped, interval);
-                    }
-                    if *stopped {
-                        return;
-                    }
-                }
-                match weak.upgrade() {
-                    Some(c) => {
-                        c.flush_dirty();
-                        c.engine.trim_idle();
-                    }
-                    None => return,
-                }
-            })?;
-        Ok(cache)
+        }))
     }
 
     pub fn config(&self) -> &CacheConfig {
@@ -377,23 +333,16 @@ impl PartCache {
         hex::encode(h.finalize())
     }
 
-    /// A handle on one version of one object; its entry is never evicted while a handle
-    /// lives. An entry for another ETag or size of the same key is dropped.
-    pub fn object(self: &Arc<Self>, meta: &ObjectMeta) -> Result<ObjectHandle, CacheError> {
+    /// The entry of one version of one object; it is never evicted while a user holds
+    /// it. An entry for another ETag or size of the same key is dropped.
+    pub fn open_entry(&self, meta: &ObjectMeta) -> Result<Arc<Entry>, CacheError> {
         let name = Self::entry_name(&self.namespace, &meta.key);
-        let identity = Identity {
-            namespace: self.namespace.clone(),
-            key: meta.key.clone(),
-            etag: meta.etag.clone(),
-            size: meta.size,
-            last_modified: meta.last_modified,
-            crc64: meta.crc64,
-        };
+        let identity = Identity::of(&self.namespace, meta);
         let mut idx = self.index.lock();
         if let Some(e) = idx.open.get(&name).cloned() {
             if e.identity.etag == meta.etag && e.identity.size == meta.size && e.dead().is_none() {
                 idx.lru.promote(&name);
-                return Ok(ObjectHandle::new(meta.clone(), e, self.engine.clone()));
+                return Ok(e);
             }
             // Another version: handles on it get ESTALE, its files make room for this one.
             e.kill(Dead::Stale);
@@ -405,7 +354,7 @@ impl PartCache {
             batch_interval: self.config.batch_interval,
         };
         let paths = paths_for(&self.config.dir, &name);
-        let (entry, opened) =
+        let (entry, found) =
             match Entry::open(paths.clone(), identity.clone(), &opts, self.stats.clone()) {
                 Ok(v) => v,
                 Err(e) if is_disk_full(&e) => {
@@ -416,20 +365,16 @@ impl PartCache {
                         meta.key
                     );
                     let entry = Entry::memory_only(paths, identity, &opts, self.stats.clone())?;
-                    return Ok(ObjectHandle::new(
-                        meta.clone(),
-                        Arc::new(entry),
-                        self.engine.clone(),
-                    ));
+                    return Ok(Arc::new(entry));
                 }
                 Err(e) => return Err(e.into()),
             };
-        if opened == entry::Opened::Finalized {
+        if found == Found::Finalized {
             if let Ok(f) = File::options().write(true).open(&entry.paths.done) {
                 let _ = f.set_modified(SystemTime::now());
             }
         }
-        tracing::debug!("cache entry {name} for {}: {opened:?}", meta.key);
+        tracing::debug!("cache entry {name} for {}: {found:?}", meta.key);
         let entry = Arc::new(entry);
         let bytes = entry.allocated_bytes();
         let old = idx.lru.put(name.clone(), bytes).unwrap_or(0);
@@ -438,10 +383,10 @@ impl PartCache {
         self.close_idle(&mut idx);
         drop(idx);
         // Complete already (zero-byte object, or finished before a crash): finalize now.
-        if opened != entry::Opened::Finalized && entry.present_count() == entry.n_parts {
+        if found != Found::Finalized && entry.present_count() == entry.n_parts {
             self.finalize_entry(&entry);
         }
-        Ok(ObjectHandle::new(meta.clone(), entry, self.engine.clone()))
+        Ok(entry)
     }
 
     /// Keep at most this many idle entries open (each holds a file descriptor).
@@ -464,14 +409,62 @@ impl PartCache {
         }
     }
 
+    /// Re-measure an entry's allocated size (after a flush or finalize).
+    fn remeasure(&self, entry: &Entry) {
+        let name = Self::entry_name(&self.namespace, &entry.identity.key);
+        let now = entry.allocated_bytes();
+        let mut idx = self.index.lock();
+        if idx
+            .open
+            .get(&name)
+            .is_some_and(|e| std::ptr::eq(&**e, entry))
+        {
+            if let Some(b) = idx.lru.peek_mut(&name) {
+                let old = std::mem::replace(b, now);
+                idx.used = (idx.used + now).saturating_sub(old);
+            }
+        }
+    }
+
+    /// Record the pending parts of every open entry (checkpoints). Its owner calls this
+    /// every `batch_interval`, and after the last part writes when shutting down.
+    pub fn flush_dirty(&self) {
+        let dirty: Vec<Arc<Entry>> = self
+            .index
+            .lock()
+            .open
+            .values()
+            .filter(|e| e.is_dirty())
+            .cloned()
+            .collect();
+        for e in dirty {
+            if e.flush_logged() {
+                self.remeasure(&e);
+            }
+        }
+    }
+
+    /// Allocated bytes the cache accounts for.
+    pub fn used_bytes(&self) -> u64 {
+        self.index.lock().used
+    }
+
+    /// Data and checkpoint bytes written so far (for the durability-cost ratio).
+    pub fn write_stats(&self) -> &WriteStats {
+        &self.stats
+    }
+}
+
+/// What the fetcher sees of the cache.
+impl EntryOwner for PartCache {
     /// Move an entry to the front of the LRU order.
-    pub(crate) fn touch(&self, entry: &Entry) {
+    fn touch(&self, entry: &Entry) {
         let name = Self::entry_name(&self.namespace, &entry.identity.key);
         self.index.lock().lru.promote(&name);
     }
 
     /// Drop `entry` (if it is still the current one for its key) and remove its files.
-    pub(crate) fn drop_entry(&self, entry: &Arc<Entry>, why: Dead) {
+    fn drop_entry(&self, entry: &Arc<Entry>, why: Dead) {
         entry.kill(why);
         let name = Self::entry_name(&self.namespace, &entry.identity.key);
         let mut idx = self.index.lock();
@@ -486,7 +479,7 @@ impl PartCache {
 
     /// Room for `bytes` more of `entry`? Evicts unpinned entries, least recently used
     /// first, until the budget and the free-space floor allow it. False: serve from memory.
-    pub(crate) fn reserve(&self, entry: &Arc<Entry>, bytes: u64) -> bool {
+    fn reserve(&self, entry: &Arc<Entry>, bytes: u64) -> bool {
         let name = Self::entry_name(&self.namespace, &entry.identity.key);
         let mut idx = self.index.lock();
         loop {
@@ -537,25 +530,8 @@ impl PartCache {
         true
     }
 
-    /// Re-measure an entry's allocated size (after a flush or finalize).
-    fn remeasure(&self, entry: &Entry) {
-        let name = Self::entry_name(&self.namespace, &entry.identity.key);
-        let now = entry.allocated_bytes();
-        let mut idx = self.index.lock();
-        if idx
-            .open
-            .get(&name)
-            .is_some_and(|e| std::ptr::eq(&**e, entry))
-        {
-            if let Some(b) = idx.lru.peek_mut(&name) {
-                let old = std::mem::replace(b, now);
-                idx.used = (idx.used + now).saturating_sub(old);
-            }
-        }
-    }
-
     /// Verify and finalize a complete entry; a CRC mismatch drops it.
-    pub(crate) fn finalize_entry(&self, entry: &Arc<Entry>) {
+    fn finalize_entry(&self, entry: &Arc<Entry>) {
         let _ = entry.flush();
         match entry.finalize(entry.identity.crc64) {
             Ok(_) => self.remeasure(entry),
@@ -566,68 +542,12 @@ impl PartCache {
             Err(e) => tracing::warn!("cannot finalize cache entry of {}: {e}", entry.identity.key),
         }
     }
-
-    fn flush_dirty(&self) {
-        let dirty: Vec<Arc<Entry>> = self
-            .index
-            .lock()
-            .open
-            .values()
-            .filter(|e| e.is_dirty())
-            .cloned()
-            .collect();
-        for e in dirty {
-            match e.flush() {
-                Ok(()) => self.remeasure(&e),
-                Err(err) => self.engine.warn_checkpoint(&e, &err),
-            }
-        }
-    }
-
-    /// Write out pending checkpoints (on unmount / SIGTERM), after the part writes that
-    /// are running finish.
-    pub fn flush(&self) {
-        self.finish_writes();
-        self.flush_dirty();
-    }
-
-    /// Unmounting (and dropping): stop writing parts that arrive from now on, wait for the
-    /// writes running, record them. Without the first step a flush waited for the read-ahead still on the
-    /// network to land (and be retried), and the process kept the directory lock for
-    /// seconds after the unmount: `umount; mount` failed with "in use".
-    pub fn shutdown(&self) {
-        self.engine.close();
-        self.flush();
-    }
-
-    fn finish_writes(&self) {
-        if !self.engine.wait_for_writes(Duration::from_secs(30)) {
-            tracing::warn!("part writes still running after 30 s; recording what is done");
-        }
-    }
-
-    /// Allocated bytes the cache accounts for.
-    pub fn used_bytes(&self) -> u64 {
-        self.index.lock().used
-    }
-
-    /// Data and checkpoint bytes written so far (for the durability-cost ratio).
-    pub fn write_stats(&self) -> &WriteStats {
-        &self.stats
-    }
-
-    /// The fetch engine (request counters).
-    pub fn engine(&self) -> &Arc<Engine> {
-        &self.engine
-    }
 }
 
 impl Drop for PartCache {
+    /// Records what is pending (normally nothing: the owner flushed after the last write).
     fn drop(&mut self) {
-        let (m, cv) = &*self.stop;
-        *m.lock() = true;
-        cv.notify_all();
-        self.shutdown();
+        self.flush_dirty();
     }
 }
 

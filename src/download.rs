@@ -36,7 +36,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::cache::checkpoint::{Checkpoint, Identity};
-use crate::cache::entry::{Entry, EntryOptions, EntryPaths, FinalizeError, Opened, WriteStats};
+use crate::cache::entry::{
+    Entry, EntryOptions, EntryPaths, FinalizeError, Found, Unbudgeted, WriteStats,
+};
 use crate::cache::{check_part_size, CacheConfig};
 use crate::cli::{exit, DownloadArgs, Failure};
 use crate::config::{self, StoreConfig, StoreUrl};
@@ -220,7 +222,7 @@ impl Job {
             );
         }
         let already = entry.present_bytes();
-        if let Opened::Resumed { present } = opened {
+        if let Found::Resumed { present } = opened {
             if !self.quiet {
                 eprintln!(
                     "ossmount: resuming {}: {present} of {} parts ({already} bytes) already here",
@@ -241,7 +243,8 @@ impl Job {
                 resident_bytes: 0,
                 auto_finalize: false,
             },
-            Weak::new(),
+            // No cache around the entry: no budget (see `Unbudgeted`).
+            Weak::<Unbudgeted>::new(),
         ));
         let handle = ObjectHandle::new(meta.clone(), entry.clone(), engine.clone());
         let started = Instant::now();

@@ -49,9 +49,9 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::{watch, Semaphore};
 use tracing::warn;
 
-use crate::cache::entry::{Dead, Entry};
+use crate::cache::entry::{Dead, Entry, EntryOwner, Unbudgeted};
 use crate::cache::partbuf::{PartBuf, PartPool, PartReader, ALIGN};
-use crate::cache::PartCache;
+use crate::cache::{CacheConfig, CacheError, PartCache};
 use crate::crc64;
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
 
@@ -123,8 +123,10 @@ pub struct Engine {
     pub small_object_threshold: u64,
     pub max_readahead: u64,
     pub auto_finalize: bool,
-    /// The cache that owns the budget, if any (None for `download`).
-    pub cache: Weak<PartCache>,
+    /// The owner of the entries (their cache), the engine's one view of it: weak, so that
+    /// fetches still running do not keep a cache directory locked after its user let go.
+    /// Gone, or none (a download): [`Unbudgeted`].
+    owner: Weak<dyn EntryOwner>,
     /// Parts being fetched: every reader of one part waits on the same channel. A part
     /// leaves once it is in the data file (after the entry counts it present), in memory
     /// only, or failed.
@@ -140,7 +142,6 @@ pub struct Engine {
     writes_done: Condvar,
     closed: AtomicBool,
     disk_warned: AtomicBool,
-    checkpoint_warned: AtomicBool,
     /// Body bytes received from the store.
     pub bytes_fetched: AtomicU64,
     pub requests: AtomicU64,
@@ -224,7 +225,11 @@ impl Resident {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn ObjectStore>, opts: EngineOptions, cache: Weak<PartCache>) -> Self {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        opts: EngineOptions,
+        owner: Weak<dyn EntryOwner>,
+    ) -> Self {
         let jobs = opts.jobs.max(1);
         Self {
             store,
@@ -234,7 +239,7 @@ impl Engine {
             small_object_threshold: opts.small_object_threshold,
             max_readahead: opts.max_readahead,
             auto_finalize: opts.auto_finalize,
-            cache,
+            owner,
             inflight: Mutex::new(HashMap::new()),
             no_room: Mutex::new(HashMap::new()),
             // As many spares as can be live at once (parts in flight, parts kept for
@@ -254,7 +259,6 @@ impl Engine {
             writes_done: Condvar::new(),
             closed: AtomicBool::new(false),
             disk_warned: AtomicBool::new(false),
-            checkpoint_warned: AtomicBool::new(false),
             bytes_fetched: AtomicU64::new(0),
             fetching: AtomicU64::new(0),
             bytes_read_back: AtomicU64::new(0),
@@ -271,14 +275,11 @@ impl Engine {
         }
     }
 
-    pub(crate) fn warn_checkpoint(&self, entry: &Entry, e: &io::Error) {
-        if !self.checkpoint_warned.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                "cannot record progress in the checkpoint {} ({e}); reading goes on, but \
-                 after an interruption these parts will be fetched again (this warning is \
-                 shown once)",
-                entry.paths.ckpt.display()
-            );
+    /// Ask the owner of the entries, or [`Unbudgeted`] once it is gone or when there is none.
+    fn with_owner<R>(&self, ask: impl FnOnce(&dyn EntryOwner) -> R) -> R {
+        match self.owner.upgrade() {
+            Some(owner) => ask(&*owner),
+            None => ask(&Unbudgeted),
         }
     }
 
@@ -552,7 +553,7 @@ impl Engine {
         let engine = self.clone();
         let entry = entry.clone();
         Some(tokio::task::spawn_blocking(move || {
-            let _done = WriteDone::new(&engine);
+            let _done = WriteDone(&engine);
             match entry.write_part(entry.part_range(i).start, &bytes) {
                 Ok(()) => {
                     let (flush, all) = entry.complete_part(i, crc);
@@ -586,10 +587,7 @@ impl Engine {
                 entry.identity.key,
                 entry.identity.etag
             );
-            match self.cache.upgrade() {
-                Some(cache) => cache.drop_entry(entry, Dead::Stale),
-                None => entry.kill(Dead::Stale),
-            }
+            self.with_owner(|o| o.drop_entry(entry, Dead::Stale));
             PartFail::Stale
         } else {
             PartFail::Store(Arc::new(e))
@@ -603,10 +601,7 @@ impl Engine {
         let r = entry.part_range(i);
         let ok = !entry.memory_only
             && entry.dead().is_none()
-            && self
-                .cache
-                .upgrade()
-                .is_none_or(|cache| cache.reserve(entry, r.end - r.start));
+            && self.with_owner(|o| o.reserve(entry, r.end - r.start));
         let mut refused = self.no_room.lock();
         if ok {
             refused.remove(&entry.uid);
@@ -663,12 +658,9 @@ impl Engine {
     /// Wait (up to `timeout`) until no part write is running, so that a flush after it
     /// records every part received (unmount, shutdown). False on timeout.
     pub fn wait_for_writes(&self, timeout: std::time::Duration) -> bool {
-        // Called from a write itself (its finalize dropped the last handle on the cache):
-        // wait for the others only.
-        let own = usize::from(IN_WRITE.with(|w| w.get()));
         let mut n = self.writes.lock();
         let deadline = std::time::Instant::now() + timeout;
-        while *n > own {
+        while *n > 0 {
             if self.writes_done.wait_until(&mut n, deadline).timed_out() {
                 return false;
             }
@@ -677,7 +669,7 @@ impl Engine {
     }
 
     /// Give spare part buffers back to the kernel if none was needed lately (called every
-    /// `batch_interval` by the cache's flusher thread).
+    /// `batch_interval` by the [`Fetcher`]'s flusher thread).
     pub fn trim_idle(&self) {
         self.pool.trim();
     }
@@ -692,13 +684,9 @@ impl Engine {
     /// down waits for it too.
     fn after_write(&self, entry: &Arc<Entry>, flush: bool, all: bool) {
         if all && self.auto_finalize {
-            if let Some(cache) = self.cache.upgrade() {
-                cache.finalize_entry(entry);
-            }
+            self.with_owner(|o| o.finalize_entry(entry));
         } else if flush {
-            if let Err(e) = entry.flush() {
-                self.warn_checkpoint(entry, &e);
-            }
+            entry.flush_logged();
         }
     }
 
@@ -710,25 +698,11 @@ impl Engine {
     }
 }
 
-thread_local! {
-    /// Set on a blocking thread while it runs a part write (see `Engine::wait_for_writes`).
-    static IN_WRITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Marks this thread as running a part write; counts the write as finished when dropped
-/// (also when the write panics).
+/// Counts a part write as finished when dropped (also when the write panics).
 struct WriteDone<'a>(&'a Engine);
-
-impl<'a> WriteDone<'a> {
-    fn new(engine: &'a Engine) -> Self {
-        IN_WRITE.with(|w| w.set(true));
-        Self(engine)
-    }
-}
 
 impl Drop for WriteDone<'_> {
     fn drop(&mut self) {
-        IN_WRITE.with(|w| w.set(false));
         *self.0.writes.lock() -= 1;
         self.0.writes_done.notify_all();
     }
@@ -864,6 +838,118 @@ async fn wait_bytes(
             Some(Ok(data)) => return Ok(data.bytes().map(|b| Held::from(part, 0, b.clone()))),
         }
         rx.changed().await.map_err(|_| fetch_gone())?;
+    }
+}
+
+/// A mount's reads: the part cache of one directory and the engine that fills it, tied
+/// together. The engine sees the cache only as the [`EntryOwner`] of its entries; this
+/// opens handles by asking the cache for an entry, runs the flusher thread (every
+/// `batch_interval`: record pending parts, give back spare buffers), and shuts down when
+/// its last user lets go (or on [`Self::shutdown`]).
+pub struct Fetcher {
+    cache: Arc<PartCache>,
+    engine: Arc<Engine>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Fetcher {
+    /// Open (and lock) the cache directory of `config` and start its flusher thread.
+    /// `namespace` identifies (endpoint, bucket), see `StoreConfig::namespace`.
+    pub fn open(
+        config: CacheConfig,
+        store: Arc<dyn ObjectStore>,
+        namespace: String,
+    ) -> Result<Arc<Self>, CacheError> {
+        let interval = config.batch_interval;
+        let opts = EngineOptions {
+            jobs: config.jobs,
+            part_size: config.part_size,
+            min_request_bytes: config.min_request_bytes,
+            small_object_threshold: config.small_object_threshold,
+            max_readahead: config.max_readahead,
+            resident_bytes: config.resident_bytes,
+            auto_finalize: true,
+        };
+        let cache = PartCache::open(config, namespace)?;
+        let owner: Weak<dyn EntryOwner> = Arc::downgrade(&cache) as _;
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let fetcher = Arc::new(Self {
+            engine: Arc::new(Engine::new(store, opts, owner)),
+            cache,
+            stop: stop.clone(),
+        });
+        // Records batches of parts at least every `batch_interval`, so parts of an idle
+        // reader do not wait for the next part to become durable.
+        let weak = Arc::downgrade(&fetcher);
+        std::thread::Builder::new()
+            .name("ossmount-cache-flush".into())
+            .spawn(move || loop {
+                {
+                    let (m, cv) = &*stop;
+                    let mut stopped = m.lock();
+                    if !*stopped {
+                        cv.wait_for(&mut stopped, interval);
+                    }
+                    if *stopped {
+                        return;
+                    }
+                }
+                match weak.upgrade() {
+                    Some(f) => {
+                        f.cache.flush_dirty();
+                        f.engine.trim_idle();
+                    }
+                    None => return,
+                }
+            })?;
+        Ok(fetcher)
+    }
+
+    /// A handle on one version of one object; its entry is never evicted while a handle
+    /// lives. An entry for another ETag or size of the same key is dropped.
+    pub fn object(&self, meta: &ObjectMeta) -> Result<ObjectHandle, CacheError> {
+        let entry = self.cache.open_entry(meta)?;
+        Ok(ObjectHandle::new(meta.clone(), entry, self.engine.clone()))
+    }
+
+    /// Write out pending checkpoints (on unmount / SIGTERM), after the part writes that
+    /// are running finish.
+    pub fn flush(&self) {
+        if !self
+            .engine
+            .wait_for_writes(std::time::Duration::from_secs(30))
+        {
+            tracing::warn!("part writes still running after 30 s; recording what is done");
+        }
+        self.cache.flush_dirty();
+    }
+
+    /// Unmounting (and dropping): stop writing parts that arrive from now on, wait for the
+    /// writes running, record them. Without the first step a flush waited for the
+    /// read-ahead still on the network to land (and be retried), and the process kept the
+    /// directory lock for seconds after the unmount: `umount; mount` failed with "in use".
+    pub fn shutdown(&self) {
+        self.engine.close();
+        self.flush();
+    }
+
+    /// The part cache (budget, write counters).
+    pub fn cache(&self) -> &Arc<PartCache> {
+        &self.cache
+    }
+
+    /// The fetch engine (request counters).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        let (m, cv) = &*self.stop;
+        *m.lock() = true;
+        cv.notify_all();
+        self.shutdown();
     }
 }
 
@@ -1022,9 +1108,7 @@ impl ObjectHandle {
             return Ok(Step::Done(Some(Bytes::new())));
         }
         let end = (offset + len as u64).min(size);
-        if let Some(cache) = self.engine.cache.upgrade() {
-            cache.touch(&self.entry);
-        }
+        self.engine.with_owner(|o| o.touch(&self.entry));
         let ps = self.entry.part_size;
         let n = self.entry.n_parts;
         let p0 = (offset / ps) as usize;

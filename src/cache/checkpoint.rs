@@ -30,12 +30,13 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::crc64;
+use crate::store::ObjectMeta;
 
 pub const MAGIC: [u8; 8] = *b"OSSMCKPT";
 pub const VERSION: u32 = 1;
 const FLAG_FINALIZED: u32 = 1;
 
-/// Bounds of the part size (the 100 KiB to 5 GiB, the SDKs' limits).
+/// Bounds of the part size: 100 KiB to 5 GiB, the SDKs' limits.
 pub const MIN_PART_SIZE: u64 = 100 << 10;
 pub const MAX_PART_SIZE: u64 = 5 << 30;
 
@@ -50,6 +51,20 @@ pub struct Identity {
     pub last_modified: SystemTime,
     /// Whole-object CRC-64 from the store, when it sent one.
     pub crc64: Option<u64>,
+}
+
+impl Identity {
+    /// The version of the object `meta` describes, in `namespace`.
+    pub fn of(namespace: &str, meta: &ObjectMeta) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            key: meta.key.clone(),
+            etag: meta.etag.clone(),
+            size: meta.size,
+            last_modified: meta.last_modified,
+            crc64: meta.crc64,
+        }
+    }
 }
 
 /// A decoded checkpoint.

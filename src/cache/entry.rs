@@ -85,7 +85,8 @@ impl EntryPaths {
     }
 }
 
-/// Write counters, for the checkpoint-to-data ratio and tests.
+/// What the entries of one owner wrote (for the checkpoint-to-data ratio and tests), and
+/// whether a failed checkpoint was reported yet (see [`Entry::flush_logged`]).
 #[derive(Debug, Default)]
 pub struct WriteStats {
     pub data_bytes: AtomicU64,
@@ -94,6 +95,42 @@ pub struct WriteStats {
     pub checkpoint_bytes: AtomicU64,
     pub checkpoints: AtomicU64,
     pub fdatasyncs: AtomicU64,
+    checkpoint_warned: AtomicBool,
+}
+
+/// What the fetcher asks of the owner of the entries it fills, the one way it sees the
+/// cache (as rclone's downloaders see a cache item): room on disk for a part, a read of
+/// an entry (its place in the LRU order), dropping an entry whose object changed, and
+/// finalizing a complete one. A cache directory's owner is `PartCache`; an entry with no
+/// cache around it has [`Unbudgeted`].
+pub trait EntryOwner: Send + Sync {
+    /// Room for `bytes` more of `entry` on disk? False: its part is kept in memory only.
+    fn reserve(&self, entry: &Arc<Entry>, bytes: u64) -> bool;
+    /// `entry` is being read.
+    fn touch(&self, entry: &Entry);
+    /// `entry` can no longer be read (`why`): kill it and forget it.
+    fn drop_entry(&self, entry: &Arc<Entry>, why: Dead);
+    /// Every part of `entry` is present: verify and finalize it.
+    fn finalize_entry(&self, entry: &Arc<Entry>);
+}
+
+/// The owner of an entry outside any cache directory (a download), and of entries whose
+/// cache has shut down: no budget, so every part has room; a dropped entry is only marked
+/// dead (its files are its user's); nothing is finalized behind its user's back.
+pub struct Unbudgeted;
+
+impl EntryOwner for Unbudgeted {
+    fn reserve(&self, _: &Arc<Entry>, _: u64) -> bool {
+        true
+    }
+
+    fn touch(&self, _: &Entry) {}
+
+    fn drop_entry(&self, entry: &Arc<Entry>, why: Dead) {
+        entry.kill(why);
+    }
+
+    fn finalize_entry(&self, _: &Arc<Entry>) {}
 }
 
 /// Why an entry can no longer be read.
@@ -150,7 +187,7 @@ pub struct Entry {
 
 /// What [`Entry::open`] found on disk.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Opened {
+pub enum Found {
     Fresh,
     Resumed { present: usize },
     Finalized,
@@ -184,7 +221,7 @@ impl Entry {
         identity: Identity,
         opts: &EntryOptions,
         stats: Arc<WriteStats>,
-    ) -> io::Result<(Self, Opened)> {
+    ) -> io::Result<(Self, Found)> {
         let same = |c: &Checkpoint| {
             c.identity.namespace == identity.namespace
                 && c.identity.key == identity.key
@@ -215,7 +252,7 @@ impl Entry {
                             entry.state.lock().finalized = true;
                             // Left over if a crash came between the rename and its removal.
                             let _ = fs::remove_file(&entry.paths.ckpt);
-                            return Ok((entry, Opened::Finalized));
+                            return Ok((entry, Found::Finalized));
                         }
                         tracing::warn!(
                             "discarding cached {}: finalized file has the wrong size",
@@ -268,7 +305,7 @@ impl Entry {
                             st.suspect = st.parts.iter().map(Option::is_some).collect();
                             st.suspects = present;
                         }
-                        return Ok((entry, Opened::Resumed { present }));
+                        return Ok((entry, Found::Resumed { present }));
                     }
                     Err(why) => tracing::warn!(
                         "discarding checkpoint {} of {}: {why}; fetching again",
@@ -300,7 +337,7 @@ impl Entry {
             stats,
         )
         .with_direct();
-        Ok((entry, Opened::Fresh))
+        Ok((entry, Found::Fresh))
     }
 
     fn build(
@@ -627,6 +664,24 @@ impl Entry {
         st.pending -= pending.min(st.pending);
         st.last_flush = Instant::now();
         Ok(())
+    }
+
+    /// [`Self::flush`], reporting a failure (once for all the entries sharing `stats`):
+    /// reading goes on, but after an interruption the unrecorded parts are fetched again.
+    /// True when the parts are recorded.
+    pub fn flush_logged(&self) -> bool {
+        let Err(e) = self.flush() else {
+            return true;
+        };
+        if !self.stats.checkpoint_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "cannot record progress in the checkpoint {} ({e}); reading goes on, but \
+                 after an interruption these parts will be fetched again (this warning is \
+                 shown once)",
+                self.paths.ckpt.display()
+            );
+        }
+        false
     }
 
     /// Every part present: check the combined CRC-64 against `expected` (when given), then

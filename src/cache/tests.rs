@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::fetch::ReadError;
+use crate::fetch::{Fetcher, ObjectHandle, ReadError};
 use crate::store::memory::MemoryStore;
-use crate::store::StoreError;
+use crate::store::{ObjectMeta, ObjectStore, StoreError};
 
 const PS: u64 = 128 << 10;
 const NS: &str = "mem://bucket";
@@ -55,9 +55,9 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn open(dir: &Path, store: &MemoryStore, c: CacheConfig) -> Arc<PartCache> {
+fn open(dir: &Path, store: &MemoryStore, c: CacheConfig) -> Arc<Fetcher> {
     let _ = dir;
-    PartCache::open(c, Arc::new(store.clone()), NS.to_string()).unwrap()
+    Fetcher::open(c, Arc::new(store.clone()), NS.to_string()).unwrap()
 }
 
 /// Wait until `n` parts of the handle's entry are in its data file (a read returns as
@@ -430,13 +430,13 @@ async fn eviction_is_lru_and_spares_open_entries() {
     assert!(entry_file(dir.path(), "a", "done").exists());
     assert!(!entry_file(dir.path(), "b", "done").exists());
     assert!(!entry_file(dir.path(), "b", "data").exists());
-    assert!(cache.used_bytes() <= cache.config().max_bytes);
+    assert!(cache.cache().used_bytes() <= cache.cache().config().max_bytes);
     // Accounting is rebuilt from the directory on restart.
     drop((ha, hc));
-    let used = cache.used_bytes();
+    let used = cache.cache().used_bytes();
     drop(cache);
     let cache = open(dir.path(), &s, cfg(dir.path()));
-    let again = cache.used_bytes();
+    let again = cache.cache().used_bytes();
     assert!(again.abs_diff(used) <= 64 << 10, "{again} vs {used}");
     assert!(again >= 2 * size as u64);
 }
@@ -446,7 +446,7 @@ async fn a_second_open_of_the_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let s = MemoryStore::new();
     let _c = open(dir.path(), &s, cfg(dir.path()));
-    match PartCache::open(cfg(dir.path()), Arc::new(s.clone()), NS.into()) {
+    match PartCache::open(cfg(dir.path()), NS.into()) {
         Err(e @ CacheError::Locked(_)) => {
             assert!(e.to_string().contains("in use by another ossmount process"))
         }
@@ -457,13 +457,12 @@ async fn a_second_open_of_the_directory_is_refused() {
 
 #[test]
 fn part_size_is_validated() {
-    let s = MemoryStore::new();
     let dir = tempfile::tempdir().unwrap();
     for bad in [0, 1000, (5 << 30) + 1] {
         let mut c = cfg(dir.path());
         c.part_size = bad;
         assert!(matches!(
-            PartCache::open(c, Arc::new(s.clone()), NS.into()),
+            PartCache::open(c, NS.into()),
             Err(CacheError::Config(_))
         ));
     }
@@ -553,7 +552,7 @@ async fn checkpoint_to_data_write_ratio() {
         off += h.read(off as u64, 1 << 20).await.unwrap().len();
     }
     wait_finalized(&h).await;
-    let st = cache.write_stats();
+    let st = cache.cache().write_stats();
     let ck = st
         .checkpoint_bytes
         .load(std::sync::atomic::Ordering::Relaxed);
@@ -586,7 +585,7 @@ async fn through_the_retrying_store_resets_resume_from_the_byte_where_they_broke
     let s = MemoryStore::new();
     let d = data(2 * PS as usize, 20);
     let m = s.put("obj", d.clone());
-    let cache = PartCache::open(cfg(dir.path()), retrying(&s), NS.into()).unwrap();
+    let cache = Fetcher::open(cfg(dir.path()), retrying(&s), NS.into()).unwrap();
     let h = cache.object(&m).unwrap();
     s.break_bodies_after(50_000, Some(3));
     let got = h.read(PS, PS as usize).await.unwrap();
@@ -611,7 +610,7 @@ async fn a_tail_first_part_survives_resets_in_both_pieces() {
     let s = MemoryStore::new();
     let d = data(2 * MIB as usize, 37);
     let m = s.put("obj", d.clone());
-    let cache = PartCache::open(mib_parts(dir.path()), retrying(&s), NS.into()).unwrap();
+    let cache = Fetcher::open(mib_parts(dir.path()), retrying(&s), NS.into()).unwrap();
     let h = cache.object(&m).unwrap();
     // Bodies break after 200 KiB, four times: once in the 324 KiB tail, three times in
     // the 700 KiB head.
@@ -759,7 +758,7 @@ async fn part_size_sweep() {
             ps >> 20,
             size as f64 / secs / (1 << 20) as f64,
             cache.engine().requests.load(std::sync::atomic::Ordering::Relaxed),
-            cache.write_stats().checkpoints.load(std::sync::atomic::Ordering::Relaxed),
+            cache.cache().write_stats().checkpoints.load(std::sync::atomic::Ordering::Relaxed),
             ps >> 10
         );
     }
@@ -870,7 +869,7 @@ async fn parts_are_written_with_o_direct_where_the_filesystem_allows() {
         let mut all = Vec::new();
         std::io::Read::read_to_end(&mut h.finalized_file().unwrap(), &mut all).unwrap();
         assert!(all == d, "cached bytes differ in {}", dir.display());
-        let st = cache.write_stats();
+        let st = cache.cache().write_stats();
         let direct = st.direct_bytes.load(std::sync::atomic::Ordering::Relaxed);
         let total = st.data_bytes.load(std::sync::atomic::Ordering::Relaxed);
         let fs = fs_type(dir);

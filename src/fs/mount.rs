@@ -49,9 +49,10 @@ use tracing::{error, info};
 use super::adapter::Adapter;
 use super::options;
 use super::tree::{DataPath, FsConfig, Tree, DIRECT_IO_BLOCK_SIZE};
-use crate::cache::{CacheConfig, CacheError, PartCache};
+use crate::cache::{CacheConfig, CacheError};
 use crate::cli::{exit, Failure, MountArgs};
 use crate::config::{connect, StoreConfig, StoreUrl};
+use crate::fetch::Fetcher;
 use crate::logging::Sink;
 use crate::store::{ListRequest, ObjectStore, StoreError};
 
@@ -557,7 +558,7 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
         let cache_dir = cache_cfg.dir.clone();
         let _enter = rt.enter();
         Some(
-            PartCache::open(cache_cfg, store.clone(), cfg.namespace()).map_err(|e| {
+            Fetcher::open(cache_cfg, store.clone(), cfg.namespace()).map_err(|e| {
                 let msg = match e {
                     // Names the directory already.
                     CacheError::Locked(_) => e.to_string(),
