@@ -234,7 +234,7 @@ fn statvfs(dir: &Path) -> Option<libc::statvfs> {
 }
 
 /// Free bytes for unprivileged users on the filesystem of `dir`.
-fn free_bytes(dir: &Path) -> Option<u64> {
+pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
     statvfs(dir).map(|s| s.f_bavail * s.f_frsize)
 }
 
@@ -258,7 +258,7 @@ fn is_disk_full(e: &io::Error) -> bool {
 }
 
 /// Take the directory's lock file, or say who has it.
-fn lock_dir(dir: &Path) -> Result<File, CacheError> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, CacheError> {
     let f = fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -64,3 +64,6 @@ pub use request::SPLIT_MIN;
 
 /// A part of an entry: (`Entry::uid`, part index).
 type PartKey = (u64, usize);
+
+#[cfg(test)]
+mod tests;
