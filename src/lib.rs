@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod crc64;
 pub mod download;

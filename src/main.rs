@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         Command::Mount(args) => ossmount::fs::run(args, cli.debug),
         Command::Download(args) => ossmount::download::run(args),
         Command::Serve(args) => ossmount::serve::run(args),
-        Command::Cache(args) => ossmount::cache::run_command(args.command),
+        Command::Cache(args) => ossmount::cmd::cache::run(args.command),
         Command::Ls(args) => ossmount::inspect::ls(args),
         Command::Cat(args) => ossmount::inspect::cat(args),
     };

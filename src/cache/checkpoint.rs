@@ -243,6 +243,20 @@ impl Checkpoint {
         (self.identity.size - start).min(self.part_size)
     }
 
+    /// Byte range of part `i`.
+    pub fn part_range(&self, i: usize) -> std::ops::Range<u64> {
+        let start = i as u64 * self.part_size;
+        start..start + self.part_len(i)
+    }
+
+    /// Bytes of the parts present.
+    pub fn present_bytes(&self) -> u64 {
+        (0..self.parts.len())
+            .filter(|&i| self.parts[i].is_some())
+            .map(|i| self.part_len(i))
+            .sum()
+    }
+
     /// The whole-object CRC-64 folded from the part CRCs, when every part is present.
     pub fn combined_crc(&self) -> Option<u64> {
         let mut acc = 0u64;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::cache::{clean, free_bytes, lock_dir, status, verify, CacheConfig, PartCache};
+use crate::cache::{free_bytes, lock_dir, CacheConfig, PartCache};
 use crate::store::memory::MemoryStore;
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
 
@@ -653,54 +653,6 @@ async fn concurrent_sequential_readers_are_not_served_from_the_disk() {
         back <= 4 * parts * PS / 8,
         "{back} bytes read back from the data file"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cache_command_status_verify_clean() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = MemoryStore::new();
-    let ma = s.put("done-one", data(3 * PS as usize, 22));
-    let mb = s.put("partial-one", data(4 * PS as usize, 23));
-    {
-        let cache = open(dir.path(), &s, cfg(dir.path()));
-        let ha = cache.object(&ma).unwrap();
-        ha.read(0, 1 << 30).await.unwrap();
-        wait_finalized(&ha).await;
-        let hb = cache.object(&mb).unwrap();
-        // Part 0 and its read-ahead, part 1 (a first read at 0 counts as sequential).
-        hb.read(0, 1).await.unwrap();
-        wait_present(&hb, 2).await;
-    }
-    // The flusher thread may hold the cache a moment longer: wait for the lock.
-    drop(lock_dir(dir.path()).unwrap());
-    let st = status(dir.path()).unwrap();
-    assert!(st.contains("2 entries"), "{st}");
-    assert!(st.contains("finalized") && st.contains("done-one"), "{st}");
-    assert!(st.contains("partial") && st.contains("partial-one"), "{st}");
-    assert!(st.contains(" 50.0%") || st.contains(" 25.0%"), "{st}");
-    let (rep, bad) = verify(dir.path(), false).unwrap();
-    assert_eq!(bad, 0, "{rep}");
-    // Flip a byte of a present part of the partial entry.
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .open(entry_file(dir.path(), "partial-one", "data"))
-        .unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, &[0xFF, 0x00, 0xFF], 100).unwrap();
-    let (rep, bad) = verify(dir.path(), false).unwrap();
-    assert_eq!(bad, 1, "{rep}");
-    assert!(rep.contains("BAD  partial-one"), "{rep}");
-    let (_, bad) = verify(dir.path(), true).unwrap();
-    assert_eq!(bad, 1);
-    assert!(!entry_file(dir.path(), "partial-one", "data").exists());
-    assert_eq!(verify(dir.path(), false).unwrap().1, 0);
-    assert_eq!(
-        clean(dir.path(), Some(Duration::from_secs(3600)))
-            .unwrap()
-            .0,
-        0
-    );
-    assert_eq!(clean(dir.path(), None).unwrap().0, 1);
-    assert!(status(dir.path()).unwrap().contains("0 entries"));
 }
 
 /// Part size by measurement: read a 256 MiB object sequentially through the cache with
