@@ -135,15 +135,22 @@ impl Default for CacheConfig {
     }
 }
 
-/// `$XDG_CACHE_HOME/ossmount` or `~/.cache/ossmount` (or `./.ossmount-cache` without HOME).
+/// The cache directory when none is given, for the mount and the cache commands alike:
+/// `$XDG_CACHE_HOME/ossmount`, else `$HOME/.cache/ossmount`, else `/var/cache/ossmount`
+/// (no HOME, or HOME is `/`: a mount from fstab at boot).
 pub fn default_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+    default_dir_in(|name| std::env::var_os(name))
+}
+
+/// [`default_dir`] in the environment `var` describes.
+fn default_dir_in(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    if let Some(x) = var("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(x).join("ossmount");
     }
-    if let Some(h) = std::env::var_os("HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(h).join(".cache").join("ossmount");
+    match var("HOME").filter(|v| !v.is_empty() && v != "/") {
+        Some(h) => PathBuf::from(h).join(".cache").join("ossmount"),
+        None => PathBuf::from("/var/cache/ossmount"),
     }
-    PathBuf::from(".ossmount-cache")
 }
 
 #[derive(Debug, thiserror::Error)]

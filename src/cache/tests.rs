@@ -41,3 +41,30 @@ fn part_size_is_validated() {
         ));
     }
 }
+
+#[test]
+fn the_default_directory_follows_xdg_then_home_then_var_cache() {
+    let env = |vars: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| std::ffi::OsString::from(v))
+        }
+    };
+    let dir = |vars| default_dir_in(env(vars));
+    assert_eq!(
+        dir(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/home/u")]),
+        Path::new("/x/ossmount")
+    );
+    assert_eq!(
+        dir(&[("XDG_CACHE_HOME", ""), ("HOME", "/home/u")]),
+        Path::new("/home/u/.cache/ossmount")
+    );
+    for no_home in [&[][..], &[("HOME", "")], &[("HOME", "/")]] {
+        assert_eq!(
+            dir(no_home),
+            Path::new("/var/cache/ossmount"),
+            "{no_home:?}"
+        );
+    }
+}
