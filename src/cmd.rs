@@ -3,3 +3,4 @@
 //! ([`crate::cli::exit`]). The layers below return values and errors and print nothing.
 
 pub mod cache;
+pub mod download;

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     }
     let result: Result<(), Failure> = match cli.command {
         Command::Mount(args) => ossmount::fs::run(args, cli.debug),
-        Command::Download(args) => ossmount::download::run(args),
+        Command::Download(args) => ossmount::cmd::download::run(args),
         Command::Serve(args) => ossmount::serve::run(args),
         Command::Cache(args) => ossmount::cmd::cache::run(args.command),
         Command::Ls(args) => ossmount::inspect::ls(args),
