@@ -169,7 +169,7 @@ impl Checkpoint {
             // A truncated file almost never has a valid tail: report it as what it is.
             return Err(DecodeError::Checksum);
         }
-        let mut r = Reader { buf: body, pos: 12 };
+        let mut r = Cursor { buf: body, pos: 12 };
         let flags = r.u32()?;
         if flags & !FLAG_FINALIZED != 0 {
             return Err(DecodeError::Malformed("unknown flags"));
@@ -267,12 +267,13 @@ impl Checkpoint {
     }
 }
 
-struct Reader<'a> {
+/// Decoding position in a checkpoint's bytes.
+struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
-impl<'a> Reader<'a> {
+impl<'a> Cursor<'a> {
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() - self.pos < n {
             return Err(DecodeError::Malformed("field runs past the end"));

@@ -91,7 +91,7 @@ impl EntryPaths {
 pub struct WriteStats {
     pub data_bytes: AtomicU64,
     /// Of `data_bytes`, those written with `O_DIRECT`.
-    pub direct_bytes: AtomicU64,
+    pub odirect_bytes: AtomicU64,
     pub checkpoint_bytes: AtomicU64,
     pub checkpoints: AtomicU64,
     pub fdatasyncs: AtomicU64,
@@ -170,10 +170,11 @@ pub struct Entry {
     pub part_size: u64,
     pub n_parts: usize,
     file: Mutex<Arc<File>>,
-    /// The data file opened with `O_DIRECT`, when its filesystem takes it and parts are
-    /// block-aligned (see [`Entry::write_part`]).
-    direct: Option<File>,
-    direct_ok: AtomicBool,
+    /// The data file opened with `O_DIRECT` for part writes, when its filesystem takes it
+    /// and parts are block-aligned (see [`Entry::write_part`]).
+    odirect: Option<File>,
+    /// Cleared when the filesystem refuses an `O_DIRECT` write after all.
+    odirect_ok: AtomicBool,
     state: Mutex<State>,
     /// Serialises flushes and finalize (one checkpoint writer at a time).
     flush_lock: Mutex<()>,
@@ -203,6 +204,20 @@ pub enum FinalizeError {
     Dead(Dead),
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// Why checkpoint `c` is not for the object version `identity`, if it is not.
+fn other_version(c: &Checkpoint, identity: &Identity) -> Option<String> {
+    let same = c.identity.namespace == identity.namespace
+        && c.identity.key == identity.key
+        && c.identity.etag == identity.etag
+        && c.identity.size == identity.size;
+    (!same).then(|| {
+        format!(
+            "it is for ETag {} size {}, the object is now ETag {} size {}",
+            c.identity.etag, c.identity.size, identity.etag, identity.size
+        )
+    })
 }
 
 /// Do bytes `range` of `file` (a part) still have CRC-64 `expected`? Reads them back in
@@ -238,102 +253,145 @@ impl Entry {
         opts: &EntryOptions,
         stats: Arc<WriteStats>,
     ) -> io::Result<(Self, Found)> {
-        let same = |c: &Checkpoint| {
-            c.identity.namespace == identity.namespace
-                && c.identity.key == identity.key
-                && c.identity.etag == identity.etag
-                && c.identity.size == identity.size
+        if let Some(entry) = Self::open_finalized(&paths, &identity, opts, &stats)? {
+            return Ok((entry, Found::Finalized));
+        }
+        if let Some((entry, present)) = Self::resume(&paths, &identity, opts, &stats)? {
+            return Ok((entry, Found::Resumed { present }));
+        }
+        Ok((Self::create(paths, identity, opts, stats)?, Found::Fresh))
+    }
+
+    /// The finalized file, when its sidecar says it holds this version; a finalized file
+    /// that does not (or is the wrong size) is removed. Never looks at `done` without a
+    /// sidecar: for `download` that is the user's file.
+    fn open_finalized(
+        paths: &EntryPaths,
+        identity: &Identity,
+        opts: &EntryOptions,
+        stats: &Arc<WriteStats>,
+    ) -> io::Result<Option<Self>> {
+        let Some(meta) = paths.meta.as_ref().filter(|_| paths.done.exists()) else {
+            return Ok(None);
         };
-        // 1. A finalized file, validated by its sidecar.
-        if paths.done.exists() {
-            if let Some(meta) = &paths.meta {
-                let verdict = match fs::read(meta) {
-                    Ok(b) => match Checkpoint::decode(&b) {
-                        Ok(c) if !c.finalized => Err("sidecar not finalized".to_string()),
-                        Ok(c) if !same(&c) => Err(format!(
-                            "it is for ETag {} size {}, the object is now ETag {} size {}",
-                            c.identity.etag, c.identity.size, identity.etag, identity.size
-                        )),
-                        Ok(c) => Ok(c),
-                        Err(e) => Err(e.to_string()),
-                    },
-                    Err(e) => Err(format!("sidecar unreadable: {e}")),
-                };
-                match verdict {
-                    Ok(c) => {
-                        let f = File::open(&paths.done)?;
-                        if f.metadata()?.len() == identity.size {
-                            let entry =
-                                Self::build(paths, identity, c.part_size, f, c.parts, opts, stats);
-                            entry.state.lock().finalized = true;
-                            // Left over if a crash came between the rename and its removal.
-                            let _ = fs::remove_file(&entry.paths.ckpt);
-                            return Ok((entry, Found::Finalized));
-                        }
-                        tracing::warn!(
-                            "discarding cached {}: finalized file has the wrong size",
-                            identity.key
-                        );
-                    }
-                    Err(why) => {
-                        tracing::warn!(
-                            "discarding finalized cache entry of {}: {why}",
-                            identity.key
-                        )
-                    }
+        let verdict = match fs::read(meta) {
+            Ok(b) => match Checkpoint::decode(&b) {
+                Ok(c) if !c.finalized => Err("sidecar not finalized".to_string()),
+                Ok(c) => other_version(&c, identity).map_or(Ok(c), Err),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(format!("sidecar unreadable: {e}")),
+        };
+        match verdict {
+            Ok(c) => {
+                let f = File::open(&paths.done)?;
+                if f.metadata()?.len() == identity.size {
+                    let (paths, identity) = (paths.clone(), identity.clone());
+                    let entry = Self::build(
+                        paths,
+                        identity,
+                        c.part_size,
+                        f,
+                        c.parts,
+                        opts,
+                        stats.clone(),
+                    );
+                    entry.state.lock().finalized = true;
+                    // Left over if a crash came between the rename and its removal.
+                    let _ = fs::remove_file(&entry.paths.ckpt);
+                    return Ok(Some(entry));
                 }
-                let _ = fs::remove_file(&paths.done);
-                let _ = fs::remove_file(meta);
+                tracing::warn!(
+                    "discarding cached {}: finalized file has the wrong size",
+                    identity.key
+                );
+            }
+            Err(why) => {
+                tracing::warn!(
+                    "discarding finalized cache entry of {}: {why}",
+                    identity.key
+                )
             }
         }
-        // 2. A partial entry with a checkpoint.
-        match fs::read(&paths.ckpt) {
-            Ok(bytes) => {
-                let verdict = match Checkpoint::decode(&bytes) {
-                    Ok(c) if c.finalized => Err("checkpoint claims to be finalized".into()),
-                    Ok(c) if !same(&c) => Err(format!(
-                        "it is for ETag {} size {}, the object is now ETag {} size {}",
-                        c.identity.etag, c.identity.size, identity.etag, identity.size
-                    )),
-                    Ok(c) => match fs::metadata(&paths.data) {
-                        Ok(m) if m.len() == identity.size => Ok(c),
-                        Ok(m) => Err(format!(
-                            "data file is {} bytes, the object {}",
-                            m.len(),
-                            identity.size
-                        )),
-                        Err(e) => Err(format!("data file: {e}")),
-                    },
-                    Err(e) => Err(e.to_string()),
-                };
-                match verdict {
-                    Ok(c) => {
-                        let f = OpenOptions::new()
-                            .read(true)
-                            .write(true)
-                            .open(&paths.data)?;
-                        let present = c.parts.iter().filter(|p| p.is_some()).count();
-                        let entry =
-                            Self::build(paths, identity, c.part_size, f, c.parts, opts, stats)
-                                .with_direct();
-                        {
-                            let mut st = entry.state.lock();
-                            st.suspect = st.parts.iter().map(Option::is_some).collect();
-                            st.suspects = present;
-                        }
-                        return Ok((entry, Found::Resumed { present }));
-                    }
-                    Err(why) => tracing::warn!(
-                        "discarding checkpoint {} of {}: {why}; fetching again",
-                        paths.ckpt.display(),
-                        identity.key
-                    ),
-                }
+        let _ = fs::remove_file(&paths.done);
+        let _ = fs::remove_file(meta);
+        Ok(None)
+    }
+
+    /// A partial entry with a checkpoint for this version and a data file of the right
+    /// size, and how many parts the checkpoint vouches for. Those count as present but are
+    /// suspects, read back against their CRC-64 before they are first served (the file
+    /// may have been damaged since). Any other checkpoint is ignored, with a warning.
+    fn resume(
+        paths: &EntryPaths,
+        identity: &Identity,
+        opts: &EntryOptions,
+        stats: &Arc<WriteStats>,
+    ) -> io::Result<Option<(Self, usize)>> {
+        let bytes = match fs::read(&paths.ckpt) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                tracing::warn!("cannot read checkpoint {}: {e}", paths.ckpt.display());
+                return Ok(None);
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!("cannot read checkpoint {}: {e}", paths.ckpt.display()),
+        };
+        let verdict = match Checkpoint::decode(&bytes) {
+            Ok(c) if c.finalized => Err("checkpoint claims to be finalized".into()),
+            Ok(c) => match (other_version(&c, identity), fs::metadata(&paths.data)) {
+                (Some(why), _) => Err(why),
+                (None, Ok(m)) if m.len() == identity.size => Ok(c),
+                (None, Ok(m)) => Err(format!(
+                    "data file is {} bytes, the object {}",
+                    m.len(),
+                    identity.size
+                )),
+                (None, Err(e)) => Err(format!("data file: {e}")),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        let c = match verdict {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::warn!(
+                    "discarding checkpoint {} of {}: {why}; fetching again",
+                    paths.ckpt.display(),
+                    identity.key
+                );
+                return Ok(None);
+            }
+        };
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&paths.data)?;
+        let present = c.parts.iter().filter(|p| p.is_some()).count();
+        let (paths, identity) = (paths.clone(), identity.clone());
+        let entry = Self::build(
+            paths,
+            identity,
+            c.part_size,
+            f,
+            c.parts,
+            opts,
+            stats.clone(),
+        )
+        .with_odirect();
+        {
+            let mut st = entry.state.lock();
+            st.suspect = st.parts.iter().map(Option::is_some).collect();
+            st.suspects = present;
         }
-        // 3. Fresh: whatever is left is unvouched for.
+        Ok(Some((entry, present)))
+    }
+
+    /// A fresh entry: whatever partial state is left is not vouched for and goes.
+    fn create(
+        paths: EntryPaths,
+        identity: Identity,
+        opts: &EntryOptions,
+        stats: Arc<WriteStats>,
+    ) -> io::Result<Self> {
         paths.remove_partial();
         let f = OpenOptions::new()
             .read(true)
@@ -343,17 +401,8 @@ impl Entry {
             .open(&paths.data)?;
         f.set_len(identity.size)?;
         let n = checkpoint::part_count(identity.size, opts.part_size) as usize;
-        let entry = Self::build(
-            paths,
-            identity,
-            opts.part_size,
-            f,
-            vec![None; n],
-            opts,
-            stats,
-        )
-        .with_direct();
-        Ok((entry, Found::Fresh))
+        let parts = vec![None; n];
+        Ok(Self::build(paths, identity, opts.part_size, f, parts, opts, stats).with_odirect())
     }
 
     fn build(
@@ -373,8 +422,8 @@ impl Entry {
             identity,
             part_size,
             file: Mutex::new(Arc::new(file)),
-            direct: None,
-            direct_ok: AtomicBool::new(false),
+            odirect: None,
+            odirect_ok: AtomicBool::new(false),
             state: Mutex::new(State {
                 present: parts.iter().filter(|p| p.is_some()).count(),
                 suspect: vec![false; parts.len()],
@@ -429,7 +478,7 @@ impl Entry {
 
     /// Open the data file a second time with `O_DIRECT` for [`Self::write_part`], when the
     /// part size keeps every part block-aligned and the filesystem accepts the flag.
-    fn with_direct(mut self) -> Self {
+    fn with_odirect(mut self) -> Self {
         if self.part_size % ALIGN as u64 != 0 {
             return self;
         }
@@ -439,8 +488,8 @@ impl Entry {
             .open(&self.paths.data)
         {
             Ok(f) => {
-                self.direct = Some(f);
-                self.direct_ok = AtomicBool::new(true);
+                self.odirect = Some(f);
+                self.odirect_ok = AtomicBool::new(true);
             }
             Err(e) => tracing::debug!(
                 "{}: no O_DIRECT ({e}); parts go through the page cache",
@@ -497,22 +546,22 @@ impl Entry {
     /// the `O_DIRECT` descriptor when there is one, so the bytes are not copied into the
     /// page cache and left for writeback (what the fdatasync of the next checkpoint would
     /// then wait for); the unaligned tail of the last part, and everything on filesystems
-    /// that refuse direct I/O, goes through the ordinary descriptor. Both reach the same
-    /// file: the kernel keeps its page cache coherent with direct writes.
+    /// that refuse `O_DIRECT`, goes through the ordinary descriptor. Both reach the same
+    /// file: the kernel keeps its page cache coherent with `O_DIRECT` writes.
     pub fn write_part(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut done = 0;
-        if let Some(direct) = &self.direct {
+        if let Some(odirect) = &self.odirect {
             let bulk = data.len() / ALIGN * ALIGN;
-            if self.direct_ok.load(Ordering::Relaxed)
+            if self.odirect_ok.load(Ordering::Relaxed)
                 && bulk > 0
                 && offset % ALIGN as u64 == 0
                 && partbuf::is_aligned(data)
             {
-                match direct.write_all_at(&data[..bulk], offset) {
+                match odirect.write_all_at(&data[..bulk], offset) {
                     Ok(()) => {
                         done = bulk;
                         self.stats
-                            .direct_bytes
+                            .odirect_bytes
                             .fetch_add(bulk as u64, Ordering::Relaxed);
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
@@ -520,7 +569,7 @@ impl Entry {
                             "{}: O_DIRECT write refused ({e}); using the page cache",
                             self.paths.data.display()
                         );
-                        self.direct_ok.store(false, Ordering::Relaxed);
+                        self.odirect_ok.store(false, Ordering::Relaxed);
                     }
                     Err(e) => return Err(e),
                 }

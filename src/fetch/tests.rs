@@ -797,17 +797,17 @@ async fn parts_are_written_with_o_direct_where_the_filesystem_allows() {
         std::io::Read::read_to_end(&mut h.finalized_file().unwrap(), &mut all).unwrap();
         assert!(all == d, "cached bytes differ in {}", dir.display());
         let st = cache.cache().write_stats();
-        let direct = st.direct_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let odirect = st.odirect_bytes.load(std::sync::atomic::Ordering::Relaxed);
         let total = st.data_bytes.load(std::sync::atomic::Ordering::Relaxed);
         let fs = fs_type(dir);
         eprintln!(
-            "{} (f_type {fs:#x}): {direct} of {total} bytes direct",
+            "{} (f_type {fs:#x}): {odirect} of {total} bytes with O_DIRECT",
             dir.display()
         );
         assert_eq!(total, d.len() as u64);
         if fs == EXT4 || fs == XFS {
             // Everything but the 13-byte tail, which is not a whole block.
-            assert_eq!(direct, 4 * PS);
+            assert_eq!(odirect, 4 * PS);
         }
     }
 }
