@@ -28,7 +28,7 @@
 //! - Per handle, sequential reads grow a read-ahead window (1, 2, 4, ... parts, up to
 //!   `max_readahead` bytes); a non-sequential read resets it, so random readers fetch only
 //!   the parts they touch. All readers together get no more read-ahead than the resident
-//!   set can hold until they read it ([`Engine::ahead_end`]).
+//!   set can hold until they read it (`Engine::ahead_end`).
 //! - A non-sequential read deep inside a missing part (at least [`SPLIT_MIN`] into it) has
 //!   the part fetched tail first: one GET from the read's page to the part's end, then one
 //!   for the head, into the same buffer. The reader waits for its own bytes, not for

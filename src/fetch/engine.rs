@@ -29,7 +29,7 @@ pub struct EngineOptions {
     pub min_request_bytes: u64,
     pub small_object_threshold: u64,
     pub max_readahead: u64,
-    /// Bytes of fetched parts kept in memory for readers (see [`Resident`]).
+    /// Bytes of fetched parts kept in memory for readers (the resident set, see `resident.rs`).
     pub resident_bytes: u64,
     /// Finalize an entry (verify, rename to done) as soon as its last part lands.
     pub auto_finalize: bool,
@@ -148,7 +148,7 @@ impl Engine {
     /// Make sure every part in `parts` is present, in memory or being fetched; returns the
     /// channels of those being fetched. Missing parts are grouped into requests of adjacent
     /// parts. `tail_first`: a random reader's offset; a missing part it falls in the middle
-    /// of, alone in its request, is fetched from there on first (see [`SPLIT_MIN`]).
+    /// of, alone in its request, is fetched from there on first (see [`super::SPLIT_MIN`]).
     pub fn ensure(
         self: &Arc<Self>,
         entry: &Arc<Entry>,
@@ -304,12 +304,12 @@ impl Engine {
     }
 
     /// Give spare part buffers back to the kernel if none was needed lately (called every
-    /// `batch_interval` by the [`Fetcher`]'s flusher thread).
+    /// `batch_interval` by the [`super::Fetcher`]'s flusher thread).
     pub fn trim_idle(&self) {
         self.pool.trim();
     }
 
-    /// Count bytes of part `i` served from memory (see [`Resident`]).
+    /// Count bytes of part `i` served from memory (the resident set, see `resident.rs`).
     pub(super) fn served(&self, entry: &Entry, i: usize, n: u64) {
         self.resident.lock().served((entry.uid, i), n);
     }
