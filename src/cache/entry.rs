@@ -163,7 +163,8 @@ struct State {
 }
 
 pub struct Entry {
-    /// Unique in this process (never reused, unlike an address): keys parts kept in memory.
+    /// Unique in this process (never reused, unlike an address): keys the fetcher's state
+    /// of the entry (parts in flight, parts kept in memory).
     pub uid: u64,
     pub paths: EntryPaths,
     pub identity: Identity,

@@ -62,7 +62,7 @@ pub struct Engine {
     pub(super) pool: Arc<PartPool>,
     pub(super) resident: Mutex<Resident>,
     /// Part writes running on blocking threads (see [`Engine::wait_for_writes`]).
-    pub(super) writes: Mutex<usize>,
+    writes: Mutex<usize>,
     writes_done: Condvar,
     pub(super) closed: AtomicBool,
     disk_warned: AtomicBool,
@@ -149,7 +149,7 @@ impl Engine {
     /// channels of those being fetched. Missing parts are grouped into requests of adjacent
     /// parts. `tail_first`: a random reader's offset; a missing part it falls in the middle
     /// of, alone in its request, is fetched from there on first (see [`super::SPLIT_MIN`]).
-    pub fn ensure(
+    pub(super) fn ensure(
         self: &Arc<Self>,
         entry: &Arc<Entry>,
         parts: std::ops::Range<usize>,
@@ -333,10 +333,22 @@ impl Engine {
     }
 }
 
-/// Counts a part write as finished when dropped (also when the write panics).
-pub(super) struct WriteDone<'a>(pub(super) &'a Engine);
+/// A part write counted in `writes` (see [`Engine::wait_for_writes`]) from its start
+/// until this is dropped: when the write is done, also if it panics or never runs.
+pub(super) struct RunningWrite(Arc<Engine>);
 
-impl Drop for WriteDone<'_> {
+impl RunningWrite {
+    pub(super) fn start(engine: &Arc<Engine>) -> Self {
+        *engine.writes.lock() += 1;
+        Self(engine.clone())
+    }
+
+    pub(super) fn engine(&self) -> &Arc<Engine> {
+        &self.0
+    }
+}
+
+impl Drop for RunningWrite {
     fn drop(&mut self) {
         *self.0.writes.lock() -= 1;
         self.0.writes_done.notify_all();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::engine::{part_len, Engine, Fetch, WriteDone};
+use super::engine::{part_len, Engine, Fetch, RunningWrite};
 use super::wait::{receiving, PartData, PartFail, PartTx};
 use crate::cache::entry::{Dead, Entry};
 use crate::cache::partbuf::ALIGN;
@@ -193,12 +193,11 @@ impl Engine {
         }
         // Counted before any reader hears of the part: a flush that waits for the writes
         // (unmount) then never misses this one.
-        *self.writes.lock() += 1;
+        let write = RunningWrite::start(self);
         let _ = tx.send(Some(Ok(PartData::Writing(bytes.clone()))));
-        let engine = self.clone();
         let entry = entry.clone();
         Some(tokio::task::spawn_blocking(move || {
-            let _done = WriteDone(&engine);
+            let engine = write.engine();
             match entry.write_part(entry.part_range(i).start, &bytes) {
                 Ok(()) => {
                     let (flush, all) = entry.complete_part(i, crc);
