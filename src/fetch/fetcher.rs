@@ -13,11 +13,10 @@ use crate::cache::entry::EntryOwner;
 use crate::cache::{CacheConfig, CacheError, PartCache};
 use crate::store::{ObjectMeta, ObjectStore};
 
-/// A mount's reads: the part cache of one directory and the engine that fills it, tied
-/// together. The engine sees the cache only as the [`EntryOwner`] of its entries; this
-/// opens handles by asking the cache for an entry, runs the flusher thread (every
-/// `batch_interval`: record pending parts, give back spare buffers), and shuts down when
-/// its last user lets go (or on [`Self::shutdown`]).
+/// A cache directory and the engine that fills it: opens handles by asking the cache for
+/// an entry, runs the flusher thread (every `batch_interval`: record pending parts, give
+/// back spare buffers), and shuts down when its last user lets go (or on
+/// [`Self::shutdown`]).
 pub struct Fetcher {
     cache: Arc<PartCache>,
     engine: Arc<Engine>,
