@@ -12,10 +12,14 @@
 //! one warning; an object whose files cannot even be created gets a memory-only entry.
 //! Nothing already cached is touched.
 //!
-//! Lifetime: a background thread records pending batches every `batch_interval`; dropping
-//! the last `Arc<PartCache>` (or [`PartCache::flush`]) records the rest. That thread can
-//! hold the cache for an instant after its last user lets go, so [`PartCache::open`] waits
-//! up to 1 s for the lock before reporting [`CacheError::Locked`].
+//! The cache knows nothing of fetching: the fetcher sees it as the [`entry::EntryOwner`]
+//! of the entries it fills (room for a part, a read, a dropped entry, a complete one).
+//!
+//! Lifetime: [`PartCache::flush_dirty`] records pending batches; its owner calls it every
+//! `batch_interval` and after the last part writes, and dropping the cache records the
+//! rest. A previous owner of the directory can hold the lock for a moment after its last
+//! user let go (a flusher thread, an unmount recording its checkpoints), so
+//! [`PartCache::open`] waits up to 5 s for the lock before reporting [`CacheError::Locked`].
 //!
 //! `<hash>` is the hex SHA-256 of `namespace \0 key`: one name per object, whatever its
 //! ETag, so a changed object replaces its entry instead of leaving an orphan; the ETag lives
@@ -46,6 +50,7 @@
 //! 8 MiB is in the flat middle of both curves, keeps random reads and memory modest, and
 //! sits among the SDKs' 6 MiB (Go/Python v2), 8 MiB (C++) and 10 MiB (oss2).
 
+pub mod admin;
 pub mod checkpoint;
 pub mod entry;
 pub mod partbuf;
@@ -60,14 +65,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use lru::LruCache;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
-use crate::cli::{exit, CacheCommand, Failure};
-use crate::fetch::{Engine, EngineOptions, ObjectHandle};
-use crate::store::{ObjectMeta, ObjectStore};
-use checkpoint::{Checkpoint, Identity, MAX_PART_SIZE, MIN_PART_SIZE};
-use entry::{Dead, Entry, EntryOptions, EntryPaths, WriteStats};
+use crate::store::ObjectMeta;
+use checkpoint::{Identity, MAX_PART_SIZE, MIN_PART_SIZE};
+use entry::{Dead, Entry, EntryOptions, EntryOwner, EntryPaths, Found, WriteStats};
 
 /// Settings of one cache directory.
 #[derive(Clone, Debug)]
@@ -132,15 +135,22 @@ impl Default for CacheConfig {
     }
 }
 
-/// `$XDG_CACHE_HOME/ossmount` or `~/.cache/ossmount` (or `./.ossmount-cache` without HOME).
+/// The cache directory when none is given, for the mount and the cache commands alike:
+/// `$XDG_CACHE_HOME/ossmount`, else `$HOME/.cache/ossmount`, else `/var/cache/ossmount`
+/// (no HOME, or HOME is `/`: a mount from fstab at boot).
 pub fn default_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+    default_dir_in(|name| std::env::var_os(name))
+}
+
+/// [`default_dir`] in the environment `var` describes.
+fn default_dir_in(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    if let Some(x) = var("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(x).join("ossmount");
     }
-    if let Some(h) = std::env::var_os("HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(h).join(".cache").join("ossmount");
+    match var("HOME").filter(|v| !v.is_empty() && v != "/") {
+        Some(h) => PathBuf::from(h).join(".cache").join("ossmount"),
+        None => PathBuf::from("/var/cache/ossmount"),
     }
-    PathBuf::from(".ossmount-cache")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,15 +184,13 @@ struct Index {
     over_budget_warned: bool,
 }
 
-/// Entries by (namespace, key, etag), with a byte budget.
+/// Entries by (namespace, key), each for one ETag, within a byte budget.
 pub struct PartCache {
     config: CacheConfig,
     namespace: String,
-    engine: Arc<Engine>,
     index: Mutex<Index>,
     stats: Arc<WriteStats>,
     _lock: File,
-    stop: Arc<(Mutex<bool>, Condvar)>,
 }
 
 /// Allocated bytes, mtime and the file names of each entry found in a cache directory.
@@ -233,7 +241,7 @@ fn statvfs(dir: &Path) -> Option<libc::statvfs> {
 }
 
 /// Free bytes for unprivileged users on the filesystem of `dir`.
-fn free_bytes(dir: &Path) -> Option<u64> {
+pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
     statvfs(dir).map(|s| s.f_bavail * s.f_frsize)
 }
 
@@ -257,7 +265,7 @@ fn is_disk_full(e: &io::Error) -> bool {
 }
 
 /// Take the directory's lock file, or say who has it.
-fn lock_dir(dir: &Path) -> Result<File, CacheError> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, CacheError> {
     let f = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -290,11 +298,7 @@ fn lock_dir(dir: &Path) -> Result<File, CacheError> {
 impl PartCache {
     /// Open (and lock) the cache directory, rebuilding the accounting from what is there.
     /// `namespace` identifies (endpoint, bucket), see `StoreConfig::namespace`.
-    pub fn open(
-        config: CacheConfig,
-        store: Arc<dyn ObjectStore>,
-        namespace: String,
-    ) -> Result<Arc<Self>, CacheError> {
+    pub fn open(config: CacheConfig, namespace: String) -> Result<Arc<Self>, CacheError> {
         check_part_size(config.part_size).map_err(CacheError::Config)?;
         fs::create_dir_all(&config.dir)?;
         let lock = lock_dir(&config.dir)?;
@@ -309,21 +313,7 @@ impl PartCache {
             config.dir.display(),
             lru.len()
         );
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let cache = Arc::new_cyclic(|weak| PartCache {
-            engine: Arc::new(Engine::new(
-                store,
-                EngineOptions {
-                    jobs: config.jobs,
-                    part_size: config.part_size,
-                    min_request_bytes: config.min_request_bytes,
-                    small_object_threshold: config.small_object_threshold,
-                    max_readahead: config.max_readahead,
-                    resident_bytes: config.resident_bytes,
-                    auto_finalize: true,
-                },
-                weak.clone(),
-            )),
+        Ok(Arc::new(PartCache {
             config,
             namespace,
             index: Mutex::new(Index {
@@ -334,34 +324,7 @@ impl PartCache {
             }),
             stats: Arc::new(WriteStats::default()),
             _lock: lock,
-            stop: stop.clone(),
-        });
-        // Flusher: records batches of parts at least every `batch_interval`, so parts of an
-        // idle reader do not wait for the next part to become durable.
-        let weak = Arc::downgrade(&cache);
-        let interval = cache.config.batch_interval;
-        std::thread::Builder::new()
-            .name("ossmount-cache-flush".into())
-            .spawn(move || loop {
-                {
-                    let (m, cv) = &*stop;
-                    let mut stopped = m.lock();
-                    if !*stopped {
-                        cv.wait_for(&mut stopped, interval);
-                    }
-                    if *stopped {
-                        return;
-                    }
-                }
-                match weak.upgrade() {
-                    Some(c) => {
-                        c.flush_dirty();
-                        c.engine.trim_idle();
-                    }
-                    None => return,
-                }
-            })?;
-        Ok(cache)
+        }))
     }
 
     pub fn config(&self) -> &CacheConfig {
@@ -377,23 +340,16 @@ impl PartCache {
         hex::encode(h.finalize())
     }
 
-    /// A handle on one version of one object; its entry is never evicted while a handle
-    /// lives. An entry for another ETag or size of the same key is dropped.
-    pub fn object(self: &Arc<Self>, meta: &ObjectMeta) -> Result<ObjectHandle, CacheError> {
+    /// The entry of one version of one object; it is never evicted while a user holds
+    /// it. An entry for another ETag or size of the same key is dropped.
+    pub fn open_entry(&self, meta: &ObjectMeta) -> Result<Arc<Entry>, CacheError> {
         let name = Self::entry_name(&self.namespace, &meta.key);
-        let identity = Identity {
-            namespace: self.namespace.clone(),
-            key: meta.key.clone(),
-            etag: meta.etag.clone(),
-            size: meta.size,
-            last_modified: meta.last_modified,
-            crc64: meta.crc64,
-        };
+        let identity = Identity::of(&self.namespace, meta);
         let mut idx = self.index.lock();
         if let Some(e) = idx.open.get(&name).cloned() {
             if e.identity.etag == meta.etag && e.identity.size == meta.size && e.dead().is_none() {
                 idx.lru.promote(&name);
-                return Ok(ObjectHandle::new(meta.clone(), e, self.engine.clone()));
+                return Ok(e);
             }
             // Another version: handles on it get ESTALE, its files make room for this one.
             e.kill(Dead::Stale);
@@ -405,7 +361,7 @@ impl PartCache {
             batch_interval: self.config.batch_interval,
         };
         let paths = paths_for(&self.config.dir, &name);
-        let (entry, opened) =
+        let (entry, found) =
             match Entry::open(paths.clone(), identity.clone(), &opts, self.stats.clone()) {
                 Ok(v) => v,
                 Err(e) if is_disk_full(&e) => {
@@ -416,20 +372,16 @@ impl PartCache {
                         meta.key
                     );
                     let entry = Entry::memory_only(paths, identity, &opts, self.stats.clone())?;
-                    return Ok(ObjectHandle::new(
-                        meta.clone(),
-                        Arc::new(entry),
-                        self.engine.clone(),
-                    ));
+                    return Ok(Arc::new(entry));
                 }
                 Err(e) => return Err(e.into()),
             };
-        if opened == entry::Opened::Finalized {
+        if found == Found::Finalized {
             if let Ok(f) = File::options().write(true).open(&entry.paths.done) {
                 let _ = f.set_modified(SystemTime::now());
             }
         }
-        tracing::debug!("cache entry {name} for {}: {opened:?}", meta.key);
+        tracing::debug!("cache entry {name} for {}: {found:?}", meta.key);
         let entry = Arc::new(entry);
         let bytes = entry.allocated_bytes();
         let old = idx.lru.put(name.clone(), bytes).unwrap_or(0);
@@ -438,10 +390,10 @@ impl PartCache {
         self.close_idle(&mut idx);
         drop(idx);
         // Complete already (zero-byte object, or finished before a crash): finalize now.
-        if opened != entry::Opened::Finalized && entry.present_count() == entry.n_parts {
+        if found != Found::Finalized && entry.present_count() == entry.n_parts {
             self.finalize_entry(&entry);
         }
-        Ok(ObjectHandle::new(meta.clone(), entry, self.engine.clone()))
+        Ok(entry)
     }
 
     /// Keep at most this many idle entries open (each holds a file descriptor).
@@ -464,14 +416,62 @@ impl PartCache {
         }
     }
 
+    /// Re-measure an entry's allocated size (after a flush or finalize).
+    fn remeasure(&self, entry: &Entry) {
+        let name = Self::entry_name(&self.namespace, &entry.identity.key);
+        let now = entry.allocated_bytes();
+        let mut idx = self.index.lock();
+        if idx
+            .open
+            .get(&name)
+            .is_some_and(|e| std::ptr::eq(&**e, entry))
+        {
+            if let Some(b) = idx.lru.peek_mut(&name) {
+                let old = std::mem::replace(b, now);
+                idx.used = (idx.used + now).saturating_sub(old);
+            }
+        }
+    }
+
+    /// Record the pending parts of every open entry (checkpoints). Its owner calls this
+    /// every `batch_interval`, and after the last part writes when shutting down.
+    pub fn flush_dirty(&self) {
+        let dirty: Vec<Arc<Entry>> = self
+            .index
+            .lock()
+            .open
+            .values()
+            .filter(|e| e.is_dirty())
+            .cloned()
+            .collect();
+        for e in dirty {
+            if e.flush_logged() {
+                self.remeasure(&e);
+            }
+        }
+    }
+
+    /// Allocated bytes the cache accounts for.
+    pub fn used_bytes(&self) -> u64 {
+        self.index.lock().used
+    }
+
+    /// Data and checkpoint bytes written so far (for the durability-cost ratio).
+    pub fn write_stats(&self) -> &WriteStats {
+        &self.stats
+    }
+}
+
+/// What the fetcher sees of the cache.
+impl EntryOwner for PartCache {
     /// Move an entry to the front of the LRU order.
-    pub(crate) fn touch(&self, entry: &Entry) {
+    fn touch(&self, entry: &Entry) {
         let name = Self::entry_name(&self.namespace, &entry.identity.key);
         self.index.lock().lru.promote(&name);
     }
 
     /// Drop `entry` (if it is still the current one for its key) and remove its files.
-    pub(crate) fn drop_entry(&self, entry: &Arc<Entry>, why: Dead) {
+    fn drop_entry(&self, entry: &Arc<Entry>, why: Dead) {
         entry.kill(why);
         let name = Self::entry_name(&self.namespace, &entry.identity.key);
         let mut idx = self.index.lock();
@@ -486,7 +486,7 @@ impl PartCache {
 
     /// Room for `bytes` more of `entry`? Evicts unpinned entries, least recently used
     /// first, until the budget and the free-space floor allow it. False: serve from memory.
-    pub(crate) fn reserve(&self, entry: &Arc<Entry>, bytes: u64) -> bool {
+    fn reserve(&self, entry: &Arc<Entry>, bytes: u64) -> bool {
         let name = Self::entry_name(&self.namespace, &entry.identity.key);
         let mut idx = self.index.lock();
         loop {
@@ -537,25 +537,8 @@ impl PartCache {
         true
     }
 
-    /// Re-measure an entry's allocated size (after a flush or finalize).
-    fn remeasure(&self, entry: &Entry) {
-        let name = Self::entry_name(&self.namespace, &entry.identity.key);
-        let now = entry.allocated_bytes();
-        let mut idx = self.index.lock();
-        if idx
-            .open
-            .get(&name)
-            .is_some_and(|e| std::ptr::eq(&**e, entry))
-        {
-            if let Some(b) = idx.lru.peek_mut(&name) {
-                let old = std::mem::replace(b, now);
-                idx.used = (idx.used + now).saturating_sub(old);
-            }
-        }
-    }
-
     /// Verify and finalize a complete entry; a CRC mismatch drops it.
-    pub(crate) fn finalize_entry(&self, entry: &Arc<Entry>) {
+    fn finalize_entry(&self, entry: &Arc<Entry>) {
         let _ = entry.flush();
         match entry.finalize(entry.identity.crc64) {
             Ok(_) => self.remeasure(entry),
@@ -566,298 +549,13 @@ impl PartCache {
             Err(e) => tracing::warn!("cannot finalize cache entry of {}: {e}", entry.identity.key),
         }
     }
-
-    fn flush_dirty(&self) {
-        let dirty: Vec<Arc<Entry>> = self
-            .index
-            .lock()
-            .open
-            .values()
-            .filter(|e| e.is_dirty())
-            .cloned()
-            .collect();
-        for e in dirty {
-            match e.flush() {
-                Ok(()) => self.remeasure(&e),
-                Err(err) => self.engine.warn_checkpoint(&e, &err),
-            }
-        }
-    }
-
-    /// Write out pending checkpoints (on unmount / SIGTERM), after the part writes that
-    /// are running finish.
-    pub fn flush(&self) {
-        self.finish_writes();
-        self.flush_dirty();
-    }
-
-    /// Unmounting (and dropping): stop writing parts that arrive from now on, wait for the
-    /// writes running, record them. Without the first step a flush waited for the read-ahead still on the
-    /// network to land (and be retried), and the process kept the directory lock for
-    /// seconds after the unmount: `umount; mount` failed with "in use".
-    pub fn shutdown(&self) {
-        self.engine.close();
-        self.flush();
-    }
-
-    fn finish_writes(&self) {
-        if !self.engine.wait_for_writes(Duration::from_secs(30)) {
-            tracing::warn!("part writes still running after 30 s; recording what is done");
-        }
-    }
-
-    /// Allocated bytes the cache accounts for.
-    pub fn used_bytes(&self) -> u64 {
-        self.index.lock().used
-    }
-
-    /// Data and checkpoint bytes written so far (for the durability-cost ratio).
-    pub fn write_stats(&self) -> &WriteStats {
-        &self.stats
-    }
-
-    /// The fetch engine (request counters).
-    pub fn engine(&self) -> &Arc<Engine> {
-        &self.engine
-    }
 }
 
 impl Drop for PartCache {
+    /// Records what is pending (normally nothing: the owner flushed after the last write).
     fn drop(&mut self) {
-        let (m, cv) = &*self.stop;
-        *m.lock() = true;
-        cv.notify_all();
-        self.shutdown();
+        self.flush_dirty();
     }
-}
-
-/// `ossmount cache status|verify|clean`.
-pub fn run_command(cmd: CacheCommand) -> Result<(), Failure> {
-    let dir_of = |d: Option<PathBuf>| d.unwrap_or_else(default_dir);
-    let dir = match &cmd {
-        CacheCommand::Status { cache_dir }
-        | CacheCommand::Verify { cache_dir, .. }
-        | CacheCommand::Clean { cache_dir, .. } => dir_of(cache_dir.clone()),
-    };
-    if !dir.is_dir() {
-        println!("{}: no cache directory (nothing cached yet)", dir.display());
-        return Ok(());
-    }
-    let local = |e: io::Error| Failure::new(exit::LOCAL, format!("cache {}: {e}", dir.display()));
-    match cmd {
-        CacheCommand::Status { .. } => {
-            let report = status(&dir).map_err(local)?;
-            print!("{report}");
-            Ok(())
-        }
-        CacheCommand::Verify { fix, .. } => {
-            let _lock = lock_dir(&dir).map_err(|e| Failure::new(exit::LOCAL, e.to_string()))?;
-            let (report, bad) = verify(&dir, fix).map_err(local)?;
-            print!("{report}");
-            if bad > 0 && !fix {
-                return Err(Failure::new(
-                    exit::VERIFY,
-                    format!(
-                        "{bad} cache entries failed verification (rerun with --fix to drop them)"
-                    ),
-                ));
-            }
-            Ok(())
-        }
-        CacheCommand::Clean { older_than, .. } => {
-            let _lock = lock_dir(&dir).map_err(|e| Failure::new(exit::LOCAL, e.to_string()))?;
-            let (n, bytes) = clean(&dir, older_than).map_err(local)?;
-            println!("removed {n} entries, {bytes} bytes");
-            Ok(())
-        }
-    }
-}
-
-/// One entry as the cache command sees it.
-struct Listed {
-    name: String,
-    ckpt: Option<Result<Checkpoint, String>>,
-    finalized: bool,
-    bytes: u64,
-}
-
-fn list_entries(dir: &Path) -> io::Result<Vec<Listed>> {
-    let mut out = Vec::new();
-    for (name, bytes, _) in scan(dir)? {
-        let p = paths_for(dir, &name);
-        let finalized = p.done.exists();
-        let src = if finalized {
-            p.meta.clone().unwrap()
-        } else {
-            p.ckpt.clone()
-        };
-        let ckpt = match fs::read(&src) {
-            Ok(b) => Some(Checkpoint::decode(&b).map_err(|e| e.to_string())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => Some(Err(e.to_string())),
-        };
-        out.push(Listed {
-            name,
-            ckpt,
-            finalized,
-            bytes,
-        });
-    }
-    Ok(out)
-}
-
-/// The `cache status` report.
-pub fn status(dir: &Path) -> io::Result<String> {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let entries = list_entries(dir)?;
-    let total: u64 = entries.iter().map(|e| e.bytes).sum();
-    let _ = writeln!(
-        s,
-        "{}: {} entries, {} bytes on disk",
-        dir.display(),
-        entries.len(),
-        total
-    );
-    for e in entries {
-        match &e.ckpt {
-            Some(Ok(c)) => {
-                let present: u64 = (0..c.parts.len())
-                    .filter(|&i| c.parts[i].is_some())
-                    .map(|i| c.part_len(i))
-                    .sum();
-                let pct = if c.identity.size == 0 {
-                    100.0
-                } else {
-                    present as f64 * 100.0 / c.identity.size as f64
-                };
-                let _ = writeln!(
-                    s,
-                    "{:>6.1}% {:>14} {} {} ({}, ETag {})",
-                    pct,
-                    c.identity.size,
-                    if e.finalized {
-                        "finalized"
-                    } else {
-                        "partial  "
-                    },
-                    c.identity.key,
-                    c.identity.namespace,
-                    c.identity.etag
-                );
-            }
-            Some(Err(why)) => {
-                let _ = writeln!(s, "     ? {:>14} damaged   {} ({why})", "", e.name);
-            }
-            None => {
-                let _ = writeln!(s, "     ? {:>14} orphan    {} (no checkpoint)", "", e.name);
-            }
-        }
-    }
-    Ok(s)
-}
-
-/// Re-read every present part of every entry and compare with its recorded CRC-64.
-/// Returns the report and the number of bad entries (dropped when `fix`).
-pub fn verify(dir: &Path, fix: bool) -> io::Result<(String, usize)> {
-    use std::fmt::Write;
-    use std::os::unix::fs::FileExt;
-    let mut s = String::new();
-    let mut bad = 0;
-    let mut checked = 0;
-    for e in list_entries(dir)? {
-        checked += 1;
-        let p = paths_for(dir, &e.name);
-        let verdict: Result<(String, usize), String> = match &e.ckpt {
-            None => Err("no checkpoint".into()),
-            Some(Err(why)) => Err(why.clone()),
-            Some(Ok(c)) => {
-                let data = if e.finalized { &p.done } else { &p.data };
-                match File::open(data) {
-                    Err(err) => Err(format!("data file: {err}")),
-                    Ok(f) if f.metadata().map(|m| m.len()).unwrap_or(0) != c.identity.size => {
-                        Err("data file has the wrong size".into())
-                    }
-                    Ok(f) => {
-                        let mut buf = vec![0u8; c.part_size.min(64 << 20) as usize];
-                        let mut failed = Vec::new();
-                        let mut checked = 0;
-                        for (i, crc) in c.parts.iter().enumerate() {
-                            let Some(crc) = crc else { continue };
-                            let len = c.part_len(i);
-                            let mut h = crate::crc64::Hasher::default();
-                            let mut off = i as u64 * c.part_size;
-                            let end = off + len;
-                            let mut ok = true;
-                            while off < end {
-                                let n = ((end - off) as usize).min(buf.len());
-                                if f.read_exact_at(&mut buf[..n], off).is_err() {
-                                    ok = false;
-                                    break;
-                                }
-                                h.update(&buf[..n]);
-                                off += n as u64;
-                            }
-                            if !ok || h.finish() != *crc {
-                                failed.push(i);
-                            }
-                            checked += 1;
-                        }
-                        if !failed.is_empty() {
-                            Err(format!("parts {failed:?} do not match their CRC-64"))
-                        } else if e.finalized
-                            && c.identity.crc64.is_some()
-                            && c.combined_crc() != c.identity.crc64
-                        {
-                            Err("whole-object CRC-64 does not match".into())
-                        } else {
-                            Ok((c.identity.key.clone(), checked))
-                        }
-                    }
-                }
-            }
-        };
-        match verdict {
-            Ok((key, n)) => {
-                let _ = writeln!(s, "ok   {key} ({n} parts)");
-            }
-            Err(why) => {
-                bad += 1;
-                let key = match &e.ckpt {
-                    Some(Ok(c)) => c.identity.key.clone(),
-                    _ => e.name.clone(),
-                };
-                let _ = writeln!(
-                    s,
-                    "BAD  {key}: {why}{}",
-                    if fix { " (dropped)" } else { "" }
-                );
-                if fix {
-                    p.remove_all();
-                }
-            }
-        }
-    }
-    let _ = writeln!(s, "{checked} entries checked, {bad} bad");
-    Ok((s, bad))
-}
-
-/// Remove all entries, or those not used for longer than `older_than`.
-pub fn clean(dir: &Path, older_than: Option<Duration>) -> io::Result<(usize, u64)> {
-    let now = SystemTime::now();
-    let mut n = 0;
-    let mut bytes = 0;
-    for (name, b, mtime) in scan(dir)? {
-        if let Some(age) = older_than {
-            if now.duration_since(mtime).unwrap_or_default() < age {
-                continue;
-            }
-        }
-        paths_for(dir, &name).remove_all();
-        n += 1;
-        bytes += b;
-    }
-    Ok((n, bytes))
 }
 
 #[cfg(test)]

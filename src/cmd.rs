@@ -1,8 +1,10 @@
 //! The subcommands' front ends, one file each: arguments in, calls on the layers below,
 //! output printed, and errors turned into a [`crate::cli::Failure`] (a one-line message and
-//! an exit code). The layers themselves return values and typed errors and never import
-//! `cli`.
+//! an exit code, [`crate::cli::exit`]). The layers themselves return values and typed
+//! errors, print nothing and never import `cli`.
 
+pub mod cache;
+pub mod download;
 pub mod inspect;
 pub mod mount;
 pub mod serve;

@@ -14,8 +14,8 @@
 //! changed in between (another ETag or size), the download starts over and says why.
 //!
 //! Defaults: 8 MiB parts and 8 parallel requests (see `CacheConfig::default`); objects up
-//! to 16 MiB take one GET (the SDKs' multiget threshold idea, lowered because a resumable
-//! download of a small object saves nothing).
+//! to its `small_object_threshold`, 16 MiB, take one GET (the SDKs' multiget threshold
+//! idea, lowered because a resumable download of a small object saves nothing).
 //!
 //! Speed (release build, 1 GiB from `ossmount serve --anonymous` on loopback, 2 shared
 //! cores, three runs each, quiet moment, load ~3): `ossmount download -j 8` 1.71-1.84 s,
@@ -23,74 +23,25 @@
 //! also computing CRC-64 per part, checkpointing and fsyncing the result (curl does none
 //! of these). Under heavy load (load 5-11) the two were indistinguishable (2.0-3.3 s).
 //!
-//! Exit codes ([`exit`]): USAGE (arguments, URL, configuration), STORE (not found, access
-//! denied, archived and not restored, changed during the download, network after
-//! retries), VERIFY (CRC-64 mismatch), LOCAL (disk full, permissions). The progress bar
-//! (bytes, rate, ETA) is drawn only on a terminal and never with `-q`.
+//! Failures are [`DownloadError`]s: the store's (not found, access denied, archived and
+//! not restored, network after retries), the object changing during the download, a
+//! CRC-64 mismatch, local trouble (disk full, permissions), an interruption; the command
+//! (`cmd/download.rs`) turns them into exit codes. The progress bar (bytes, rate, ETA) is
+//! drawn only on a terminal and never with `-q`.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::cache::checkpoint::{Checkpoint, Identity};
-use crate::cache::entry::{Entry, EntryOptions, EntryPaths, FinalizeError, Opened, WriteStats};
-use crate::cache::{check_part_size, CacheConfig};
-use crate::cli::{exit, DownloadArgs, Failure};
-use crate::config::{self, StoreUrl};
+use crate::cache::entry::{Entry, EntryOptions, EntryPaths, FinalizeError, Found, Unbudgeted};
+use crate::cache::CacheConfig;
 use crate::fetch::{Engine, EngineOptions, ObjectHandle, ReadError};
-use crate::store::{ObjectStore, StoreError};
-
-/// Objects up to this size are fetched with one GET.
-pub const SINGLE_GET_THRESHOLD: u64 = 16 << 20;
-
-pub fn run(args: DownloadArgs) -> Result<(), Failure> {
-    let usage = |m: String| Failure::new(exit::USAGE, m);
-    let url = StoreUrl::parse(&args.url).map_err(|e| usage(e.to_string()))?;
-    if url.path.is_empty() || url.path.ends_with('/') {
-        return Err(usage(format!(
-            "{} names no object (give oss://bucket/key)",
-            args.url
-        )));
-    }
-    let part_size = args.part_size;
-    check_part_size(part_size).map_err(usage)?;
-    let jobs = args.jobs;
-    if jobs == 0 {
-        return Err(usage("--jobs must be at least 1".into()));
-    }
-    let cfg = config::resolve(&url, &args.store, &|k| std::env::var(k).ok())
-        .map_err(|e| usage(e.to_string()))?;
-    let store = config::connect(&cfg).map_err(|e| usage(e.to_string()))?;
-    let name = url.path.rsplit('/').next().unwrap_or(&url.path).to_string();
-    let local = match &args.local {
-        Some(p) if p.is_dir() => p.join(&name),
-        Some(p) => p.clone(),
-        None => PathBuf::from(&name),
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(exit::GENERIC, format!("cannot start the runtime: {e}")))?;
-    let display = format!("{}://{}/{}", url.scheme.as_str(), url.bucket, url.path);
-    let job = Job {
-        store,
-        namespace: cfg.namespace(),
-        key: url.path.clone(),
-        display,
-        local,
-        checkpoint_dir: args.checkpoint_dir.clone(),
-        part_size,
-        jobs,
-        verify: !args.no_verify,
-        progress: !args.quiet && std::io::stderr().is_terminal(),
-        quiet: args.quiet,
-    };
-    rt.block_on(job.run())
-}
+use crate::store::{ObjectMeta, ObjectStore, StoreError};
 
 /// One download, independent of the command line (tests drive it directly).
 pub struct Job {
@@ -108,25 +59,76 @@ pub struct Job {
     pub quiet: bool,
 }
 
+/// Why a download did not complete; the message names the object or the local file.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// The store refused or failed (after its retries).
+    #[error("cannot download {display}: {source}")]
+    Store {
+        display: String,
+        source: Box<StoreError>,
+    },
+    /// The object changed or was deleted during the download.
+    #[error(
+        "{display} changed or was deleted on the server during the download (ETag {etag} no \
+         longer matches); run the command again to download the new version"
+    )]
+    Changed { display: String, etag: String },
+    /// The parts combine to another CRC-64 than the store's; the temp file is gone.
+    #[error(
+        "{display} failed verification: CRC-64 {actual:016x}, the store says \
+         {expected:016x}; the temp file was removed, run again to re-download"
+    )]
+    Mismatch {
+        display: String,
+        expected: u64,
+        actual: u64,
+    },
+    /// Local trouble with the file being written (`what` went wrong).
+    #[error("{what} for {}: {source}", local.display())]
+    Local {
+        what: &'static str,
+        local: PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Ctrl-C: the parts received are recorded, the same command resumes.
+    #[error("interrupted; {kept} of {size} bytes kept, run the same command to resume")]
+    Interrupted { kept: u64, size: u64 },
+    /// The blocking task finishing the download failed.
+    #[error("{0}")]
+    Task(String),
+}
+
 fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
 }
 
+/// Record the parts received so far (checkpoint), off the runtime's threads.
+async fn record(entry: &Arc<Entry>) {
+    let entry = entry.clone();
+    let _ = tokio::task::spawn_blocking(move || entry.flush()).await;
+}
+
 impl Job {
-    fn store_failure(&self, e: &StoreError) -> Failure {
-        Failure::new(
-            exit::STORE,
-            format!("cannot download {}: {e}", self.display),
-        )
+    fn store_error(&self, source: StoreError) -> DownloadError {
+        DownloadError::Store {
+            display: self.display.clone(),
+            source: Box::new(source),
+        }
     }
 
-    fn local_failure(&self, what: &str, e: impl std::fmt::Display) -> Failure {
-        Failure::new(
-            exit::LOCAL,
-            format!("{what} for {}: {e}", self.local.display()),
-        )
+    fn local_error(
+        &self,
+        what: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> DownloadError {
+        DownloadError::Local {
+            what,
+            local: self.local.clone(),
+            source: source.into(),
+        }
     }
 
     /// Where this download keeps its temp file and checkpoint.
@@ -159,57 +161,51 @@ impl Job {
         }
     }
 
-    pub async fn run(self) -> Result<(), Failure> {
+    /// Download the object: look it up, resume or start the temp file, fetch the parts
+    /// missing, verify and rename onto LOCAL.
+    pub async fn run(self) -> Result<(), DownloadError> {
         let meta = self
             .store
             .head(&self.key)
             .await
-            .map_err(|e| self.store_failure(&e))?;
+            .map_err(|e| self.store_error(e))?;
+        let entry = self.open_entry(&meta)?;
+        let engine = self.engine(&entry);
+        let started = Instant::now();
+        let handle = ObjectHandle::new(meta.clone(), entry.clone(), engine.clone());
+        self.fetch(&handle, &meta).await?;
+        let expected = self.expected_crc(&meta);
+        let crc = self.finish(&entry, expected).await?;
+        if !self.quiet {
+            let fetched = engine.bytes_fetched.load(Ordering::Relaxed);
+            self.report(&meta, started, fetched, expected.map(|_| crc));
+        }
+        Ok(())
+    }
+
+    /// The entry of this download: what an earlier, interrupted run left (if it is for
+    /// the same object version and its parts still match their CRC-64s), or a fresh one.
+    fn open_entry(&self, meta: &ObjectMeta) -> Result<Arc<Entry>, DownloadError> {
         let paths = self.paths();
         if let Some(d) = self.checkpoint_dir.as_ref() {
-            std::fs::create_dir_all(d)
-                .map_err(|e| self.local_failure("checkpoint directory", e))?;
+            std::fs::create_dir_all(d).map_err(|e| self.local_error("checkpoint directory", e))?;
         }
-        // Say why an earlier, interrupted download cannot be resumed.
-        if let Ok(bytes) = std::fs::read(&paths.ckpt) {
-            match Checkpoint::decode(&bytes) {
-                Ok(c) if c.identity.etag != meta.etag || c.identity.size != meta.size => {
-                    eprintln!(
-                        "ossmount: {} changed since the interrupted download (ETag {} size {} \
-                         -> ETag {} size {}); starting over",
-                        self.display, c.identity.etag, c.identity.size, meta.etag, meta.size
-                    );
-                }
-                Ok(_) => {}
-                Err(e) => eprintln!(
-                    "ossmount: the checkpoint {} is unusable ({e}); starting over",
-                    paths.ckpt.display()
-                ),
-            }
-        }
-        let identity = Identity {
-            namespace: self.namespace.clone(),
-            key: self.key.clone(),
-            etag: meta.etag.clone(),
-            size: meta.size,
-            last_modified: meta.last_modified,
-            crc64: meta.crc64,
-        };
+        self.explain_restart(&paths, meta);
         let defaults = CacheConfig::default();
         let opts = EntryOptions {
             part_size: self.part_size,
             batch_parts: defaults.batch_parts,
             batch_interval: defaults.batch_interval,
         };
-        let stats = Arc::new(WriteStats::default());
-        let (entry, opened) = Entry::open(paths, identity, &opts, stats.clone())
-            .map_err(|e| self.local_failure("cannot create the temp file", e))?;
+        let identity = Identity::of(&self.namespace, meta);
+        let (entry, found) = Entry::open(paths, identity, &opts, Arc::default())
+            .map_err(|e| self.local_error("cannot create the temp file", e))?;
         let entry = Arc::new(entry);
         // What an earlier run recorded is read back against its CRC-64 before it counts:
         // the temp file may have been damaged since. Failed parts are fetched again.
         let bad = entry
             .verify_suspects()
-            .map_err(|e| self.local_failure("cannot read the partial download", e))?;
+            .map_err(|e| self.local_error("cannot read the partial download", e))?;
         if bad > 0 {
             eprintln!(
                 "ossmount: {bad} parts of the interrupted download of {} were damaged on disk; \
@@ -217,18 +213,43 @@ impl Job {
                 self.display
             );
         }
-        let already = entry.present_bytes();
-        if let Opened::Resumed { present } = opened {
-            if !self.quiet {
+        if let (Found::Resumed { present }, false) = (found, self.quiet) {
+            eprintln!(
+                "ossmount: resuming {}: {present} of {} parts ({} bytes) already here",
+                self.display,
+                entry.n_parts,
+                entry.present_bytes()
+            );
+        }
+        Ok(entry)
+    }
+
+    /// Say why an earlier, interrupted download cannot be resumed (`Entry::open` then
+    /// starts over).
+    fn explain_restart(&self, paths: &EntryPaths, meta: &ObjectMeta) {
+        let Ok(bytes) = std::fs::read(&paths.ckpt) else {
+            return;
+        };
+        match Checkpoint::decode(&bytes) {
+            Ok(c) if c.identity.etag != meta.etag || c.identity.size != meta.size => {
                 eprintln!(
-                    "ossmount: resuming {}: {present} of {} parts ({already} bytes) already here",
-                    self.display, entry.n_parts
+                    "ossmount: {} changed since the interrupted download (ETag {} size {} \
+                     -> ETag {} size {}); starting over",
+                    self.display, c.identity.etag, c.identity.size, meta.etag, meta.size
                 );
             }
+            Ok(_) => {}
+            Err(e) => eprintln!(
+                "ossmount: the checkpoint {} is unusable ({e}); starting over",
+                paths.ckpt.display()
+            ),
         }
-        // Nothing reads the parts back: none kept in memory, no read-ahead, every part
-        // its own request.
-        let engine = Arc::new(Engine::new(
+    }
+
+    /// An engine for this one entry. Nothing reads the parts back: none kept in memory,
+    /// no read-ahead, every part its own request; no cache around the entry, so no budget.
+    fn engine(&self, entry: &Entry) -> Arc<Engine> {
+        Arc::new(Engine::new(
             self.store.clone(),
             EngineOptions {
                 jobs: self.jobs,
@@ -239,23 +260,19 @@ impl Job {
                 resident_bytes: 0,
                 auto_finalize: false,
             },
-            Weak::new(),
-        ));
-        let handle = ObjectHandle::new(meta.clone(), entry.clone(), engine.clone());
-        let started = Instant::now();
-        let bar = self.progress.then(|| {
-            let b = indicatif::ProgressBar::new(meta.size);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-                )
-                .unwrap(),
-            );
-            b.set_position(already);
-            b.reset_eta();
-            b
-        });
-        let fetch = handle.fetch_all_with(meta.size <= SINGLE_GET_THRESHOLD);
+            Weak::<Unbudgeted>::new(),
+        ))
+    }
+
+    /// Fetch every missing part into the temp file, with a progress bar on a terminal.
+    /// Ctrl-C or a failure records the parts received first, so the next run resumes.
+    async fn fetch(&self, handle: &ObjectHandle, meta: &ObjectMeta) -> Result<(), DownloadError> {
+        let entry = handle.entry();
+        let bar = self
+            .progress
+            .then(|| progress_bar(meta.size, entry.present_bytes()));
+        let one_get = meta.size <= CacheConfig::default().small_object_threshold;
+        let fetch = handle.fetch_all_with(one_get);
         tokio::pin!(fetch);
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let result = loop {
@@ -270,16 +287,11 @@ impl Job {
                     if let Some(b) = &bar {
                         b.abandon();
                     }
-                    let e2 = entry.clone();
-                    let _ = tokio::task::spawn_blocking(move || e2.flush()).await;
-                    return Err(Failure::new(
-                        130,
-                        format!(
-                            "interrupted; {} of {} bytes kept, run the same command to resume",
-                            entry.present_bytes(),
-                            meta.size
-                        ),
-                    ));
+                    record(entry).await;
+                    return Err(DownloadError::Interrupted {
+                        kept: entry.present_bytes(),
+                        size: meta.size,
+                    });
                 }
             }
         };
@@ -288,90 +300,101 @@ impl Job {
             b.finish_and_clear();
         }
         match result {
-            Ok(()) => {}
-            Err(ReadError::Stale) => {
-                return Err(Failure::new(
-                    exit::STORE,
-                    format!(
-                        "{} changed or was deleted on the server during the download (ETag {} no longer \
-                         matches); run the command again to download the new version",
-                        self.display, meta.etag
-                    ),
-                ))
-            }
+            Ok(()) => Ok(()),
+            Err(ReadError::Stale) => Err(DownloadError::Changed {
+                display: self.display.clone(),
+                etag: meta.etag.clone(),
+            }),
             Err(ReadError::Store(e)) => {
-                let e2 = entry.clone();
-                let _ = tokio::task::spawn_blocking(move || e2.flush()).await;
-                return Err(self.store_failure(&e));
+                record(entry).await;
+                Err(self.store_error(e))
             }
             Err(ReadError::Io(e)) => {
-                let e2 = entry.clone();
-                let _ = tokio::task::spawn_blocking(move || e2.flush()).await;
-                return Err(self.local_failure(
+                record(entry).await;
+                Err(self.local_error(
                     "cannot write (free some space and run the same command to resume)",
                     e,
-                ));
+                ))
             }
         }
-        let expected = if self.verify {
-            if meta.crc64.is_none() {
-                tracing::warn!(
-                    "{} has no x-oss-hash-crc64ecma; the download cannot be verified",
-                    self.display
-                );
-            }
-            meta.crc64
-        } else {
-            None
-        };
+    }
+
+    /// The CRC-64 the parts must combine to: the store's, unless verification is off.
+    fn expected_crc(&self, meta: &ObjectMeta) -> Option<u64> {
+        if !self.verify {
+            return None;
+        }
+        if meta.crc64.is_none() {
+            tracing::warn!(
+                "{} has no x-oss-hash-crc64ecma; the download cannot be verified",
+                self.display
+            );
+        }
+        meta.crc64
+    }
+
+    /// Verify the complete temp file against `expected` and rename it onto LOCAL; returns
+    /// the parts' combined CRC-64.
+    async fn finish(
+        &self,
+        entry: &Arc<Entry>,
+        expected: Option<u64>,
+    ) -> Result<u64, DownloadError> {
         let e2 = entry.clone();
-        let fin = tokio::task::spawn_blocking(move || e2.finalize(expected))
+        let finalized = tokio::task::spawn_blocking(move || e2.finalize(expected))
             .await
-            .map_err(|e| Failure::new(exit::GENERIC, e.to_string()))?;
-        match fin {
-            Ok(crc) => {
-                if !self.quiet {
-                    let secs = started.elapsed().as_secs_f64().max(1e-3);
-                    let fetched = engine
-                        .bytes_fetched
-                        .load(std::sync::atomic::Ordering::Relaxed);
-                    eprintln!(
-                        "ossmount: {} -> {} ({} bytes, {} fetched in {:.1} s, {:.1} MiB/s{})",
-                        self.display,
-                        self.local.display(),
-                        meta.size,
-                        fetched,
-                        secs,
-                        fetched as f64 / secs / (1 << 20) as f64,
-                        match expected {
-                            Some(_) => format!(", CRC-64 {crc:016x} verified"),
-                            None => ", not verified".into(),
-                        }
-                    );
-                }
-                Ok(())
+            .map_err(|e| DownloadError::Task(e.to_string()))?;
+        finalized.map_err(|e| match e {
+            FinalizeError::Mismatch { expected, actual } => DownloadError::Mismatch {
+                display: self.display.clone(),
+                expected,
+                actual,
+            },
+            e => self.local_error("cannot finish the download", e),
+        })
+    }
+
+    /// The one-line summary; `verified` is the CRC-64 checked, if it was.
+    fn report(&self, meta: &ObjectMeta, started: Instant, fetched: u64, verified: Option<u64>) {
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        eprintln!(
+            "ossmount: {} -> {} ({} bytes, {} fetched in {:.1} s, {:.1} MiB/s{})",
+            self.display,
+            self.local.display(),
+            meta.size,
+            fetched,
+            secs,
+            fetched as f64 / secs / (1 << 20) as f64,
+            match verified {
+                Some(crc) => format!(", CRC-64 {crc:016x} verified"),
+                None => ", not verified".into(),
             }
-            Err(FinalizeError::Mismatch { expected, actual }) => Err(Failure::new(
-                exit::VERIFY,
-                format!(
-                    "{} failed verification: CRC-64 {actual:016x}, the store says \
-                     {expected:016x}; the temp file was removed, run again to re-download",
-                    self.display
-                ),
-            )),
-            Err(e) => Err(self.local_failure("cannot finish the download", e)),
-        }
+        );
     }
 }
 
+/// Bytes, rate and ETA, starting from the bytes already here.
+fn progress_bar(size: u64, already: u64) -> ProgressBar {
+    let b = ProgressBar::new(size);
+    b.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+        )
+        .unwrap(),
+    );
+    b.set_position(already);
+    b.reset_eta();
+    b
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
 
-    const PS: u64 = 128 << 10;
+    pub(crate) const PS: u64 = 128 << 10;
 
-    fn job(s: &MemoryStore, key: &str, local: &Path) -> Job {
+    pub(crate) fn job(s: &MemoryStore, key: &str, local: &Path) -> Job {
         Job {
             store: Arc::new(s.clone()),
             namespace: "mem://b".into(),
@@ -387,7 +410,7 @@ mod tests {
         }
     }
 
-    fn data(len: usize, seed: u32) -> Vec<u8> {
+    pub(crate) fn data(len: usize, seed: u32) -> Vec<u8> {
         (0..len as u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) ^ seed) as u8 ^ (i >> 11) as u8)
             .collect()
@@ -406,7 +429,7 @@ mod tests {
         let mut j = job(&s, "big", &local);
         j.part_size = PS;
         let e = j.run().await.unwrap_err();
-        assert_eq!(e.exit_code, exit::STORE, "{}", e.message);
+        assert!(matches!(e, DownloadError::Store { .. }), "{e}");
         assert!(!local.exists(), "LOCAL appears only when complete");
         let first = s.counters().bytes_served;
         s.clear_faults();
@@ -460,37 +483,5 @@ mod tests {
         s.clear_faults();
         job(&s, "k", &local).run().await.unwrap();
         assert_eq!(std::fs::read(&local).unwrap(), d);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn exit_codes() {
-        let dir = tempfile::tempdir().unwrap();
-        let local = dir.path().join("x");
-        let s = MemoryStore::new();
-        let e = job(&s, "missing", &local).run().await.unwrap_err();
-        assert_eq!(e.exit_code, exit::STORE);
-        assert!(e.message.contains("oss://b/missing"), "{}", e.message);
-        s.put("k", data(3 * PS as usize, 4));
-        s.set_crc64("k", Some(1));
-        let e = job(&s, "k", &local).run().await.unwrap_err();
-        assert_eq!(e.exit_code, exit::VERIFY, "{}", e.message);
-        assert!(!local.exists());
-        let mut j = job(&s, "k", &local);
-        j.verify = false;
-        j.run().await.unwrap();
-        assert!(local.exists());
-        // Zero bytes.
-        s.put("empty", Vec::new());
-        let l2 = dir.path().join("empty");
-        job(&s, "empty", &l2).run().await.unwrap();
-        assert_eq!(std::fs::metadata(&l2).unwrap().len(), 0);
-        // Small: one GET.
-        s.put("small", data(5 * PS as usize, 5));
-        s.reset_counters();
-        job(&s, "small", &dir.path().join("small"))
-            .run()
-            .await
-            .unwrap();
-        assert_eq!(s.counters().gets, 1);
     }
 }

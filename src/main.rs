@@ -14,9 +14,9 @@ fn main() -> ExitCode {
     }
     let result: Result<(), Failure> = match cli.command {
         Command::Mount(args) => ossmount::cmd::mount::run(args, cli.debug),
-        Command::Download(args) => ossmount::download::run(args),
+        Command::Download(args) => ossmount::cmd::download::run(args),
         Command::Serve(args) => ossmount::cmd::serve::run(args),
-        Command::Cache(args) => ossmount::cache::run_command(args.command),
+        Command::Cache(args) => ossmount::cmd::cache::run(args.command),
         Command::Ls(args) => ossmount::cmd::inspect::ls(args),
         Command::Cat(args) => ossmount::cmd::inspect::cat(args),
     };

@@ -30,12 +30,13 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::crc64;
+use crate::store::ObjectMeta;
 
 pub const MAGIC: [u8; 8] = *b"OSSMCKPT";
 pub const VERSION: u32 = 1;
 const FLAG_FINALIZED: u32 = 1;
 
-/// Bounds of the part size (the 100 KiB to 5 GiB, the SDKs' limits).
+/// Bounds of the part size: 100 KiB to 5 GiB, the SDKs' limits.
 pub const MIN_PART_SIZE: u64 = 100 << 10;
 pub const MAX_PART_SIZE: u64 = 5 << 30;
 
@@ -50,6 +51,20 @@ pub struct Identity {
     pub last_modified: SystemTime,
     /// Whole-object CRC-64 from the store, when it sent one.
     pub crc64: Option<u64>,
+}
+
+impl Identity {
+    /// The version of the object `meta` describes, in `namespace`.
+    pub fn of(namespace: &str, meta: &ObjectMeta) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            key: meta.key.clone(),
+            etag: meta.etag.clone(),
+            size: meta.size,
+            last_modified: meta.last_modified,
+            crc64: meta.crc64,
+        }
+    }
 }
 
 /// A decoded checkpoint.
@@ -154,7 +169,7 @@ impl Checkpoint {
             // A truncated file almost never has a valid tail: report it as what it is.
             return Err(DecodeError::Checksum);
         }
-        let mut r = Reader { buf: body, pos: 12 };
+        let mut r = Cursor { buf: body, pos: 12 };
         let flags = r.u32()?;
         if flags & !FLAG_FINALIZED != 0 {
             return Err(DecodeError::Malformed("unknown flags"));
@@ -228,6 +243,20 @@ impl Checkpoint {
         (self.identity.size - start).min(self.part_size)
     }
 
+    /// Byte range of part `i`.
+    pub fn part_range(&self, i: usize) -> std::ops::Range<u64> {
+        let start = i as u64 * self.part_size;
+        start..start + self.part_len(i)
+    }
+
+    /// Bytes of the parts present.
+    pub fn present_bytes(&self) -> u64 {
+        (0..self.parts.len())
+            .filter(|&i| self.parts[i].is_some())
+            .map(|i| self.part_len(i))
+            .sum()
+    }
+
     /// The whole-object CRC-64 folded from the part CRCs, when every part is present.
     pub fn combined_crc(&self) -> Option<u64> {
         let mut acc = 0u64;
@@ -238,12 +267,13 @@ impl Checkpoint {
     }
 }
 
-struct Reader<'a> {
+/// Decoding position in a checkpoint's bytes.
+struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
-impl<'a> Reader<'a> {
+impl<'a> Cursor<'a> {
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() - self.pos < n {
             return Err(DecodeError::Malformed("field runs past the end"));

@@ -23,7 +23,6 @@
 //! `fetch`); it is present in the data file once [`Entry::write_part`] returns, and vouched
 //! for on disk once the batch is recorded.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
@@ -32,9 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::watch;
 
 use super::checkpoint::{self, Checkpoint, Identity};
 use super::partbuf::{self, ALIGN};
@@ -88,52 +85,53 @@ impl EntryPaths {
     }
 }
 
-/// Write counters, for the checkpoint-to-data ratio and tests.
+/// What the entries of one owner wrote (for the checkpoint-to-data ratio and tests), and
+/// whether a failed checkpoint was reported yet (see [`Entry::flush_logged`]).
 #[derive(Debug, Default)]
 pub struct WriteStats {
     pub data_bytes: AtomicU64,
     /// Of `data_bytes`, those written with `O_DIRECT`.
-    pub direct_bytes: AtomicU64,
+    pub odirect_bytes: AtomicU64,
     pub checkpoint_bytes: AtomicU64,
     pub checkpoints: AtomicU64,
     pub fdatasyncs: AtomicU64,
+    checkpoint_warned: AtomicBool,
 }
 
-/// How a part reaches its readers. A part's channel says [`Self::Receiving`] while its
-/// bytes arrive (a reader takes what it needs as soon as that has arrived), then
-/// [`Self::Writing`] (complete), then [`Self::OnDisk`] or [`Self::Unwritten`].
-#[derive(Clone, Debug)]
-pub enum PartData {
-    /// Being received: the bytes so far can be read.
-    Receiving(super::partbuf::PartReader),
-    /// Received and being written to the data file.
-    Writing(Bytes),
-    /// In the data file (and marked present).
-    OnDisk,
-    /// Only in memory: the cache could not write it (disk full, budget exhausted).
-    Unwritten(Bytes),
+/// What the fetcher asks of the owner of the entries it fills, the one way it sees the
+/// cache (as rclone's downloaders see a cache item): room on disk for a part, a read of
+/// an entry (its place in the LRU order), dropping an entry whose object changed, and
+/// finalizing a complete one. A cache directory's owner is `PartCache`; an entry with no
+/// cache around it has [`Unbudgeted`].
+pub trait EntryOwner: Send + Sync {
+    /// Room for `bytes` more of `entry` on disk? False: its part is kept in memory only.
+    fn reserve(&self, entry: &Arc<Entry>, bytes: u64) -> bool;
+    /// `entry` is being read.
+    fn touch(&self, entry: &Entry);
+    /// `entry` can no longer be read (`why`): kill it and forget it.
+    fn drop_entry(&self, entry: &Arc<Entry>, why: Dead);
+    /// Every part of `entry` is present: verify and finalize it.
+    fn finalize_entry(&self, entry: &Arc<Entry>);
 }
 
-impl PartData {
-    /// The bytes, when the part is (also) in memory.
-    pub fn bytes(&self) -> Option<&Bytes> {
-        match self {
-            PartData::Writing(b) | PartData::Unwritten(b) => Some(b),
-            PartData::OnDisk | PartData::Receiving(_) => None,
-        }
+/// The owner of an entry outside any cache directory (a download), and of entries whose
+/// cache has shut down: no budget, so every part has room; a dropped entry is only marked
+/// dead (its files are its user's); nothing is finalized behind its user's back.
+pub struct Unbudgeted;
+
+impl EntryOwner for Unbudgeted {
+    fn reserve(&self, _: &Arc<Entry>, _: u64) -> bool {
+        true
     }
-}
 
-/// Why a fetch of a part failed, cloneable so every waiter gets it.
-#[derive(Clone, Debug)]
-pub enum PartFail {
-    Stale,
-    Store(Arc<crate::store::StoreError>),
-    Io(io::ErrorKind, String),
-}
+    fn touch(&self, _: &Entry) {}
 
-pub type PartResult = Result<PartData, PartFail>;
-pub type PartWatch = watch::Receiver<Option<PartResult>>;
+    fn drop_entry(&self, entry: &Arc<Entry>, why: Dead) {
+        entry.kill(why);
+    }
+
+    fn finalize_entry(&self, _: &Arc<Entry>) {}
+}
 
 /// Why an entry can no longer be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,9 +142,9 @@ pub enum Dead {
     Corrupt,
 }
 
-pub struct State {
+struct State {
     /// Per part: CRC-64 when its bytes are in the data file.
-    pub parts: Vec<Option<u64>>,
+    parts: Vec<Option<u64>>,
     /// How many of `parts` are `Some`.
     present: usize,
     /// Parts vouched for by a checkpoint written by an earlier process and not yet read
@@ -160,25 +158,25 @@ pub struct State {
     /// Parts present but not yet recorded.
     pending: usize,
     last_flush: Instant,
-    pub finalized: bool,
-    pub dead: Option<Dead>,
-    /// Parts being fetched: every reader of one part waits on the same channel.
-    pub inflight: HashMap<usize, PartWatch>,
+    finalized: bool,
+    dead: Option<Dead>,
 }
 
 pub struct Entry {
-    /// Unique in this process (never reused, unlike an address): keys parts kept in memory.
+    /// Unique in this process (never reused, unlike an address): keys the fetcher's state
+    /// of the entry (parts in flight, parts kept in memory).
     pub uid: u64,
     pub paths: EntryPaths,
     pub identity: Identity,
     pub part_size: u64,
     pub n_parts: usize,
     file: Mutex<Arc<File>>,
-    /// The data file opened with `O_DIRECT`, when its filesystem takes it and parts are
-    /// block-aligned (see [`Entry::write_part`]).
-    direct: Option<File>,
-    direct_ok: AtomicBool,
-    pub state: Mutex<State>,
+    /// The data file opened with `O_DIRECT` for part writes, when its filesystem takes it
+    /// and parts are block-aligned (see [`Entry::write_part`]).
+    odirect: Option<File>,
+    /// Cleared when the filesystem refuses an `O_DIRECT` write after all.
+    odirect_ok: AtomicBool,
+    state: Mutex<State>,
     /// Serialises flushes and finalize (one checkpoint writer at a time).
     flush_lock: Mutex<()>,
     batch_parts: usize,
@@ -187,13 +185,11 @@ pub struct Entry {
     /// No file of its own (the disk refused to create one): every part is served from
     /// memory and nothing is cached.
     pub memory_only: bool,
-    /// The cache refused room for this entry's last part (see `Engine::reserve`).
-    pub no_room: AtomicBool,
 }
 
 /// What [`Entry::open`] found on disk.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Opened {
+pub enum Found {
     Fresh,
     Resumed { present: usize },
     Finalized,
@@ -209,6 +205,36 @@ pub enum FinalizeError {
     Dead(Dead),
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// Why checkpoint `c` is not for the object version `identity`, if it is not.
+fn other_version(c: &Checkpoint, identity: &Identity) -> Option<String> {
+    let same = c.identity.namespace == identity.namespace
+        && c.identity.key == identity.key
+        && c.identity.etag == identity.etag
+        && c.identity.size == identity.size;
+    (!same).then(|| {
+        format!(
+            "it is for ETag {} size {}, the object is now ETag {} size {}",
+            c.identity.etag, c.identity.size, identity.etag, identity.size
+        )
+    })
+}
+
+/// Do bytes `range` of `file` (a part) still have CRC-64 `expected`? Reads them back in
+/// pieces of at most 1 MiB. The one check of a part already on disk: before the bytes of
+/// a part recorded by an earlier process are served, and by `ossmount cache verify`.
+pub fn part_matches(file: &File, range: std::ops::Range<u64>, expected: u64) -> io::Result<bool> {
+    let mut h = crate::crc64::Hasher::default();
+    let mut buf = vec![0u8; ((range.end - range.start) as usize).min(1 << 20)];
+    let mut off = range.start;
+    while off < range.end {
+        let n = ((range.end - off) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], off)?;
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    Ok(h.finish() == expected)
 }
 
 /// Settings an entry needs from its owner.
@@ -227,103 +253,146 @@ impl Entry {
         identity: Identity,
         opts: &EntryOptions,
         stats: Arc<WriteStats>,
-    ) -> io::Result<(Self, Opened)> {
-        let same = |c: &Checkpoint| {
-            c.identity.namespace == identity.namespace
-                && c.identity.key == identity.key
-                && c.identity.etag == identity.etag
-                && c.identity.size == identity.size
+    ) -> io::Result<(Self, Found)> {
+        if let Some(entry) = Self::open_finalized(&paths, &identity, opts, &stats)? {
+            return Ok((entry, Found::Finalized));
+        }
+        if let Some((entry, present)) = Self::resume(&paths, &identity, opts, &stats)? {
+            return Ok((entry, Found::Resumed { present }));
+        }
+        Ok((Self::create(paths, identity, opts, stats)?, Found::Fresh))
+    }
+
+    /// The finalized file, when its sidecar says it holds this version; a finalized file
+    /// that does not (or is the wrong size) is removed. Never looks at `done` without a
+    /// sidecar: for `download` that is the user's file.
+    fn open_finalized(
+        paths: &EntryPaths,
+        identity: &Identity,
+        opts: &EntryOptions,
+        stats: &Arc<WriteStats>,
+    ) -> io::Result<Option<Self>> {
+        let Some(meta) = paths.meta.as_ref().filter(|_| paths.done.exists()) else {
+            return Ok(None);
         };
-        // 1. A finalized file, validated by its sidecar.
-        if paths.done.exists() {
-            if let Some(meta) = &paths.meta {
-                let verdict = match fs::read(meta) {
-                    Ok(b) => match Checkpoint::decode(&b) {
-                        Ok(c) if !c.finalized => Err("sidecar not finalized".to_string()),
-                        Ok(c) if !same(&c) => Err(format!(
-                            "it is for ETag {} size {}, the object is now ETag {} size {}",
-                            c.identity.etag, c.identity.size, identity.etag, identity.size
-                        )),
-                        Ok(c) => Ok(c),
-                        Err(e) => Err(e.to_string()),
-                    },
-                    Err(e) => Err(format!("sidecar unreadable: {e}")),
-                };
-                match verdict {
-                    Ok(c) => {
-                        let f = File::open(&paths.done)?;
-                        if f.metadata()?.len() == identity.size {
-                            let entry =
-                                Self::build(paths, identity, c.part_size, f, c.parts, opts, stats);
-                            entry.state.lock().finalized = true;
-                            // Left over if a crash came between the rename and its removal.
-                            let _ = fs::remove_file(&entry.paths.ckpt);
-                            return Ok((entry, Opened::Finalized));
-                        }
-                        tracing::warn!(
-                            "discarding cached {}: finalized file has the wrong size",
-                            identity.key
-                        );
-                    }
-                    Err(why) => {
-                        tracing::warn!(
-                            "discarding finalized cache entry of {}: {why}",
-                            identity.key
-                        )
-                    }
+        let verdict = match fs::read(meta) {
+            Ok(b) => match Checkpoint::decode(&b) {
+                Ok(c) if !c.finalized => Err("sidecar not finalized".to_string()),
+                Ok(c) => other_version(&c, identity).map_or(Ok(c), Err),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(format!("sidecar unreadable: {e}")),
+        };
+        match verdict {
+            Ok(c) => {
+                let f = File::open(&paths.done)?;
+                if f.metadata()?.len() == identity.size {
+                    let (paths, identity) = (paths.clone(), identity.clone());
+                    let entry = Self::build(
+                        paths,
+                        identity,
+                        c.part_size,
+                        f,
+                        c.parts,
+                        opts,
+                        stats.clone(),
+                    );
+                    entry.state.lock().finalized = true;
+                    // Left over if a crash came between the rename and its removal.
+                    let _ = fs::remove_file(&entry.paths.ckpt);
+                    return Ok(Some(entry));
                 }
-                let _ = fs::remove_file(&paths.done);
-                let _ = fs::remove_file(meta);
+                tracing::warn!(
+                    "discarding cached {}: finalized file has the wrong size",
+                    identity.key
+                );
+            }
+            Err(why) => {
+                tracing::warn!(
+                    "discarding finalized cache entry of {}: {why}",
+                    identity.key
+                )
             }
         }
-        // 2. A partial entry with a checkpoint.
-        match fs::read(&paths.ckpt) {
-            Ok(bytes) => {
-                let verdict = match Checkpoint::decode(&bytes) {
-                    Ok(c) if c.finalized => Err("checkpoint claims to be finalized".into()),
-                    Ok(c) if !same(&c) => Err(format!(
-                        "it is for ETag {} size {}, the object is now ETag {} size {}",
-                        c.identity.etag, c.identity.size, identity.etag, identity.size
-                    )),
-                    Ok(c) => match fs::metadata(&paths.data) {
-                        Ok(m) if m.len() == identity.size => Ok(c),
-                        Ok(m) => Err(format!(
-                            "data file is {} bytes, the object {}",
-                            m.len(),
-                            identity.size
-                        )),
-                        Err(e) => Err(format!("data file: {e}")),
-                    },
-                    Err(e) => Err(e.to_string()),
-                };
-                match verdict {
-                    Ok(c) => {
-                        let f = OpenOptions::new()
-                            .read(true)
-                            .write(true)
-                            .open(&paths.data)?;
-                        let present = c.parts.iter().filter(|p| p.is_some()).count();
-                        let entry =
-                            Self::build(paths, identity, c.part_size, f, c.parts, opts, stats)
-                                .with_direct();
-                        {
-                            let mut st = entry.state.lock();
-                            st.suspect = st.parts.iter().map(Option::is_some).collect();
-                            st.suspects = present;
-                        }
-                        return Ok((entry, Opened::Resumed { present }));
-                    }
-                    Err(why) => tracing::warn!(
-                        "discarding checkpoint {} of {}: {why}; fetching again",
-                        paths.ckpt.display(),
-                        identity.key
-                    ),
-                }
+        let _ = fs::remove_file(&paths.done);
+        let _ = fs::remove_file(meta);
+        Ok(None)
+    }
+
+    /// A partial entry with a checkpoint for this version and a data file of the right
+    /// size, and how many parts the checkpoint vouches for. Those count as present but are
+    /// suspects, read back against their CRC-64 before they are first served (the file
+    /// may have been damaged since). Any other checkpoint is ignored, with a warning.
+    fn resume(
+        paths: &EntryPaths,
+        identity: &Identity,
+        opts: &EntryOptions,
+        stats: &Arc<WriteStats>,
+    ) -> io::Result<Option<(Self, usize)>> {
+        let bytes = match fs::read(&paths.ckpt) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                tracing::warn!("cannot read checkpoint {}: {e}", paths.ckpt.display());
+                return Ok(None);
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!("cannot read checkpoint {}: {e}", paths.ckpt.display()),
+        };
+        let verdict = match Checkpoint::decode(&bytes) {
+            Ok(c) if c.finalized => Err("checkpoint claims to be finalized".into()),
+            Ok(c) => match (other_version(&c, identity), fs::metadata(&paths.data)) {
+                (Some(why), _) => Err(why),
+                (None, Ok(m)) if m.len() == identity.size => Ok(c),
+                (None, Ok(m)) => Err(format!(
+                    "data file is {} bytes, the object {}",
+                    m.len(),
+                    identity.size
+                )),
+                (None, Err(e)) => Err(format!("data file: {e}")),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        let c = match verdict {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::warn!(
+                    "discarding checkpoint {} of {}: {why}; fetching again",
+                    paths.ckpt.display(),
+                    identity.key
+                );
+                return Ok(None);
+            }
+        };
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&paths.data)?;
+        let present = c.parts.iter().filter(|p| p.is_some()).count();
+        let (paths, identity) = (paths.clone(), identity.clone());
+        let entry = Self::build(
+            paths,
+            identity,
+            c.part_size,
+            f,
+            c.parts,
+            opts,
+            stats.clone(),
+        )
+        .with_odirect();
+        {
+            let mut st = entry.state.lock();
+            st.suspect = st.parts.iter().map(Option::is_some).collect();
+            st.suspects = present;
         }
-        // 3. Fresh: whatever is left is unvouched for.
+        Ok(Some((entry, present)))
+    }
+
+    /// A fresh entry: whatever partial state is left is not vouched for and goes.
+    fn create(
+        paths: EntryPaths,
+        identity: Identity,
+        opts: &EntryOptions,
+        stats: Arc<WriteStats>,
+    ) -> io::Result<Self> {
         paths.remove_partial();
         let f = OpenOptions::new()
             .read(true)
@@ -333,17 +402,8 @@ impl Entry {
             .open(&paths.data)?;
         f.set_len(identity.size)?;
         let n = checkpoint::part_count(identity.size, opts.part_size) as usize;
-        let entry = Self::build(
-            paths,
-            identity,
-            opts.part_size,
-            f,
-            vec![None; n],
-            opts,
-            stats,
-        )
-        .with_direct();
-        Ok((entry, Opened::Fresh))
+        let parts = vec![None; n];
+        Ok(Self::build(paths, identity, opts.part_size, f, parts, opts, stats).with_odirect())
     }
 
     fn build(
@@ -363,8 +423,8 @@ impl Entry {
             identity,
             part_size,
             file: Mutex::new(Arc::new(file)),
-            direct: None,
-            direct_ok: AtomicBool::new(false),
+            odirect: None,
+            odirect_ok: AtomicBool::new(false),
             state: Mutex::new(State {
                 present: parts.iter().filter(|p| p.is_some()).count(),
                 suspect: vec![false; parts.len()],
@@ -375,14 +435,12 @@ impl Entry {
                 last_flush: Instant::now(),
                 finalized: false,
                 dead: None,
-                inflight: HashMap::new(),
             }),
             flush_lock: Mutex::new(()),
             batch_parts: opts.batch_parts.max(1),
             batch_interval: opts.batch_interval,
             stats,
             memory_only: false,
-            no_room: AtomicBool::new(false),
         }
     }
 
@@ -421,7 +479,7 @@ impl Entry {
 
     /// Open the data file a second time with `O_DIRECT` for [`Self::write_part`], when the
     /// part size keeps every part block-aligned and the filesystem accepts the flag.
-    fn with_direct(mut self) -> Self {
+    fn with_odirect(mut self) -> Self {
         if self.part_size % ALIGN as u64 != 0 {
             return self;
         }
@@ -431,8 +489,8 @@ impl Entry {
             .open(&self.paths.data)
         {
             Ok(f) => {
-                self.direct = Some(f);
-                self.direct_ok = AtomicBool::new(true);
+                self.odirect = Some(f);
+                self.odirect_ok = AtomicBool::new(true);
             }
             Err(e) => tracing::debug!(
                 "{}: no O_DIRECT ({e}); parts go through the page cache",
@@ -489,22 +547,22 @@ impl Entry {
     /// the `O_DIRECT` descriptor when there is one, so the bytes are not copied into the
     /// page cache and left for writeback (what the fdatasync of the next checkpoint would
     /// then wait for); the unaligned tail of the last part, and everything on filesystems
-    /// that refuse direct I/O, goes through the ordinary descriptor. Both reach the same
-    /// file: the kernel keeps its page cache coherent with direct writes.
+    /// that refuse `O_DIRECT`, goes through the ordinary descriptor. Both reach the same
+    /// file: the kernel keeps its page cache coherent with `O_DIRECT` writes.
     pub fn write_part(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut done = 0;
-        if let Some(direct) = &self.direct {
+        if let Some(odirect) = &self.odirect {
             let bulk = data.len() / ALIGN * ALIGN;
-            if self.direct_ok.load(Ordering::Relaxed)
+            if self.odirect_ok.load(Ordering::Relaxed)
                 && bulk > 0
                 && offset % ALIGN as u64 == 0
                 && partbuf::is_aligned(data)
             {
-                match direct.write_all_at(&data[..bulk], offset) {
+                match odirect.write_all_at(&data[..bulk], offset) {
                     Ok(()) => {
                         done = bulk;
                         self.stats
-                            .direct_bytes
+                            .odirect_bytes
                             .fetch_add(bulk as u64, Ordering::Relaxed);
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
@@ -512,7 +570,7 @@ impl Entry {
                             "{}: O_DIRECT write refused ({e}); using the page cache",
                             self.paths.data.display()
                         );
-                        self.direct_ok.store(false, Ordering::Relaxed);
+                        self.odirect_ok.store(false, Ordering::Relaxed);
                     }
                     Err(e) => return Err(e),
                 }
@@ -530,11 +588,9 @@ impl Entry {
         self.file().read_exact_at(buf, offset)
     }
 
-    /// Record that part `i` is written with CRC `crc` (and no longer being fetched).
-    /// Returns (flush due, all present).
+    /// Record that part `i` is written with CRC `crc`. Returns (flush due, all present).
     pub fn complete_part(&self, i: usize, crc: u64) -> (bool, bool) {
         let mut st = self.state.lock();
-        st.inflight.remove(&i);
         if st.parts[i].is_none() {
             st.parts[i] = Some(crc);
             st.present += 1;
@@ -557,17 +613,7 @@ impl Entry {
                 None => return Ok(false),
             }
         };
-        let r = self.part_range(i);
-        let mut h = crate::crc64::Hasher::default();
-        let mut buf = vec![0u8; ((r.end - r.start) as usize).min(1 << 20)];
-        let mut off = r.start;
-        while off < r.end {
-            let n = ((r.end - off) as usize).min(buf.len());
-            self.read_at(off, &mut buf[..n])?;
-            h.update(&buf[..n]);
-            off += n as u64;
-        }
-        let good = h.finish() == expected;
+        let good = part_matches(&self.file(), self.part_range(i), expected)?;
         let mut st = self.state.lock();
         if st.suspect[i] {
             st.suspect[i] = false;
@@ -606,6 +652,11 @@ impl Entry {
     /// Are there parts not checked since an earlier process recorded them?
     pub fn has_suspects(&self) -> bool {
         self.state.lock().suspects > 0
+    }
+
+    /// Are part `i`'s bytes in the data file?
+    pub fn is_present(&self, i: usize) -> bool {
+        self.state.lock().parts[i].is_some()
     }
 
     pub fn present_count(&self) -> usize {
@@ -669,6 +720,24 @@ impl Entry {
         st.pending -= pending.min(st.pending);
         st.last_flush = Instant::now();
         Ok(())
+    }
+
+    /// [`Self::flush`], reporting a failure (once for all the entries sharing `stats`):
+    /// reading goes on, but after an interruption the unrecorded parts are fetched again.
+    /// True when the parts are recorded.
+    pub fn flush_logged(&self) -> bool {
+        let Err(e) = self.flush() else {
+            return true;
+        };
+        if !self.stats.checkpoint_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "cannot record progress in the checkpoint {} ({e}); reading goes on, but \
+                 after an interruption these parts will be fetched again (this warning is \
+                 shown once)",
+                self.paths.ckpt.display()
+            );
+        }
+        false
     }
 
     /// Every part present: check the combined CRC-64 against `expected` (when given), then

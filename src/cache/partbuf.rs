@@ -194,7 +194,7 @@ impl Drop for Shared {
     }
 }
 
-/// A part being received: appended to by the fetch while [`PartReader`]s already read the
+/// A part being received: appended to by the fetch while [`PartView`]s already read the
 /// bytes that arrived (a reader needs the first KiB of a part, not all 8 MiB of it), then
 /// frozen into [`Bytes`]. The memory returns to the pool when the last user lets go.
 pub struct PartBuf {
@@ -249,8 +249,8 @@ impl PartBuf {
     }
 
     /// A handle for readers of the bytes received so far (and to come).
-    pub fn reader(&self) -> PartReader {
-        PartReader {
+    pub fn view(&self) -> PartView {
+        PartView {
             shared: self.shared.clone(),
         }
     }
@@ -278,18 +278,18 @@ impl AsRef<[u8]> for Window {
     }
 }
 
-/// A reader's view of a part still being received.
+/// A reader's view of a part still being received (the bytes that arrived so far).
 #[derive(Clone)]
-pub struct PartReader {
+pub struct PartView {
     shared: Arc<Shared>,
 }
 
-impl std::fmt::Debug for PartReader {
+impl std::fmt::Debug for PartView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let sh = &self.shared;
         write!(
             f,
-            "PartReader({} of {} head bytes, {} of {} tail bytes)",
+            "PartView({} of {} head bytes, {} of {} tail bytes)",
             sh.head.load(Ordering::Relaxed),
             sh.split,
             sh.tail.load(Ordering::Relaxed),
@@ -298,7 +298,7 @@ impl std::fmt::Debug for PartReader {
     }
 }
 
-impl PartReader {
+impl PartView {
     /// Bytes `range` of the part, without a copy, once they have all arrived.
     pub fn window(&self, range: std::ops::Range<usize>) -> Option<Bytes> {
         self.shared.has(range.start, range.end).then(|| {
@@ -366,7 +366,7 @@ mod tests {
     async fn readers_see_the_bytes_received_so_far_and_are_woken_by_more() {
         let pool = PartPool::new(6, 1);
         let mut w = pool.get(6);
-        let r = w.reader();
+        let r = w.view();
         assert!(r.window(0..1).is_none());
         w.push(b"abc");
         let early = r.window(0..3).unwrap();
@@ -400,7 +400,7 @@ mod tests {
     fn a_part_received_tail_first_serves_its_tail_before_its_head() {
         let pool = PartPool::new(2 * ALIGN as u64, 1);
         let mut w = pool.get_split(10, 4);
-        let r = w.reader();
+        let r = w.view();
         w.push(b"efg");
         assert_eq!(&r.window(4..7).unwrap()[..], b"efg");
         assert_eq!(&r.window(5..6).unwrap()[..], b"f");

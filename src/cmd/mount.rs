@@ -27,9 +27,10 @@ use std::time::Duration;
 
 use tracing::{error, info};
 
-use crate::cache::{CacheConfig, CacheError, PartCache};
+use crate::cache::{CacheConfig, CacheError};
 use crate::cli::{exit, Failure, MountArgs};
 use crate::config::{self, StoreUrl};
+use crate::fetch::Fetcher;
 use crate::fs::adapter::Adapter;
 use crate::fs::mount::Unmounter;
 use crate::fs::tree::{DataPath, FsConfig, Tree, DIRECT_IO_BLOCK_SIZE};
@@ -406,7 +407,7 @@ fn open_cache(
     rt: &tokio::runtime::Runtime,
     store: Arc<dyn ObjectStore>,
     namespace: String,
-) -> Result<Arc<PartCache>, Failure> {
+) -> Result<Arc<Fetcher>, Failure> {
     let dir = args
         .cache
         .cache_dir
@@ -425,7 +426,7 @@ fn open_cache(
     };
     let cache_dir = cache_cfg.dir.clone();
     let _enter = rt.enter();
-    PartCache::open(cache_cfg, store, namespace).map_err(|e| {
+    Fetcher::open(cache_cfg, store, namespace).map_err(|e| {
         let msg = match e {
             // Names the directory already.
             CacheError::Locked(_) => e.to_string(),

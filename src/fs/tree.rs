@@ -58,8 +58,7 @@ use parking_lot::{Mutex, RwLock};
 use tracing::{debug, info, warn};
 
 use super::error::FsError;
-use crate::cache::PartCache;
-use crate::fetch::{ObjectHandle, ReadNow};
+use crate::fetch::{Fetcher, ObjectHandle, ReadNow};
 use crate::store::{ListRequest, ObjectMeta, ObjectStore, StoreError};
 
 /// The root directory's inode number (FUSE_ROOT_ID).
@@ -126,7 +125,7 @@ impl Default for FsConfig {
 #[derive(Clone)]
 pub enum DataPath {
     /// Through the on-disk part cache (the normal case).
-    Cache(Arc<PartCache>),
+    Cache(Arc<Fetcher>),
     /// Straight from the store, one ranged GET per read, `If-Match` the ETag seen at open.
     /// No cache, no read-ahead: for tests of the tree and as a diagnostic mode.
     Direct,

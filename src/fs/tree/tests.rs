@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::cache::PartCache;
+use crate::fetch::Fetcher;
 use crate::store::memory::{MemoryStore, RequestKind};
 
 fn tree(store: &MemoryStore, prefix: &str, ttl: Duration) -> Arc<Tree> {
@@ -348,7 +348,7 @@ fn cached_tree(store: &MemoryStore, dir: &std::path::Path, ttl: Duration) -> Arc
 }
 
 fn cached_tree_with(store: &MemoryStore, dir: &std::path::Path, config: FsConfig) -> Arc<Tree> {
-    let cache = PartCache::open(
+    let cache = Fetcher::open(
         crate::cache::CacheConfig {
             dir: dir.to_path_buf(),
             part_size: 128 << 10,
