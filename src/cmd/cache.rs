@@ -149,9 +149,9 @@ mod tests {
         dir.join(format!("{}.{ext}", PartCache::entry_name(NS, key)))
     }
 
-    /// Wait (up to 5 s) until `done` holds of the handle.
+    /// Wait (up to 30 s: a loaded CI box is slow) until `done` holds of the handle.
     async fn wait_until(h: &ObjectHandle, done: impl Fn(&ObjectHandle) -> bool) {
-        for _ in 0..500 {
+        for _ in 0..3000 {
             if done(h) {
                 return;
             }

@@ -65,7 +65,8 @@ fn open(dir: &Path, store: &MemoryStore, c: CacheConfig) -> Arc<Fetcher> {
 /// Wait until `n` parts of the handle's entry are in its data file (a read returns as
 /// soon as its own bytes arrived; the rest of its part is written after).
 async fn wait_present(h: &ObjectHandle, n: usize) {
-    for _ in 0..500 {
+    // Up to 30 s: writes run in the background, and a loaded CI box is slow.
+    for _ in 0..3000 {
         if h.entry().present_count() >= n {
             return;
         }
@@ -79,7 +80,7 @@ fn part(i: u64) -> Range<u64> {
 }
 
 async fn wait_finalized(h: &ObjectHandle) {
-    for _ in 0..200 {
+    for _ in 0..3000 {
         if h.finalized_file().is_some() {
             return;
         }
@@ -379,8 +380,12 @@ async fn a_crc_mismatch_discards_the_entry() {
     let cache = open(dir.path(), &s, cfg(dir.path()));
     let h = cache.object(&m).unwrap();
     h.read(0, 2 * PS as usize).await.unwrap();
-    for _ in 0..100 {
-        if h.entry().dead().is_some() {
+    // The entry is marked dead first, then its files are removed: wait for both.
+    for _ in 0..3000 {
+        if h.entry().dead().is_some()
+            && !entry_file(dir.path(), "obj", "done").exists()
+            && !entry_file(dir.path(), "obj", "data").exists()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -372,7 +372,8 @@ fn cached_tree_with(store: &MemoryStore, dir: &std::path::Path, config: FsConfig
 /// right after the last part lands); the last open, finalized or not after 2 s.
 async fn open_finalized(t: &Arc<Tree>, ino: u64) -> Opened {
     let mut o = t.open(ino, false).await.unwrap();
-    for _ in 0..100 {
+    // Up to 30 s: finalizing runs in the background, and a loaded CI box is slow.
+    for _ in 0..1500 {
         if o.finalized.is_some() {
             break;
         }
