@@ -16,6 +16,7 @@ mod drop_behind;
 pub mod error;
 pub mod mount;
 pub mod options;
+mod passthrough;
 pub mod tree;
 mod warm_ahead;
 
