@@ -7,12 +7,12 @@
 //! readdir from a snapshot, the read-only refusals) are answered inline.
 //!
 //! The only logic here is what the core must not know about because it is FUSE itself:
-//! the kernel configuration at INIT (large requests, readdirplus, passthrough) and
-//! passthrough bookkeeping (the kernel's rules for it: `passthrough.rs`).
+//! the kernel configuration at INIT (large requests, readdirplus), and how the kernel
+//! serves each open file (passthrough, page cache or direct I/O), which `passthrough.rs`
+//! decides by the kernel's rules.
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -25,13 +25,12 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use super::drop_behind::DropBehind;
 use super::error::FsError;
-use super::passthrough::{has_cap_sys_admin, open_flags, Passthrough, PassthroughMode};
+use super::passthrough::{open_flags, IoModes, OpenAs};
 use super::tree::{Attr, Kind, Read, Tree};
-use super::warm_ahead::Warmer;
 
 /// FUSE `max_background`: 64 outstanding async requests (reads, readahead) instead of the
 /// kernel's default 12, so a sequential reader keeps the cache's parallel fetches busy.
@@ -116,34 +115,23 @@ fn file_type(k: Kind) -> FileType {
 pub struct Adapter {
     core: Arc<Tree>,
     rt: tokio::runtime::Handle,
-    /// Whether to try FUSE passthrough (`--no-passthrough` turns it off).
-    want_passthrough: bool,
-    /// Passthrough was negotiated at INIT and has not failed yet.
-    passthrough_ok: Arc<AtomicBool>,
-    /// The kernel lets direct I/O files be mmap'd (FUSE_DIRECT_IO_ALLOW_MMAP, negotiated at
-    /// INIT): only then are opens the core marks `direct_io` given FOPEN_DIRECT_IO.
-    direct_io_ok: bool,
-    io: Arc<Mutex<Passthrough>>,
+    /// How the kernel serves each open file (passthrough, page cache, direct I/O).
+    io: Arc<Mutex<IoModes>>,
     /// Page-cache handles whose pages are dropped behind a sequential reader.
     drop_behind: Arc<DropBehind>,
-    /// Reads finalized files ahead of their readers.
-    warmer: Arc<Warmer>,
     /// Where the mount puts the session's notifier once the session exists.
     notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl Adapter {
+    /// `want_passthrough`: try FUSE passthrough (`--no-passthrough` turns it off).
     pub fn new(core: Arc<Tree>, rt: tokio::runtime::Handle, want_passthrough: bool) -> Self {
         let notifier = Arc::new(OnceLock::new());
         Self {
             core,
             rt,
-            want_passthrough,
-            passthrough_ok: Arc::new(AtomicBool::new(false)),
-            direct_io_ok: false,
-            io: Arc::new(Mutex::new(Passthrough::default())),
+            io: Arc::new(Mutex::new(IoModes::new(want_passthrough))),
             drop_behind: Arc::new(DropBehind::new(notifier.clone())),
-            warmer: Arc::new(Warmer::new()),
             notifier,
         }
     }
@@ -168,47 +156,13 @@ impl Filesystem for Adapter {
                 let _ = config.add_capabilities(flag);
             }
         }
-        // Direct I/O files can be mmap'd shared only with this flag (kernel 6.6 on); without
-        // it such an mmap fails with ENODEV, so every file then uses the page cache.
-        self.direct_io_ok = caps.contains(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
-            && config
-                .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
-                .is_ok();
-        match (
-            self.core.config().direct_io_above.is_some(),
-            self.direct_io_ok,
-        ) {
-            (true, true) => info!("direct I/O for large objects not yet cached"),
-            (true, false) => {
-                warn!("--direct-io: this kernel cannot mmap direct I/O files; using the page cache")
-            }
-            (false, _) => {}
-        }
         let _ = config.set_max_background(MAX_BACKGROUND);
         // Readahead as large as the kernel lets us (it caps this at the bdi's readahead).
         if let Err(max) = config.set_max_readahead(u32::MAX) {
             let _ = config.set_max_readahead(max);
         }
-        if self.want_passthrough && !has_cap_sys_admin() {
-            // The kernel registers backing files only for CAP_SYS_ADMIN
-            // (FUSE_DEV_IOC_BACKING_OPEN); a user mount would fail its first passthrough open.
-            info!("FUSE passthrough needs CAP_SYS_ADMIN (a mount by root); using ordinary reads");
-        } else if self.want_passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) {
-            // Depth 2 lets the backing files live on a stacked filesystem (overlayfs).
-            match config
-                .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
-                .map_err(|_| ())
-                .and_then(|_| config.set_max_stack_depth(2).map_err(|_| ()))
-            {
-                Ok(_) => {
-                    self.passthrough_ok.store(true, Ordering::Relaxed);
-                    info!("FUSE passthrough enabled for finalized objects");
-                }
-                Err(()) => info!("FUSE passthrough not available; using ordinary reads"),
-            }
-        } else if self.want_passthrough {
-            info!("kernel has no FUSE passthrough; using ordinary reads");
-        }
+        let want_direct_io = self.core.config().direct_io_above.is_some();
+        self.io.lock().negotiate(config, want_direct_io);
         Ok(())
     }
 
@@ -309,66 +263,33 @@ impl Filesystem for Adapter {
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND) != 0;
         let core = self.core.clone();
         let io = self.io.clone();
-        let pt_ok = self.passthrough_ok.clone();
-        let direct_io_ok = self.direct_io_ok;
         let drop_behind = self.drop_behind.clone();
-        let warmer = self.warmer.clone();
         self.rt.spawn(async move {
             let mut opened = match core.open(ino.0, write).await {
                 Ok(o) => o,
                 Err(e) => return reply.error(to_errno(&e, "open")),
             };
-            let mut io = io.lock();
-            let mode = io.by_ino.entry(ino.0).or_default();
-            // The inode is already in passthrough mode: every open must join it, with the same
-            // backing file. That is only right if this open is of the same finalized version.
-            if let Some(pt) = &mut mode.passthrough {
-                if opened.finalized.is_some() && opened.keep_cache {
-                    pt.handles += 1;
-                    let backing = pt.backing.clone();
-                    io.by_fh.insert(opened.fh, (ino.0, true));
-                    drop(io);
-                    return reply.opened_passthrough(FileHandle(opened.fh), open_flags(true, opened.keep_cache), &backing);
+            let how = io
+                .lock()
+                .open(ino.0, &mut opened, |file| reply.open_backing(file));
+            let (fh, keep_cache) = (FileHandle(opened.fh), opened.keep_cache);
+            match how {
+                OpenAs::Passthrough(backing) => {
+                    reply.opened_passthrough(fh, open_flags(true, keep_cache), &backing)
                 }
-                // A new version while old passthrough handles are open: the kernel cannot
-                // mix modes on one inode, and serving the old file would be wrong.
-                drop(io);
-                core.release(opened.fh);
-                warn!(ino = ino.0, "object changed while passthrough handles of the old version are open; close them first");
-                return reply.error(Errno::ESTALE);
-            }
-            if let Some(file) = opened.finalized.take() {
-                if pt_ok.load(Ordering::Relaxed) && mode.cached_opens == 0 {
-                    match reply.open_backing(&file) {
-                        Ok(id) => {
-                            let id = Arc::new(id);
-                            mode.passthrough = Some(PassthroughMode {
-                                backing: id.clone(),
-                                handles: 1,
-                                _warm: warmer.start(file),
-                            });
-                            io.by_fh.insert(opened.fh, (ino.0, true));
-                            drop(io);
-                            debug!(ino = ino.0, "open with passthrough");
-                            return reply.opened_passthrough(FileHandle(opened.fh), open_flags(true, opened.keep_cache), &id);
-                        }
-                        Err(e) => {
-                            pt_ok.store(false, Ordering::Relaxed);
-                            warn!("FUSE passthrough failed ({e}); using ordinary reads from now on");
-                        }
-                    }
+                OpenAs::PageCache => {
+                    drop_behind.track(opened.fh, ino.0);
+                    reply.opened(fh, open_flags(false, keep_cache));
+                }
+                OpenAs::DirectIo => reply.opened(
+                    fh,
+                    open_flags(false, keep_cache) | FopenFlags::FOPEN_DIRECT_IO,
+                ),
+                OpenAs::Stale => {
+                    core.release(opened.fh);
+                    reply.error(Errno::ESTALE);
                 }
             }
-            mode.cached_opens += 1;
-            io.by_fh.insert(opened.fh, (ino.0, false));
-            drop(io);
-            let mut flags = open_flags(false, opened.keep_cache);
-            if opened.direct_io && direct_io_ok {
-                flags |= FopenFlags::FOPEN_DIRECT_IO;
-            } else {
-                drop_behind.track(opened.fh, ino.0);
-            }
-            reply.opened(FileHandle(opened.fh), flags);
         });
     }
 
@@ -397,10 +318,7 @@ impl Filesystem for Adapter {
             }
         }
         self.drop_behind.on_read(fh.0, offset, size.into(), |ino| {
-            let io = self.io.lock();
-            io.by_ino
-                .get(&ino)
-                .is_some_and(|m| m.cached_opens == 1 && m.passthrough.is_none())
+            self.io.lock().sole_cached_open(ino)
         });
     }
 
@@ -416,25 +334,7 @@ impl Filesystem for Adapter {
     ) {
         self.core.release(fh.0);
         self.drop_behind.untrack(fh.0);
-        let mut io = self.io.lock();
-        if let Some((ino, passthrough)) = io.by_fh.remove(&fh.0) {
-            if let Some(mode) = io.by_ino.get_mut(&ino) {
-                if passthrough {
-                    if let Some(pt) = &mut mode.passthrough {
-                        pt.handles -= 1;
-                        if pt.handles == 0 {
-                            // Dropping the last Arc closes the backing id.
-                            mode.passthrough = None;
-                        }
-                    }
-                } else {
-                    mode.cached_opens = mode.cached_opens.saturating_sub(1);
-                }
-                if mode.cached_opens == 0 && mode.passthrough.is_none() {
-                    io.by_ino.remove(&ino);
-                }
-            }
-        }
+        self.io.lock().release(fh.0);
         reply.ok();
     }
 
