@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::cache::PartCache;
+use crate::fs::error::FsError;
 use crate::store::memory::{MemoryStore, RequestKind};
+use crate::store::StoreError;
 
 fn tree(store: &MemoryStore, prefix: &str, ttl: Duration) -> Arc<Tree> {
     let config = FsConfig {
