@@ -30,7 +30,7 @@ use tracing::warn;
 use super::drop_behind::DropBehind;
 use super::error::FsError;
 use super::passthrough::{open_flags, IoModes, OpenAs};
-use super::tree::{Attr, Kind, Read, Tree};
+use super::tree::{Attr, Kind, ReadAnswer, Tree};
 
 /// FUSE `max_background`: 64 outstanding async requests (reads, readahead) instead of the
 /// kernel's default 12, so a sequential reader keeps the cache's parallel fetches busy.
@@ -312,8 +312,8 @@ impl Filesystem for Adapter {
         // Bytes at hand are answered from this thread; only waiting goes to the runtime.
         let _rt = self.rt.enter();
         match self.core.read_now(fh.0, offset, size) {
-            Read::Ready(result) => answer(reply, result),
-            Read::Later(rest) => {
+            ReadAnswer::Ready(result) => answer(reply, result),
+            ReadAnswer::Later(rest) => {
                 self.rt.spawn(async move { answer(reply, rest.await) });
             }
         }

@@ -588,7 +588,7 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
     let tree = Arc::new(Tree::new(
         store.clone(),
         &prefix,
-        cache.clone().map_or(DataPath::Direct, DataPath::Cache),
+        cache.clone().map_or(DataPath::Uncached, DataPath::Cache),
         fs_cfg,
     ));
     let adapter = Adapter::new(tree, rt.handle().clone(), !args.no_passthrough);

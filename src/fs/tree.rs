@@ -34,7 +34,7 @@ mod inodes;
 mod listing;
 
 use handles::OpenFile;
-pub use handles::{Opened, Read};
+pub use handles::{Opened, ReadAnswer};
 use inodes::{Inode, InodeState, InodeTable};
 pub use listing::DirEntry;
 use listing::DirHandle;
@@ -105,8 +105,10 @@ pub enum DataPath {
     /// Through the on-disk part cache (the normal case).
     Cache(Arc<PartCache>),
     /// Straight from the store, one ranged GET per read, `If-Match` the ETag seen at open.
-    /// No cache, no read-ahead: for tests of the tree and as a diagnostic mode.
-    Direct,
+    /// No cache, no read-ahead: for tests of the tree and as a diagnostic mode
+    /// (`--no-cache`). Not to be confused with FUSE direct I/O (`direct_io`), which is about
+    /// the kernel's page cache, not ours.
+    Uncached,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

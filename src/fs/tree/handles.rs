@@ -38,20 +38,27 @@ pub struct Opened {
     pub direct_io: bool,
 }
 
-/// A read through [`Tree::read_now`].
-pub enum Read {
+/// What [`Tree::read_now`] has for the caller: the answer itself, or the rest of the read
+/// to wait for. (Named apart from the fetch layer's `ReadNow`, one layer down, and from
+/// `std::io::Read`.)
+pub enum ReadAnswer {
+    /// The bytes were at hand, or the read failed at once.
     Ready(Result<Bytes, FsError>),
+    /// The rest of the read, to run on the runtime.
     Later(Pin<Box<dyn Future<Output = Result<Bytes, FsError>> + Send>>),
 }
 
-enum Reader {
-    Cache(Arc<ObjectHandle>),
-    Direct(ObjectMeta),
+/// Where an open file's bytes come from, as [`DataPath`] said at open.
+enum Source {
+    /// The object's entry in the part cache.
+    Cached(Arc<ObjectHandle>),
+    /// The store itself, for the version seen at open.
+    Uncached(ObjectMeta),
 }
 
 pub(super) struct OpenFile {
     ino: u64,
-    reader: Reader,
+    source: Source,
 }
 
 impl Tree {
@@ -80,18 +87,18 @@ impl Tree {
             same
         };
         let size = meta.size;
-        let (reader, finalized) = match &self.data {
+        let (source, finalized) = match &self.data {
             DataPath::Cache(cache) => {
                 let handle = cache.object(&meta)?;
                 let file = handle.finalized_file();
-                (Reader::Cache(Arc::new(handle)), file)
+                (Source::Cached(Arc::new(handle)), file)
             }
-            DataPath::Direct => (Reader::Direct(meta), None),
+            DataPath::Uncached => (Source::Uncached(meta), None),
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles
             .lock()
-            .insert(fh, Arc::new(OpenFile { ino, reader }));
+            .insert(fh, Arc::new(OpenFile { ino, source }));
         let direct_io = matches!(self.data, DataPath::Cache(_))
             && finalized.is_none()
             && self.config.direct_io_above.is_some_and(|min| size > min);
@@ -106,34 +113,34 @@ impl Tree {
     /// Read up to `len` bytes at `offset` through open handle `fh`; short only at the end.
     pub async fn read(self: &Arc<Self>, fh: u64, offset: u64, len: u32) -> Result<Bytes, FsError> {
         match self.read_now(fh, offset, len) {
-            Read::Ready(result) => result,
-            Read::Later(rest) => rest.await,
+            ReadAnswer::Ready(result) => result,
+            ReadAnswer::Later(rest) => rest.await,
         }
     }
 
     /// [`Self::read`] without waiting where it need not: `Ready` when the bytes were at
     /// hand (or the read failed at once), else the rest of the read to run on the runtime.
     /// Call it within the runtime's context: it may start fetches.
-    pub fn read_now(self: &Arc<Self>, fh: u64, offset: u64, len: u32) -> Read {
+    pub fn read_now(self: &Arc<Self>, fh: u64, offset: u64, len: u32) -> ReadAnswer {
         let file = match self.handles.lock().get(&fh).cloned() {
             Some(f) => f,
-            None => return Read::Ready(Err(FsError::BadHandle(fh))),
+            None => return ReadAnswer::Ready(Err(FsError::BadHandle(fh))),
         };
         let ino = file.ino;
-        match &file.reader {
-            Reader::Direct(meta) => {
+        match &file.source {
+            Source::Uncached(meta) => {
                 let (tree, meta) = (self.clone(), meta.clone());
-                Read::Later(Box::pin(async move {
-                    let result = tree.read_direct(&meta, offset, len).await;
+                ReadAnswer::Later(Box::pin(async move {
+                    let result = tree.read_uncached(&meta, offset, len).await;
                     tree.note_stale(ino, result)
                 }))
             }
-            Reader::Cache(h) => match h.read_now(offset, len as usize) {
-                Ok(ReadNow::Ready(bytes)) => Read::Ready(Ok(bytes)),
-                Err(e) => Read::Ready(self.note_stale(ino, Err(e.into()))),
+            Source::Cached(h) => match h.read_now(offset, len as usize) {
+                Ok(ReadNow::Ready(bytes)) => ReadAnswer::Ready(Ok(bytes)),
+                Err(e) => ReadAnswer::Ready(self.note_stale(ino, Err(e.into()))),
                 Ok(ReadNow::Wait(pending)) => {
                     let (tree, h) = (self.clone(), h.clone());
-                    Read::Later(Box::pin(async move {
+                    ReadAnswer::Later(Box::pin(async move {
                         let result = h.read_later(pending).await.map_err(FsError::from);
                         tree.note_stale(ino, result)
                     }))
@@ -156,7 +163,8 @@ impl Tree {
         result
     }
 
-    async fn read_direct(
+    /// A read of an uncached open file: one ranged GET, `If-Match` the ETag seen at open.
+    async fn read_uncached(
         &self,
         meta: &ObjectMeta,
         offset: u64,

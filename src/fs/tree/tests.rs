@@ -20,7 +20,7 @@ fn tree(store: &MemoryStore, prefix: &str, ttl: Duration) -> Arc<Tree> {
     Arc::new(Tree::new(
         Arc::new(store.clone()),
         prefix,
-        DataPath::Direct,
+        DataPath::Uncached,
         config,
     ))
 }
