@@ -1,11 +1,15 @@
 //! The FUSE mount: `ossmount mount oss://bucket[/prefix/] MOUNTPOINT`.
 //!
 //! Split the way Mountpoint splits it, so the filesystem's rules are tested without FUSE:
-//! - [`tree`]: the core (inodes, listings and their TTLs, open handles, reads through the
-//!   part cache), generic over `dyn ObjectStore`, no fuser types;
+//! - [`tree`]: the core, generic over `dyn ObjectStore`, no fuser types: `tree/inodes.rs`
+//!   (the inode table and attributes), `tree/listing.rs` (listings and their TTLs, lookup,
+//!   readdir), `tree/handles.rs` (open handles, reads through the part cache or uncached);
 //! - [`error`]: the core's typed errors;
 //! - [`adapter`]: the thin `fuser::Filesystem` (arguments in, reply out) and the one
 //!   function that maps core errors to errno;
+//! - `passthrough`: the kernel's rules for serving an open file, applied per inode: FUSE
+//!   passthrough for finalized objects, else ordinary reads, with FUSE direct I/O for large
+//!   objects not cached yet when `--direct-io` asks for it;
 //! - [`mount`]: command line to a ready mount (checks, fork, runtime, signals);
 //! - `drop_behind` and `warm_ahead`: the kernel's page cache, dropped behind readers of
 //!   objects not yet cached, and filled ahead of readers of finalized ones;
