@@ -69,9 +69,9 @@ pub fn to_errno(e: &FsError, op: &str) -> Errno {
 }
 
 /// `fuser::Filesystem` methods that only refuse, one line each: `op(argument types) ->
-/// reply type`, the arguments after `&self, _req` and before `reply`. The errno comes from
-/// [`to_errno`] for [`FsError`]`::$err`, as for every other error, with the operation's
-/// name for its log line.
+/// reply type`, the arguments between `&self, _req` and `reply`. Each answers
+/// `FsError::$err` through [`to_errno`], as every other error is answered, with the
+/// operation's name for the log line.
 macro_rules! refuse {
     ($err:ident: $($op:ident($($arg:ty),* $(,)?) -> $reply:ty;)+) => {
         $(
@@ -91,10 +91,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         mtime: a.mtime,
         ctime: a.mtime,
         crtime: a.mtime,
-        kind: match a.kind {
-            Kind::Dir => FileType::Directory,
-            Kind::File => FileType::RegularFile,
-        },
+        kind: file_type(a.kind),
         perm: a.perm,
         nlink: a.nlink,
         uid: a.uid,
