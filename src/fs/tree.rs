@@ -16,7 +16,8 @@
 //!   `readdir`;
 //! - `tree/handles.rs`: open files and their reads.
 //!
-//! This file holds the `Tree` itself, its settings, and the types the adapter is given.
+//! This file holds the `Tree` itself, its settings ([`FsConfig`], [`DataPath`]) and the
+//! types every part shares ([`Kind`], [`Attr`]), and answers `statfs`.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
