@@ -283,7 +283,7 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
     let tree = Arc::new(Tree::new(
         store,
         &prefix,
-        cache.clone().map_or(DataPath::Direct, DataPath::Cache),
+        cache.clone().map_or(DataPath::Uncached, DataPath::Cache),
         fs_config(&args),
     ));
     let adapter = Adapter::new(tree, rt.handle().clone(), !args.no_passthrough);

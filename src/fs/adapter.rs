@@ -7,40 +7,30 @@
 //! readdir from a snapshot, the read-only refusals) are answered inline.
 //!
 //! The only logic here is what the core must not know about because it is FUSE itself:
-//! the kernel configuration at INIT (large requests, readdirplus, passthrough) and
-//! passthrough bookkeeping. The kernel puts an inode either in "cached" I/O mode or in
-//! passthrough mode, and refuses (EIO to the user) an open that disagrees with the inode's
-//! current mode, and a passthrough open must reuse the inode's backing id. So a finalized
-//! object is handed to the kernel with passthrough only when no cached-mode handle of that
-//! inode is open, and while passthrough handles are open every further open reuses their
-//! backing file. Which open flags go with which mode is the kernel's rule too: see
-//! [`open_flags`] (no FOPEN_KEEP_CACHE with passthrough; the backing file's page cache
-//! serves instead). Where passthrough is unavailable (old kernel, no CAP_SYS_ADMIN), opens fall
-//! back to ordinary reads with one log line. While an inode is in passthrough mode its
-//! backing file is read ahead of the kernel's reads (`warm_ahead.rs`).
+//! the kernel configuration at INIT (large requests, readdirplus), and how the kernel
+//! serves each open file (passthrough, page cache or direct I/O), which `passthrough.rs`
+//! decides by the kernel's rules.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use fuser::{
-    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, PollEvents,
-    PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    IoctlFlags, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags, PollEvents, PollFlags,
+    PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyPoll,
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use super::drop_behind::DropBehind;
 use super::error::FsError;
-use super::tree::{Attr, Kind, Read, Tree};
-use super::warm_ahead::{WarmGuard, Warmer};
+use super::passthrough::{open_flags, IoModes, OpenAs};
+use super::tree::{Attr, Kind, ReadAnswer, Tree};
 
 /// FUSE `max_background`: 64 outstanding async requests (reads, readahead) instead of the
 /// kernel's default 12, so a sequential reader keeps the cache's parallel fetches busy.
@@ -78,6 +68,20 @@ pub fn to_errno(e: &FsError, op: &str) -> Errno {
     }
 }
 
+/// `fuser::Filesystem` methods that only refuse, one line each: `op(argument types) ->
+/// reply type`, the arguments between `&self, _req` and `reply`. Each answers
+/// `FsError::$err` through [`to_errno`], as every other error is answered, with the
+/// operation's name for the log line.
+macro_rules! refuse {
+    ($err:ident: $($op:ident($($arg:ty),* $(,)?) -> $reply:ty;)+) => {
+        $(
+            fn $op(&self, _req: &Request, $(_: $arg,)* reply: $reply) {
+                reply.error(to_errno(&FsError::$err, stringify!($op)));
+            }
+        )+
+    };
+}
+
 fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
@@ -87,10 +91,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         mtime: a.mtime,
         ctime: a.mtime,
         crtime: a.mtime,
-        kind: match a.kind {
-            Kind::Dir => FileType::Directory,
-            Kind::File => FileType::RegularFile,
-        },
+        kind: file_type(a.kind),
         perm: a.perm,
         nlink: a.nlink,
         uid: a.uid,
@@ -101,53 +102,6 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
-/// Whether this process holds CAP_SYS_ADMIN in its effective set (bit 21 of `CapEff` in
-/// /proc/self/status). Unknown counts as yes: the first passthrough open then tells.
-fn has_cap_sys_admin() -> bool {
-    const CAP_SYS_ADMIN: u32 = 21;
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-            u64::from_str_radix(hex.trim(), 16).ok()
-        })
-        .is_none_or(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
-}
-
-/// Open flags the kernel accepts together with FOPEN_PASSTHROUGH: `FOPEN_PASSTHROUGH_MASK`
-/// in fs/fuse/iomode.c (kernel 6.9 on; the EIO seen here on 6.18 is this rule). `fuse_file_passthrough_open`
-/// refuses any other flag with EINVAL, which `fuse_file_io_open` turns into EIO for the
-/// user's open(2) ("Using incorrect open mode is a server mistake"). The kernel's comment
-/// on the mask: "FOPEN_PASSTHROUGH mode should not co-exist with any users of the fuse
-/// inode page cache, so FOPEN_KEEP_CACHE is a strange and undesired combination." That is
-/// the EIO an earlier attempt here saw on 6.18.
-const PASSTHROUGH_MASK: FopenFlags = FopenFlags::FOPEN_PASSTHROUGH
-    .union(FopenFlags::FOPEN_DIRECT_IO)
-    .union(FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES)
-    .union(FopenFlags::FOPEN_NOFLUSH);
-
-/// Reply flags of a file open.
-///
-/// - FOPEN_NOFLUSH always: `flush` has nothing to do on a read-only mount, so `close(2)`
-///   need not wait for a FLUSH round trip. Allowed in both modes.
-/// - Cached mode: FOPEN_KEEP_CACHE when the object is unchanged since the previous open
-///   (same ETag), so the kernel keeps the inode's page cache across opens; without it
-///   `fuse_open` calls `invalidate_inode_pages2` (fs/fuse/file.c).
-/// - Passthrough: never FOPEN_KEEP_CACHE (see [`PASSTHROUGH_MASK`]). Nothing is lost by
-///   that: passthrough reads and mmaps go to the backing file, the finalized `.done` file
-///   in the cache directory, so an unchanged object keeps *that* file's page cache across
-///   opens; the FUSE inode's own page cache, which the open invalidates, is not used.
-fn open_flags(passthrough: bool, keep_cache: bool) -> FopenFlags {
-    let mut flags = FopenFlags::FOPEN_NOFLUSH;
-    if keep_cache {
-        flags |= FopenFlags::FOPEN_KEEP_CACHE;
-    }
-    if passthrough {
-        flags &= PASSTHROUGH_MASK;
-    }
-    flags
-}
-
 fn file_type(k: Kind) -> FileType {
     match k {
         Kind::Dir => FileType::Directory,
@@ -155,61 +109,26 @@ fn file_type(k: Kind) -> FileType {
     }
 }
 
-/// Per-inode I/O mode as the kernel sees it.
-#[derive(Default)]
-struct IoMode {
-    cached_opens: usize,
-    passthrough: Option<PassthroughMode>,
-}
-
-struct PassthroughMode {
-    backing: Arc<BackingId>,
-    handles: usize,
-    /// Reads the backing file ahead of the kernel's reads until the last handle closes.
-    /// Not done for finalized objects read in cached mode: there the mount's CPU is the
-    /// limit, and reading ahead made a warm `cp` slower (576-784 vs 967-970 MiB/s,
-    /// `--no-passthrough`, 2 rounds of `scripts/bench/ab.sh`).
-    _warm: Option<WarmGuard>,
-}
-
-#[derive(Default)]
-struct Passthrough {
-    by_ino: HashMap<u64, IoMode>,
-    /// fh -> (ino, opened in passthrough mode)
-    by_fh: HashMap<u64, (u64, bool)>,
-}
-
 pub struct Adapter {
     core: Arc<Tree>,
     rt: tokio::runtime::Handle,
-    /// Whether to try FUSE passthrough (`--no-passthrough` turns it off).
-    want_passthrough: bool,
-    /// Passthrough was negotiated at INIT and has not failed yet.
-    passthrough_ok: Arc<AtomicBool>,
-    /// The kernel lets direct I/O files be mmap'd (FUSE_DIRECT_IO_ALLOW_MMAP, negotiated at
-    /// INIT): only then are opens the core marks `direct_io` given FOPEN_DIRECT_IO.
-    direct_io_ok: bool,
-    io: Arc<Mutex<Passthrough>>,
+    /// How the kernel serves each open file (passthrough, page cache, direct I/O).
+    io: Arc<Mutex<IoModes>>,
     /// Page-cache handles whose pages are dropped behind a sequential reader.
     drop_behind: Arc<DropBehind>,
-    /// Reads finalized files ahead of their readers.
-    warmer: Arc<Warmer>,
     /// Where the mount puts the session's notifier once the session exists.
     notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl Adapter {
+    /// `want_passthrough`: try FUSE passthrough (`--no-passthrough` turns it off).
     pub fn new(core: Arc<Tree>, rt: tokio::runtime::Handle, want_passthrough: bool) -> Self {
         let notifier = Arc::new(OnceLock::new());
         Self {
             core,
             rt,
-            want_passthrough,
-            passthrough_ok: Arc::new(AtomicBool::new(false)),
-            direct_io_ok: false,
-            io: Arc::new(Mutex::new(Passthrough::default())),
+            io: Arc::new(Mutex::new(IoModes::new(want_passthrough))),
             drop_behind: Arc::new(DropBehind::new(notifier.clone())),
-            warmer: Arc::new(Warmer::new()),
             notifier,
         }
     }
@@ -234,47 +153,13 @@ impl Filesystem for Adapter {
                 let _ = config.add_capabilities(flag);
             }
         }
-        // Direct I/O files can be mmap'd shared only with this flag (kernel 6.6 on); without
-        // it such an mmap fails with ENODEV, so every file then uses the page cache.
-        self.direct_io_ok = caps.contains(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
-            && config
-                .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
-                .is_ok();
-        match (
-            self.core.config().direct_io_above.is_some(),
-            self.direct_io_ok,
-        ) {
-            (true, true) => info!("direct I/O for large objects not yet cached"),
-            (true, false) => {
-                warn!("--direct-io: this kernel cannot mmap direct I/O files; using the page cache")
-            }
-            (false, _) => {}
-        }
         let _ = config.set_max_background(MAX_BACKGROUND);
         // Readahead as large as the kernel lets us (it caps this at the bdi's readahead).
         if let Err(max) = config.set_max_readahead(u32::MAX) {
             let _ = config.set_max_readahead(max);
         }
-        if self.want_passthrough && !has_cap_sys_admin() {
-            // The kernel registers backing files only for CAP_SYS_ADMIN
-            // (FUSE_DEV_IOC_BACKING_OPEN); a user mount would fail its first passthrough open.
-            info!("FUSE passthrough needs CAP_SYS_ADMIN (a mount by root); using ordinary reads");
-        } else if self.want_passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) {
-            // Depth 2 lets the backing files live on a stacked filesystem (overlayfs).
-            match config
-                .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
-                .map_err(|_| ())
-                .and_then(|_| config.set_max_stack_depth(2).map_err(|_| ()))
-            {
-                Ok(_) => {
-                    self.passthrough_ok.store(true, Ordering::Relaxed);
-                    info!("FUSE passthrough enabled for finalized objects");
-                }
-                Err(()) => info!("FUSE passthrough not available; using ordinary reads"),
-            }
-        } else if self.want_passthrough {
-            info!("kernel has no FUSE passthrough; using ordinary reads");
-        }
+        let want_direct_io = self.core.config().direct_io_above.is_some();
+        self.io.lock().negotiate(config, want_direct_io);
         Ok(())
     }
 
@@ -375,66 +260,33 @@ impl Filesystem for Adapter {
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND) != 0;
         let core = self.core.clone();
         let io = self.io.clone();
-        let pt_ok = self.passthrough_ok.clone();
-        let direct_io_ok = self.direct_io_ok;
         let drop_behind = self.drop_behind.clone();
-        let warmer = self.warmer.clone();
         self.rt.spawn(async move {
             let mut opened = match core.open(ino.0, write).await {
                 Ok(o) => o,
                 Err(e) => return reply.error(to_errno(&e, "open")),
             };
-            let mut io = io.lock();
-            let mode = io.by_ino.entry(ino.0).or_default();
-            // The inode is already in passthrough mode: every open must join it, with the same
-            // backing file. That is only right if this open is of the same finalized version.
-            if let Some(pt) = &mut mode.passthrough {
-                if opened.finalized.is_some() && opened.keep_cache {
-                    pt.handles += 1;
-                    let backing = pt.backing.clone();
-                    io.by_fh.insert(opened.fh, (ino.0, true));
-                    drop(io);
-                    return reply.opened_passthrough(FileHandle(opened.fh), open_flags(true, opened.keep_cache), &backing);
+            let how = io
+                .lock()
+                .open(ino.0, &mut opened, |file| reply.open_backing(file));
+            let (fh, keep_cache) = (FileHandle(opened.fh), opened.keep_cache);
+            match how {
+                OpenAs::Passthrough(backing) => {
+                    reply.opened_passthrough(fh, open_flags(true, keep_cache), &backing)
                 }
-                // A new version while old passthrough handles are open: the kernel cannot
-                // mix modes on one inode, and serving the old file would be wrong.
-                drop(io);
-                core.release(opened.fh);
-                warn!(ino = ino.0, "object changed while passthrough handles of the old version are open; close them first");
-                return reply.error(Errno::ESTALE);
-            }
-            if let Some(file) = opened.finalized.take() {
-                if pt_ok.load(Ordering::Relaxed) && mode.cached_opens == 0 {
-                    match reply.open_backing(&file) {
-                        Ok(id) => {
-                            let id = Arc::new(id);
-                            mode.passthrough = Some(PassthroughMode {
-                                backing: id.clone(),
-                                handles: 1,
-                                _warm: warmer.start(file),
-                            });
-                            io.by_fh.insert(opened.fh, (ino.0, true));
-                            drop(io);
-                            debug!(ino = ino.0, "open with passthrough");
-                            return reply.opened_passthrough(FileHandle(opened.fh), open_flags(true, opened.keep_cache), &id);
-                        }
-                        Err(e) => {
-                            pt_ok.store(false, Ordering::Relaxed);
-                            warn!("FUSE passthrough failed ({e}); using ordinary reads from now on");
-                        }
-                    }
+                OpenAs::PageCache => {
+                    drop_behind.track(opened.fh, ino.0);
+                    reply.opened(fh, open_flags(false, keep_cache));
+                }
+                OpenAs::DirectIo => reply.opened(
+                    fh,
+                    open_flags(false, keep_cache) | FopenFlags::FOPEN_DIRECT_IO,
+                ),
+                OpenAs::Stale => {
+                    core.release(opened.fh);
+                    reply.error(Errno::ESTALE);
                 }
             }
-            mode.cached_opens += 1;
-            io.by_fh.insert(opened.fh, (ino.0, false));
-            drop(io);
-            let mut flags = open_flags(false, opened.keep_cache);
-            if opened.direct_io && direct_io_ok {
-                flags |= FopenFlags::FOPEN_DIRECT_IO;
-            } else {
-                drop_behind.track(opened.fh, ino.0);
-            }
-            reply.opened(FileHandle(opened.fh), flags);
         });
     }
 
@@ -457,16 +309,13 @@ impl Filesystem for Adapter {
         // Bytes at hand are answered from this thread; only waiting goes to the runtime.
         let _rt = self.rt.enter();
         match self.core.read_now(fh.0, offset, size) {
-            Read::Ready(result) => answer(reply, result),
-            Read::Later(rest) => {
+            ReadAnswer::Ready(result) => answer(reply, result),
+            ReadAnswer::Later(rest) => {
                 self.rt.spawn(async move { answer(reply, rest.await) });
             }
         }
         self.drop_behind.on_read(fh.0, offset, size.into(), |ino| {
-            let io = self.io.lock();
-            io.by_ino
-                .get(&ino)
-                .is_some_and(|m| m.cached_opens == 1 && m.passthrough.is_none())
+            self.io.lock().sole_cached_open(ino)
         });
     }
 
@@ -482,25 +331,7 @@ impl Filesystem for Adapter {
     ) {
         self.core.release(fh.0);
         self.drop_behind.untrack(fh.0);
-        let mut io = self.io.lock();
-        if let Some((ino, passthrough)) = io.by_fh.remove(&fh.0) {
-            if let Some(mode) = io.by_ino.get_mut(&ino) {
-                if passthrough {
-                    if let Some(pt) = &mut mode.passthrough {
-                        pt.handles -= 1;
-                        if pt.handles == 0 {
-                            // Dropping the last Arc closes the backing id.
-                            mode.passthrough = None;
-                        }
-                    }
-                } else {
-                    mode.cached_opens = mode.cached_opens.saturating_sub(1);
-                }
-                if mode.cached_opens == 0 && mode.passthrough.is_none() {
-                    io.by_ino.remove(&ino);
-                }
-            }
-        }
+        self.io.lock().release(fh.0);
         reply.ok();
     }
 
@@ -523,210 +354,39 @@ impl Filesystem for Adapter {
     }
 
     // ----- everything that would change the mount: EROFS -----
-
-    fn setattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
-        _crtime: Option<SystemTime>,
-        _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>,
-        _flags: Option<fuser::BsdFileFlags>,
-        reply: ReplyAttr,
-    ) {
-        reply.error(to_errno(&FsError::ReadOnly, "setattr"));
-    }
-
-    fn mknod(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _rdev: u32,
-        reply: ReplyEntry,
-    ) {
-        reply.error(to_errno(&FsError::ReadOnly, "mknod"));
-    }
-
-    fn mkdir(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        reply: ReplyEntry,
-    ) {
-        reply.error(to_errno(&FsError::ReadOnly, "mkdir"));
-    }
-
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(to_errno(&FsError::ReadOnly, "unlink"));
-    }
-
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(to_errno(&FsError::ReadOnly, "rmdir"));
-    }
-
-    fn symlink(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _link_name: &OsStr,
-        _target: &Path,
-        reply: ReplyEntry,
-    ) {
-        reply.error(to_errno(&FsError::ReadOnly, "symlink"));
-    }
-
-    fn rename(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(to_errno(&FsError::ReadOnly, "rename"));
-    }
-
-    fn link(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        reply: ReplyEntry,
-    ) {
-        reply.error(to_errno(&FsError::ReadOnly, "link"));
-    }
-
-    fn write(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
-        _write_flags: WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyWrite,
-    ) {
-        reply.error(to_errno(&FsError::ReadOnly, "write"));
-    }
-
-    fn create(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _flags: i32,
-        reply: ReplyCreate,
-    ) {
-        reply.error(to_errno(&FsError::ReadOnly, "create"));
-    }
-
-    fn setxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
-        _position: u32,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(to_errno(&FsError::ReadOnly, "setxattr"));
-    }
-
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(to_errno(&FsError::ReadOnly, "removexattr"));
-    }
-
-    fn fallocate(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(to_errno(&FsError::ReadOnly, "fallocate"));
-    }
+    refuse!(ReadOnly:
+        setattr(
+            INodeNo, Option<u32>, Option<u32>, Option<u32>, Option<u64>, Option<TimeOrNow>,
+            Option<TimeOrNow>, Option<SystemTime>, Option<FileHandle>, Option<SystemTime>,
+            Option<SystemTime>, Option<SystemTime>, Option<fuser::BsdFileFlags>
+        ) -> ReplyAttr;
+        mknod(INodeNo, &OsStr, u32, u32, u32) -> ReplyEntry;
+        mkdir(INodeNo, &OsStr, u32, u32) -> ReplyEntry;
+        unlink(INodeNo, &OsStr) -> ReplyEmpty;
+        rmdir(INodeNo, &OsStr) -> ReplyEmpty;
+        symlink(INodeNo, &OsStr, &Path) -> ReplyEntry;
+        rename(INodeNo, &OsStr, INodeNo, &OsStr, RenameFlags) -> ReplyEmpty;
+        link(INodeNo, INodeNo, &OsStr) -> ReplyEntry;
+        write(
+            INodeNo, FileHandle, u64, &[u8], WriteFlags, OpenFlags, Option<LockOwner>
+        ) -> ReplyWrite;
+        create(INodeNo, &OsStr, u32, u32, i32) -> ReplyCreate;
+        setxattr(INodeNo, &OsStr, &[u8], i32, u32) -> ReplyEmpty;
+        removexattr(INodeNo, &OsStr) -> ReplyEmpty;
+        fallocate(INodeNo, FileHandle, u64, u64, i32) -> ReplyEmpty;
+    );
 
     // Asked by ordinary programs (`cp -a`, `ls -l`, Python's `open`, `cp`'s SEEK_DATA,
     // select): answered without fuser's default "[Not Implemented]" warning per mount.
-
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        reply.error(to_errno(&FsError::NotImplemented, "getxattr"));
-    }
-
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(to_errno(&FsError::NotImplemented, "listxattr"));
-    }
-
-    fn lseek(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: i64,
-        _whence: i32,
-        reply: ReplyLseek,
-    ) {
-        reply.error(to_errno(&FsError::NotImplemented, "lseek"));
-    }
-
-    fn poll(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _ph: PollNotifier,
-        _events: PollEvents,
-        _flags: PollFlags,
-        reply: ReplyPoll,
-    ) {
-        reply.error(to_errno(&FsError::NotImplemented, "poll"));
-    }
-
-    fn ioctl(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _flags: IoctlFlags,
-        _cmd: u32,
-        _in_data: &[u8],
-        _out_size: u32,
-        reply: ReplyIoctl,
-    ) {
-        reply.error(to_errno(&FsError::NoIoctl, "ioctl"));
-    }
+    refuse!(NotImplemented:
+        getxattr(INodeNo, &OsStr, u32) -> ReplyXattr;
+        listxattr(INodeNo, u32) -> ReplyXattr;
+        lseek(INodeNo, FileHandle, i64, i32) -> ReplyLseek;
+        poll(INodeNo, FileHandle, PollNotifier, PollEvents, PollFlags) -> ReplyPoll;
+    );
+    refuse!(NoIoctl:
+        ioctl(INodeNo, FileHandle, IoctlFlags, u32, &[u8], u32) -> ReplyIoctl;
+    );
 
     /// Nothing is ever written, so there is nothing to sync.
     fn fsync(
@@ -756,17 +416,6 @@ impl Filesystem for Adapter {
 mod tests {
     use super::*;
     use crate::store::{ServiceError, StoreError};
-
-    #[test]
-    fn passthrough_opens_carry_only_flags_the_kernel_allows() {
-        for keep in [false, true] {
-            let pt = open_flags(true, keep) | FopenFlags::FOPEN_PASSTHROUGH;
-            assert!(PASSTHROUGH_MASK.contains(pt), "{pt:?}");
-            assert!(!pt.contains(FopenFlags::FOPEN_KEEP_CACHE));
-        }
-        assert!(open_flags(false, true).contains(FopenFlags::FOPEN_KEEP_CACHE));
-        assert!(!open_flags(false, false).contains(FopenFlags::FOPEN_KEEP_CACHE));
-    }
 
     #[test]
     fn errno_mapping() {

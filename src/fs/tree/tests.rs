@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::fetch::Fetcher;
+use crate::fs::error::FsError;
 use crate::store::memory::{MemoryStore, RequestKind};
+use crate::store::StoreError;
 
 fn tree(store: &MemoryStore, prefix: &str, ttl: Duration) -> Arc<Tree> {
     let config = FsConfig {
@@ -18,7 +20,7 @@ fn tree(store: &MemoryStore, prefix: &str, ttl: Duration) -> Arc<Tree> {
     Arc::new(Tree::new(
         Arc::new(store.clone()),
         prefix,
-        DataPath::Direct,
+        DataPath::Uncached,
         config,
     ))
 }

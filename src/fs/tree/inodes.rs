@@ -1,0 +1,251 @@
+//! The inode table: which inodes exist, how many references the kernel holds to each, and
+//! the attributes of files (trusted for the metadata TTL, then re-HEADed).
+//!
+//! Inodes live exactly as long as the kernel references them, so the table follows the
+//! kernel's dentry cache instead of growing with every name ever listed (an `ls -lR` of a
+//! million keys would otherwise pin a million inodes until unmount). Each inode counts the
+//! kernel's references the FUSE way: +1 for every successful `lookup` reply and every
+//! `readdirplus` entry the kernel receives (not `.`/`..`), -n for `forget(n)`; at zero it
+//! is removed. Plain `readdir` only reports inode numbers (no reference), so the inodes it
+//! had to create for that are swept when the directory handle is released, unless a lookup
+//! took a reference meanwhile. Increments happen under the table's read lock and removal
+//! under its write lock, so an inode cannot vanish between being found and being counted.
+//! Inode numbers come from a 64-bit counter and are never reused: a number the kernel
+//! still holds can only ever mean its own path, and a forgotten name that comes back gets
+//! a new number (as on NFS or Mountpoint; `find` and `rsync` only compare numbers of
+//! inodes the kernel holds, which stay stable). Directory listings are kept by name, not
+//! by inode, so they survive the inodes of their entries being forgotten; a directory's
+//! own listing goes with its inode (memory follows the kernel's cache, at the price of
+//! one LIST when a forgotten directory is listed again within the TTL).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tracing::info;
+
+use super::listing::Listing;
+use super::{Attr, Kind, Tree, ROOT_INO};
+use crate::fs::error::FsError;
+use crate::store::ObjectMeta;
+
+pub(super) struct Inode {
+    pub(super) ino: u64,
+    pub(super) parent: u64,
+    pub(super) kind: Kind,
+    /// Files: the full key. Directories: the prefix, ending in `/` unless it is the root of
+    /// a whole bucket (empty).
+    pub(super) key: String,
+    pub(super) state: Mutex<InodeState>,
+    /// Serializes listing refreshes of a directory: concurrent `ls` share one LIST walk.
+    pub(super) refresh: tokio::sync::Mutex<()>,
+    /// The kernel's references (FUSE lookup count); see the module comment.
+    pub(super) lookups: AtomicU64,
+}
+
+#[derive(Default)]
+pub(super) struct InodeState {
+    /// Files: size, ETag, mtime.
+    pub(super) meta: Option<ObjectMeta>,
+    /// When `meta` (files) was last confirmed by the store; `None` forces a re-HEAD.
+    pub(super) validated: Option<Instant>,
+    /// ETag the previous open of this file saw (for FOPEN_KEEP_CACHE).
+    pub(super) opened_etag: Option<String>,
+    /// Directories: the cached listing.
+    pub(super) listing: Option<Arc<Listing>>,
+}
+
+type NameKey = (u64, String, Kind);
+
+#[derive(Default)]
+pub(super) struct InodeTable {
+    pub(super) by_ino: HashMap<u64, Arc<Inode>>,
+    pub(super) by_name: HashMap<NameKey, u64>,
+}
+
+/// The last component of an inode's key (`a/b/` and `a/b` both give `b`).
+fn name_of(key: &str) -> &str {
+    let k = key.strip_suffix('/').unwrap_or(key);
+    k.rsplit('/').next().unwrap_or(k)
+}
+
+impl Tree {
+    pub(super) fn inode(&self, ino: u64) -> Result<Arc<Inode>, FsError> {
+        self.table
+            .read()
+            .by_ino
+            .get(&ino)
+            .cloned()
+            .ok_or(FsError::NotFound)
+    }
+
+    /// The inode for (parent, name, kind), created when missing, with `refs` kernel
+    /// references added atomically with finding it (see the module comment). A new file
+    /// inode takes `meta` (what a listing said at that instant); an existing one keeps its
+    /// own, which is at least as fresh.
+    pub(super) fn intern(
+        &self,
+        parent: &Inode,
+        name: &str,
+        kind: Kind,
+        meta: Option<(&ObjectMeta, Instant)>,
+        refs: u64,
+    ) -> Arc<Inode> {
+        let id = (parent.ino, name.to_string(), kind);
+        if let Some(inode) = self.find_and_ref(&id, refs) {
+            return inode;
+        }
+        let mut table = self.table.write();
+        if let Some(ino) = table.by_name.get(&id) {
+            let inode = table.by_ino[ino].clone();
+            inode.lookups.fetch_add(refs, Ordering::Relaxed);
+            return inode;
+        }
+        let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
+        let key = match kind {
+            Kind::Dir => format!("{}{}/", parent.key, name),
+            Kind::File => format!("{}{}", parent.key, name),
+        };
+        let state = InodeState {
+            meta: meta.map(|(m, _)| m.clone()),
+            validated: meta.map(|(_, at)| at),
+            ..InodeState::default()
+        };
+        let inode = Arc::new(Inode {
+            ino,
+            parent: parent.ino,
+            kind,
+            key,
+            state: Mutex::new(state),
+            refresh: tokio::sync::Mutex::new(()),
+            lookups: AtomicU64::new(refs),
+        });
+        table.by_ino.insert(ino, inode.clone());
+        table.by_name.insert(id, ino);
+        inode
+    }
+
+    /// The existing inode for `id`, with `refs` references added under the read lock.
+    pub(super) fn find_and_ref(&self, id: &NameKey, refs: u64) -> Option<Arc<Inode>> {
+        // One guard: a second read lock while a writer waits would deadlock
+        // (parking_lot's RwLock is fair).
+        let table = self.table.read();
+        let inode = table.by_ino.get(table.by_name.get(id)?)?.clone();
+        inode.lookups.fetch_add(refs, Ordering::Relaxed);
+        Some(inode)
+    }
+
+    /// The kernel dropped `n` references to each inode: remove those left with none.
+    /// The root is never removed. An unknown number is ignored: the kernel forgets only
+    /// what it was given, so that would mean a miscount, and ignoring it is the safe side.
+    pub fn forget(&self, forgets: &[(u64, u64)]) {
+        let mut removed = 0usize;
+        let mut table = self.table.write();
+        for &(ino, n) in forgets {
+            if ino == ROOT_INO {
+                continue;
+            }
+            let Some(inode) = table.by_ino.get(&ino) else {
+                continue;
+            };
+            let left = inode.lookups.load(Ordering::Relaxed).saturating_sub(n);
+            inode.lookups.store(left, Ordering::Relaxed);
+            if left == 0 {
+                self.remove_locked(&mut table, ino);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::trace!(removed, left = table.by_ino.len(), "forgot inodes");
+        }
+    }
+
+    /// Drop `ino` from the table (write lock held), with the listing it holds.
+    pub(super) fn remove_locked(&self, table: &mut InodeTable, ino: u64) {
+        let Some(inode) = table.by_ino.remove(&ino) else {
+            return;
+        };
+        let id = (inode.parent, name_of(&inode.key).to_string(), inode.kind);
+        if table.by_name.get(&id) == Some(&ino) {
+            table.by_name.remove(&id);
+        }
+        let listing = inode.state.lock().listing.take();
+        if let Some(l) = listing {
+            self.listed_bytes.fetch_sub(l.bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Inodes in the table now (the root included): what the kernel references, plus
+    /// unreferenced ones of directories being read with plain `readdir`.
+    pub fn inode_count(&self) -> usize {
+        self.table.read().by_ino.len()
+    }
+
+    pub(super) fn attr_of(&self, inode: &Inode) -> Attr {
+        match inode.kind {
+            Kind::Dir => Attr {
+                ino: inode.ino,
+                kind: Kind::Dir,
+                size: 0,
+                mtime: self.mounted_at,
+                perm: self.config.dir_mode as u16,
+                nlink: 2,
+                uid: self.config.uid,
+                gid: self.config.gid,
+                blksize: 4096,
+            },
+            Kind::File => {
+                let st = inode.state.lock();
+                let (size, mtime) = st
+                    .meta
+                    .as_ref()
+                    .map_or((0, self.mounted_at), |m| (m.size, m.last_modified));
+                Attr {
+                    ino: inode.ino,
+                    kind: Kind::File,
+                    size,
+                    mtime,
+                    perm: self.config.file_mode as u16,
+                    nlink: 1,
+                    uid: self.config.uid,
+                    gid: self.config.gid,
+                    blksize: self.config.block_size,
+                }
+            }
+        }
+    }
+
+    pub(super) fn set_meta(&self, inode: &Inode, meta: ObjectMeta) {
+        let mut st = inode.state.lock();
+        st.meta = Some(meta);
+        st.validated = Some(Instant::now());
+    }
+
+    /// Attributes of `ino`; a file whose metadata is older than the TTL is re-HEADed.
+    pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        let inode = self.inode(ino)?;
+        if inode.kind == Kind::File && !self.fresh(inode.state.lock().validated) {
+            self.revalidate(&inode).await?;
+        }
+        Ok(self.attr_of(&inode))
+    }
+
+    /// HEAD the file and record what the store says now.
+    pub(super) async fn revalidate(&self, inode: &Arc<Inode>) -> Result<ObjectMeta, FsError> {
+        self.counters.heads.fetch_add(1, Ordering::Relaxed);
+        let meta = self.store.head(&inode.key).await?;
+        let old = inode.state.lock().meta.clone();
+        if let Some(old) = old.filter(|o| o.etag != meta.etag) {
+            info!(
+                key = inode.key,
+                old = old.etag,
+                new = meta.etag,
+                "object changed on the server"
+            );
+        }
+        self.set_meta(inode, meta.clone());
+        Ok(meta)
+    }
+}

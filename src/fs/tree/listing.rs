@@ -1,0 +1,434 @@
+//! Directory listings and name lookups: one paged LIST walk per directory per TTL, the
+//! negative cache, `lookup`, and `opendir`/`readdir` over a snapshot of the listing, which
+//! skips keys that cannot be file names and files shadowed by a directory.
+//!
+//! Metadata caching, all governed by one TTL (`--metadata-ttl`, default 60 s, the value
+//! Mountpoint uses when a cache is configured):
+//! - a directory listing is kept for the TTL, so repeated `ls`, `find` and lookups inside
+//!   a listed directory never touch the network; a lookup of a name absent from a fresh
+//!   listing is answered ENOENT from memory;
+//! - otherwise a lookup asks the store directly (HeadObject on `key` and a one-key
+//!   ListObjectsV2 on `key/`, concurrently) and a miss goes to a negative cache
+//!   ([`FsConfig::negative_cache_entries`](super::FsConfig::negative_cache_entries) names,
+//!   same TTL);
+//! - file attributes are trusted for the TTL; `getattr` and `open` after that re-HEAD.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsStr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tracing::{debug, warn};
+
+use super::inodes::Inode;
+use super::{Attr, Kind, Tree, NAME_MAX};
+use crate::fs::error::FsError;
+use crate::store::{ListRequest, ObjectMeta, StoreError};
+
+/// One entry of a directory read; `offset` is the cookie of the next entry.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub offset: u64,
+    pub name: String,
+    pub attr: Attr,
+}
+
+/// A directory's entries as of `fetched`, sorted by name. Entries are names, not inodes:
+/// an inode exists only while the kernel references it.
+pub(super) struct Listing {
+    fetched: Instant,
+    entries: Vec<ListEntry>,
+    by_name: HashMap<String, usize>,
+    /// Sum of the sizes of the files in it (for `statfs`).
+    pub(super) bytes: u64,
+}
+
+struct ListEntry {
+    name: String,
+    kind: Kind,
+    /// Files: what the listing said about the object.
+    meta: Option<ObjectMeta>,
+}
+
+/// An open directory: a snapshot of its listing.
+pub(super) struct DirHandle {
+    listing: Arc<Listing>,
+    /// Unreferenced inodes plain `readdir` reported from it: swept on release.
+    unreferenced: Mutex<Vec<u64>>,
+}
+
+/// Why a name cannot be a file name, or `None` when it can.
+fn invalid_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("empty path component")
+    } else if name == "." || name == ".." {
+        Some("component is . or ..")
+    } else if name.len() > NAME_MAX {
+        Some("component longer than 255 bytes")
+    } else if name.contains('\0') {
+        Some("component contains NUL")
+    } else {
+        None
+    }
+}
+
+impl Tree {
+    /// Log once per mount that `key` is not shown, and why.
+    fn report(&self, key: &str, why: &str) {
+        if self.reported.lock().insert(key.to_string()) {
+            warn!(key, "key not shown in the mount: {why}");
+        }
+    }
+
+    /// The directory's listing, from memory when fresh, else one paged LIST walk.
+    async fn listing(&self, dir: &Arc<Inode>) -> Result<Arc<Listing>, FsError> {
+        if let Some(l) = dir.state.lock().listing.clone() {
+            if self.fresh(Some(l.fetched)) {
+                return Ok(l);
+            }
+        }
+        let _guard = dir.refresh.lock().await;
+        // Someone else may have refreshed it while we waited.
+        if let Some(l) = dir.state.lock().listing.clone() {
+            if self.fresh(Some(l.fetched)) {
+                return Ok(l);
+            }
+        }
+        let listing = Arc::new(self.fetch_listing(dir).await?);
+        // Installed under the table lock, so a concurrent forget of `dir` cannot remove it
+        // between our check and the install (which would leave its bytes counted).
+        let table = self.table.read();
+        if table.by_ino.contains_key(&dir.ino) {
+            let old = dir.state.lock().listing.replace(listing.clone());
+            self.listed_bytes
+                .fetch_add(listing.bytes, Ordering::Relaxed);
+            if let Some(old) = old {
+                self.listed_bytes.fetch_sub(old.bytes, Ordering::Relaxed);
+            }
+        }
+        drop(table);
+        Ok(listing)
+    }
+
+    async fn fetch_listing(&self, dir: &Arc<Inode>) -> Result<Listing, FsError> {
+        let prefix = dir.key.clone();
+        let mut files: BTreeMap<String, ObjectMeta> = BTreeMap::new();
+        let mut dirs: BTreeSet<String> = BTreeSet::new();
+        let mut token = None;
+        let started = Instant::now();
+        let mut pages = 0u32;
+        loop {
+            let req = ListRequest {
+                prefix: prefix.clone(),
+                delimiter: Some("/".to_string()),
+                continuation_token: token.take(),
+                max_keys: self.config.list_page_size,
+            };
+            self.counters.lists.fetch_add(1, Ordering::Relaxed);
+            let page = self.store.list(&req).await?;
+            pages += 1;
+            for obj in page.objects {
+                let Some(name) = obj.key.strip_prefix(prefix.as_str()) else {
+                    continue;
+                };
+                if name.is_empty() {
+                    // The directory's own `dir/` marker object.
+                    continue;
+                }
+                if let Some(why) = invalid_name(name) {
+                    self.report(&obj.key, why);
+                    continue;
+                }
+                files.insert(name.to_string(), obj);
+            }
+            for cp in page.common_prefixes {
+                let Some(rest) = cp.strip_prefix(prefix.as_str()) else {
+                    continue;
+                };
+                let name = rest.strip_suffix('/').unwrap_or(rest);
+                if let Some(why) = invalid_name(name) {
+                    self.report(&cp, why);
+                    continue;
+                }
+                dirs.insert(name.to_string());
+            }
+            match page.next_continuation_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+        for name in &dirs {
+            if let Some(shadowed) = files.remove(name) {
+                self.report(
+                    &shadowed.key,
+                    "a directory of the same name hides this file",
+                );
+            }
+        }
+        debug!(prefix, pages, entries = files.len() + dirs.len(), elapsed = ?started.elapsed(), "listed");
+        // Inodes the kernel holds for these files learn what the listing says.
+        let known: Vec<(Arc<Inode>, ObjectMeta)> = {
+            let table = self.table.read();
+            files
+                .iter()
+                .filter_map(|(name, meta)| {
+                    let ino = table.by_name.get(&(dir.ino, name.clone(), Kind::File))?;
+                    Some((table.by_ino.get(ino)?.clone(), meta.clone()))
+                })
+                .collect()
+        };
+        for (inode, meta) in known {
+            self.set_meta(&inode, meta);
+        }
+        let bytes = files.values().map(|m| m.size).sum();
+        let mut entries = Vec::with_capacity(files.len() + dirs.len());
+        for name in dirs {
+            entries.push(ListEntry {
+                name,
+                kind: Kind::Dir,
+                meta: None,
+            });
+        }
+        for (name, meta) in files {
+            entries.push(ListEntry {
+                name,
+                kind: Kind::File,
+                meta: Some(meta),
+            });
+        }
+        entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let by_name = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
+        Ok(Listing {
+            fetched: Instant::now(),
+            entries,
+            by_name,
+            bytes,
+        })
+    }
+
+    /// The inode of listing entry `e` of `dir`, with `refs` references added.
+    fn entry_inode(&self, dir: &Inode, l: &Listing, e: &ListEntry, refs: u64) -> Arc<Inode> {
+        let meta = e.meta.as_ref().map(|m| (m, l.fetched));
+        self.intern(dir, &e.name, e.kind, meta, refs)
+    }
+
+    /// Look `name` up in directory `parent`. A success is one kernel reference to the
+    /// returned inode (the kernel counts every lookup reply and forgets them later).
+    pub async fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
+        let dir = self.inode(parent)?;
+        if dir.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let name = name.to_str().ok_or(FsError::NotFound)?;
+        if name.len() > NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        if invalid_name(name).is_some() || name.contains('/') {
+            return Err(FsError::NotFound);
+        }
+        // 1. A fresh listing of the parent answers both ways.
+        let listing = dir.state.lock().listing.clone();
+        if let Some(l) = listing.filter(|l| self.fresh(Some(l.fetched))) {
+            return match l.by_name.get(name) {
+                Some(&i) => Ok(self.attr_of(&self.entry_inode(&dir, &l, &l.entries[i], 1))),
+                None => Err(FsError::NotFound),
+            };
+        }
+        // 2. A recent miss.
+        let nkey = (parent, name.to_string());
+        if let Some(at) = self.negative.lock().get(&nkey).copied() {
+            if self.fresh(Some(at)) {
+                return Err(FsError::NotFound);
+            }
+        }
+        // 3. An inode seen recently (directories are as fresh as the name; files carry their
+        //    own validation time).
+        let known_dir = self
+            .table
+            .read()
+            .by_name
+            .get(&(parent, name.to_string(), Kind::Dir))
+            .copied();
+        let known_file = self
+            .table
+            .read()
+            .by_name
+            .get(&(parent, name.to_string(), Kind::File))
+            .copied();
+        if let Some(ino) = known_file {
+            let fresh = self
+                .inode(ino)
+                .is_ok_and(|i| self.fresh(i.state.lock().validated));
+            if known_dir.is_none() && fresh {
+                // Referenced only if it is still there (a forget may have just removed it).
+                let id = (parent, name.to_string(), Kind::File);
+                if let Some(inode) = self.find_and_ref(&id, 1) {
+                    return Ok(self.attr_of(&inode));
+                }
+            }
+        }
+        // 4. Ask the store: is it a directory (anything under `name/`) or an object?
+        self.remote_lookup(&dir, name).await
+    }
+
+    async fn remote_lookup(&self, dir: &Arc<Inode>, name: &str) -> Result<Attr, FsError> {
+        let key = format!("{}{}", dir.key, name);
+        let dir_req = ListRequest {
+            prefix: format!("{key}/"),
+            delimiter: Some("/".to_string()),
+            continuation_token: None,
+            max_keys: 1,
+        };
+        self.counters.heads.fetch_add(1, Ordering::Relaxed);
+        self.counters.lists.fetch_add(1, Ordering::Relaxed);
+        let (head, list) = tokio::join!(self.store.head(&key), self.store.list(&dir_req));
+        let is_dir = match list {
+            Ok(page) => !page.objects.is_empty() || !page.common_prefixes.is_empty(),
+            Err(e) => return Err(e.into()),
+        };
+        if is_dir {
+            if head.is_ok() {
+                self.report(&key, "a directory of the same name hides this file");
+            }
+            let inode = self.intern(dir, name, Kind::Dir, None, 1);
+            return Ok(self.attr_of(&inode));
+        }
+        match head {
+            Ok(meta) => {
+                let inode = self.intern(dir, name, Kind::File, Some((&meta, Instant::now())), 1);
+                self.set_meta(&inode, meta);
+                Ok(self.attr_of(&inode))
+            }
+            Err(StoreError::NoSuchKey(_)) => {
+                self.negative
+                    .lock()
+                    .put((dir.ino, name.to_string()), Instant::now());
+                Err(FsError::NotFound)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Start reading a directory: snapshot its listing so a multi-call `readdir` sees one
+    /// consistent set of entries.
+    pub async fn opendir(&self, ino: u64) -> Result<u64, FsError> {
+        let dir = self.inode(ino)?;
+        if dir.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let listing = self.listing(&dir).await?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let handle = DirHandle {
+            listing,
+            unreferenced: Mutex::new(Vec::new()),
+        };
+        self.dir_handles.lock().insert(fh, Arc::new(handle));
+        Ok(fh)
+    }
+
+    /// Entries of an open directory from cookie `offset` on (0 = start), `.` and `..` first.
+    /// The caller stops adding when its reply buffer is full and asks again from the cookie
+    /// of the last entry it kept. Convenience form of [`Tree::readdir_with`] for tests.
+    pub fn readdir(&self, ino: u64, fh: u64, offset: u64) -> Result<Vec<DirEntry>, FsError> {
+        let mut out = Vec::new();
+        self.readdir_with(ino, fh, offset, false, &mut |e| {
+            out.push(e);
+            false
+        })?;
+        Ok(out)
+    }
+
+    /// Feed entries from cookie `offset` on to `add` until it returns `true` (buffer full).
+    /// Work is proportional to what the caller takes, not to the directory: the kernel reads
+    /// a 100k-entry directory in thousands of page-sized calls.
+    ///
+    /// `plus` (readdirplus): every entry `add` accepts, except `.` and `..`, is a kernel
+    /// reference to its inode, as for a lookup; the entry that did not fit is not.
+    pub fn readdir_with(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        add: &mut dyn FnMut(DirEntry) -> bool,
+    ) -> Result<(), FsError> {
+        let dir = self.inode(ino)?;
+        let handle = self
+            .dir_handles
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle(fh))?;
+        // The parent is pinned by the kernel while a child is; fall back to the directory
+        // itself rather than fail a readdir over `..`.
+        let parent = self.inode(dir.parent).unwrap_or_else(|_| dir.clone());
+        for (i, (name, inode)) in [(".", &dir), ("..", &parent)].into_iter().enumerate() {
+            if (i as u64) >= offset {
+                let e = DirEntry {
+                    offset: i as u64 + 1,
+                    name: name.to_string(),
+                    attr: self.attr_of(inode),
+                };
+                if add(e) {
+                    return Ok(());
+                }
+            }
+        }
+        let listing = &handle.listing;
+        let skip = offset.saturating_sub(2) as usize;
+        for (i, entry) in listing.entries.iter().enumerate().skip(skip) {
+            let inode = self.entry_inode(&dir, listing, entry, u64::from(plus));
+            if !plus && inode.lookups.load(Ordering::Relaxed) == 0 {
+                handle.unreferenced.lock().push(inode.ino);
+            }
+            let e = DirEntry {
+                offset: i as u64 + 3,
+                name: entry.name.clone(),
+                attr: self.attr_of(&inode),
+            };
+            if add(e) {
+                if plus {
+                    // Not sent: not a reference.
+                    self.forget(&[(inode.ino, 1)]);
+                }
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Close a directory handle; inodes that plain `readdir` created for it and that the
+    /// kernel has not looked up since are removed.
+    pub fn releasedir(&self, fh: u64) {
+        let Some(handle) = self.dir_handles.lock().remove(&fh) else {
+            return;
+        };
+        let unreferenced = std::mem::take(&mut *handle.unreferenced.lock());
+        if unreferenced.is_empty() {
+            return;
+        }
+        let mut table = self.table.write();
+        let mut swept = 0usize;
+        for ino in unreferenced {
+            let idle = table
+                .by_ino
+                .get(&ino)
+                .is_some_and(|i| i.lookups.load(Ordering::Relaxed) == 0);
+            if idle {
+                self.remove_locked(&mut table, ino);
+                swept += 1;
+            }
+        }
+        tracing::trace!(
+            swept,
+            left = table.by_ino.len(),
+            "swept unreferenced inodes"
+        );
+    }
+}
