@@ -48,19 +48,23 @@
 //!   the parts to their readers and to the disk;
 //! - `wait.rs`: the per-part channels and the ways of waiting on them;
 //! - `resident.rs`: the parts kept in memory for the readers about to ask for them;
-//! - `fetcher.rs`: the [`Fetcher`] a mount reads through, a cache directory and its engine.
+//! - `fetcher.rs`: the [`Fetcher`] a mount reads through, a cache directory and its engine;
+//! - `uncached.rs`: a ranged GET's body received exactly, for the requests above and for
+//!   reads that bypass the cache ([`read_uncached`]).
 
 mod engine;
 mod fetcher;
 mod handle;
 mod request;
 mod resident;
+mod uncached;
 mod wait;
 
 pub use engine::{Engine, EngineOptions};
 pub use fetcher::Fetcher;
 pub use handle::{ObjectHandle, Pending, ReadError, ReadNow};
 pub use request::SPLIT_MIN;
+pub use uncached::read_uncached;
 
 /// A part of an entry: (`Entry::uid`, part index).
 type PartKey = (u64, usize);

@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 
 use super::engine::{part_len, Engine, Fetch, RunningWrite};
+use super::uncached::receive_range;
 use super::wait::{receiving, PartData, PartFail, PartTx};
 use crate::cache::entry::{Dead, Entry};
 use crate::cache::partbuf::ALIGN;
@@ -139,34 +139,14 @@ impl Engine {
         mut sink: impl FnMut(&[u8]),
     ) -> Result<(), PartFail> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let mut stream = self
-            .store
-            .get_range(
-                &entry.identity.key,
-                range.clone(),
-                Some(&entry.identity.etag),
-            )
-            .await
-            .map_err(|e| self.store_failure(entry, e))?;
-        let mut pos = range.start;
-        while pos < range.end {
-            let chunk = match stream.next().await {
-                Some(Ok(c)) => c,
-                Some(Err(e)) => return Err(self.store_failure(entry, e)),
-                None => {
-                    return Err(PartFail::Store(Arc::new(StoreError::Protocol(format!(
-                        "body of {} ended at byte {pos}, expected {}",
-                        entry.identity.key, range.end
-                    )))))
-                }
-            };
+        let id = &entry.identity;
+        receive_range(&*self.store, &id.key, &id.etag, range, |chunk| {
             self.bytes_fetched
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            let take = ((range.end - pos) as usize).min(chunk.len());
-            sink(&chunk[..take]);
-            pos += take as u64;
-        }
-        Ok(())
+            sink(chunk)
+        })
+        .await
+        .map_err(|e| self.store_failure(entry, e))
     }
 
     /// A part is complete in memory: its readers get the bytes now, and it is written to

@@ -8,19 +8,17 @@
 //! bytes, and the inode's metadata is invalidated so the next open sees the new object.
 
 use std::future::Future;
-use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::Bytes;
 use tracing::warn;
 
 use super::{DataPath, Kind, Tree};
-use crate::fetch::{ObjectHandle, ReadNow};
+use crate::fetch::{read_uncached, ObjectHandle, ReadNow};
 use crate::fs::error::FsError;
-use crate::store::{ObjectMeta, StoreError};
+use crate::store::ObjectMeta;
 
 /// The result of `open`.
 pub struct Opened {
@@ -131,7 +129,9 @@ impl Tree {
             Source::Uncached(meta) => {
                 let (tree, meta) = (self.clone(), meta.clone());
                 ReadAnswer::Later(Box::pin(async move {
-                    let result = tree.read_uncached(&meta, offset, len).await;
+                    let result = read_uncached(&*tree.store, &meta, offset, len as usize)
+                        .await
+                        .map_err(FsError::from);
                     tree.note_stale(ino, result)
                 }))
             }
@@ -161,36 +161,6 @@ impl Tree {
             }
         }
         result
-    }
-
-    /// A read of an uncached open file: one ranged GET, `If-Match` the ETag seen at open.
-    async fn read_uncached(
-        &self,
-        meta: &ObjectMeta,
-        offset: u64,
-        len: u32,
-    ) -> Result<Bytes, FsError> {
-        let end = offset.saturating_add(len as u64).min(meta.size);
-        if offset >= end {
-            return Ok(Bytes::new());
-        }
-        let range: Range<u64> = offset..end;
-        let mut stream = self
-            .store
-            .get_range(&meta.key, range.clone(), Some(&meta.etag))
-            .await?;
-        let mut buf = BytesMut::with_capacity((end - offset) as usize);
-        while let Some(chunk) = stream.next().await {
-            buf.extend_from_slice(&chunk?);
-        }
-        if buf.len() as u64 != end - offset {
-            return Err(FsError::Store(StoreError::Protocol(format!(
-                "short body: {} of {} bytes",
-                buf.len(),
-                end - offset
-            ))));
-        }
-        Ok(buf.freeze())
     }
 
     /// Forget handle `fh`; its cache entry may be evicted once no handle holds it.
