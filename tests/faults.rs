@@ -1,4 +1,4 @@
-//! The fault and load suite (issue 5): real FUSE mounts of `ossmount serve` with faults
+//! The fault and load suite: real FUSE mounts of `ossmount serve` with faults
 //! injected by the server (`PUT /_ossmount/faults`) or done to the mount and its cache
 //! (`kill -9`, flipped bytes, a full tmpfs, a second mount), driven by `cp`, `cmp`, `dd`,
 //! `ls` and Python. Every test checks the bytes (cmp or hashes against the served file)
@@ -1143,7 +1143,7 @@ fn bad_input(many: usize) {
     t.print(&env);
 }
 
-/// 100k keys in one directory (issue 5): `ls` pages through them 1,000 at a time, about
+/// 100k keys in one directory: `ls` pages through them 1,000 at a time, about
 /// 10 s in a debug build since `serve` keeps one sorted walk for all the pages (a walk per
 /// page made it minutes).
 #[test]

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # `ossmount download` against its limit, `curl -o` of the same object from the same server
-# to the same disk, in the same run (issue 3's targets: >= 0.9x curl, peak RSS < 128 MiB,
+# to the same disk, in the same run (its targets: >= 0.9x curl, peak RSS < 128 MiB, and few
 # bytes re-fetched after a kill -9 at half way). Sourced by scripts/bench.sh, which has
 # started serve ($SERVE_URL) and made the object ($OBJ, $KEY, $SIZE_MIB); writes
 # $RESULTS/download.md.

@@ -1,6 +1,7 @@
 //! GetObject and HeadObject: conditions, ranges, headers.
 //!
-//! Range semantics (oss-api.md §3), for an object of `size` bytes:
+//! Range semantics (OSS's GetObject documentation and S3's RFC 9110 behaviour), for an
+//! object of `size` bytes:
 //! - `x-oss-range-behavior: standard`, and every S3 request: 206 for a range that starts
 //!   inside the object (its end clamped to the last byte), 416 InvalidRange when it
 //!   starts at or past the end (any range of an empty object, `bytes=-0`).

@@ -8,7 +8,7 @@
 //! - **URLs by hand.** Path and query are encoded once, with the signers' RFC 3986 rule
 //!   (unreserved `A-Z a-z 0-9 - _ . ~` kept, everything else `%XX` upper case; `/` kept in
 //!   paths, encoded in query values), and that exact string is sent. reqwest's `.query()`
-//!   form-encodes (space as `+`), which would not match the signature (reference §9.2).
+//!   form-encodes (space as `+`), which would not match the signature (OSS signs `%20`).
 //!   After parsing, the URL's path and query are compared with what was built; any
 //!   rewrite by the URL parser is an error instead of a silently different object.
 //! - **Keys with `.` or `..` segments are rejected** (`a/../b`, `a/./b`, `a/.`). The WHATWG
@@ -26,7 +26,8 @@
 //!   stream with an `Err` item (network or timeout, so the retry layer resumes it); a body
 //!   longer than promised is a protocol error.
 //! - **Listings** send `encoding-type=url` and percent-decode keys, prefixes and tokens with
-//!   RFC 3986 rules: `+` stays `+` (reference §5; Python SDKs agree, Go form-decodes).
+//!   RFC 3986 rules: `+` stays `+` (OSS encodes a `+` in a key as `%2B`; the Python SDKs
+//!   agree, the Go SDK form-decodes and turns it into a space).
 //! - **Errors**: the XML `<Error>` body, or for HEAD (no body) the base64 `x-oss-err`
 //!   header, falling back to the status code; the request id is kept for reports.
 //! - **Clock skew**: a signed request refused with RequestTimeTooSkewed (more than 15 min

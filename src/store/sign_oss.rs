@@ -1,6 +1,7 @@
 //! OSS request signing: V4 (`OSS4-HMAC-SHA256`) header auth for the HTTP client,
 //! verification of it for `ossmount serve`, plus V4 presigned URLs and legacy V1
-//! (HMAC-SHA1) so that every vector in `shared/vectors/oss_v4.json` is checked.
+//! (HMAC-SHA1) so that every vector in `tests/data/vectors/oss_v4.json` (produced with the
+//! official OSS Python SDKs) is checked.
 //!
 //! Why it is built this way:
 //! - Signing is a pure function of (request parts, credentials, time). No clock, no I/O,
@@ -12,7 +13,8 @@
 //! - Inputs are DECODED (bucket, key, query pairs). The canonical form encodes them with
 //!   [`uri_encode`] (RFC 3986: keep `A-Za-z0-9-_.~`, upper-case hex). Send the query built
 //!   by [`encode_query`] so that what goes on the wire is exactly what was signed
-//!   (oss-api.md §9 pitfall 2: never let a form encoder turn a space into `+`).
+//!   (never let a form encoder turn a space into `+`: the server signs `%20`, and the
+//!   request fails with SignatureDoesNotMatch).
 //! - Header values are trimmed and repeated headers joined with `,` (Go SDK behaviour);
 //!   names are lower-cased. Signed headers: every `x-oss-*`, `content-type`,
 //!   `content-md5`, plus the AdditionalHeaders the caller asks for (filtered to names that

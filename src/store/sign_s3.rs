@@ -2,7 +2,7 @@
 //! mode, verification for `ossmount serve`.
 //!
 //! Why it is built this way:
-//! - It reproduces botocore's S3 signer, checked against `shared/vectors/s3_sigv4.json`:
+//! - It reproduces botocore's S3 signer, checked against `tests/data/vectors/s3_sigv4.json`:
 //!   the canonical URI is the decoded path encoded ONCE with the RFC 3986 encoder shared
 //!   with OSS ([`uri_encode`], `/` kept, no dot-segment normalisation: S3 keys may contain
 //!   `..`); the canonical query is sorted by encoded name then value and always writes
