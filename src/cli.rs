@@ -172,16 +172,22 @@ pub struct ServeArgs {
     /// Region the server claims (checked against the signature scope).
     #[arg(long, default_value = "cn-hangzhou")]
     pub region: String,
-    /// Testing aid: reset the connection after this many body bytes of each response.
+    /// Turn on the testing aids: the unauthenticated /_ossmount/stats and /_ossmount/faults
+    /// endpoints and the --fault-* flags. Off by default: anyone who can reach the port
+    /// could change the faults without a signature.
+    #[arg(long)]
+    pub testing_aids: bool,
+    /// Testing aid (needs --testing-aids): reset the connection after this many body bytes
+    /// of each response.
     #[arg(long, value_parser = parse_size)]
     pub fault_reset_after: Option<u64>,
-    /// Testing aid: answer this fraction (0..1) of requests with 503 SlowDown.
+    /// Testing aid (needs --testing-aids): answer this fraction (0..1) of requests with 503 SlowDown.
     #[arg(long)]
     pub fault_503_rate: Option<f64>,
-    /// Testing aid: add this latency before each response.
+    /// Testing aid (needs --testing-aids): add this latency before each response.
     #[arg(long, value_parser = parse_duration)]
     pub fault_latency: Option<Duration>,
-    /// Testing aid: stall this fraction (0..1) of response bodies midway.
+    /// Testing aid (needs --testing-aids): stall this fraction (0..1) of response bodies midway.
     #[arg(long)]
     pub fault_stall_rate: Option<f64>,
 }
@@ -196,7 +202,7 @@ Output: the first line on stdout is `ossmount serve: listening on http://ADDR` (
 Addressing: path style (/bucket/key) or virtual-hosted (Host: bucket.anything). Keys are
 files below the bucket folders; symlinks out of DIR and `..` are refused.
 
-Testing aids (no signature needed; bind to loopback):
+Testing aids (only with --testing-aids; no signature needed; bind to loopback):
   GET  /_ossmount/stats         JSON counters: requests, get_requests, head_requests,
                                 list_requests, bytes_sent, status_503, status_412, resets,
                                 stalls, auth_failures, hash_computations,

@@ -30,6 +30,26 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     faults
         .validate()
         .map_err(|m| Failure::new(exit::USAGE, format!("serve: {m}")))?;
+    if !args.testing_aids && faults != Faults::default() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "serve: the --fault-* flags are testing aids: add --testing-aids",
+        ));
+    }
+    let loopback = args.listen.ip().is_loopback();
+    if args.anonymous && !loopback {
+        tracing::warn!(
+            "serve: --anonymous on {}, a non-loopback address: anyone who can reach it can              read every bucket under {}",
+            args.listen,
+            args.dir.display()
+        );
+    }
+    if args.testing_aids && !loopback {
+        tracing::warn!(
+            "serve: --testing-aids on {}, a non-loopback address: anyone who can reach it can              change the faults and read the counters without a signature",
+            args.listen
+        );
+    }
     let root = Root::new(&args.dir).map_err(|e| {
         Failure::new(
             exit::LOCAL,
@@ -37,7 +57,8 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         )
     })?;
     let keys = (!args.anonymous).then_some(keys);
-    let server = Arc::new(Server::new(root, args.region, keys, faults));
+    let server =
+        Arc::new(Server::new(root, args.region, keys, faults).with_testing_aids(args.testing_aids));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ossmount-serve")
