@@ -61,6 +61,11 @@ pub struct MountArgs {
     #[arg(long, value_parser = parse_duration,
           default_value = format_duration(FsConfig::default().metadata_ttl))]
     pub metadata_ttl: Duration,
+    /// Longest any file operation waits on the store; past it the operation fails with
+    /// EIO (and a log line) instead of hanging the program that asked.
+    #[arg(long, value_parser = parse_duration,
+          default_value = format_duration(FsConfig::default().request_deadline))]
+    pub request_deadline: Duration,
     /// Owner of every file and directory. Default: the user running ossmount.
     #[arg(long)]
     pub uid: Option<u32>,
@@ -366,6 +371,7 @@ mod tests {
         assert_eq!(m.cache.jobs, cache.jobs);
         assert_eq!(m.cache.cache_min_free, None, "computed from the filesystem");
         assert_eq!(m.metadata_ttl, fs.metadata_ttl);
+        assert_eq!(m.request_deadline, fs.request_deadline);
         assert_eq!((m.file_mode, m.dir_mode), (fs.file_mode, fs.dir_mode));
         let cli = Cli::try_parse_from(["ossmount", "download", "oss://bkt/k"]).unwrap();
         let Command::Download(d) = cli.command else {
