@@ -39,14 +39,16 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     let loopback = args.listen.ip().is_loopback();
     if args.anonymous && !loopback {
         tracing::warn!(
-            "serve: --anonymous on {}, a non-loopback address: anyone who can reach it can              read every bucket under {}",
+            "serve: --anonymous on {}, a non-loopback address: anyone who can reach it can \
+             read every bucket under {}",
             args.listen,
             args.dir.display()
         );
     }
     if args.testing_aids && !loopback {
         tracing::warn!(
-            "serve: --testing-aids on {}, a non-loopback address: anyone who can reach it can              change the faults and read the counters without a signature",
+            "serve: --testing-aids on {}, a non-loopback address: anyone who can reach it can \
+             change the faults and read the counters without a signature",
             args.listen
         );
     }
