@@ -55,6 +55,8 @@ pub mod checkpoint;
 pub mod entry;
 pub mod partbuf;
 pub mod private;
+#[cfg(test)]
+mod props;
 
 use std::collections::HashMap;
 use std::fs::{self, File};

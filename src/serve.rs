@@ -36,6 +36,8 @@ pub mod error;
 pub mod identity;
 pub mod list;
 pub mod object;
+#[cfg(test)]
+mod props;
 pub mod resolve;
 pub mod stats;
 

@@ -71,6 +71,12 @@ impl Keys {
         Keys(keys)
     }
 
+    /// One key pair (tests).
+    #[cfg(test)]
+    pub fn single(id: &str, secret: &str) -> Self {
+        Self(HashMap::from([(id.to_string(), secret.to_string())]))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
