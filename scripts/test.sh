@@ -33,3 +33,5 @@ echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --no-fail-fast "$@"
+echo "== soak: 2 minutes of random faults against a mount, every byte checked"
+scripts/soak.sh 2
