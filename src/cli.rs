@@ -184,6 +184,8 @@ pub struct ServeArgs {
     /// Testing aid: stall this fraction (0..1) of response bodies midway.
     #[arg(long)]
     pub fault_stall_rate: Option<f64>,
+    #[command(flatten)]
+    pub link: crate::serve::link::LinkArgs,
 }
 
 /// The `serve` contract that tests and scripts rely on.
@@ -205,7 +207,11 @@ Testing aids (no signature needed; bind to loopback):
   GET  /_ossmount/faults        current fault settings
   PUT  /_ossmount/faults        replace them, JSON: {{\"reset_after_bytes\": N,
                                 \"rate_503\": 0.1, \"latency_ms\": 50, \"stall_rate\": 0.1,
-                                \"stall_ms\": {DEFAULT_STALL_MS}}} (absent = off; stall_ms defaults to {DEFAULT_STALL_MS})"
+                                \"stall_ms\": {DEFAULT_STALL_MS}, \"latency_jitter_ms\": 5,
+                                \"conn_bytes_per_s\": N, \"total_bytes_per_s\": N,
+                                \"requests_per_s\": N, \"link\": \"oss-like\"}} (absent = off;
+                                stall_ms defaults to {DEFAULT_STALL_MS}; a link profile fills
+                                in the link fields not given)"
     )
 }
 

@@ -21,6 +21,7 @@
 //! S3 SigV4 verification), [`identity`] (ETag and CRC-64 once per file version),
 //! [`object`] (ranges, conditions, headers), [`list`] (ListObjects V1 and V2), [`body`] (streaming,
 //! exact byte counts, injected resets and stalls), [`stats`] (counters and fault switches),
+//! [`link`] (an emulated object-store link: latency, rates, request quota),
 //! [`error`] (the XML error format).
 //!
 //! Testing aids, unauthenticated by design (bind to loopback): `GET /_ossmount/stats`,
@@ -33,6 +34,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod identity;
+pub mod link;
 pub mod list;
 pub mod object;
 pub mod resolve;
@@ -71,6 +73,8 @@ pub struct Server {
     pub identities: Identities,
     /// Recent listings, shared by the pages of one ([`list::Listings`]).
     pub listings: list::Listings,
+    /// The emulated link's shared clocks ([`link`]).
+    pub link: link::LinkState,
     request_seq: AtomicU64,
     boot: u64,
 }
@@ -86,6 +90,7 @@ impl Server {
             faults: RwLock::new(faults),
             identities: Identities::default(),
             listings: list::Listings::default(),
+            link: link::LinkState::default(),
             request_seq: AtomicU64::new(0),
             boot: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -329,10 +334,11 @@ async fn route(
 
     // Faults first: a throttled or slow server is slow for everyone, signed or not.
     let faults = server.faults.read().clone();
+    let admitted = server.link.admit_request(faults.requests_per_s);
     if let Some(d) = faults.latency() {
         tokio::time::sleep(d).await;
     }
-    if stats::roll(faults.rate_503) {
+    if !admitted || stats::roll(faults.rate_503) {
         Stats::inc(&st.status_503);
         return Err(ApiError::slow_down());
     }
@@ -623,7 +629,7 @@ async fn control(server: &Server, req: Request<Incoming>, rest: &str) -> Respons
             } else {
                 serde_json::from_slice::<Faults>(&body).map_err(|e| e.to_string())
             };
-            match parsed.and_then(|f| f.validate().map(|()| f)) {
+            match parsed.and_then(link::resolve) {
                 Ok(f) => {
                     tracing::info!("faults set: {f:?}");
                     *server.faults.write() = f;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::cli::{exit, Failure, ServeArgs};
 use crate::serve::auth::Keys;
+use crate::serve::link;
 use crate::serve::resolve::Root;
 use crate::serve::stats::Faults;
 use crate::serve::{serve, ServeError, Server};
@@ -20,16 +21,19 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             "serve: no credentials: set OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) for the keys clients must sign with, or pass --anonymous to accept unsigned requests",
         ));
     }
-    let faults = Faults {
+    let mut faults = Faults {
         reset_after_bytes: args.fault_reset_after,
         rate_503: args.fault_503_rate,
         latency_ms: args.fault_latency.map(|d| d.as_millis() as u64),
         stall_rate: args.fault_stall_rate,
-        stall_ms: None,
+        ..Faults::default()
     };
-    faults
-        .validate()
-        .map_err(|m| Failure::new(exit::USAGE, format!("serve: {m}")))?;
+    args.link.apply(&mut faults);
+    let faults =
+        link::resolve(faults).map_err(|m| Failure::new(exit::USAGE, format!("serve: {m}")))?;
+    if faults != Faults::default() {
+        tracing::info!("faults and link: {faults:?}");
+    }
     let root = Root::new(&args.dir).map_err(|e| {
         Failure::new(
             exit::LOCAL,

@@ -43,6 +43,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
+use super::link::BodyPacer;
 use super::stats::Stats;
 use super::Server;
 
@@ -384,6 +385,8 @@ pub struct ObjectBody {
     len: u64,
     reset_at: Option<u64>,
     stall_at: Option<(u64, Duration)>,
+    /// The emulated link's rates, if any ([`super::link`]).
+    pacer: Option<BodyPacer>,
     state: State,
     conn: Arc<ConnShared>,
 }
@@ -398,13 +401,15 @@ static PLACEHOLDER: [u8; CHUNK] = [0; CHUNK];
 
 impl ObjectBody {
     /// Stream `len` bytes of `file` from `start`. `reset_at`: abort after that many body
-    /// bytes (only if fewer than `len`); `stall_at`: pause there for the duration.
+    /// bytes (only if fewer than `len`); `stall_at`: pause there for the duration;
+    /// `pacer`: hand bytes over no faster than the link's rates.
     pub fn new(
         file: std::fs::File,
         start: u64,
         len: u64,
         reset_at: Option<u64>,
         stall_at: Option<(u64, Duration)>,
+        pacer: Option<BodyPacer>,
         conn: Arc<ConnShared>,
     ) -> Self {
         let source = if use_sendfile() {
@@ -426,6 +431,7 @@ impl ObjectBody {
             len,
             reset_at: reset_at.filter(|&n| n < len),
             stall_at: stall_at.filter(|&(at, _)| at < len),
+            pacer,
             state: State::Streaming,
             conn,
         }
@@ -507,7 +513,11 @@ impl ObjectBody {
                             continue;
                         }
                     }
-                    let cut = self.next_cut();
+                    let mut cut = self.next_cut();
+                    if let Some(p) = &mut self.pacer {
+                        let n = std::task::ready!(p.poll_grant(cx, cut - self.sent));
+                        cut = self.sent + n;
+                    }
                     let sent = self.sent;
                     let conn = self.conn.clone();
                     let chunk = match &mut self.source {
@@ -563,6 +573,9 @@ impl ObjectBody {
                         }
                     };
                     self.sent += chunk.len() as u64;
+                    if let Some(p) = &mut self.pacer {
+                        p.sent(chunk.len() as u64);
+                    }
                     self.conn.unflushed.fetch_add(chunk.len() as u64, Relaxed);
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }

@@ -52,6 +52,15 @@ pub struct Faults {
     pub stall_rate: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stall_ms: Option<u64>,
+    /// The emulated link (src/serve/link.rs): latency ± jitter, rates, request quota.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_jitter_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conn_bytes_per_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_bytes_per_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_s: Option<u64>,
 }
 
 pub fn bin() -> PathBuf {
@@ -129,6 +138,11 @@ impl Serve {
 
     pub fn stats(&self) -> Stats {
         serde_json::from_str(&self.control("GET", "/_ossmount/stats", "")).unwrap()
+    }
+
+    /// The fault and link settings in effect (`GET /_ossmount/faults`), as JSON.
+    pub fn faults_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.control("GET", "/_ossmount/faults", "")).unwrap()
     }
 
     pub fn reset_stats(&self) {
