@@ -186,6 +186,12 @@ pub struct ServeArgs {
     pub fault_stall_rate: Option<f64>,
     #[command(flatten)]
     pub link: crate::serve::link::LinkArgs,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The `serve` contract that tests and scripts rely on.
@@ -193,7 +199,7 @@ fn serve_help() -> String {
     format!(
         "\
 Output: the first line on stdout is `ossmount serve: listening on http://ADDR` (use
---listen 127.0.0.1:0 for a free port); logs go to stderr.
+--listen 127.0.0.1:0 for a free port; `https://ADDR` with --tls-cert); logs go to stderr.
 
 Addressing: path style (/bucket/key) or virtual-hosted (Host: bucket.anything). Keys are
 files below the bucket folders; symlinks out of DIR and `..` are refused.

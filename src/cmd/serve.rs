@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use crate::cli::{exit, Failure, ServeArgs};
 use crate::serve::auth::Keys;
-use crate::serve::link;
 use crate::serve::resolve::Root;
 use crate::serve::stats::Faults;
+use crate::serve::{link, tls};
 use crate::serve::{serve, ServeError, Server};
 
 /// Run the server until SIGINT or SIGTERM.
@@ -41,7 +41,14 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         )
     })?;
     let keys = (!args.anonymous).then_some(keys);
-    let server = Arc::new(Server::new(root, args.region, keys, faults));
+    let mut server = Server::new(root, args.region, keys, faults);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        server.tls = Some(
+            tls::acceptor(cert, key)
+                .map_err(|e| Failure::new(exit::USAGE, format!("serve: {e}")))?,
+        );
+    }
+    let server = Arc::new(server);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ossmount-serve")

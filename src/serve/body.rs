@@ -73,11 +73,19 @@ pub struct ConnShared {
     skip: AtomicU64,
     waker: Mutex<Option<Waker>>,
     aborted: AtomicBool,
+    /// Bytes go through TLS ([`super::tls`]): no `sendfile`.
+    tls: bool,
 }
 
 impl ConnShared {
     pub fn new(stream: TcpStream, server: Arc<Server>) -> Arc<Self> {
+        Self::with_tls(stream, server, false)
+    }
+
+    /// `tls`: the connection is served through [`super::tls`].
+    pub fn with_tls(stream: TcpStream, server: Arc<Server>, tls: bool) -> Arc<Self> {
         Arc::new(ConnShared {
+            tls,
             fd: stream.as_raw_fd(),
             stream,
             server,
@@ -89,7 +97,32 @@ impl ConnShared {
         })
     }
 
-    fn on_flush(&self) {
+    pub(super) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// A reset is armed: no more writes, no graceful shutdown.
+    pub(super) fn is_aborted(&self) -> bool {
+        self.aborted.load(Relaxed)
+    }
+
+    /// `shutdown(SHUT_WR)`; a socket that is already gone counts as shut.
+    pub(super) fn shutdown_write(&self) -> io::Result<()> {
+        // SAFETY: shutdown(2) on our own socket.
+        let rc = unsafe { libc::shutdown(self.fd, libc::SHUT_WR) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOTCONN) {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    }
+
+    /// hyper's buffer is empty: every body byte handed over so far is in the kernel.
+    pub(super) fn on_flush(&self) {
         self.flushes.fetch_add(1, Relaxed);
         let n = self.unflushed.swap(0, Relaxed);
         if n > 0 {
@@ -289,18 +322,7 @@ impl hyper::rt::Write for ConnIo {
         if self.shared.aborted.load(Relaxed) {
             return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
         }
-        // SAFETY: shutdown(2) on our own socket.
-        let rc = unsafe { libc::shutdown(self.shared.fd, libc::SHUT_WR) };
-        if rc == 0 {
-            Poll::Ready(Ok(()))
-        } else {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENOTCONN) {
-                Poll::Ready(Ok(()))
-            } else {
-                Poll::Ready(Err(e))
-            }
-        }
+        Poll::Ready(self.shared.shutdown_write())
     }
 }
 
@@ -412,7 +434,7 @@ impl ObjectBody {
         pacer: Option<BodyPacer>,
         conn: Arc<ConnShared>,
     ) -> Self {
-        let source = if use_sendfile() {
+        let source = if use_sendfile() && !conn.tls {
             Source::Sendfile {
                 file,
                 start,

@@ -73,6 +73,8 @@ pub struct Serve {
     /// `127.0.0.1:PORT`
     pub addr: String,
     pub dir: PathBuf,
+    /// `http` or `https` (serve with `--tls-cert`).
+    pub scheme: &'static str,
 }
 
 impl Serve {
@@ -101,20 +103,27 @@ impl Serve {
             .unwrap();
         let addr = line
             .trim()
-            .rsplit("http://")
+            .rsplit("://")
             .next()
             .filter(|_| line.contains("listening on"))
             .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
             .to_string();
+        let scheme = if line.contains("https://") {
+            "https"
+        } else {
+            "http"
+        };
         Serve {
             child,
             addr,
             dir: dir.to_path_buf(),
+            scheme,
         }
     }
 
+    /// `http://ADDR`, or `https://ADDR` when serve was started with `--tls-cert`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     fn control(&self, method: &str, path: &str, body: &str) -> String {
