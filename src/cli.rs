@@ -195,6 +195,14 @@ pub struct ServeArgs {
     /// Testing aid (needs --testing-aids): stall this fraction (0..1) of response bodies midway.
     #[arg(long)]
     pub fault_stall_rate: Option<f64>,
+    #[command(flatten)]
+    pub link: crate::serve::link::LinkArgs,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The `serve` contract that tests and scripts rely on.
@@ -202,7 +210,7 @@ fn serve_help() -> String {
     format!(
         "\
 Output: the first line on stdout is `ossmount serve: listening on http://ADDR` (use
---listen 127.0.0.1:0 for a free port); logs go to stderr.
+--listen 127.0.0.1:0 for a free port; `https://ADDR` with --tls-cert); logs go to stderr.
 
 Addressing: path style (/bucket/key) or virtual-hosted (Host: bucket.anything). Keys are
 files below the bucket folders; symlinks out of DIR and `..` are refused.
@@ -216,7 +224,11 @@ Testing aids (only with --testing-aids; no signature needed; bind to loopback):
   GET  /_ossmount/faults        current fault settings
   PUT  /_ossmount/faults        replace them, JSON: {{\"reset_after_bytes\": N,
                                 \"rate_503\": 0.1, \"latency_ms\": 50, \"stall_rate\": 0.1,
-                                \"stall_ms\": {DEFAULT_STALL_MS}}} (absent = off; stall_ms defaults to {DEFAULT_STALL_MS})"
+                                \"stall_ms\": {DEFAULT_STALL_MS}, \"latency_jitter_ms\": 5,
+                                \"conn_bytes_per_s\": N, \"total_bytes_per_s\": N,
+                                \"requests_per_s\": N, \"link\": \"oss-like\"}} (absent = off;
+                                stall_ms defaults to {DEFAULT_STALL_MS}; a link profile fills
+                                in the link fields not given)"
     )
 }
 

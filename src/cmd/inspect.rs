@@ -42,7 +42,7 @@ fn open_store(url: &str, args: &StoreArgs) -> Result<(StoreUrl, Arc<dyn ObjectSt
     let usage = |e: ConfigError| Failure::new(exit::USAGE, e.to_string());
     let url = StoreUrl::parse(url).map_err(usage)?;
     let cfg = config::resolve(&url, args, &|name| std::env::var(name).ok()).map_err(usage)?;
-    let store = config::connect(&cfg).map_err(usage)?;
+    let store = config::connect_args(&cfg, args).map_err(usage)?;
     Ok((url, store))
 }
 

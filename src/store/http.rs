@@ -38,6 +38,8 @@
 //!   offset is kept, like the Go SDK's default FeatureCorrectClockSkew.
 //! - **Redirects are not followed**: a redirect would carry signed headers to another host,
 //!   and S3's 301 PermanentRedirect is better surfaced as "wrong region".
+//! - **TLS and proxies**: rustls with the bundled and the system roots plus any CA files
+//!   given; `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` from the environment ([`super::tls`]).
 //! - Credentials and the Authorization header never reach logs: the debug log line has the
 //!   method, URL (which carries no secrets with header auth), status and request id only.
 
@@ -54,6 +56,7 @@ use reqwest::{Method, StatusCode};
 
 use super::config::{Auth, ConfigError, Scheme, StoreConfig};
 use super::limits::{read_capped, LISTING_BODY_CAP};
+use super::tls::Trust;
 use super::xml::{from_xml, ErrorBody, ListBucketResult};
 use super::{sign_oss, sign_s3};
 use super::{ByteStream, ListPage, ListRequest, ObjectMeta, ObjectStore, ServiceError, StoreError};
@@ -114,6 +117,8 @@ pub struct HttpConfig {
     /// Fixed addresses for host names, like `curl --resolve` (the port comes from the URL).
     /// Empty by default; tests use it to reach a local server with virtual-hosted names.
     pub resolve: Vec<(String, std::net::SocketAddr)>,
+    /// CA files trusted on top of the bundled and system roots ([`super::tls`]).
+    pub trust: Trust,
 }
 
 impl Default for HttpConfig {
@@ -128,6 +133,7 @@ impl Default for HttpConfig {
             min_rate: 1 << 10,
             min_rate_window: Duration::from_secs(30),
             resolve: Vec::new(),
+            trust: Trust::default(),
         }
     }
 }
@@ -162,6 +168,9 @@ impl HttpStore {
         let mut builder = reqwest::Client::builder();
         for (host, addr) in &http.resolve {
             builder = builder.resolve(host, *addr);
+        }
+        for cert in http.trust.certificates()? {
+            builder = builder.add_root_certificate(cert);
         }
         let client = builder
             .connect_timeout(http.connect_timeout)
@@ -472,9 +481,19 @@ fn transport_error(e: reqwest::Error, what: &str) -> StoreError {
     }
     if e.is_timeout() {
         StoreError::Timeout(msg)
+    } else if is_certificate_error(&msg) {
+        StoreError::Tls(msg)
     } else {
         StoreError::Network(msg)
     }
+}
+
+/// Whether rustls refused the server's certificate, from the message chain: the rustls
+/// error sits under hyper-util's and reqwest's boxed connector errors, where a downcast does
+/// not reach it, and rustls's messages for these cases are fixed ("invalid peer
+/// certificate: ...", "peer sent no certificates").
+fn is_certificate_error(msg: &str) -> bool {
+    msg.contains("invalid peer certificate") || msg.contains("peer sent no certificates")
 }
 
 async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Option<String> {

@@ -68,6 +68,7 @@ fn apply_one(args: &mut MountArgs, opt: &str) -> Result<(), String> {
         "region" => args.store.region = Some(need(&value)?),
         "no_sign_request" => args.store.no_sign_request = true,
         "path_style" => args.store.path_style = true,
+        "ca_bundle" => args.store.ca_bundle = Some(PathBuf::from(need(&value)?)),
         "cache_dir" => args.cache.cache_dir = Some(PathBuf::from(need(&value)?)),
         "cache_size" => args.cache.cache_size = parse_size(&need(&value)?)?,
         "cache_min_free" => args.cache.cache_min_free = Some(parse_size(&need(&value)?)?),
