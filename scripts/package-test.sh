@@ -36,8 +36,9 @@ fi
 scripts/package.sh
 
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
-DEB=$ROOT/target/package/ossmount_${VERSION}_$(dpkg --print-architecture).deb
-RPM=$ROOT/target/package/ossmount-$VERSION-1.$(uname -m).rpm
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+DEB=$TARGET/package/ossmount_${VERSION}_$(dpkg --print-architecture).deb
+RPM=$TARGET/package/ossmount-$VERSION-1.$(uname -m).rpm
 
 T=$(mktemp -d /tmp/ossmount-pkgtest.XXXXXX)
 SERVE_PID=""
@@ -240,5 +241,5 @@ rpm2archive - < "$RPM" | tar -xz -C "$T/rpmx"
 ok "rpm: payload, Requires fuse3, no config files, its binary runs"
 
 echo "== sizes"
-ls -l "$DEB" "$RPM" "$ROOT/target/dist/ossmount" | awk '{print $5, $NF}'
+ls -l "$DEB" "$RPM" "$TARGET/dist/ossmount" | awk '{print $5, $NF}'
 echo "package-test: all passed"

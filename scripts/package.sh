@@ -2,7 +2,7 @@
 # Build ossmount's Debian and RPM packages into target/package/:
 #
 #   target/package/ossmount_<version>_<debian arch>.deb
-#   target/package/ossmount-<version>-1.<arch>.rpm
+#   target/package/ossmount-<version>-1.<arch>.rpm      ($CARGO_TARGET_DIR/package if set)
 #
 # from a clean checkout, as root or not (building needs no root; installing `rpm` when
 # rpmbuild is missing does). Each holds the `dist` build (fat LTO, stripped) of ossmount in
@@ -29,7 +29,8 @@ FORMATS=${PACKAGE_FORMATS:-deb rpm}
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
 SUMMARY=$(sed -n 's/^description = "\(.*\)"$/\1/p' Cargo.toml | head -1)
 MAINTAINER=${PACKAGE_MAINTAINER:-ossmount maintainers <ossmount@users.noreply.github.com>}
-OUT=$ROOT/target/package
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=$TARGET/package
 WORK=$OUT/work
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
@@ -54,7 +55,7 @@ fi
 
 echo "== cargo build --profile dist (LTO, stripped)"
 cargo build --locked --quiet --profile dist --bin ossmount
-BIN=$ROOT/target/dist/ossmount
+BIN=$TARGET/dist/ossmount
 # The generator runs on the build machine only; the dev build is the one `cargo test` has
 # already made, so in CI this costs nothing.
 echo "== man pages and completions (ossmount-gen)"
@@ -195,4 +196,4 @@ SPEC
     ;;
   esac
 done
-echo "== binary $(stat -c %s "$BIN") bytes (target/dist/ossmount)"
+echo "== binary $(stat -c %s "$BIN") bytes ($BIN)"
