@@ -19,8 +19,12 @@ use crate::fs::tree::FsConfig;
 use crate::serve::stats::DEFAULT_STALL_MS;
 use crate::units::{format_duration, format_size, parse_duration, parse_size};
 
+/// `ossmount --version`: the version and the commit it was built from (`build.rs`), e.g.
+/// `0.1.0 (commit 0123456789ab)`.
+pub const VERSION: &str = env!("OSSMOUNT_LONG_VERSION");
+
 #[derive(Debug, Parser)]
-#[command(name = "ossmount", version, about, long_about = None)]
+#[command(name = "ossmount", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// Log more (debug level). RUST_LOG overrides.
     #[arg(long, global = true)]
