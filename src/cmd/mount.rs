@@ -18,6 +18,7 @@
 //!    ends, and the cache's pending checkpoints are flushed before exit.
 
 mod fstab;
+mod gauges;
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -286,6 +287,11 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
         cache.clone().map_or(DataPath::Uncached, DataPath::Cache),
         fs_config(&args),
     ));
+    gauges::register(&args.url, &args.mountpoint, &tree, cache.as_ref());
+    if let Some(addr) = args.metrics_addr {
+        gauges::listen(&rt, addr)
+            .map_err(|e| Failure::new(exit::LOCAL, format!("--metrics-addr {addr}: {e}")))?;
+    }
     let adapter = Adapter::new(tree, rt.handle().clone(), !args.no_passthrough);
     let notifier = adapter.notifier_slot();
     let (mounted, unmounter) = crate::fs::mount::mount(

@@ -31,6 +31,7 @@ use super::drop_behind::DropBehind;
 use super::error::FsError;
 use super::passthrough::{open_flags, IoModes, OpenAs};
 use super::tree::{Attr, Kind, ReadAnswer, Tree};
+use crate::metrics::{FuseOp, METRICS};
 
 /// FUSE `max_background`: 64 outstanding async requests (reads, readahead) instead of the
 /// kernel's default 12, so a sequential reader keeps the cache's parallel fetches busy.
@@ -76,6 +77,7 @@ macro_rules! refuse {
     ($err:ident: $($op:ident($($arg:ty),* $(,)?) -> $reply:ty;)+) => {
         $(
             fn $op(&self, _req: &Request, $(_: $arg,)* reply: $reply) {
+                let _t = METRICS.fuse(FuseOp::Refused);
                 reply.error(to_errno(&FsError::$err, stringify!($op)));
             }
         )+
@@ -164,9 +166,11 @@ impl Filesystem for Adapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let t = METRICS.fuse(FuseOp::Lookup);
         let core = self.core.clone();
         let name = name.to_owned();
         self.rt.spawn(async move {
+            let _t = t;
             match core.lookup(parent.0, &name).await {
                 Ok(a) => reply.entry(&core.ttl(), &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(to_errno(&e, "lookup")),
@@ -177,12 +181,15 @@ impl Filesystem for Adapter {
     /// `batch_forget` keeps fuser's default, one `forget` per inode: fuser 0.18.0 does not
     /// export `ForgetOne`, the type its `batch_forget` takes, so it cannot be overridden.
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _t = METRICS.fuse(FuseOp::Forget);
         self.core.forget(&[(ino.0, nlookup)]);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let t = METRICS.fuse(FuseOp::Getattr);
         let core = self.core.clone();
         self.rt.spawn(async move {
+            let _t = t;
             match core.getattr(ino.0).await {
                 Ok(a) => reply.attr(&core.ttl(), &file_attr(&a)),
                 Err(e) => reply.error(to_errno(&e, "getattr")),
@@ -191,8 +198,10 @@ impl Filesystem for Adapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let t = METRICS.fuse(FuseOp::Opendir);
         let core = self.core.clone();
         self.rt.spawn(async move {
+            let _t = t;
             match core.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(to_errno(&e, "opendir")),
@@ -208,6 +217,7 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _t = METRICS.fuse(FuseOp::Readdir);
         let result = self
             .core
             .readdir_with(ino.0, fh.0, offset, false, &mut |e| {
@@ -232,6 +242,7 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _t = METRICS.fuse(FuseOp::Readdirplus);
         let ttl = self.core.ttl();
         let result = self.core.readdir_with(ino.0, fh.0, offset, true, &mut |e| {
             let attr = file_attr(&e.attr);
@@ -251,17 +262,20 @@ impl Filesystem for Adapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = METRICS.fuse(FuseOp::Releasedir);
         self.core.releasedir(fh.0);
         reply.ok();
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let t = METRICS.fuse(FuseOp::Open);
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND) != 0;
         let core = self.core.clone();
         let io = self.io.clone();
         let drop_behind = self.drop_behind.clone();
         self.rt.spawn(async move {
+            let _t = t;
             let mut opened = match core.open(ino.0, write).await {
                 Ok(o) => o,
                 Err(e) => return reply.error(to_errno(&e, "open")),
@@ -302,6 +316,7 @@ impl Filesystem for Adapter {
         reply: ReplyData,
     ) {
         tracing::trace!(fh = fh.0, offset, size, "read");
+        let t = METRICS.fuse(FuseOp::Read);
         let answer = |reply: ReplyData, result: Result<Bytes, FsError>| match result {
             Ok(b) => reply.data(&b),
             Err(e) => reply.error(to_errno(&e, "read")),
@@ -309,9 +324,19 @@ impl Filesystem for Adapter {
         // Bytes at hand are answered from this thread; only waiting goes to the runtime.
         let _rt = self.rt.enter();
         match self.core.read_now(fh.0, offset, size) {
-            ReadAnswer::Ready(result) => answer(reply, result),
+            ReadAnswer::Ready(result) => {
+                if result.is_ok() {
+                    METRICS.cache_hits.inc();
+                }
+                answer(reply, result);
+                drop(t);
+            }
             ReadAnswer::Later(rest) => {
-                self.rt.spawn(async move { answer(reply, rest.await) });
+                METRICS.cache_misses.inc();
+                self.rt.spawn(async move {
+                    answer(reply, rest.await);
+                    drop(t);
+                });
             }
         }
         self.drop_behind.on_read(fh.0, offset, size.into(), |ino| {
@@ -329,6 +354,7 @@ impl Filesystem for Adapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = METRICS.fuse(FuseOp::Release);
         self.core.release(fh.0);
         self.drop_behind.untrack(fh.0);
         self.io.lock().release(fh.0);
@@ -343,10 +369,12 @@ impl Filesystem for Adapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _t = METRICS.fuse(FuseOp::Flush);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _t = METRICS.fuse(FuseOp::Statfs);
         let s = self.core.statfs();
         reply.statfs(
             s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -397,6 +425,7 @@ impl Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = METRICS.fuse(FuseOp::Fsync);
         reply.ok();
     }
 
@@ -408,6 +437,7 @@ impl Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = METRICS.fuse(FuseOp::Fsync);
         reply.ok();
     }
 }
