@@ -44,6 +44,34 @@ pub enum Command {
     Ls(LsArgs),
     /// Write an object, or a byte range of it, to stdout.
     Cat(CatArgs),
+    /// List the running mounts of this user: source, mountpoint, pid, uptime, cache, hit
+    /// ratio, requests and errors in the last minute, credentials.
+    Status(StatusArgs),
+    /// Fetch files or directories (recursively) of a running mount into its cache, and
+    /// finalize them, without reading them through the page cache.
+    Warm(WarmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only the mount at this directory.
+    pub mountpoint: Option<PathBuf>,
+    /// One JSON array of mounts, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WarmArgs {
+    /// Files or directories inside a running ossmount mount.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Print what would be fetched, fetch nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// No progress bar even on a terminal (plain progress lines).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

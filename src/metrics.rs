@@ -442,6 +442,21 @@ pub fn register_gauge(
     });
 }
 
+/// Where the credentials come from and when they expire (seconds since the epoch), for
+/// `ossmount status`. The credentials provider sets it at start and on every refresh.
+static CREDENTIALS: Mutex<Option<(String, Option<u64>)>> = Mutex::new(None);
+
+/// Hook for the credentials provider: `source` (e.g. `environment (OSS_ACCESS_KEY_ID)`,
+/// `ECS RAM role myrole`) and the expiry of temporary credentials, when known.
+pub fn set_credentials(source: String, expires_unix: Option<u64>) {
+    *CREDENTIALS.lock() = Some((source, expires_unix));
+}
+
+/// What [`set_credentials`] was last told.
+pub fn credentials() -> Option<(String, Option<u64>)> {
+    CREDENTIALS.lock().clone()
+}
+
 /// Set the labels of `ossmount_info` (version is added).
 pub fn set_info(labels: Vec<(&'static str, String)>) {
     *INFO.lock() = labels;

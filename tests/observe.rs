@@ -251,3 +251,282 @@ fn metrics_are_off_by_default_and_a_busy_port_fails_the_mount() {
     // The same mount without the option is fine.
     let _m = env.mount("plain", &[]);
 }
+
+/// `ossmount status --json`, parsed.
+fn status_json() -> Vec<serde_json::Value> {
+    let out = run(Command::new(common::bin()).args(["status", "--json"]));
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+}
+
+fn status_of(all: &[serde_json::Value], mnt: &Path) -> serde_json::Value {
+    all.iter()
+        .find(|s| s["mountpoint"].as_str() == mnt.to_str())
+        .unwrap_or_else(|| panic!("{} not in status: {all:?}", mnt.display()))
+        .clone()
+}
+
+#[test]
+fn status_lists_each_mount_and_forgets_dead_ones() {
+    const SIZE: u64 = 3 << 20;
+    let env = Env::with_objects(|b| {
+        write_pattern_file(&b.join("p/one.bin"), SIZE, 1);
+        write_pattern_file(&b.join("two.bin"), 1000, 2);
+    });
+    let cache_b = env.tmp.path().join("cache-b");
+    let a = env.mount("a", &["--cache-size", "1GiB"]);
+    let b = env.mount("b", &["-o", &format!("cache_dir={}", cache_b.display())]);
+    let all = status_json();
+    let (sa, sb) = (status_of(&all, &a.dir), status_of(&all, &b.dir));
+    assert_eq!(sa["url"], "oss://bkt");
+    assert_eq!(sa["cache_dir"].as_str(), env.cache.to_str());
+    assert_eq!(sb["cache_dir"].as_str(), cache_b.to_str());
+    assert_eq!(sa["cache_budget_bytes"], 1u64 << 30);
+    assert_ne!(sa["pid"], sb["pid"]);
+    let pid = sa["pid"].as_u64().unwrap();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert!(sa["credentials"]
+        .as_str()
+        .unwrap()
+        .contains("OSS_ACCESS_KEY_ID"));
+    assert!(sa["hit_ratio"].is_null(), "no reads yet");
+    assert_eq!(sa["metrics_addr"], serde_json::Value::Null);
+    assert_eq!(sa["requests_last_minute"], 1, "the up-front listing");
+
+    // A workload on `a` shows on `a` only.
+    let out = env.tmp.path().join("one.bin");
+    run(Command::new("cp").arg(a.dir.join("p/one.bin")).arg(&out));
+    same_file(&out, &env.object("p/one.bin"));
+    let st = env.serve.stats();
+    let all = status_json();
+    let (sa, sb) = (status_of(&all, &a.dir), status_of(&all, &b.dir));
+    assert_eq!(sa["fetched_bytes_total"], SIZE);
+    assert_eq!(sa["errors_last_minute"], 0);
+    // Everything the server saw came from `a`, but `b`'s up-front listing.
+    assert_eq!(sa["requests_total"].as_u64().unwrap(), st.requests - 1);
+    assert_eq!(
+        sa["requests_last_minute"].as_u64().unwrap(),
+        st.requests - 1
+    );
+    assert!(sa["hit_ratio"].as_f64().is_some());
+    assert_eq!(sb["requests_total"], 1);
+
+    // One mount by its mountpoint, for people.
+    let text = run(Command::new(common::bin()).arg("status").arg(&a.dir)).stdout;
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains(a.dir.to_str().unwrap()) && text.contains("oss://bkt"),
+        "{text}"
+    );
+    assert!(!text.contains(b.dir.to_str().unwrap()), "{text}");
+    let not_a_mount = Command::new(common::bin())
+        .arg("status")
+        .arg(env.tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(not_a_mount.status.code(), Some(1));
+
+    // A mount killed with -9 leaves its socket behind; status skips and removes it.
+    let mut c = env.mount_fg(
+        "c",
+        &[
+            "-o",
+            &format!("cache_dir={}", env.tmp.path().join("cache-c").display()),
+        ],
+    );
+    let pid_c = c.child.as_ref().unwrap().id();
+    let sc = status_of(&status_json(), &c.dir);
+    assert_eq!(sc["pid"], pid_c);
+    let sock = common::mount::socket_dir().join(format!("{pid_c}.sock"));
+    assert!(sock.exists(), "{}", sock.display());
+    c.kill_9();
+    let all = status_json();
+    assert!(all.iter().all(|s| s["pid"] != pid_c), "{all:?}");
+    assert!(!sock.exists(), "stale socket removed");
+    // An unmounted mount's process removes its socket as it exits.
+    let b_dir = b.dir.clone();
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status_json()
+        .iter()
+        .any(|s| s["mountpoint"].as_str() == b_dir.to_str())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "unmounted b still listed after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The tree warm tests use: nested directories of small objects and two that span parts.
+fn warm_tree(b: &Path) -> Vec<(String, u64)> {
+    let mut objects = Vec::new();
+    for i in 0..40u64 {
+        let key = format!("tree/d{}/s{}/f{i}.bin", i % 3, i % 2);
+        let len = 1000 + i * 37_000;
+        write_pattern_file(&b.join(&key), len, i + 100);
+        objects.push((key, len));
+    }
+    for (key, len) in [
+        ("tree/big/a.bin", 20u64 << 20),
+        ("tree/big/b.bin", (9 << 20) + 77),
+    ] {
+        write_pattern_file(&b.join(key), len, len);
+        objects.push((key.to_string(), len));
+    }
+    write_pattern_file(&b.join("outside.bin"), 5000, 9);
+    objects
+}
+
+fn warm(args: &[&Path], extra: &[&str]) -> std::process::Output {
+    Command::new(common::bin())
+        .arg("warm")
+        .args(extra)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn warm_fetches_a_tree_into_the_cache_and_the_mount_reads_it_without_the_server() {
+    let mut objects = Vec::new();
+    let env = Env::with_objects(|b| objects = warm_tree(b));
+    let total: u64 = objects.iter().map(|o| o.1).sum();
+    let m = env.mount("mnt", &["--metadata-ttl", "10m"]);
+    let tree = m.dir.join("tree");
+
+    // --dry-run: what it would fetch, and nothing fetched or created.
+    let dry = warm(&[&tree], &["--dry-run"]);
+    assert!(dry.status.success(), "{dry:?}");
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert_eq!(
+        text.matches("would fetch /").count(),
+        objects.len(),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{} objects", objects.len())),
+        "{text}"
+    );
+    assert_eq!(env.serve.stats().bytes_sent, 0);
+    let done_files = || {
+        std::fs::read_dir(&env.cache)
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".done"))
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(done_files(), 0);
+
+    // The warm: every object fetched once, verified and finalized; `outside.bin` not.
+    let out = warm(&[&tree], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains(&format!("warmed {0} of {0} objects", objects.len())),
+        "{text}"
+    );
+    let st = env.serve.stats();
+    assert_eq!(st.bytes_sent, total, "each byte fetched once");
+    assert_eq!(done_files(), objects.len());
+
+    // Resumable: again fetches nothing (a HEAD per object, no GET).
+    env.serve.reset_stats();
+    let again = warm(&[&tree, &tree.join("big/a.bin")], &[]);
+    assert!(again.status.success(), "{again:?}");
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        text.contains(&format!("{} cached already", objects.len())),
+        "{text}"
+    );
+    assert!(text.contains("fetched 0 B"), "{text}");
+    let st = env.serve.stats();
+    assert_eq!((st.bytes_sent, st.get_requests), (0, 0));
+
+    // The names are listed once (lookups need them), then the server goes: every warmed
+    // file reads back whole from the cache.
+    run(Command::new("ls").arg("-lR").arg(&tree));
+    let mut env = env;
+    env.serve.child.kill().unwrap();
+    env.serve.child.wait().unwrap();
+    for (key, _) in &objects {
+        same_file(&m.dir.join(key), &env.object(key));
+    }
+}
+
+#[test]
+fn warm_stops_at_the_cache_budget_and_resumes_after_an_interruption() {
+    let mut objects = Vec::new();
+    let env = Env::with_objects(|b| objects = warm_tree(b));
+    let total: u64 = objects.iter().map(|o| o.1).sum();
+    // A budget that holds the small objects but not both large ones.
+    let small = env.mount(
+        "small",
+        &[
+            "-o",
+            &format!("cache_dir={}", env.tmp.path().join("c1").display()),
+            "--cache-size",
+            "45MiB",
+        ],
+    );
+    let out = warm(&[&small.dir.join("tree")], &[]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cache budget"), "{err}");
+    drop(small);
+
+    // Interrupted (the client killed while parts are on their way), then run again: no
+    // byte is fetched twice.
+    env.serve.reset_stats();
+    env.serve.set_faults(&common::Faults {
+        latency_ms: Some(150),
+        ..Default::default()
+    });
+    let m = env.mount("mnt", &[]);
+    let mut child = Command::new(common::bin())
+        .arg("warm")
+        .arg(m.dir.join("tree"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let done_files = || {
+        std::fs::read_dir(&env.cache).map_or(0, |d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".done"))
+            })
+            .count()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while done_files() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "warm finished no object within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    env.serve.set_faults(&common::Faults::default());
+    let out = warm(&[&m.dir.join("tree")], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cached: usize = text
+        .split("; ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no plan line: {text}"));
+    assert!(
+        (3..objects.len()).contains(&cached),
+        "the first run finished some, not all: {text}"
+    );
+    // Parts that were in flight when the client went away still land and are recorded.
+    assert_eq!(env.serve.stats().bytes_sent, total, "{text}");
+}
