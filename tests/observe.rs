@@ -534,3 +534,44 @@ fn warm_stops_at_the_cache_budget_and_resumes_after_an_interruption() {
     // Parts that were in flight when the client went away still land and are recorded.
     assert_eq!(env.serve.stats().bytes_sent, total, "{text}");
 }
+
+#[test]
+fn metrics_count_throttling_and_retries_as_the_server_saw_them() {
+    const SIZE: u64 = 64 << 20;
+    let env = Env::with_objects(|b| write_pattern_file(&b.join("f.bin"), SIZE, 33));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let m = env.mount("mnt", &["--metrics-addr", &addr]);
+    // One 503 SlowDown in four requests, and every body reset after 2 MiB: some 35
+    // requests, so no 503 at all is a 1-in-20,000 event.
+    env.serve.set_faults(&common::Faults {
+        rate_503: Some(0.25),
+        reset_after_bytes: Some(2 << 20),
+        ..Default::default()
+    });
+    let out = env.tmp.path().join("f.bin");
+    run(Command::new("cp").arg(m.dir.join("f.bin")).arg(&out));
+    same_file(&out, &env.object("f.bin"));
+    let s = scrape_until(&addr, "nothing in flight", |s| {
+        s.sum("ossmount_parts_in_flight", &[]) == 0.0
+    });
+    let st = env.serve.stats();
+    assert!(st.status_503 > 0 && st.resets > 0, "{st:?}");
+    let n503 = st.status_503 as f64;
+    assert_eq!(s.sum("ossmount_store_throttled_total", &[]), n503);
+    assert_eq!(
+        s.sum("ossmount_store_requests_total", &[("status", "503")]),
+        n503
+    );
+    // Every 503 was retried (with eight attempts, giving up is a 1-in-65,000 event per
+    // request), every reset body resumed where it broke.
+    assert_eq!(
+        s.sum("ossmount_store_retries_total", &[("reason", "throttled")]),
+        n503
+    );
+    let net = s.sum("ossmount_store_retries_total", &[("reason", "network")]);
+    assert!(net > 0.0 && net <= st.resets as f64, "{net} vs {st:?}");
+    assert_eq!(
+        s.sum("ossmount_store_requests_total", &[]),
+        st.requests as f64
+    );
+}
