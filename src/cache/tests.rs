@@ -68,3 +68,39 @@ fn the_default_directory_follows_xdg_then_home_then_var_cache() {
         );
     }
 }
+
+#[test]
+fn cached_bytes_reads_what_the_checkpoints_say_without_opening_the_entry() {
+    use crate::store::memory::MemoryStore;
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..(3 * PS + 1000) as u32)
+        .map(|i| (i % 253) as u8)
+        .collect();
+    let meta = MemoryStore::new().put("k", data.clone());
+    let id = Identity::of(NS, &meta);
+    let cache = PartCache::open(cfg(dir.path()), NS.into()).unwrap();
+    assert_eq!(admin::cached_bytes(dir.path(), &id), 0, "absent");
+    let e = cache.open_entry(&meta).unwrap();
+    // Parts 1 and 3 (the short last one) written and recorded.
+    for i in [1usize, 3] {
+        let r = e.part_range(i);
+        let bytes = &data[r.start as usize..r.end as usize];
+        e.write_part(r.start, bytes).unwrap();
+        e.complete_part(i, crate::crc64::checksum(bytes));
+    }
+    e.flush().unwrap();
+    assert_eq!(admin::cached_bytes(dir.path(), &id), PS + 1000);
+    // Another version of the key holds nothing of this one.
+    let mut other = id.clone();
+    other.etag = "\"other\"".into();
+    assert_eq!(admin::cached_bytes(dir.path(), &other), 0);
+    for i in [0usize, 2] {
+        let r = e.part_range(i);
+        let bytes = &data[r.start as usize..r.end as usize];
+        e.write_part(r.start, bytes).unwrap();
+        e.complete_part(i, crate::crc64::checksum(bytes));
+    }
+    cache.finalize_entry(&e);
+    assert!(e.is_finalized());
+    assert_eq!(admin::cached_bytes(dir.path(), &id), meta.size);
+}
