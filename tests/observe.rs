@@ -481,6 +481,24 @@ fn warm_stops_at_the_cache_budget_and_resumes_after_an_interruption() {
     assert_eq!(out.status.code(), Some(5), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cache budget"), "{err}");
+    // What it warmed before it stopped is all still there, and within the budget.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let warmed: usize = text
+        .split("warmed ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary: {text}"));
+    assert!((1..objects.len()).contains(&warmed), "{text}");
+    let c1 = env.tmp.path().join("c1");
+    let done: Vec<u64> = std::fs::read_dir(&c1)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".done"))
+        .map(|e| e.metadata().unwrap().len())
+        .collect();
+    assert_eq!(done.len(), warmed, "{text}");
+    assert!(done.iter().sum::<u64>() <= 45 << 20);
     drop(small);
 
     // Interrupted (the client killed while parts are on their way), then run again: no
@@ -574,4 +592,8 @@ fn metrics_count_throttling_and_retries_as_the_server_saw_them() {
         s.sum("ossmount_store_requests_total", &[]),
         st.requests as f64
     );
+    // `status` counts the 503s as errors of the last minute; a reset body had its answer.
+    let sm = status_of(&status_json(), &m.dir);
+    assert_eq!(sm["errors_last_minute"], st.status_503, "{sm}");
+    assert_eq!(sm["requests_last_minute"], st.requests, "{sm}");
 }
