@@ -212,9 +212,23 @@ pub fn mounts() -> Vec<(PathBuf, std::io::Result<Status>)> {
         })
         .collect();
     found.sort();
+    // Asked all at once: one mount that is slow to answer delays the listing by
+    // STATUS_TIMEOUT, not by that times the mounts behind it.
+    let answers: Vec<std::io::Result<Status>> = std::thread::scope(|s| {
+        let asks: Vec<_> = found
+            .iter()
+            .map(|(_, path)| s.spawn(move || status_of(path)))
+            .collect();
+        asks.into_iter()
+            .map(|a| {
+                a.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("panicked")))
+            })
+            .collect()
+    });
     let mut out = Vec::new();
-    for (pid, path) in found {
-        match status_of(&path) {
+    for ((pid, path), answer) in found.into_iter().zip(answers) {
+        match answer {
             Ok(s) => out.push((path, Ok(s))),
             // Nobody listens (refused), or the pid is gone: a mount killed before it
             // could clean up.
