@@ -395,6 +395,13 @@ fn warm_fetches_a_tree_into_the_cache_and_the_mount_reads_it_without_the_server(
     let m = env.mount("mnt", &["--metadata-ttl", "10m"]);
     let tree = m.dir.join("tree");
 
+    // A path outside every mount is a usage error.
+    let outside = warm(&[env.tmp.path()], &[]);
+    assert_eq!(outside.status.code(), Some(2), "{outside:?}");
+    assert!(
+        String::from_utf8_lossy(&outside.stderr).contains("not inside a running ossmount mount")
+    );
+
     // --dry-run: what it would fetch, and nothing fetched or created.
     let dry = warm(&[&tree], &["--dry-run"]);
     assert!(dry.status.success(), "{dry:?}");
