@@ -104,3 +104,36 @@ fn cached_bytes_reads_what_the_checkpoints_say_without_opening_the_entry() {
     assert!(e.is_finalized());
     assert_eq!(admin::cached_bytes(dir.path(), &id), meta.size);
 }
+
+#[test]
+fn evictions_and_finalizations_are_counted() {
+    use crate::metrics::METRICS;
+    use crate::store::memory::MemoryStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryStore::new();
+    let a = store.put("a", vec![1u8; PS as usize]);
+    let b = store.put("b", vec![2u8; PS as usize]);
+    let cache = PartCache::open(
+        CacheConfig {
+            max_bytes: PS + PS / 2,
+            ..cfg(dir.path())
+        },
+        NS.into(),
+    )
+    .unwrap();
+    let (evicted, finalized) = (METRICS.evictions.get(), METRICS.finalizations.get());
+    let ea = cache.open_entry(&a).unwrap();
+    assert!(cache.reserve(&ea, PS));
+    let bytes = vec![1u8; PS as usize];
+    ea.write_part(0, &bytes).unwrap();
+    ea.complete_part(0, crate::crc64::checksum(&bytes));
+    cache.finalize_entry(&ea);
+    assert!(ea.is_finalized());
+    drop(ea);
+    // `b` needs the room `a` holds, and nobody uses `a`.
+    let eb = cache.open_entry(&b).unwrap();
+    assert!(cache.reserve(&eb, PS));
+    // Other tests share the process's counters: at least ours.
+    assert!(METRICS.evictions.get() > evicted);
+    assert!(METRICS.finalizations.get() > finalized);
+}
