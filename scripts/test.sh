@@ -15,6 +15,7 @@ need_apt=()
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 command -v rsync >/dev/null || need_apt+=(rsync)
 command -v cmp >/dev/null || need_apt+=(diffutils)
+command -v curl >/dev/null || need_apt+=(curl) # tests/link.rs, tests/tls.rs
 { command -v fincore && command -v findmnt; } >/dev/null || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
