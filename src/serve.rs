@@ -24,7 +24,8 @@
 //! [`link`] (an emulated object-store link: latency, rates, request quota),
 //! [`tls`] (HTTPS with `--tls-cert`/`--tls-key`), [`error`] (the XML error format).
 //!
-//! Testing aids, unauthenticated by design (bind to loopback): `GET /_ossmount/stats`,
+//! Testing aids, only with `--testing-aids` and unauthenticated by design (bind to
+//! loopback; a warning says so otherwise): `GET /_ossmount/stats`,
 //! `POST /_ossmount/stats/reset`, `GET|PUT /_ossmount/faults` (JSON, see
 //! [`stats::Faults`]). They never count in the stats and never see injected faults. The
 //! first line on stdout is `ossmount serve: listening on http://ADDR` (`https://` with
@@ -75,6 +76,9 @@ pub struct Server {
     pub identities: Identities,
     /// Recent listings, shared by the pages of one ([`list::Listings`]).
     pub listings: list::Listings,
+    /// `--testing-aids`: the `/_ossmount/` control endpoints answer. Off, such paths are
+    /// ordinary (signed) requests for a bucket that cannot exist.
+    pub testing_aids: bool,
     /// The emulated link's shared clocks ([`link`]).
     pub link: link::LinkState,
     /// `Some`: HTTPS only ([`tls`]).
@@ -94,6 +98,7 @@ impl Server {
             faults: RwLock::new(faults),
             identities: Identities::default(),
             listings: list::Listings::default(),
+            testing_aids: false,
             link: link::LinkState::default(),
             tls: None,
             request_seq: AtomicU64::new(0),
@@ -102,6 +107,14 @@ impl Server {
                 .unwrap_or_default()
                 .as_secs(),
         }
+    }
+}
+
+impl Server {
+    /// Answer the `/_ossmount/` control endpoints (off by default).
+    pub fn with_testing_aids(mut self, on: bool) -> Self {
+        self.testing_aids = on;
+        self
     }
 }
 
@@ -260,7 +273,10 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
-    if let Some(rest) = path.strip_prefix("/_ossmount/") {
+    if let Some(rest) = path
+        .strip_prefix("/_ossmount/")
+        .filter(|_| server.testing_aids)
+    {
         let rest = rest.to_string();
         return control(&server, req, &rest).await;
     }
@@ -644,7 +660,12 @@ async fn control(server: &Server, req: Request<Incoming>, rest: &str) -> Respons
             serde_json::to_string(&*server.faults.read()).expect("plain struct"),
         ),
         (&Method::PUT, "faults") => {
-            let body = match req.into_body().collect().await {
+            // A faults document is a few hundred bytes; 64 KiB bounds what a client can
+            // make the server hold.
+            let body = match http_body_util::Limited::new(req.into_body(), 64 << 10)
+                .collect()
+                .await
+            {
                 Ok(b) => b.to_bytes(),
                 Err(e) => return json(StatusCode::BAD_REQUEST, format!("{{\"error\":{:?}}}", e.to_string())),
             };

@@ -14,6 +14,7 @@ pub mod config;
 pub mod credentials;
 pub mod endpoint;
 pub mod http;
+pub mod limits;
 #[cfg(test)]
 pub mod memory;
 pub mod retry;

@@ -64,7 +64,7 @@ fn failure(e: DownloadError) -> Failure {
     let code = match &e {
         DownloadError::Store { .. } | DownloadError::Changed { .. } => exit::STORE,
         DownloadError::Mismatch { .. } => exit::VERIFY,
-        DownloadError::Local { .. } => exit::LOCAL,
+        DownloadError::Local { .. } | DownloadError::Busy { .. } => exit::LOCAL,
         DownloadError::Interrupted { .. } => 130,
         DownloadError::Task(_) => exit::GENERIC,
     };

@@ -28,11 +28,36 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         stall_rate: args.fault_stall_rate,
         ..Faults::default()
     };
+    faults
+        .validate()
+        .map_err(|m| Failure::new(exit::USAGE, format!("serve: {m}")))?;
     args.link.apply(&mut faults);
     let faults =
         link::resolve(faults).map_err(|m| Failure::new(exit::USAGE, format!("serve: {m}")))?;
+    if !args.testing_aids && faults != Faults::default() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "serve: the --fault-* and --link* flags are testing aids: add --testing-aids",
+        ));
+    }
     if faults != Faults::default() {
         tracing::info!("faults and link: {faults:?}");
+    }
+    let loopback = args.listen.ip().is_loopback();
+    if args.anonymous && !loopback {
+        tracing::warn!(
+            "serve: --anonymous on {}, a non-loopback address: anyone who can reach it can \
+             read every bucket under {}",
+            args.listen,
+            args.dir.display()
+        );
+    }
+    if args.testing_aids && !loopback {
+        tracing::warn!(
+            "serve: --testing-aids on {}, a non-loopback address: anyone who can reach it can \
+             change the faults and read the counters without a signature",
+            args.listen
+        );
     }
     let root = Root::new(&args.dir).map_err(|e| {
         Failure::new(
@@ -41,7 +66,8 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         )
     })?;
     let keys = (!args.anonymous).then_some(keys);
-    let mut server = Server::new(root, args.region, keys, faults);
+    let mut server =
+        Server::new(root, args.region, keys, faults).with_testing_aids(args.testing_aids);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         server.tls = Some(
             tls::acceptor(cert, key)

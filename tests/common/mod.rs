@@ -1,7 +1,8 @@
 //! Shared helpers for integration tests: a real `ossmount serve` process on a free
 //! loopback port, its counters and its fault switches.
 //!
-//! The contract with `ossmount serve` (documented in its `--help` and the README):
+//! The contract with `ossmount serve` (documented in its `--help` and the README), with
+//! `--testing-aids`, which every server started here gets:
 //! - it prints `ossmount serve: listening on http://ADDR` as the first line on stdout;
 //! - `GET /_ossmount/stats` returns JSON counters (see [`Stats`]);
 //! - `POST /_ossmount/stats/reset` zeroes them;
@@ -84,6 +85,15 @@ impl Serve {
     }
 
     pub fn start_with(dir: &Path, extra_args: &[&str]) -> Self {
+        Self::spawn(dir, &[&["--testing-aids"], extra_args].concat())
+    }
+
+    /// A server as users run it: no testing aids (no stats, no faults).
+    pub fn start_without_aids(dir: &Path, extra_args: &[&str]) -> Self {
+        Self::spawn(dir, extra_args)
+    }
+
+    fn spawn(dir: &Path, extra_args: &[&str]) -> Self {
         let mut child = Command::new(bin())
             .arg("serve")
             .arg(dir)
