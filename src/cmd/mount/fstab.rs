@@ -126,7 +126,7 @@ mod tests {
             "oss://b/p/",
             "/mnt",
             "-o",
-            "ro,_netdev,nofail,x-systemd.automount,allow_other,uid=1000,gid=100,file_mode=0640,cache_dir=/var/cache/o\\,x,cache_size=10GiB,metadata_ttl=5m,request_deadline=90s,endpoint=http://127.0.0.1:9000,metrics_addr=9100",
+            "ro,_netdev,nofail,x-systemd.automount,allow_other,uid=1000,gid=100,file_mode=0640,cache_dir=/var/cache/o\\,x,cache_size=10GiB,metadata_ttl=5m,request_deadline=90s,endpoint=http://127.0.0.1:9000,metrics_addr=9100,ca_bundle=/etc/ossmount/ca.pem",
         ])
         .unwrap();
         assert!(m.allow_other);
@@ -139,6 +139,10 @@ mod tests {
         assert_eq!(m.request_deadline, std::time::Duration::from_secs(90));
         assert_eq!(m.store.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
         assert_eq!(m.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(
+            m.store.ca_bundle.as_deref(),
+            Some(std::path::Path::new("/etc/ossmount/ca.pem"))
+        );
     }
 
     #[test]
