@@ -328,8 +328,8 @@ fn connect(
     args: &MountArgs,
     url: &StoreUrl,
 ) -> Result<(StoreConfig, Arc<dyn ObjectStore>), Failure> {
-    let env = |k: &str| std::env::var(k).ok();
-    let cfg = config::resolve(url, &args.store, &env).map_err(|e| usage(e.to_string()))?;
+    let sys = Arc::new(crate::store::credentials::RealSystem);
+    let cfg = config::resolve(url, &args.store, sys).map_err(|e| usage(e.to_string()))?;
     let store = config::connect(&cfg).map_err(|e| usage(e.to_string()))?;
     Ok((cfg, store))
 }

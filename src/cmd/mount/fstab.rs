@@ -68,6 +68,14 @@ fn apply_one(args: &mut MountArgs, opt: &str) -> Result<(), String> {
         "region" => args.store.region = Some(need(&value)?),
         "no_sign_request" => args.store.no_sign_request = true,
         "path_style" => args.store.path_style = true,
+        "profile" => args.store.profile = Some(need(&value)?),
+        "ram_role" => args.store.ram_role = Some(need(&value)?),
+        "credential_process" => args.store.credential_process = Some(need(&value)?),
+        "credential_process_timeout" => {
+            args.store.credential_process_timeout = parse_duration(&need(&value)?)?
+        }
+        "metadata_endpoint" => args.store.metadata_endpoint = Some(need(&value)?),
+        "sts_endpoint" => args.store.sts_endpoint = Some(need(&value)?),
         "cache_dir" => args.cache.cache_dir = Some(PathBuf::from(need(&value)?)),
         "cache_size" => args.cache.cache_size = parse_size(&need(&value)?)?,
         "cache_min_free" => args.cache.cache_min_free = Some(parse_size(&need(&value)?)?),
