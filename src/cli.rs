@@ -17,6 +17,7 @@ use crate::cache::CacheConfig;
 use crate::config::StoreArgs;
 use crate::fs::tree::FsConfig;
 use crate::serve::stats::DEFAULT_STALL_MS;
+use crate::serve::sts::AidConfig;
 use crate::units::{format_duration, format_size, parse_duration, parse_size};
 
 #[derive(Debug, Parser)]
@@ -184,6 +185,31 @@ pub struct ServeArgs {
     /// Testing aid: stall this fraction (0..1) of response bodies midway.
     #[arg(long)]
     pub fault_stall_rate: Option<f64>,
+    #[command(flatten)]
+    pub credential_aids: CredentialAidArgs,
+}
+
+/// `serve`'s credential testing aids: a fake ECS metadata service and a fake STS issuing
+/// temporary credentials that the object listener then accepts until they expire.
+#[derive(Debug, Args)]
+pub struct CredentialAidArgs {
+    /// Testing aid: serve a fake ECS metadata service (RAM role credentials) on this
+    /// address (use 127.0.0.1:0; the address is printed on stdout after the first line).
+    #[arg(long, value_name = "ADDR")]
+    pub metadata_listen: Option<SocketAddr>,
+    /// Testing aid: serve a fake STS (AssumeRole, AssumeRoleWithOIDC) on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub sts_listen: Option<SocketAddr>,
+    /// Testing aid: lifetime of the temporary credentials the aids issue.
+    #[arg(long, value_parser = parse_duration,
+          default_value = format_duration(AidConfig::default().lifetime))]
+    pub credential_lifetime: Duration,
+    /// Testing aid: the RAM role name the fake metadata service reports.
+    #[arg(long, value_name = "NAME", default_value_t = AidConfig::default().role)]
+    pub metadata_role: String,
+    /// Testing aid: the fake metadata service refuses requests without a token.
+    #[arg(long)]
+    pub metadata_require_token: bool,
 }
 
 /// The `serve` contract that tests and scripts rely on.
@@ -205,7 +231,20 @@ Testing aids (no signature needed; bind to loopback):
   GET  /_ossmount/faults        current fault settings
   PUT  /_ossmount/faults        replace them, JSON: {{\"reset_after_bytes\": N,
                                 \"rate_503\": 0.1, \"latency_ms\": 50, \"stall_rate\": 0.1,
-                                \"stall_ms\": {DEFAULT_STALL_MS}}} (absent = off; stall_ms defaults to {DEFAULT_STALL_MS})"
+                                \"stall_ms\": {DEFAULT_STALL_MS}}} (absent = off; stall_ms defaults to {DEFAULT_STALL_MS})
+
+Credential aids (--metadata-listen ADDR, --sts-listen ADDR; docs/credentials.md): each
+address serves a fake ECS metadata service (PUT /latest/api/token, GET
+/latest/meta-data/ram/security-credentials/[ROLE]) and a fake STS (POST /?Action=AssumeRole
+or AssumeRoleWithOIDC, JSON). Their credentials live --credential-lifetime and are then
+refused by the object listener with SecurityTokenExpired (OSS) or ExpiredToken (S3). Their
+lines on stdout, after the first: `ossmount serve: metadata service on http://ADDR` and
+`ossmount serve: sts on http://ADDR`. On those addresses:
+  GET  /_ossmount/credentials          JSON counters (issued, metadata_credentials,
+                                       assume_role, assume_role_oidc, refused_expired,
+                                       refused_invalid, accepted, revoked, oidc_tokens_sha256)
+  POST /_ossmount/credentials/revoke   revoke every token issued so far
+  PUT  /_ossmount/credentials/faults   {{\"status\": 500}} or {{\"malformed\": true}}; {{}} clears"
     )
 }
 

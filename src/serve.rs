@@ -34,9 +34,11 @@ pub mod body;
 pub mod error;
 pub mod identity;
 pub mod list;
+pub mod metadata;
 pub mod object;
 pub mod resolve;
 pub mod stats;
+pub mod sts;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -111,8 +113,12 @@ pub enum ServeError {
 }
 
 /// Accept connections on `addr` until SIGINT or SIGTERM; the first line on stdout names the
-/// bound address.
-pub async fn serve(server: Arc<Server>, addr: SocketAddr) -> Result<(), ServeError> {
+/// bound address, `announce` lines follow it (the testing aids' addresses).
+pub async fn serve(
+    server: Arc<Server>,
+    addr: SocketAddr,
+    announce: &[String],
+) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Listen { addr, source })?;
@@ -121,6 +127,9 @@ pub async fn serve(server: Arc<Server>, addr: SocketAddr) -> Result<(), ServeErr
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "ossmount serve: listening on http://{local}");
+        for line in announce {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = out.flush();
     }
     tracing::info!(

@@ -156,8 +156,7 @@ impl CredentialHolder {
                 return Err(e);
             }
         };
-        tracing::info!(
-            source = %source,
+        tracing::debug!(
             key_id = %key_id_tail(&issued.credentials.access_key_id),
             expires = %issued.expires.map(format_time).unwrap_or_else(|| "never".into()),
             "credentials from {source}"

@@ -227,7 +227,10 @@ mod tests {
             !text.contains("SECRET-VALUE") && !text.contains("TOKEN-VALUE"),
             "{text}"
         );
-        assert!(!format!("{issued:?}").contains("NUgYrLnoC37mZZCNnAbez2"), "{text}");
+        assert!(
+            !format!("{issued:?}").contains("NUgYrLnoC37mZZCNnAbez2"),
+            "{text}"
+        );
         assert!(
             text.contains("...bez2") && text.contains("2026-12-02T10:00:00Z"),
             "{text}"
