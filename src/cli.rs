@@ -45,6 +45,26 @@ pub enum Command {
     Ls(LsArgs),
     /// Write an object, or a byte range of it, to stdout.
     Cat(CatArgs),
+    /// Credentials: which source the chain picks, and whether it works.
+    Auth(AuthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    #[command(subcommand)]
+    pub command: AuthCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Print the credential source used for URL, the key id's last four characters and the
+    /// expiry, then make one signed request (a one-key listing) to prove they work.
+    Check {
+        /// `oss://bucket[/prefix]` or `s3://bucket[/prefix]`.
+        url: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Args)]
