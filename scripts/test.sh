@@ -21,9 +21,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-if ! python3 -c "import alibabacloud_oss_v2, boto3" 2>/dev/null; then
-  echo "== installing the OSS Python SDK and boto3 (for the interop cross-checks)"
-  python3 -m pip install -q alibabacloud-oss-v2 boto3
+if ! python3 -c "import alibabacloud_oss_v2, boto3, alibabacloud_credentials" 2>/dev/null; then
+  echo "== installing the OSS Python SDK, boto3 and alibabacloud-credentials (for the interop cross-checks)"
+  python3 -m pip install -q alibabacloud-oss-v2 boto3 alibabacloud-credentials
 fi
 [ -e /dev/fuse ] || { echo "error: /dev/fuse is missing; FUSE tests cannot run" >&2; exit 1; }
 
