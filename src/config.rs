@@ -385,6 +385,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("--region is required"), "{e}");
+        let e = resolve(
+            "oss://bkt",
+            args(
+                Some("cn-hangzhou-j-internal.oss-data-acc.aliyuncs.com"),
+                None,
+            ),
+            OSS_ENV,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("--region is required") && e.contains("accelerator"),
+            "{e}"
+        );
         let c = resolve(
             "oss://bkt",
             args(Some("oss-accelerate.aliyuncs.com"), Some("cn-hangzhou")),
