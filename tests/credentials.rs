@@ -10,6 +10,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -242,11 +243,12 @@ fn mount_with_20s_metadata_credentials_reads_for_two_minutes() {
     let aids = Aids::start("20s", |b| write_pattern_file(&b.join("big.bin"), size, 7));
     let expected = std::fs::read(aids.object("big.bin")).unwrap();
     // The default chain, the metadata service found through OSSMOUNT_METADATA_ENDPOINT;
-    // --no-cache --direct-io so that every read is a signed request to the store.
+    // --no-cache so that every read (the page cache dropped before each) is a signed
+    // request to the store.
     let md = format!("http://{}", aids.metadata);
     let m = aids.mount_fg(
         "refresh",
-        &["--no-cache", "--direct-io"],
+        &["--no-cache"],
         &[("OSSMOUNT_METADATA_ENDPOINT", &md)],
     );
     let start_stats = aids.aid_stats();
@@ -258,6 +260,12 @@ fn mount_with_20s_metadata_credentials_reads_for_two_minutes() {
     let mut last_window = (Instant::now(), n(&start_stats, "accepted"));
     while started.elapsed() < Duration::from_secs(130) {
         let off = (reads * 7_919 * 65_536) % (size - MIB);
+        // Drop the kernel's copy, so that every read is a request signed with the
+        // credentials of the moment (--no-cache keeps none of its own).
+        // SAFETY: fadvise on an open descriptor.
+        unsafe {
+            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
         match f.read_exact_at(&mut buf, off) {
             Ok(()) if buf[..] == expected[off as usize..(off + MIB) as usize] => {}
             Ok(()) => {
@@ -270,6 +278,8 @@ fn mount_with_20s_metadata_credentials_reads_for_two_minutes() {
             }
         }
         reads += 1;
+        // Pace the reader: about 20 requests a second is plenty to cover every moment.
+        std::thread::sleep(Duration::from_millis(40));
         if last_window.0.elapsed() > Duration::from_secs(10) {
             let accepted = n(&aids.aid_stats(), "accepted");
             windows.push(accepted - last_window.1);
@@ -342,10 +352,11 @@ fn revoked_token_mid_cp_refreshes_retries_and_copies_identical_bytes() {
     assert!(sent_at_revoke < size, "revoked after the copy was done");
     assert!(n(&st, "refused_invalid") >= 1, "{st}");
     assert!(n(&st, "metadata_credentials") >= 2, "{st}");
+    let log = aids.log("revoke");
+    assert!(log.contains("refreshing the credentials"), "{log}");
     assert!(
-        aids.log("revoke").contains("refreshing the credentials"),
-        "{}",
-        aids.log("revoke")
+        !log.contains("CAIS") && !log.contains("STS."),
+        "a secret reached the log"
     );
 }
 
@@ -610,5 +621,68 @@ fn ram_role_arn_profile_process_and_auth_check() {
     assert!(
         !text.contains("STS.") && !text.contains("CAIS"),
         "no key id or token: {text}"
+    );
+}
+
+/// The metadata service fails: the mount keeps its credentials while they last, then reads
+/// fail with EACCES and one clear log line, and work again by themselves once the service
+/// is back, without a remount. Secrets never reach the (debug) log.
+#[test]
+fn expired_credentials_fail_reads_clearly_then_recover() {
+    let aids = Aids::start("20s", |b| std::fs::write(b.join("f.txt"), "hello").unwrap());
+    let md = format!("http://{}", aids.metadata);
+    let m = aids.mount_fg(
+        "expiry",
+        &[
+            "--no-cache",
+            "--ram-role",
+            "ossmount-serve-role",
+            "--metadata-endpoint",
+            &md,
+        ],
+        &[],
+    );
+    let path = m.dir.join("f.txt");
+    let read = || -> std::io::Result<Vec<u8>> {
+        let f = std::fs::File::open(&path)?;
+        // SAFETY: fadvise on an open descriptor.
+        unsafe {
+            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+        let mut b = vec![0u8; 5];
+        f.read_exact_at(&mut b, 0)?;
+        Ok(b)
+    };
+    assert_eq!(read().unwrap(), b"hello");
+    aids.aid_faults("{\"status\": 500}");
+    // Until the credentials expire, reads go on.
+    assert_eq!(read().unwrap(), b"hello");
+    wait_for(
+        "reads refused once the credentials expired",
+        Duration::from_secs(60),
+        || matches!(read(), Err(e) if e.raw_os_error() == Some(libc::EACCES)),
+    );
+    wait_for("the expiry logged", Duration::from_secs(30), || {
+        aids.log("expiry").contains("expired at")
+    });
+    aids.aid_faults("{}");
+    wait_for("reads work again", Duration::from_secs(60), || {
+        read().is_ok_and(|b| b == b"hello")
+    });
+    let log = aids.log("expiry");
+    assert!(
+        log.contains("refreshing credentials from ECS RAM role"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("requests are refused until a refresh succeeds")
+            .count(),
+        1,
+        "one expiry line: {log}"
+    );
+    assert!(!log.contains("CAIS"), "a session token reached the log");
+    assert!(
+        !log.contains("STS."),
+        "a full temporary key id reached the log"
     );
 }
