@@ -18,10 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::store::config::{invalid, Auth, ConfigError, Scheme, StoreConfig};
-use crate::store::credentials::{self, process, ChainOptions, System};
+use crate::store::credentials::{self, process, ChainOptions, Env, System};
 use crate::store::endpoint::{self, Given};
 use crate::store::http::{HttpConfig, HttpStore};
 use crate::store::retry::{RetryConfig, RetryingStore};
+use crate::store::tls::Trust;
 use crate::store::ObjectStore;
 use crate::units::{format_duration, parse_duration};
 
@@ -64,6 +65,10 @@ pub struct StoreArgs {
     /// ALIBABA_CLOUD_STS_REGION and ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED).
     #[arg(long, value_name = "URL", env = "OSSMOUNT_STS_ENDPOINT")]
     pub sts_endpoint: Option<String>,
+    /// Also trust the CA certificates in this PEM file for HTTPS (on top of the bundled
+    /// roots, the system store and AWS_CA_BUNDLE; docs/mount.md, "HTTPS").
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
 impl StoreArgs {
@@ -77,6 +82,15 @@ impl StoreArgs {
             metadata_endpoint: self.metadata_endpoint.clone(),
             sts_endpoint: self.sts_endpoint.clone(),
             ..Default::default()
+        }
+    }
+
+    /// The HTTP client's settings for these options; `env` reads the environment
+    /// (`AWS_CA_BUNDLE`, `SSL_CERT_FILE`).
+    pub fn http_config(&self, env: &Env<'_>) -> HttpConfig {
+        HttpConfig {
+            trust: Trust::resolve(self.ca_bundle.as_deref(), env),
+            ..HttpConfig::default()
         }
     }
 }
@@ -206,9 +220,19 @@ pub fn resolve(
     })
 }
 
-/// The store every command uses: the HTTP client wrapped in retries, default settings.
+/// The store with default settings (no CA files beyond the bundled and system roots).
 pub fn connect(cfg: &StoreConfig) -> Result<Arc<dyn ObjectStore>, ConfigError> {
     connect_with(cfg, HttpConfig::default(), RetryConfig::default())
+}
+
+/// The store every command uses: the HTTP client (default timeouts, the CA files of `args`
+/// and the environment) wrapped in retries.
+pub fn connect_args(
+    cfg: &StoreConfig,
+    args: &StoreArgs,
+) -> Result<Arc<dyn ObjectStore>, ConfigError> {
+    let http = args.http_config(&|k| std::env::var(k).ok());
+    connect_with(cfg, http, RetryConfig::default())
 }
 
 /// [`connect`] with explicit timeouts and retry policy (tests use short ones).
@@ -240,6 +264,7 @@ mod tests {
             credential_process_timeout: process::DEFAULT_TIMEOUT,
             metadata_endpoint: None,
             sts_endpoint: None,
+            ca_bundle: None,
         }
     }
 

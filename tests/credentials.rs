@@ -52,7 +52,7 @@ impl Aids {
         let mut child = Command::new(bin())
             .arg("serve")
             .arg(tmp.path().join("data"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--testing-aids"])
             .args(["--metadata-listen", "127.0.0.1:0"])
             .args(["--sts-listen", "127.0.0.1:0"])
             .args(["--credential-lifetime", lifetime])

@@ -101,7 +101,7 @@ fn alibabacloud_credentials_library() {
     let mut child = Command::new(common::bin())
         .arg("serve")
         .arg(t.path())
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--testing-aids"])
         .args([
             "--metadata-listen",
             "127.0.0.1:0",

@@ -49,7 +49,7 @@ pub fn run(cmd: AuthCommand) -> Result<(), Failure> {
         Auth::S3V4(_) => "S3 SigV4",
         Auth::Anonymous => "unsigned",
     };
-    let store_ = config::connect(&cfg).map_err(|e| usage(e.to_string()))?;
+    let store_ = config::connect_args(&cfg, &store).map_err(|e| usage(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

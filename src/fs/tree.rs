@@ -80,6 +80,12 @@ pub struct FsConfig {
     /// 4 KiB reads 4x slower, so it is for mounts that mostly copy single large objects
     /// out (`--direct-io`: above 16 MiB, the cache's small-object threshold).
     pub direct_io_above: Option<u64>,
+    /// Longest a FUSE request waits on the network before it answers EIO (`fs::deadline`).
+    /// 60 s: above what a request that recovers needs (the retry budget's worst-case
+    /// backoff, 22.6 s, plus one attempt stalled for the 30 s read timeout), and half the
+    /// kernel's 120 s hung-task report, so a dead store gives errors, never processes
+    /// stuck in D state. A FUSE read is at most 1 MiB, so 60 s still allows a 17 KiB/s link.
+    pub request_deadline: Duration,
 }
 
 impl Default for FsConfig {
@@ -96,6 +102,7 @@ impl Default for FsConfig {
             negative_cache_entries: 100_000,
             block_size: 128 << 10,
             direct_io_above: None,
+            request_deadline: Duration::from_secs(60),
         }
     }
 }
