@@ -691,3 +691,43 @@ fn expired_credentials_fail_reads_clearly_then_recover() {
         "a full temporary key id reached the log"
     );
 }
+
+/// `s3://` with AWS_PROFILE: static keys from ~/.aws/credentials, and a credential_process
+/// in ~/.aws/config printing the AWS JSON shape.
+#[test]
+fn s3_profiles_from_the_aws_files() {
+    let data = pattern(100_000, 5);
+    let aids = Aids::start("1h", |b| std::fs::write(b.join("o.bin"), &data).unwrap());
+    let aws = aids.tmp.path().join(".aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    std::fs::write(
+        aws.join("credentials"),
+        format!("[default]\naws_access_key_id = {AK}\naws_secret_access_key = {SK}\n"),
+    )
+    .unwrap();
+    let json =
+        format!("{{\"Version\": 1, \"AccessKeyId\": \"{AK}\", \"SecretAccessKey\": \"{SK}\"}}");
+    std::fs::write(
+        aws.join("config"),
+        format!("[profile helper]\ncredential_process = echo '{json}'\n"),
+    )
+    .unwrap();
+    let url = format!("s3://{BUCKET}/o.bin");
+    for profile in [None, Some("helper")] {
+        let mut c = aids.store_command("cat", &url, &[]);
+        if let Some(p) = profile {
+            c.env("AWS_PROFILE", p);
+        }
+        let (out, _) = run_timed(&mut c, Duration::from_secs(30));
+        assert!(out.status.success(), "{profile:?}: {}", stderr(&out));
+        assert_eq!(out.stdout, data, "{profile:?}");
+    }
+    let mut c = aids.store_command("cat", &url, &[]);
+    c.env("AWS_PROFILE", "missing");
+    let (out, _) = run_timed(&mut c, Duration::from_secs(30));
+    assert!(
+        stderr(&out).contains("AWS_PROFILE is set"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -126,6 +126,43 @@ mod tests {
     }
 
     #[test]
+    fn credential_options() {
+        let m = parse(&[
+            "ossmount",
+            "mount",
+            "oss://bkt",
+            "/mnt",
+            "-o",
+            "ro,ram_role=reader,metadata_endpoint=http://127.0.0.1:9,sts_endpoint=sts.example.com,credential_process_timeout=5s",
+        ])
+        .unwrap();
+        assert_eq!(m.store.ram_role.as_deref(), Some("reader"));
+        assert_eq!(
+            m.store.metadata_endpoint.as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+        assert_eq!(m.store.sts_endpoint.as_deref(), Some("sts.example.com"));
+        assert_eq!(
+            m.store.credential_process_timeout,
+            std::time::Duration::from_secs(5)
+        );
+        let m = parse(&[
+            "ossmount",
+            "mount",
+            "oss://bkt",
+            "/mnt",
+            "-o",
+            "profile=work,credential_process=/usr/bin/helper --role r",
+        ])
+        .unwrap();
+        assert_eq!(m.store.profile.as_deref(), Some("work"));
+        assert_eq!(
+            m.store.credential_process.as_deref(),
+            Some("/usr/bin/helper --role r")
+        );
+    }
+
+    #[test]
     fn fstab_options_fill_the_flags() {
         let m = parse(&[
             "ossmount",

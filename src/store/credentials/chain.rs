@@ -43,31 +43,117 @@ pub fn resolve(
     sys: Arc<dyn System>,
 ) -> Result<Arc<CredentialHolder>, ConfigError> {
     match scheme {
-        Scheme::S3 => resolve_s3(&*sys),
+        Scheme::S3 => resolve_s3(opts, sys),
         Scheme::Oss => Chain { opts, sys }.resolve(),
     }
 }
 
-fn resolve_s3(sys: &dyn System) -> Result<Arc<CredentialHolder>, ConfigError> {
+fn resolve_s3(
+    opts: &ChainOptions,
+    sys: Arc<dyn System>,
+) -> Result<Arc<CredentialHolder>, ConfigError> {
     let (id_var, secret_var, token_var) = env::AWS;
-    match env::from_vars(sys, env::AWS) {
-        Ok(c) => Ok(CredentialHolder::fixed(
-            format!("environment ({id_var})"),
-            c,
-        )),
-        Err(e) => {
-            let missing = match e {
-                CredentialsError::NotConfigured(_) => format!("{id_var} and {secret_var}"),
-                CredentialsError::Failed(_) if sys.var(id_var).is_some() => secret_var.into(),
-                CredentialsError::Failed(_) => id_var.into(),
+    let missing = match env::from_vars(&*sys, env::AWS) {
+        Ok(c) => {
+            return Ok(CredentialHolder::fixed(
+                format!("environment ({id_var})"),
+                c,
+            ))
+        }
+        Err(CredentialsError::NotConfigured(_)) => format!("{id_var} and {secret_var}"),
+        Err(CredentialsError::Failed(_)) if sys.var(id_var).is_some() => secret_var.into(),
+        Err(CredentialsError::Failed(_)) => id_var.into(),
+    };
+    if missing.contains(" and ") {
+        // Not in the environment at all: the shared files (AWS_PROFILE).
+        let mut tried = Vec::new();
+        if let Some((spec, label)) = aws_profile(&*sys, &mut tried)? {
+            let chain = Chain {
+                opts,
+                sys: sys.clone(),
             };
-            Err(invalid(format!(
-                "no credentials for s3://: {missing} not set in the environment (set {id_var} \
-                 and {secret_var}, plus {token_var} for temporary credentials), or pass \
-                 --no-sign-request for a public bucket"
-            )))
+            return chain.start(&spec, &label);
+        }
+        if sys.var("AWS_PROFILE").is_some() {
+            return Err(invalid(format!(
+                "no credentials for s3://: AWS_PROFILE is set but {}",
+                tried.join("; ")
+            )));
         }
     }
+    Err(invalid(format!(
+        "no credentials for s3://: {missing} not set in the environment (set {id_var} \
+         and {secret_var}, plus {token_var} for temporary credentials, or a profile in \
+         ~/.aws/credentials), or pass --no-sign-request for a public bucket"
+    )))
+}
+
+/// `AWS_PROFILE` (default `default`) from `~/.aws/credentials` (static keys) or
+/// `~/.aws/config` (`[profile NAME]`: static keys or `credential_process`). `role_arn`
+/// profiles are refused clearly (AWS STS is not implemented).
+fn aws_profile(
+    sys: &dyn System,
+    tried: &mut Vec<String>,
+) -> Result<Option<(Spec, String)>, ConfigError> {
+    let name = sys.var("AWS_PROFILE").unwrap_or_else(|| "default".into());
+    let home = sys.home();
+    let files = [
+        (
+            sys.var("AWS_SHARED_CREDENTIALS_FILE")
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(".aws/credentials"))),
+            name.clone(),
+        ),
+        (
+            sys.var("AWS_CONFIG_FILE")
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(".aws/config"))),
+            if name == "default" {
+                name.clone()
+            } else {
+                format!("profile {name}")
+            },
+        ),
+    ];
+    for (path, section) in files {
+        let Some(path) = path else { continue };
+        let shown = path.display().to_string();
+        let text = match sys.read_file(&path) {
+            Ok(t) => t,
+            Err(_) => {
+                tried.push(format!("{shown}: not found"));
+                continue;
+            }
+        };
+        let ini = files::parse_ini(&text);
+        let Some(sec) = ini.get(&section) else {
+            tried.push(format!("{shown} has no [{section}]"));
+            continue;
+        };
+        let get = |k: &str| sec.get(k).filter(|v| !v.is_empty()).cloned();
+        let label = format!("AWS profile {name:?} of {shown}");
+        if let (Some(id), Some(secret)) = (get("aws_access_key_id"), get("aws_secret_access_key")) {
+            let c = crate::store::Credentials {
+                access_key_id: id,
+                access_key_secret: secret,
+                session_token: get("aws_session_token"),
+            };
+            return Ok(Some((Spec::Static(c), label)));
+        }
+        if let Some(command) = get("credential_process") {
+            return Ok(Some((Spec::Process { command }, label)));
+        }
+        if get("role_arn").is_some() || get("web_identity_token_file").is_some() {
+            return Err(invalid(format!(
+                "{label}: role_arn and web identity profiles are not supported yet; use \
+                 credential_process or static keys"
+            )));
+        }
+        return Err(invalid(format!(
+            "{label}: no aws_access_key_id/aws_secret_access_key or credential_process"
+        )));
+    }
+    Ok(None)
 }
 
 struct Chain<'a> {
@@ -494,6 +580,40 @@ mod tests {
         };
         let e = resolve_with(FakeSystem::default(), &opts).unwrap_err();
         assert!(e.starts_with("credentials from --ram-role: "), "{e}");
+    }
+
+    #[test]
+    fn s3_profiles() {
+        let creds = "[default]\naws_access_key_id = AKIADEF\naws_secret_access_key = s\n";
+        let config = "[profile proc]\ncredential_process = echo x\n[profile role]\nrole_arn = arn:aws:iam::1:role/r\n";
+        let sys = || {
+            FakeSystem::with_vars(&[("HOME", "/h")])
+                .file("/h/.aws/credentials", creds)
+                .file("/h/.aws/config", config)
+        };
+        let h = resolve(Scheme::S3, &ChainOptions::default(), Arc::new(sys())).unwrap();
+        assert_eq!(h.current().credentials.access_key_id, "AKIADEF");
+        let mut tried = Vec::new();
+        let mut s = sys();
+        s.vars.insert("AWS_PROFILE".into(), "proc".into());
+        let spec = aws_profile(&s, &mut tried).unwrap().unwrap().0;
+        assert_eq!(
+            spec,
+            Spec::Process {
+                command: "echo x".into()
+            }
+        );
+        s.vars.insert("AWS_PROFILE".into(), "role".into());
+        let e = aws_profile(&s, &mut tried).unwrap_err().to_string();
+        assert!(e.contains("not supported yet"), "{e}");
+        s.vars.insert("AWS_PROFILE".into(), "nope".into());
+        let e = resolve(Scheme::S3, &ChainOptions::default(), Arc::new(s))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("AWS_PROFILE is set") && e.contains("no [profile nope]"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! start and again before they expire (`--credential-process "CMD ARGS"`, or a CLI
 //! profile in `External` mode).
 //!
-//! Two shapes are accepted: the OSS SDKs' and ossfs 2.0's
-//! `{"AccessKeyId", "AccessKeySecret", "SecurityToken", "Expiration"}`, and the aliyun CLI's
+//! Three shapes are accepted: the OSS SDKs' and ossfs 2.0's
+//! `{"AccessKeyId", "AccessKeySecret", "SecurityToken", "Expiration"}`, the aliyun CLI's
 //! External one `{"mode": "AK"|"StsToken", "access_key_id", "access_key_secret",
-//! "sts_token", "expiration"}` (credentials-go `providers/external.go`). Without an
-//! expiration the keys are long-lived.
+//! "sts_token", "expiration"}` (credentials-go `providers/external.go`), and the AWS
+//! `credential_process` one `{"Version": 1, "AccessKeyId", "SecretAccessKey",
+//! "SessionToken", "Expiration"}`. Without an expiration the keys are long-lived.
 //!
 //! The command runs under `sh -c` (quoting as in a shell) in its own process group, with
 //! stdin closed; after the timeout (60 s, credentials-go's) the whole group is killed, so a
@@ -41,7 +42,14 @@ impl CredentialProcess {
 /// The JSON a process printed, in either shape.
 pub fn parse_output(stdout: &str, what: &str) -> Result<Issued, CredentialsError> {
     let v = json_object(stdout.trim(), what)?;
-    let (id_f, secret_f, token_f, exp_f) = if v.get("AccessKeyId").is_some() {
+    let (id_f, secret_f, token_f, exp_f) = if v.get("SecretAccessKey").is_some() {
+        (
+            "AccessKeyId",
+            "SecretAccessKey",
+            "SessionToken",
+            "Expiration",
+        )
+    } else if v.get("AccessKeyId").is_some() {
         (
             "AccessKeyId",
             "AccessKeySecret",
@@ -189,6 +197,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(i.expires, None);
+        let i = parse_output(
+            r#"{"Version":1,"AccessKeyId":"AKIA","SecretAccessKey":"s","SessionToken":"t","Expiration":"2026-12-02T10:00:00Z"}"#,
+            "p",
+        )
+        .unwrap();
+        assert_eq!(i.credentials.session_token.as_deref(), Some("t"));
         let e = parse_output(
             r#"{"mode":"StsToken","access_key_id":"a","access_key_secret":"s"}"#,
             "p",
