@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use crate::cli::{exit, Failure, ServeArgs};
 use crate::serve::auth::Keys;
+use crate::serve::metadata::Aids;
 use crate::serve::resolve::Root;
 use crate::serve::stats::Faults;
+use crate::serve::sts::{AidConfig, Sessions};
+use crate::serve::{link, tls};
 use crate::serve::{serve, ServeError, Server};
 
 /// Run the server until SIGINT or SIGTERM.
@@ -20,21 +23,27 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             "serve: no credentials: set OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) for the keys clients must sign with, or pass --anonymous to accept unsigned requests",
         ));
     }
-    let faults = Faults {
+    let mut faults = Faults {
         reset_after_bytes: args.fault_reset_after,
         rate_503: args.fault_503_rate,
         latency_ms: args.fault_latency.map(|d| d.as_millis() as u64),
         stall_rate: args.fault_stall_rate,
-        stall_ms: None,
+        ..Faults::default()
     };
     faults
         .validate()
         .map_err(|m| Failure::new(exit::USAGE, format!("serve: {m}")))?;
+    args.link.apply(&mut faults);
+    let faults =
+        link::resolve(faults).map_err(|m| Failure::new(exit::USAGE, format!("serve: {m}")))?;
     if !args.testing_aids && faults != Faults::default() {
         return Err(Failure::new(
             exit::USAGE,
-            "serve: the --fault-* flags are testing aids: add --testing-aids",
+            "serve: the --fault-* and --link* flags are testing aids: add --testing-aids",
         ));
+    }
+    if faults != Faults::default() {
+        tracing::info!("faults and link: {faults:?}");
     }
     let loopback = args.listen.ip().is_loopback();
     if args.anonymous && !loopback {
@@ -58,15 +67,46 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             format!("serve: cannot serve {}: {e}", args.dir.display()),
         )
     })?;
-    let keys = (!args.anonymous).then_some(keys);
-    let server =
-        Arc::new(Server::new(root, args.region, keys, faults).with_testing_aids(args.testing_aids));
+    let aid_args = &args.credential_aids;
+    let sessions = Arc::new(Sessions::new(AidConfig {
+        lifetime: aid_args.credential_lifetime,
+        role: aid_args.metadata_role.clone(),
+        require_token: aid_args.metadata_require_token,
+    }));
+    let aids = Arc::new(Aids::new(sessions.clone(), keys.clone()));
+    let keys = (!args.anonymous).then(|| keys.with_sessions(sessions));
+    let mut server =
+        Server::new(root, args.region, keys, faults).with_testing_aids(args.testing_aids);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        server.tls = Some(
+            tls::acceptor(cert, key)
+                .map_err(|e| Failure::new(exit::USAGE, format!("serve: {e}")))?,
+        );
+    }
+    let server = Arc::new(server);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ossmount-serve")
         .build()
         .map_err(|e| Failure::new(exit::GENERIC, format!("serve: tokio runtime: {e}")))?;
-    let result = rt.block_on(serve(server, args.listen));
+    let listen = args.listen;
+    let aid_addrs = [
+        ("metadata service", aid_args.metadata_listen),
+        ("sts", aid_args.sts_listen),
+    ];
+    let result = rt.block_on(async move {
+        let mut announce = Vec::new();
+        for (what, addr) in aid_addrs {
+            let Some(addr) = addr else { continue };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Listen { addr, source })?;
+            let local = listener.local_addr().map_err(ServeError::Socket)?;
+            announce.push(format!("ossmount serve: {what} on http://{local}"));
+            tokio::spawn(crate::serve::metadata::run(listener, aids.clone()));
+        }
+        serve(server, listen, &announce).await
+    });
     // Do not wait for a hashing pass or a reader thread of a dropped connection.
     rt.shutdown_timeout(std::time::Duration::from_millis(500));
     result.map_err(failure)

@@ -38,6 +38,8 @@
 //!   offset is kept, like the Go SDK's default FeatureCorrectClockSkew.
 //! - **Redirects are not followed**: a redirect would carry signed headers to another host,
 //!   and S3's 301 PermanentRedirect is better surfaced as "wrong region".
+//! - **TLS and proxies**: rustls with the bundled and the system roots plus any CA files
+//!   given; `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` from the environment ([`super::tls`]).
 //! - Credentials and the Authorization header never reach logs: the debug log line has the
 //!   method, URL (which carries no secrets with header auth), status and request id only.
 
@@ -54,6 +56,7 @@ use reqwest::{Method, StatusCode};
 
 use super::config::{Auth, ConfigError, Scheme, StoreConfig};
 use super::limits::{read_capped, LISTING_BODY_CAP};
+use super::tls::Trust;
 use super::xml::{from_xml, ErrorBody, ListBucketResult};
 use super::{sign_oss, sign_s3};
 use super::{ByteStream, ListPage, ListRequest, ObjectMeta, ObjectStore, ServiceError, StoreError};
@@ -114,6 +117,8 @@ pub struct HttpConfig {
     /// Fixed addresses for host names, like `curl --resolve` (the port comes from the URL).
     /// Empty by default; tests use it to reach a local server with virtual-hosted names.
     pub resolve: Vec<(String, std::net::SocketAddr)>,
+    /// CA files trusted on top of the bundled and system roots ([`super::tls`]).
+    pub trust: Trust,
 }
 
 impl Default for HttpConfig {
@@ -128,6 +133,7 @@ impl Default for HttpConfig {
             min_rate: 1 << 10,
             min_rate_window: Duration::from_secs(30),
             resolve: Vec::new(),
+            trust: Trust::default(),
         }
     }
 }
@@ -162,6 +168,9 @@ impl HttpStore {
         let mut builder = reqwest::Client::builder();
         for (host, addr) in &http.resolve {
             builder = builder.resolve(host, *addr);
+        }
+        for cert in http.trust.certificates()? {
+            builder = builder.add_root_certificate(cert);
         }
         let client = builder
             .connect_timeout(http.connect_timeout)
@@ -330,7 +339,9 @@ impl HttpStore {
         let prepared = self.prepare(key, query)?;
         match &self.cfg.auth {
             Auth::Anonymous => {}
-            Auth::OssV4(creds) => {
+            Auth::OssV4(holder) => {
+                let issued = holder.current();
+                let creds = &issued.credentials;
                 let req = sign_oss::OssRequest {
                     method: method.as_str(),
                     bucket: Some(&self.cfg.bucket),
@@ -343,7 +354,9 @@ impl HttpStore {
                     sign_oss::sign_v4(&req, creds, &self.cfg.region, "oss", self.signing_time());
                 headers.extend(signed.headers);
             }
-            Auth::S3V4(creds) => {
+            Auth::S3V4(holder) => {
+                let issued = holder.current();
+                let creds = &issued.credentials;
                 let mut to_sign = headers.clone();
                 to_sign.push(("host".to_string(), prepared.host.clone()));
                 let req = sign_s3::S3Request {
@@ -375,12 +388,16 @@ impl HttpStore {
             map.append(name, value);
         }
         let url_for_log = prepared.url.to_string();
+        let started = std::time::Instant::now();
         let result = self
             .client
             .request(method.clone(), prepared.url)
             .headers(map)
             .send()
             .await;
+        let op = crate::metrics::StoreOp::of(method.as_str(), key.is_some());
+        let status = result.as_ref().ok().map(|r| r.status().as_u16());
+        crate::metrics::METRICS.store_request(op, status, started.elapsed());
         match result {
             Ok(resp) => {
                 tracing::debug!(
@@ -409,7 +426,11 @@ impl HttpStore {
         } else {
             read_limited(resp, self.http.error_body_limit).await
         };
-        service_error(status, &headers, text.as_deref())
+        let e = service_error(status, &headers, text.as_deref());
+        if matches!(e, StoreError::Throttled(_)) {
+            crate::metrics::METRICS.throttled.inc();
+        }
+        e
     }
 }
 
@@ -473,9 +494,19 @@ fn transport_error(e: reqwest::Error, what: &str) -> StoreError {
     }
     if e.is_timeout() {
         StoreError::Timeout(msg)
+    } else if is_certificate_error(&msg) {
+        StoreError::Tls(msg)
     } else {
         StoreError::Network(msg)
     }
+}
+
+/// Whether rustls refused the server's certificate, from the message chain: the rustls
+/// error sits under hyper-util's and reqwest's boxed connector errors, where a downcast does
+/// not reach it, and rustls's messages for these cases are fixed ("invalid peer
+/// certificate: ...", "peer sent no certificates").
+fn is_certificate_error(msg: &str) -> bool {
+    msg.contains("invalid peer certificate") || msg.contains("peer sent no certificates")
 }
 
 async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Option<String> {
@@ -764,6 +795,7 @@ fn counted_body(
                     return Some((Err(e), st));
                 }
                 st.received += n;
+                crate::metrics::METRICS.fetched_bytes.add(n);
                 if let Err(rate) = st.rate.add(n) {
                     // This chunk is good: deliver it, and end the body on the next poll.
                     st.stalled = Some(StoreError::Timeout(format!(
@@ -1589,7 +1621,7 @@ mod tests {
         ])
         .await;
         let mut s = store_at(&addr, Scheme::Oss, true);
-        s.cfg.auth = Auth::OssV4(creds(Some("STS-TOKEN")));
+        s.cfg.auth = Auth::with_keys(Scheme::Oss, creds(Some("STS-TOKEN")));
         let key = "dir one/naïve 文件+plus~*(1)!.txt";
         collect(s.get_range(key, 0..1, Some("\"E\"")).await.unwrap()).await;
         s.list(&ListRequest {
@@ -1638,7 +1670,7 @@ mod tests {
         ])
         .await;
         let mut s = store_at(&addr, Scheme::S3, true);
-        s.cfg.auth = Auth::S3V4(creds(None));
+        s.cfg.auth = Auth::with_keys(Scheme::S3, creds(None));
         let key = "photos/2024 summer/café+1 (copy)~.jpg";
         collect(s.get_range(key, 3..5, Some("\"E\"")).await.unwrap()).await;
         s.head(key).await.unwrap();
@@ -1679,7 +1711,7 @@ mod tests {
         ])
         .await;
         let mut s = store_at(&addr, Scheme::Oss, true);
-        s.cfg.auth = Auth::OssV4(creds(None));
+        s.cfg.auth = Auth::with_keys(Scheme::Oss, creds(None));
         let (got, _) = collect(s.get_range("k", 0..1, None).await.unwrap()).await;
         assert_eq!(got, b"x");
         collect(s.get_range("k", 0..1, None).await.unwrap()).await;
@@ -1707,7 +1739,7 @@ mod tests {
         let skewed = "<Error><Code>RequestTimeTooSkewed</Code><Message>m</Message></Error>";
         let (addr, seen) = server(vec![canned(403, &[], skewed.as_bytes())]).await;
         let mut s = store_at(&addr, Scheme::Oss, true);
-        s.cfg.auth = Auth::OssV4(creds(None));
+        s.cfg.auth = Auth::with_keys(Scheme::Oss, creds(None));
         let e = s.get_range("k", 0..1, None).await.err().unwrap();
         assert!(matches!(e, StoreError::RequestTimeTooSkewed(_)), "{e}");
         assert_eq!(seen.lock().unwrap().len(), 1);

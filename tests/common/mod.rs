@@ -53,6 +53,15 @@ pub struct Faults {
     pub stall_rate: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stall_ms: Option<u64>,
+    /// The emulated link (src/serve/link.rs): latency ± jitter, rates, request quota.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_jitter_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conn_bytes_per_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_bytes_per_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_s: Option<u64>,
 }
 
 pub fn bin() -> PathBuf {
@@ -65,6 +74,8 @@ pub struct Serve {
     /// `127.0.0.1:PORT`
     pub addr: String,
     pub dir: PathBuf,
+    /// `http` or `https` (serve with `--tls-cert`).
+    pub scheme: &'static str,
     /// The arguments after `--listen ADDR`, for [`Serve::restart`].
     args: Vec<String>,
 }
@@ -123,21 +134,28 @@ impl Serve {
             .unwrap();
         let addr = line
             .trim()
-            .rsplit("http://")
+            .rsplit("://")
             .next()
             .filter(|_| line.contains("listening on"))
             .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
             .to_string();
+        let scheme = if line.contains("https://") {
+            "https"
+        } else {
+            "http"
+        };
         Serve {
             child,
             addr,
             dir: dir.to_path_buf(),
+            scheme,
             args,
         }
     }
 
+    /// `http://ADDR`, or `https://ADDR` when serve was started with `--tls-cert`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     fn control(&self, method: &str, path: &str, body: &str) -> String {
@@ -161,6 +179,11 @@ impl Serve {
 
     pub fn stats(&self) -> Stats {
         serde_json::from_str(&self.control("GET", "/_ossmount/stats", "")).unwrap()
+    }
+
+    /// The fault and link settings in effect (`GET /_ossmount/faults`), as JSON.
+    pub fn faults_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.control("GET", "/_ossmount/faults", "")).unwrap()
     }
 
     pub fn reset_stats(&self) {
