@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 use super::inodes::Inode;
 use super::outage::Revalidated;
 use super::{Attr, Kind, Tree, NAME_MAX};
+use crate::fs::deadline::within;
 use crate::fs::error::FsError;
 use crate::store::limits::ListGuard;
 use crate::store::{ListRequest, ObjectMeta, StoreError};
@@ -148,7 +149,15 @@ impl Tree {
                 max_keys: self.config.list_page_size,
             };
             self.counters.lists.fetch_add(1, Ordering::Relaxed);
-            let page = self.store.list(&req).await?;
+            // The deadline counts per page, not for the whole listing: a directory of
+            // 100,000 keys is 100 pages and may rightly take longer than one deadline, while
+            // a page that never comes is cut like any other request.
+            let page = within(
+                self.config.request_deadline,
+                || format!("page {} of the listing of {prefix:?}", pages + 1),
+                async { Ok(self.store.list(&req).await?) },
+            )
+            .await?;
             pages += 1;
             let next = guard.next(&page)?;
             for obj in page.objects {
