@@ -5,7 +5,10 @@
 
 pub mod auth;
 pub mod cache;
+pub mod control;
 pub mod download;
 pub mod inspect;
 pub mod mount;
 pub mod serve;
+pub mod status;
+pub mod warm;

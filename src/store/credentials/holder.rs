@@ -209,10 +209,23 @@ impl CredentialHolder {
         reply_rx.await.unwrap_or(false)
     }
 
+    /// The current expiry in seconds since the epoch, for `ossmount status`.
+    pub fn expires_unix(&self) -> Option<u64> {
+        self.current()
+            .expires
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+    }
+
     fn install(&self, issued: Issued, fetched: SystemTime) {
-        let mut st = self.state.write();
-        st.issued = Arc::new(issued);
-        st.fetched = fetched;
+        {
+            let mut st = self.state.write();
+            st.issued = Arc::new(issued);
+            st.fetched = fetched;
+        }
+        // What `ossmount status` shows (a leaf: the last holder to refresh wins, and a
+        // process has one mount).
+        crate::metrics::set_credentials(self.source.clone(), self.expires_unix());
     }
 
     fn snapshot(&self) -> (Arc<Issued>, SystemTime) {
