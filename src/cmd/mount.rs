@@ -275,8 +275,9 @@ fn serve(args: MountArgs, url: StoreUrl, mut notify: Option<std::fs::File>) -> R
 /// until it is unmounted.
 fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Result<(), Failure> {
     let (cfg, store) = connect(&args, &url)?;
-    let (source, expires) = credentials_source(&cfg);
-    crate::metrics::set_credentials(source, expires);
+    if matches!(cfg.auth, crate::store::config::Auth::Anonymous) {
+        crate::metrics::set_credentials("anonymous (--no-sign-request)".into(), None);
+    }
     let rt = runtime()?;
     let prefix = dir_prefix(&url.path);
     check_bucket(&rt, store.as_ref(), &url.bucket, &prefix)?;
@@ -347,16 +348,6 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
     }
     rt.shutdown_timeout(Duration::from_secs(5));
     ran.map_err(|e| Failure::new(exit::GENERIC, format!("FUSE session failed: {e}")))
-}
-
-/// Where the store's credentials came from, for `ossmount status` (never the secret); the
-/// holder updates the expiry at every refresh.
-fn credentials_source(cfg: &StoreConfig) -> (String, Option<u64>) {
-    use crate::store::config::Auth;
-    match &cfg.auth {
-        Auth::Anonymous => ("anonymous (--no-sign-request)".to_string(), None),
-        Auth::OssV4(h) | Auth::S3V4(h) => (h.source().to_string(), h.expires_unix()),
-    }
 }
 
 /// The store from `--endpoint`, `--region` and the environment (read after the fork, so

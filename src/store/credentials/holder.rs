@@ -96,10 +96,13 @@ impl std::fmt::Debug for CredentialHolder {
 impl CredentialHolder {
     /// Long-lived keys: never refreshed, no thread.
     pub fn fixed(source: impl Into<String>, credentials: Credentials) -> Arc<Self> {
+        let source = source.into();
+        let issued = Issued::fixed(credentials);
+        report_to_metrics(&source, &issued);
         Arc::new(CredentialHolder {
-            source: source.into(),
+            source,
             state: RwLock::new(State {
-                issued: Arc::new(Issued::fixed(credentials)),
+                issued: Arc::new(issued),
                 fetched: SystemTime::now(),
             }),
             forced: None,
@@ -161,6 +164,7 @@ impl CredentialHolder {
             expires = %issued.expires.map(format_time).unwrap_or_else(|| "never".into()),
             "credentials from {source}"
         );
+        report_to_metrics(&source, &issued);
         let holder = Arc::new(CredentialHolder {
             source,
             state: RwLock::new(State {
@@ -209,23 +213,10 @@ impl CredentialHolder {
         reply_rx.await.unwrap_or(false)
     }
 
-    /// The current expiry in seconds since the epoch, for `ossmount status`.
-    pub fn expires_unix(&self) -> Option<u64> {
-        self.current()
-            .expires
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs())
-    }
-
     fn install(&self, issued: Issued, fetched: SystemTime) {
-        {
-            let mut st = self.state.write();
-            st.issued = Arc::new(issued);
-            st.fetched = fetched;
-        }
-        // What `ossmount status` shows (a leaf: the last holder to refresh wins, and a
-        // process has one mount).
-        crate::metrics::set_credentials(self.source.clone(), self.expires_unix());
+        let mut st = self.state.write();
+        st.issued = Arc::new(issued);
+        st.fetched = fetched;
     }
 
     fn snapshot(&self) -> (Arc<Issued>, SystemTime) {
@@ -303,6 +294,16 @@ async fn refresh_loop(
     }
 }
 
+/// What `ossmount status` shows of the credentials: the source and the expiry, never a key.
+fn report_to_metrics(source: &str, issued: &Issued) {
+    let expires = issued.expires.and_then(|t| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs())
+    });
+    crate::metrics::set_credentials(source.to_string(), expires);
+}
+
 /// One refresh; true when new credentials (different from the current ones) were installed.
 async fn fetch_once(
     provider: &dyn Provider,
@@ -331,8 +332,10 @@ async fn fetch_once(
                     "credentials refreshed"
                 );
             }
+            report_to_metrics(&holder.source, &new);
             holder.install(new, fetched);
             holder.refreshes.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::METRICS.credential_refreshes.inc();
             *failures = 0;
             *expired_logged = false;
             changed
@@ -340,6 +343,7 @@ async fn fetch_once(
         Err(e) => {
             *failures += 1;
             holder.failures.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::METRICS.credential_refresh_failures.inc();
             let (current, _) = holder.snapshot();
             let now = sys.now();
             match current.expires {
