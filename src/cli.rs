@@ -48,6 +48,34 @@ pub enum Command {
     Ls(LsArgs),
     /// Write an object, or a byte range of it, to stdout.
     Cat(CatArgs),
+    /// List the running mounts of this user: source, mountpoint, pid, uptime, cache, hit
+    /// ratio, requests and errors in the last minute, credentials.
+    Status(StatusArgs),
+    /// Fetch files or directories (recursively) of a running mount into its cache, and
+    /// finalize them, without reading them through the page cache.
+    Warm(WarmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only the mount at this directory.
+    pub mountpoint: Option<PathBuf>,
+    /// One JSON array of mounts, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WarmArgs {
+    /// Files or directories inside a running ossmount mount.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Print what would be fetched, fetch nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// No progress bar even on a terminal (plain progress lines).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +142,21 @@ pub struct MountArgs {
     /// handed to a runtime, so a few suffice).
     #[arg(long, default_value_t = 4)]
     pub fuse_threads: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (`127.0.0.1:9100`; a bare port means
+    /// 127.0.0.1). Off by default. Unauthenticated: a non-loopback address gets a warning.
+    #[arg(long, value_parser = parse_metrics_addr, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// `--metrics-addr`: `IP:PORT`, or `PORT` / `:PORT` for loopback (127.0.0.1).
+pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.trim_start_matches(':')
+        .parse::<u16>()
+        .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+        .map_err(|_| format!("not an address (IP:PORT) or a port: {s:?}"))
 }
 
 /// The part cache's settings, shared by `mount` and `download`.
@@ -394,6 +437,28 @@ mod tests {
             panic!("not download")
         };
         assert_eq!((d.part_size, d.jobs), (cache.part_size, cache.jobs));
+    }
+
+    #[test]
+    fn metrics_addresses() {
+        assert_eq!(
+            parse_metrics_addr("9100").unwrap().to_string(),
+            "127.0.0.1:9100"
+        );
+        assert_eq!(
+            parse_metrics_addr(":9100").unwrap().to_string(),
+            "127.0.0.1:9100"
+        );
+        assert_eq!(
+            parse_metrics_addr("0.0.0.0:9100").unwrap().to_string(),
+            "0.0.0.0:9100"
+        );
+        assert!(parse_metrics_addr("localhost:x").is_err());
+        let cli = Cli::try_parse_from(["ossmount", "mount", "oss://bkt", "/mnt"]).unwrap();
+        let Command::Mount(m) = cli.command else {
+            panic!("not mount")
+        };
+        assert_eq!(m.metrics_addr, None, "off by default");
     }
 
     #[test]

@@ -384,12 +384,16 @@ impl HttpStore {
             map.append(name, value);
         }
         let url_for_log = prepared.url.to_string();
+        let started = std::time::Instant::now();
         let result = self
             .client
             .request(method.clone(), prepared.url)
             .headers(map)
             .send()
             .await;
+        let op = crate::metrics::StoreOp::of(method.as_str(), key.is_some());
+        let status = result.as_ref().ok().map(|r| r.status().as_u16());
+        crate::metrics::METRICS.store_request(op, status, started.elapsed());
         match result {
             Ok(resp) => {
                 tracing::debug!(
@@ -426,7 +430,11 @@ impl HttpStore {
         } else {
             read_limited(resp, self.http.error_body_limit).await
         };
-        service_error(status, &headers, text.as_deref())
+        let e = service_error(status, &headers, text.as_deref());
+        if matches!(e, StoreError::Throttled(_)) {
+            crate::metrics::METRICS.throttled.inc();
+        }
+        e
     }
 }
 
@@ -710,6 +718,7 @@ fn counted_body(
                     return Some((Err(e), st));
                 }
                 st.received += n;
+                crate::metrics::METRICS.fetched_bytes.add(n);
                 if let Err(rate) = st.rate.add(n) {
                     // This chunk is good: deliver it, and end the body on the next poll.
                     st.stalled = Some(StoreError::Timeout(format!(

@@ -88,6 +88,7 @@ fn apply_one(args: &mut MountArgs, opt: &str) -> Result<(), String> {
         "direct_io" => args.direct_io = true,
         "no_cache" => args.no_cache = true,
         "fuse_threads" => args.fuse_threads = num(&value)? as usize,
+        "metrics_addr" => args.metrics_addr = Some(crate::cli::parse_metrics_addr(&need(&value)?)?),
         // Generic options of mount(8), fstab and systemd: meaningless or implied here.
         "ro" | "rw" | "defaults" | "auto" | "noauto" | "user" | "users" | "nouser" | "_netdev"
         | "nofail" | "nodev" | "nosuid" | "dev" | "suid" | "exec" | "noexec" | "atime"
@@ -125,7 +126,7 @@ mod tests {
             "oss://b/p/",
             "/mnt",
             "-o",
-            "ro,_netdev,nofail,x-systemd.automount,allow_other,uid=1000,gid=100,file_mode=0640,cache_dir=/var/cache/o\\,x,cache_size=10GiB,metadata_ttl=5m,request_deadline=90s,endpoint=http://127.0.0.1:9000,ca_bundle=/etc/ossmount/ca.pem",
+            "ro,_netdev,nofail,x-systemd.automount,allow_other,uid=1000,gid=100,file_mode=0640,cache_dir=/var/cache/o\\,x,cache_size=10GiB,metadata_ttl=5m,request_deadline=90s,endpoint=http://127.0.0.1:9000,metrics_addr=9100,ca_bundle=/etc/ossmount/ca.pem",
         ])
         .unwrap();
         assert!(m.allow_other);
@@ -137,6 +138,7 @@ mod tests {
         assert_eq!(m.metadata_ttl, std::time::Duration::from_secs(300));
         assert_eq!(m.request_deadline, std::time::Duration::from_secs(90));
         assert_eq!(m.store.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(m.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(
             m.store.ca_bundle.as_deref(),
             Some(std::path::Path::new("/etc/ossmount/ca.pem"))
