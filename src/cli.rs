@@ -101,6 +101,10 @@ pub struct MountArgs {
     /// (diagnostics; no read-ahead, nothing kept across mounts).
     #[arg(long)]
     pub no_cache: bool,
+    /// Show symlink objects whose target exists as the files they point to, instead of as
+    /// symbolic links (links to targets outside the mounted prefix are always shown so).
+    #[arg(long)]
+    pub follow_symlinks: bool,
     /// Threads reading FUSE requests from the kernel (requests that need the network are
     /// handed to a runtime, so a few suffice).
     #[arg(long, default_value_t = 4)]

@@ -49,6 +49,7 @@ pub fn to_errno(e: &FsError, op: &str) -> Errno {
         FsError::NameTooLong => Errno::ENAMETOOLONG,
         FsError::NotImplemented => Errno::ENOSYS,
         FsError::NoIoctl => Errno::ENOTTY,
+        FsError::NotSymlink => Errno::EINVAL,
         FsError::BadHandle(_) => {
             warn!(op, "{e}");
             Errno::EBADF
@@ -106,6 +107,7 @@ fn file_type(k: Kind) -> FileType {
     match k {
         Kind::Dir => FileType::Directory,
         Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
     }
 }
 
@@ -188,6 +190,13 @@ impl Filesystem for Adapter {
                 Err(e) => reply.error(to_errno(&e, "getattr")),
             }
         });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.core.readlink(ino.0) {
+            Ok(text) => reply.data(text.as_bytes()),
+            Err(e) => reply.error(to_errno(&e, "readlink")),
+        }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -441,6 +450,7 @@ mod tests {
             (FsError::BadHandle(7), libc::EBADF),
             (FsError::NotImplemented, libc::ENOSYS),
             (FsError::NoIoctl, libc::ENOTTY),
+            (FsError::NotSymlink, libc::EINVAL),
         ];
         for (e, want) in cases {
             assert_eq!(to_errno(&e, "test").code(), want, "{e}");

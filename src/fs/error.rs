@@ -34,6 +34,9 @@ pub enum FsError {
     /// file; `isatty` asks this of every file Python opens).
     #[error("no ioctls on objects")]
     NoIoctl,
+    /// `readlink` of something that is not a symbolic link.
+    #[error("not a symbolic link")]
+    NotSymlink,
     #[error("unknown file handle {0}")]
     BadHandle(u64),
     /// Credentials refused or the object's ACL forbids reading it.

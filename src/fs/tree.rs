@@ -14,7 +14,8 @@
 //!   file attributes;
 //! - `tree/listing.rs`: directory listings and their TTL, the negative cache, `lookup` and
 //!   `readdir`;
-//! - `tree/handles.rs`: open files and their reads.
+//! - `tree/handles.rs`: open files and their reads;
+//! - `tree/links.rs`: symlink objects, what each shows as, and `readlink`.
 //!
 //! This file holds the `Tree` itself, its settings ([`FsConfig`], [`DataPath`]) and the
 //! types every part shares ([`Kind`], [`Attr`]), and answers `statfs`.
@@ -32,6 +33,7 @@ use crate::store::ObjectStore;
 
 mod handles;
 mod inodes;
+mod links;
 mod listing;
 
 use handles::OpenFile;
@@ -80,6 +82,10 @@ pub struct FsConfig {
     /// 4 KiB reads 4x slower, so it is for mounts that mostly copy single large objects
     /// out (`--direct-io`: above 16 MiB, the cache's small-object threshold).
     pub direct_io_above: Option<u64>,
+    /// Show every symlink object whose target exists as the file it points to, instead of
+    /// as a symbolic link (`--follow-symlinks`). Default off: a link is shown as a link
+    /// (ossfs's `enable_symlink`), so `find`, `rsync -l` and `cp -a` see what is stored.
+    pub follow_symlinks: bool,
 }
 
 impl Default for FsConfig {
@@ -96,6 +102,7 @@ impl Default for FsConfig {
             negative_cache_entries: 100_000,
             block_size: 128 << 10,
             direct_io_above: None,
+            follow_symlinks: false,
         }
     }
 }
@@ -116,6 +123,8 @@ pub enum DataPath {
 pub enum Kind {
     Dir,
     File,
+    /// A symlink object shown as a symbolic link (`tree/links.rs`).
+    Symlink,
 }
 
 /// Attributes of one inode, in the terms the adapter needs to fill a `FileAttr`.

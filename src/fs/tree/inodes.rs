@@ -55,6 +55,8 @@ pub(super) struct InodeState {
     pub(super) opened_etag: Option<String>,
     /// Directories: the cached listing.
     pub(super) listing: Option<Arc<Listing>>,
+    /// Symbolic links: the `readlink` text (`tree/links.rs`).
+    pub(super) link: Option<String>,
 }
 
 type NameKey = (u64, String, Kind);
@@ -106,7 +108,7 @@ impl Tree {
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
         let key = match kind {
             Kind::Dir => format!("{}{}/", parent.key, name),
-            Kind::File => format!("{}{}", parent.key, name),
+            Kind::File | Kind::Symlink => format!("{}{}", parent.key, name),
         };
         let state = InodeState {
             meta: meta.map(|(m, _)| m.clone()),
@@ -214,7 +216,33 @@ impl Tree {
                     blksize: self.config.block_size,
                 }
             }
+            Kind::Symlink => Attr {
+                ino: inode.ino,
+                kind: Kind::Symlink,
+                // st_size of a symbolic link is the length of its target text.
+                size: inode
+                    .state
+                    .lock()
+                    .link
+                    .as_ref()
+                    .map_or(0, |l| l.len() as u64),
+                mtime: self.mounted_at,
+                perm: 0o777,
+                nlink: 1,
+                uid: self.config.uid,
+                gid: self.config.gid,
+                blksize: 4096,
+            },
         }
+    }
+
+    /// Record the `readlink` text of a symbolic link.
+    pub(super) fn set_link(&self, inode: &Inode, text: &str) {
+        let mut st = inode.state.lock();
+        if st.link.as_deref() != Some(text) {
+            st.link = Some(text.to_string());
+        }
+        st.validated = Some(Instant::now());
     }
 
     pub(super) fn set_meta(&self, inode: &Inode, meta: ObjectMeta) {
@@ -235,7 +263,11 @@ impl Tree {
     /// HEAD the file and record what the store says now.
     pub(super) async fn revalidate(&self, inode: &Arc<Inode>) -> Result<ObjectMeta, FsError> {
         self.counters.heads.fetch_add(1, Ordering::Relaxed);
-        let meta = self.store.head(&inode.key).await?;
+        let mut meta = self.store.head(&inode.key).await?;
+        if meta.is_symlink() {
+            // A link shown as its target: the CRC-64 would be the link's (links.rs).
+            meta.crc64 = None;
+        }
         let old = inode.state.lock().meta.clone();
         if let Some(old) = old.filter(|o| o.etag != meta.etag) {
             info!(

@@ -1,0 +1,212 @@
+//! OSS object kinds against a real `ossmount serve` (its emulation, `serve/kinds.rs`):
+//! symlink objects, appendable objects, archive storage classes and restores, user
+//! metadata; through the HTTP client (signed OSS V4) and through real FUSE mounts driven
+//! by `readlink`, `cat`, `ls -l`, `find -L`, `cmp` and `getfattr`.
+//!
+//! Run: `cargo test --test kinds`. Needs root (or fusermount3) and /dev/fuse; the xattr
+//! tests need `getfattr` (Debian package `attr`).
+
+mod common;
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use ossmount::config;
+use ossmount::store::config::{Auth, Scheme, StoreConfig};
+use ossmount::store::{Credentials, ListRequest, ObjectStore, StoreError};
+
+use common::mount::{run, Env, BUCKET};
+use common::{Serve, AK, SK};
+
+fn store_of(serve: &Serve) -> Arc<dyn ObjectStore> {
+    config::connect(&StoreConfig {
+        scheme: Scheme::Oss,
+        bucket: BUCKET.into(),
+        endpoint: serve.endpoint(),
+        region: "cn-hangzhou".into(),
+        path_style: true,
+        auth: Auth::OssV4(Credentials {
+            access_key_id: AK.into(),
+            access_key_secret: SK.into(),
+            session_token: None,
+        }),
+    })
+    .unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn read_all(store: &dyn ObjectStore, key: &str) -> Result<Vec<u8>, StoreError> {
+    use futures_util::StreamExt;
+    let meta = store.head(key).await?;
+    let mut s = store.get_range(key, 0..meta.size, Some(&meta.etag)).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = s.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+/// A bucket with links: in the same directory, up a level, from the top, dangling, a
+/// loop, and one out of the prefix `d/`.
+fn links_bucket(b: &Path) {
+    std::fs::create_dir_all(b.join("d/sub")).unwrap();
+    std::fs::write(b.join("d/file.txt"), "hello file\n").unwrap();
+    std::fs::write(b.join("other.txt"), "outside d\n").unwrap();
+    symlink("file.txt", b.join("d/link")).unwrap();
+    symlink("../file.txt", b.join("d/sub/uplink")).unwrap();
+    symlink("d/file.txt", b.join("top")).unwrap();
+    symlink("missing", b.join("d/dangling")).unwrap();
+    symlink("../other.txt", b.join("d/outlink")).unwrap();
+    symlink("loop2", b.join("loop1")).unwrap();
+    symlink("loop1", b.join("loop2")).unwrap();
+}
+
+#[test]
+fn symlink_objects_over_http() {
+    let env = Env::with_objects(links_bucket);
+    let store = store_of(&env.serve);
+    rt().block_on(async {
+        // GetSymlink gives the target key; HEAD and GET answer for the target.
+        assert_eq!(store.get_symlink("d/link").await.unwrap(), "d/file.txt");
+        assert_eq!(
+            store.get_symlink("d/sub/uplink").await.unwrap(),
+            "d/file.txt"
+        );
+        assert_eq!(store.get_symlink("d/dangling").await.unwrap(), "d/missing");
+        let m = store.head("d/link").await.unwrap();
+        let target = store.head("d/file.txt").await.unwrap();
+        assert!(m.is_symlink(), "{m:?}");
+        assert_eq!((m.size, &m.etag, m.crc64), (11, &target.etag, None));
+        assert!(target.crc64.is_some());
+        assert_eq!(read_all(&*store, "d/link").await.unwrap(), b"hello file\n");
+        // GetSymlink of a plain object is refused; a dangling link reads as missing.
+        let e = store.get_symlink("d/file.txt").await.unwrap_err();
+        assert!(format!("{e}").contains("NotSymlink"), "{e}");
+        match store.head("d/dangling").await {
+            Err(StoreError::NoSuchKey(e)) => assert_eq!(e.code, "SymlinkTargetNotExist"),
+            other => panic!("{other:?}"),
+        }
+        // A link to a link is refused, as OSS refuses it.
+        match store.head("loop1").await {
+            Err(StoreError::Other(e)) => assert_eq!(e.code, "InvalidTargetType"),
+            other => panic!("{other:?}"),
+        }
+        // Listings report the type.
+        let page = store
+            .list(&ListRequest {
+                prefix: "d/".into(),
+                delimiter: Some("/".into()),
+                max_keys: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let ty = |k: &str| {
+            page.objects
+                .iter()
+                .find(|o| o.key == k)
+                .and_then(|o| o.object_type.clone())
+        };
+        assert_eq!(ty("d/link").as_deref(), Some("Symlink"));
+        assert_eq!(ty("d/dangling").as_deref(), Some("Symlink"));
+        assert_eq!(ty("d/file.txt").as_deref(), Some("Normal"));
+        assert_eq!(ty("d/outlink").as_deref(), Some("Symlink"));
+    });
+}
+
+fn readlink(p: &Path) -> String {
+    std::fs::read_link(p)
+        .unwrap_or_else(|e| panic!("readlink {}: {e}", p.display()))
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn symlinks_in_the_mount() {
+    let env = Env::with_objects(links_bucket);
+    let m = env.mount_fg("mnt", &[]);
+    let d = &m.dir;
+    // readlink: relative to the link's directory.
+    assert_eq!(readlink(&d.join("d/link")), "file.txt");
+    assert_eq!(readlink(&d.join("d/sub/uplink")), "../file.txt");
+    assert_eq!(readlink(&d.join("top")), "d/file.txt");
+    assert_eq!(readlink(&d.join("d/dangling")), "missing");
+    // Reading through the link reads the target.
+    for l in ["d/link", "d/sub/uplink", "top"] {
+        assert_eq!(std::fs::read(d.join(l)).unwrap(), b"hello file\n", "{l}");
+    }
+    let meta = std::fs::symlink_metadata(d.join("d/link")).unwrap();
+    assert!(meta.file_type().is_symlink());
+    assert_eq!(meta.len(), "file.txt".len() as u64);
+    // ls -l shows the arrow.
+    let ls = run(Command::new("ls").arg("-l").arg(d.join("d")));
+    let ls = String::from_utf8_lossy(&ls.stdout).to_string();
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with('l') && l.ends_with("link -> file.txt")),
+        "{ls}"
+    );
+    assert!(ls.contains("dangling -> missing"), "{ls}");
+    // find -L follows the links: each resolves to a regular file (the dangling one and
+    // the loop are reported by find and skipped).
+    let out = Command::new("find")
+        .arg("-L")
+        .arg(d)
+        .args(["-type", "f"])
+        .output()
+        .unwrap();
+    let found = String::from_utf8_lossy(&out.stdout).to_string();
+    for f in ["d/link", "d/sub/uplink", "top", "d/file.txt", "d/outlink"] {
+        assert!(
+            found.lines().any(|l| l == d.join(f).to_str().unwrap()),
+            "{f} not in {found}"
+        );
+    }
+    assert!(!found.contains("dangling"), "{found}");
+    // Dangling: ENOENT when followed. Loop: ELOOP from the kernel.
+    let e = std::fs::read(d.join("d/dangling")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
+    let e = std::fs::read(d.join("loop1")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+    // Mounting the whole bucket, other.txt is inside: outlink is a link too.
+    assert!(std::fs::symlink_metadata(d.join("d/outlink"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(readlink(&d.join("d/outlink")), "../other.txt");
+}
+
+#[test]
+fn links_out_of_the_prefix_show_as_files_and_follow_symlinks_shows_all_so() {
+    let env = Env::with_objects(links_bucket);
+    // Mounting only d/: outlink points at other.txt, outside the prefix.
+    let m = env.mount_fg_url(&format!("oss://{BUCKET}/d/"), "sub", &[]);
+    let out = m.dir.join("outlink");
+    let meta = std::fs::symlink_metadata(&out).unwrap();
+    assert!(meta.file_type().is_file(), "{meta:?}");
+    assert_eq!(meta.len(), 10);
+    assert_eq!(std::fs::read(&out).unwrap(), b"outside d\n");
+    assert_eq!(readlink(&m.dir.join("link")), "file.txt");
+    drop(m);
+
+    let m = env.mount_fg("follow", &["--follow-symlinks"]);
+    let link = m.dir.join("d/link");
+    let meta = std::fs::symlink_metadata(&link).unwrap();
+    assert!(meta.file_type().is_file(), "{meta:?}");
+    assert_eq!(meta.len(), 11);
+    assert_eq!(std::fs::read(&link).unwrap(), b"hello file\n");
+    // A dangling link has no file to show: it stays a (dangling) link.
+    assert!(std::fs::symlink_metadata(m.dir.join("d/dangling"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
