@@ -16,6 +16,7 @@ command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 command -v rsync >/dev/null || need_apt+=(rsync)
 command -v cmp >/dev/null || need_apt+=(diffutils)
 { command -v fincore && command -v findmnt; } >/dev/null || need_apt+=(util-linux)
+{ command -v getfattr && command -v setfattr; } >/dev/null || need_apt+=(attr)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   $SUDO apt-get update -qq

@@ -210,3 +210,115 @@ fn links_out_of_the_prefix_show_as_files_and_follow_symlinks_shows_all_so() {
         .file_type()
         .is_symlink());
 }
+
+fn setfattr(path: &Path, name: &str, value: &str) {
+    run(Command::new("setfattr")
+        .args(["-n", name, "-v", value])
+        .arg(path));
+}
+
+/// Wait (30 s: a loaded CI box) until `f` holds.
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn archived_objects_over_http() {
+    let env = Env::with_objects(|b| {
+        std::fs::write(b.join("cold.bin"), "frozen bytes").unwrap();
+        std::fs::write(b.join("warm.bin"), "plain bytes").unwrap();
+    });
+    let cold = env.object("cold.bin");
+    setfattr(&cold, "user.oss.storage-class", "ColdArchive");
+    let store = store_of(&env.serve);
+    rt().block_on(async {
+        let m = store.head("cold.bin").await.unwrap();
+        assert_eq!(m.storage_class.as_deref(), Some("ColdArchive"));
+        assert_eq!(m.restore, None);
+        match read_all(&*store, "cold.bin").await {
+            Err(StoreError::InvalidObjectState(e)) => {
+                assert_eq!(e.status, 403);
+                assert!(e.message.contains("RestoreObject"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        setfattr(&cold, "user.oss.restore", "ongoing");
+        let m = store.head("cold.bin").await.unwrap();
+        assert_eq!(m.restore.as_deref(), Some("ongoing-request=\"true\""));
+        assert!(read_all(&*store, "cold.bin").await.is_err());
+        setfattr(&cold, "user.oss.restore", "restored");
+        let m = store.head("cold.bin").await.unwrap();
+        assert!(m
+            .restore
+            .as_deref()
+            .unwrap()
+            .starts_with("ongoing-request=\"false\", expiry-date=\""));
+        assert_eq!(
+            read_all(&*store, "cold.bin").await.unwrap(),
+            b"frozen bytes"
+        );
+        // The listing carries StorageClass and RestoreInfo.
+        let page = store
+            .list(&ListRequest {
+                max_keys: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let c = page.objects.iter().find(|o| o.key == "cold.bin").unwrap();
+        assert_eq!(c.storage_class.as_deref(), Some("ColdArchive"));
+        assert_eq!(c.restore, m.restore);
+        let w = page.objects.iter().find(|o| o.key == "warm.bin").unwrap();
+        assert_eq!(w.storage_class.as_deref(), Some("Standard"));
+        assert_eq!(w.restore, None);
+    });
+}
+
+#[test]
+fn archived_objects_in_the_mount_need_a_restore() {
+    let env = Env::with_objects(|b| {
+        std::fs::write(b.join("cold.bin"), "frozen bytes").unwrap();
+    });
+    let cold = env.object("cold.bin");
+    setfattr(&cold, "user.oss.storage-class", "Archive");
+    let m = env.mount_fg("mnt", &["--metadata-ttl", "1s"]);
+    let log = env.tmp.path().join("mnt.log");
+    let via = m.dir.join("cold.bin");
+    // Listed and stat-able, but not readable: EACCES, and the log says what to do.
+    assert_eq!(std::fs::metadata(&via).unwrap().len(), 12);
+    let e = std::fs::read(&via).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("cold.bin")).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].contains("RestoreObject") && lines[0].contains("Archive"),
+        "{text}"
+    );
+    // A restore in progress says so.
+    setfattr(&cold, "user.oss.restore", "ongoing");
+    wait_for("the restore in progress to be logged", || {
+        let _ = std::fs::read(&via);
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("restore is in progress")
+    });
+    assert_eq!(
+        std::fs::read(&via).unwrap_err().raw_os_error(),
+        Some(libc::EACCES)
+    );
+    // Restored: reads normally.
+    setfattr(&cold, "user.oss.restore", "restored");
+    wait_for("the restored object to read", || {
+        std::fs::read(&via).is_ok_and(|b| b == b"frozen bytes")
+    });
+    // The restore expired: archived again.
+    setfattr(&cold, "user.oss.restore", "restored:1000");
+    wait_for("the expired restore to refuse reads", || {
+        std::fs::read(&via).is_err_and(|e| e.raw_os_error() == Some(libc::EACCES))
+    });
+}

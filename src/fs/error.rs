@@ -43,7 +43,7 @@ pub enum FsError {
     #[error("access denied by the store: {0}")]
     AccessDenied(String),
     /// Archive / ColdArchive objects must be restored before they can be read.
-    #[error("object is archived and not restored: {0}")]
+    #[error("archived object not readable: {0}")]
     Archived(String),
     /// The object changed on the server under an open handle (ETag mismatch).
     #[error("object changed on the server")]
