@@ -54,6 +54,7 @@ pub mod admin;
 pub mod checkpoint;
 pub mod entry;
 pub mod partbuf;
+pub mod state;
 
 use std::collections::HashMap;
 use std::fs::{self, File};

@@ -322,3 +322,89 @@ fn archived_objects_in_the_mount_need_a_restore() {
         std::fs::read(&via).is_err_and(|e| e.raw_os_error() == Some(libc::EACCES))
     });
 }
+
+fn getfattr(path: &Path, name: &str) -> Result<String, String> {
+    let out = Command::new("getfattr")
+        .args(["--only-values", "-n", name])
+        .arg(path)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn extended_attributes_show_the_object_and_the_cache() {
+    let data = common::pattern(3 << 20, 9);
+    let env = Env::with_objects(|b| {
+        std::fs::write(b.join("obj.bin"), &data).unwrap();
+        std::fs::write(b.join("cold.bin"), "frozen").unwrap();
+    });
+    setfattr(&env.object("obj.bin"), "user.owner", "alice");
+    setfattr(&env.object("obj.bin"), "user.project", "x y");
+    setfattr(
+        &env.object("cold.bin"),
+        "user.oss.storage-class",
+        "DeepColdArchive",
+    );
+    let store = store_of(&env.serve);
+    let head = rt().block_on(store.head("obj.bin")).unwrap();
+    let m = env.mount_fg("mnt", &[]);
+    let f = m.dir.join("obj.bin");
+    // getfattr -d dumps every user attribute.
+    let dump = run(Command::new("getfattr").arg("-d").arg(&f));
+    let dump = String::from_utf8_lossy(&dump.stdout).to_string();
+    for name in [
+        "user.oss.etag=",
+        "user.oss.crc64=",
+        "user.oss.object-type=\"Normal\"",
+        "user.oss.storage-class=\"Standard\"",
+        "user.oss.meta.owner=\"alice\"",
+        "user.oss.meta.project=\"x y\"",
+        "user.ossmount.cached-bytes=\"0\"",
+        "user.ossmount.finalized=\"no\"",
+    ] {
+        assert!(dump.contains(name), "{name} not in {dump}");
+    }
+    assert_eq!(getfattr(&f, "user.oss.etag").unwrap(), head.etag);
+    assert_eq!(
+        getfattr(&f, "user.oss.crc64").unwrap(),
+        head.crc64.unwrap().to_string()
+    );
+    // Read it all: the cache holds it, verified.
+    assert_eq!(std::fs::read(&f).unwrap(), data);
+    wait_for("the object to be finalized", || {
+        getfattr(&f, "user.ossmount.finalized").as_deref() == Ok("yes")
+    });
+    assert_eq!(
+        getfattr(&f, "user.ossmount.cached-bytes").unwrap(),
+        (3u64 << 20).to_string()
+    );
+    // Unknown names, directories, and changes.
+    let e = getfattr(&f, "user.nothing").unwrap_err();
+    assert!(e.contains("No such attribute"), "{e}");
+    let dir_dump = run(Command::new("getfattr").arg("-d").arg(&m.dir));
+    assert!(dir_dump.stdout.is_empty());
+    let out = Command::new("setfattr")
+        .args(["-n", "user.x", "-v", "1"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+        "{out:?}"
+    );
+    // An archived object says so.
+    let cold = m.dir.join("cold.bin");
+    assert_eq!(
+        getfattr(&cold, "user.oss.storage-class").unwrap(),
+        "DeepColdArchive"
+    );
+    assert_eq!(
+        getfattr(&cold, "user.oss.restore-state").unwrap(),
+        "archived"
+    );
+}

@@ -34,6 +34,12 @@ pub enum FsError {
     /// file; `isatty` asks this of every file Python opens).
     #[error("no ioctls on objects")]
     NoIoctl,
+    /// An extended attribute the file does not have (ENODATA).
+    #[error("no such extended attribute")]
+    NoXattr,
+    /// The caller's buffer is too small for the extended attribute (ERANGE).
+    #[error("extended attribute buffer too small")]
+    XattrRange,
     /// `readlink` of something that is not a symbolic link.
     #[error("not a symbolic link")]
     NotSymlink,

@@ -57,6 +57,8 @@ pub(super) struct InodeState {
     pub(super) listing: Option<Arc<Listing>>,
     /// Symbolic links: the `readlink` text (`tree/links.rs`).
     pub(super) link: Option<String>,
+    /// When `meta` came from a HEAD (listings carry no user metadata and no CRC-64).
+    pub(super) headed: Option<Instant>,
 }
 
 type NameKey = (u64, String, Kind);
@@ -249,6 +251,32 @@ impl Tree {
         let mut st = inode.state.lock();
         st.meta = Some(meta);
         st.validated = Some(Instant::now());
+        st.headed = None;
+    }
+
+    /// A file's metadata as a HEAD within the TTL gave it (with user metadata and
+    /// CRC-64), for its extended attributes; `None` for directories and links.
+    pub async fn headed_meta(&self, ino: u64) -> Result<Option<ObjectMeta>, FsError> {
+        let inode = self.inode(ino)?;
+        if inode.kind != Kind::File {
+            return Ok(None);
+        }
+        let (meta, headed) = {
+            let st = inode.state.lock();
+            (st.meta.clone(), st.headed)
+        };
+        match meta {
+            Some(m) if self.fresh(headed) => Ok(Some(m)),
+            _ => Ok(Some(self.revalidate(&inode).await?)),
+        }
+    }
+
+    /// What the part cache holds of this version of the object (`None` without a cache).
+    pub fn held(&self, meta: &ObjectMeta) -> Option<crate::cache::state::Held> {
+        match &self.data {
+            super::DataPath::Cache(f) => Some(f.cache().held(meta)),
+            super::DataPath::Uncached => None,
+        }
     }
 
     /// Attributes of `ino`; a file whose metadata is older than the TTL is re-HEADed.
@@ -278,6 +306,7 @@ impl Tree {
             );
         }
         self.set_meta(inode, meta.clone());
+        inode.state.lock().headed = Some(Instant::now());
         Ok(meta)
     }
 }
