@@ -408,3 +408,90 @@ fn extended_attributes_show_the_object_and_the_cache() {
         "archived"
     );
 }
+
+fn append(path: &Path, data: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(data).unwrap();
+}
+
+#[test]
+fn appendable_objects_over_http_and_through_the_mount() {
+    let first = common::pattern(1 << 20, 3);
+    let more = common::pattern(100 << 10, 4);
+    let env = Env::with_objects(|b| std::fs::write(b.join("log.txt"), &first).unwrap());
+    let src = env.object("log.txt");
+    setfattr(&src, "user.oss.object-type", "Appendable");
+    let store = store_of(&env.serve);
+    let before = rt().block_on(store.head("log.txt")).unwrap();
+    assert!(before.is_appendable(), "{before:?}");
+    assert_eq!(before.size, 1 << 20);
+
+    let m = env.mount_fg("mnt", &["--metadata-ttl", "1s"]);
+    let via = m.dir.join("log.txt");
+    assert_eq!(std::fs::read(&via).unwrap(), first);
+    assert_eq!(
+        getfattr(&via, "user.oss.object-type").unwrap(),
+        "Appendable"
+    );
+
+    // AppendObject: a new length, ETag and CRC-64; the bytes before stay.
+    append(&src, &more);
+    let after = rt().block_on(store.head("log.txt")).unwrap();
+    assert!(after.is_appendable());
+    assert_eq!(after.size, (1 << 20) + (100 << 10));
+    assert_ne!(after.etag, before.etag);
+    assert_ne!(after.crc64, before.crc64);
+    // A reader that reopens (tail -F style) sees the new length after the TTL, and the
+    // whole object matches.
+    wait_for("the mount to see the appended length", || {
+        std::fs::metadata(&via).is_ok_and(|md| md.len() == after.size)
+    });
+    common::mount::same_file(&via, &src);
+}
+
+fn download(env: &Env, key: &str, local: &Path) -> std::process::Output {
+    Command::new(common::bin())
+        .arg("download")
+        .arg(format!("oss://{BUCKET}/{key}"))
+        .arg(local)
+        .args([
+            "--endpoint",
+            &env.serve.endpoint(),
+            "--region",
+            "cn-hangzhou",
+        ])
+        .env("OSS_ACCESS_KEY_ID", AK)
+        .env("OSS_ACCESS_KEY_SECRET", SK)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn download_follows_a_symlink_and_verifies_the_target() {
+    let data = common::pattern(3 << 20, 5);
+    let env = Env::with_objects(|b| {
+        std::fs::create_dir_all(b.join("d")).unwrap();
+        std::fs::write(b.join("d/data.bin"), &data).unwrap();
+        symlink("data.bin", b.join("d/link")).unwrap();
+        symlink("gone", b.join("d/dangling")).unwrap();
+        std::fs::write(b.join("log.txt"), &data[..1 << 20]).unwrap();
+    });
+    setfattr(&env.object("log.txt"), "user.oss.object-type", "Appendable");
+    let local = env.tmp.path().join("out.bin");
+    let out = download(&env, "d/link", &local);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("symlink to \"d/data.bin\""), "{err}");
+    assert!(!err.contains("cannot be verified"), "{err}");
+    assert_eq!(std::fs::read(&local).unwrap(), data);
+    // A dangling link fails clearly.
+    let out = download(&env, "d/dangling", &env.tmp.path().join("x"));
+    assert!(!out.status.success());
+    // An appendable object: the length at the HEAD, verified.
+    let local = env.tmp.path().join("log.out");
+    let out = download(&env, "log.txt", &local);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("cannot be verified"));
+    assert_eq!(std::fs::read(&local).unwrap(), &data[..1 << 20]);
+}
