@@ -495,3 +495,57 @@ fn download_follows_a_symlink_and_verifies_the_target() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("cannot be verified"));
     assert_eq!(std::fs::read(&local).unwrap(), &data[..1 << 20]);
 }
+
+#[test]
+fn appended_objects_keep_their_cached_parts_and_open_handles_keep_reading() {
+    const MIB: usize = 1 << 20;
+    let first = common::pattern(20 * MIB, 6);
+    let more = common::pattern(100 << 10, 7);
+    let env = Env::with_objects(|b| std::fs::write(b.join("log.bin"), &first).unwrap());
+    let src = env.object("log.bin");
+    setfattr(&src, "user.oss.object-type", "Appendable");
+    let m = env.mount_fg("mnt", &["--metadata-ttl", "1s", "--part-size", "1MiB"]);
+    let via = m.dir.join("log.bin");
+
+    // A handle opened before the append reads its first MiB...
+    use std::io::Read;
+    let mut old = std::fs::File::open(&via).unwrap();
+    let mut head = vec![0u8; MIB];
+    old.read_exact(&mut head).unwrap();
+    assert_eq!(head, first[..MIB]);
+    append(&src, &more);
+    // ...another reader opens the grown object after the TTL and reads all of it...
+    wait_for("the mount to see the appended length", || {
+        std::fs::metadata(&via).is_ok_and(|md| md.len() as usize == first.len() + more.len())
+    });
+    common::mount::same_file(&via, &src);
+    // ...and the old handle reads on, with no ESTALE: at least to the length it saw (the
+    // kernel may give it the appended bytes too, as for a local file being appended to:
+    // its page cache is the inode's), every byte what the object holds.
+    let mut rest = Vec::new();
+    old.read_to_end(&mut rest).unwrap();
+    assert!(rest.len() >= first.len() - MIB, "{}", rest.len());
+    let now = std::fs::read(&src).unwrap();
+    assert_eq!(rest, now[MIB..MIB + rest.len()]);
+    drop(old);
+
+    // Everything is cached now; append again: only the new bytes (and the old short last
+    // part) cross the network.
+    wait_for("the object to be finalized", || {
+        getfattr(&via, "user.ossmount.finalized").as_deref() == Ok("yes")
+    });
+    env.serve.reset_stats();
+    append(&src, &more);
+    let len = first.len() + 2 * more.len();
+    wait_for("the second append to show", || {
+        std::fs::metadata(&via).is_ok_and(|md| md.len() as usize == len)
+    });
+    common::mount::same_file(&via, &src);
+    let sent = env.serve.stats().bytes_sent;
+    assert!(
+        sent <= (2 * more.len()) as u64,
+        "{sent} bytes sent for a {}-byte append",
+        more.len()
+    );
+    assert!(sent >= more.len() as u64, "{sent}");
+}
