@@ -200,6 +200,13 @@ Output: the first line on stdout is `ossmount serve: listening on http://ADDR` (
 Addressing: path style (/bucket/key) or virtual-hosted (Host: bucket.anything). Keys are
 files below the bucket folders; symlinks out of DIR and `..` are refused.
 
+Object kinds (testing aids, docs/mount.md, Object kinds): a symlink that stays in its
+bucket is a symlink object (GetSymlink `?symlink`; GET/HEAD answer for the target);
+extended attributes of a file set user.oss.object-type=Appendable,
+user.oss.storage-class=Archive|ColdArchive|DeepColdArchive|IA,
+user.oss.restore=ongoing|restored|restored:<unix seconds>; any other user.NAME is user
+metadata x-oss-meta-NAME.
+
 Testing aids (no signature needed; bind to loopback):
   GET  /_ossmount/stats         JSON counters: requests, get_requests, head_requests,
                                 list_requests, bytes_sent, status_503, status_412, resets,
