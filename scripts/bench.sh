@@ -83,7 +83,7 @@ make_data() {
 
 start_serve() {
   local out=$BENCH_DIR/serve.out
-  "$BIN" serve "$BENCH_DIR/data" --listen 127.0.0.1:0 --anonymous > "$out" 2> "$BENCH_DIR/serve.err" &
+  "$BIN" serve "$BENCH_DIR/data" --listen 127.0.0.1:0 --anonymous --testing-aids > "$out" 2> "$BENCH_DIR/serve.err" &
   SERVE_PID=$!
   for _ in $(seq 100); do
     if grep -q "listening on" "$out" 2>/dev/null; then break; fi

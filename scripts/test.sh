@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every check ossmount has: formatting, clippy, unit tests, and the integration tests
 # that mount for real through FUSE and talk real HTTP to `ossmount serve`, plus the
-# cross-checks with the official OSS Python SDK and boto3.
+# cross-checks with the official OSS Python SDK and boto3, then the install test of the
+# .deb and .rpm (scripts/package-test.sh).
 #
 # Installs what the tests need when it is missing (Debian packages, pip packages), so it
 # works on a fresh machine. Needs root (or sudo) for apt-get and for FUSE mounts.
@@ -17,6 +18,8 @@ command -v rsync >/dev/null || need_apt+=(rsync)
 command -v cmp >/dev/null || need_apt+=(diffutils)
 { command -v fincore && command -v findmnt; } >/dev/null || need_apt+=(util-linux)
 { command -v getfattr && command -v setfattr; } >/dev/null || need_apt+=(attr)
+command -v man >/dev/null || need_apt+=(man-db)          # tests/generate.rs, package test
+command -v rpmbuild >/dev/null || need_apt+=(rpm)        # scripts/package.sh builds the .rpm
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   $SUDO apt-get update -qq
@@ -34,3 +37,9 @@ echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --no-fail-fast "$@"
+# The packages, installed and used (a few minutes: the LTO build). Run on the full suite,
+# i.e. without test arguments; OSSMOUNT_PACKAGE_TEST=0 skips it, =1 forces it.
+if [ "${OSSMOUNT_PACKAGE_TEST:-$([ $# -eq 0 ] && echo 1 || echo 0)}" = 1 ]; then
+  echo "== scripts/package-test.sh"
+  $SUDO scripts/package-test.sh
+fi

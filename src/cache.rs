@@ -54,12 +54,13 @@ pub mod admin;
 pub mod checkpoint;
 pub mod entry;
 pub mod partbuf;
+pub mod private;
 pub mod state;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -272,6 +273,7 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File, CacheError> {
         .truncate(false)
         .read(true)
         .write(true)
+        .mode(private::FILE_MODE)
         .open(dir.join("lock"))?;
     // A previous owner may be finishing: in this process, the flusher thread or a finalize
     // task holding the cache for a few milliseconds after its last user dropped it; in
@@ -301,7 +303,7 @@ impl PartCache {
     /// `namespace` identifies (endpoint, bucket), see `StoreConfig::namespace`.
     pub fn open(config: CacheConfig, namespace: String) -> Result<Arc<Self>, CacheError> {
         check_part_size(config.part_size).map_err(CacheError::Config)?;
-        fs::create_dir_all(&config.dir)?;
+        private::create_cache_dir(&config.dir)?;
         let lock = lock_dir(&config.dir)?;
         let mut lru = LruCache::unbounded();
         let mut used = 0;

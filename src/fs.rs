@@ -19,6 +19,7 @@
 //!   restore state, user metadata, and how much of the file the cache holds).
 
 pub mod adapter;
+mod deadline;
 mod drop_behind;
 pub mod error;
 pub mod mount;

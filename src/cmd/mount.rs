@@ -330,7 +330,7 @@ fn connect(
 ) -> Result<(StoreConfig, Arc<dyn ObjectStore>), Failure> {
     let env = |k: &str| std::env::var(k).ok();
     let cfg = config::resolve(url, &args.store, &env).map_err(|e| usage(e.to_string()))?;
-    let store = config::connect(&cfg).map_err(|e| usage(e.to_string()))?;
+    let store = config::connect_args(&cfg, &args.store).map_err(|e| usage(e.to_string()))?;
     Ok((cfg, store))
 }
 
@@ -396,6 +396,7 @@ fn describe_check_failure(store: &dyn ObjectStore, bucket: &str, e: &StoreError)
         StoreError::SignatureDoesNotMatch(_) => "the signature does not match (check the access key secret and --region)".to_string(),
         StoreError::AccessDenied(_) => "access denied (check the credentials and the bucket policy)".to_string(),
         StoreError::Network(_) | StoreError::Timeout(_) => "cannot reach the endpoint (check --endpoint and the network)".to_string(),
+        StoreError::Tls(_) => "the endpoint's TLS certificate is not trusted (give its CA with --ca-bundle, or check the endpoint's name)".to_string(),
         _ => "the store refused the listing".to_string(),
     };
     format!("cannot mount {}: {what}: {e}", store.describe())
@@ -447,6 +448,7 @@ fn fs_config(args: &MountArgs) -> FsConfig {
         dir_mode: args.dir_mode,
         metadata_ttl: args.metadata_ttl,
         follow_symlinks: args.follow_symlinks,
+        request_deadline: args.request_deadline,
         direct_io_above: args
             .direct_io
             .then_some(CacheConfig::default().small_object_threshold),

@@ -27,6 +27,7 @@ use fuser::{
 use parking_lot::Mutex;
 use tracing::warn;
 
+use super::deadline::within;
 use super::drop_behind::DropBehind;
 use super::error::FsError;
 use super::passthrough::{open_flags, IoModes, OpenAs};
@@ -65,7 +66,7 @@ pub fn to_errno(e: &FsError, op: &str) -> Errno {
             warn!(op, "stale file handle: {e}");
             Errno::ESTALE
         }
-        FsError::Store(_) | FsError::Cache(_) | FsError::Io(_) => {
+        FsError::Store(_) | FsError::Cache(_) | FsError::Io(_) | FsError::Deadline { .. } => {
             warn!(op, "I/O error: {e}");
             Errno::EIO
         }
@@ -145,6 +146,11 @@ impl Adapter {
         }
     }
 
+    /// How long a request may wait on the network (`--request-deadline`).
+    fn deadline(&self) -> std::time::Duration {
+        self.core.config().request_deadline
+    }
+
     /// Set this to the session's notifier once the session exists: dropping pages behind
     /// sequential readers starts then.
     pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
@@ -178,8 +184,10 @@ impl Filesystem for Adapter {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let core = self.core.clone();
         let name = name.to_owned();
+        let deadline = self.deadline();
         self.rt.spawn(async move {
-            match core.lookup(parent.0, &name).await {
+            let what = || format!("lookup of {name:?} in inode {}", parent.0);
+            match within(deadline, what, core.lookup(parent.0, &name)).await {
                 Ok(a) => reply.entry(&core.ttl(), &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(to_errno(&e, "lookup")),
             }
@@ -194,8 +202,10 @@ impl Filesystem for Adapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let core = self.core.clone();
+        let deadline = self.deadline();
         self.rt.spawn(async move {
-            match core.getattr(ino.0).await {
+            let what = || format!("getattr of inode {}", ino.0);
+            match within(deadline, what, core.getattr(ino.0)).await {
                 Ok(a) => reply.attr(&core.ttl(), &file_attr(&a)),
                 Err(e) => reply.error(to_errno(&e, "getattr")),
             }
@@ -234,8 +244,10 @@ impl Filesystem for Adapter {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let core = self.core.clone();
+        let deadline = self.deadline();
         self.rt.spawn(async move {
-            match core.opendir(ino.0).await {
+            let what = || format!("opendir of inode {}", ino.0);
+            match within(deadline, what, core.opendir(ino.0)).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(to_errno(&e, "opendir")),
             }
@@ -303,8 +315,10 @@ impl Filesystem for Adapter {
         let core = self.core.clone();
         let io = self.io.clone();
         let drop_behind = self.drop_behind.clone();
+        let deadline = self.deadline();
         self.rt.spawn(async move {
-            let mut opened = match core.open(ino.0, write).await {
+            let what = || format!("open of inode {}", ino.0);
+            let mut opened = match within(deadline, what, core.open(ino.0, write)).await {
                 Ok(o) => o,
                 Err(e) => return reply.error(to_errno(&e, "open")),
             };
@@ -335,7 +349,7 @@ impl Filesystem for Adapter {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -353,7 +367,10 @@ impl Filesystem for Adapter {
         match self.core.read_now(fh.0, offset, size) {
             ReadAnswer::Ready(result) => answer(reply, result),
             ReadAnswer::Later(rest) => {
-                self.rt.spawn(async move { answer(reply, rest.await) });
+                let deadline = self.deadline();
+                let what = move || format!("read of {size} bytes at {offset} of inode {}", ino.0);
+                self.rt
+                    .spawn(async move { answer(reply, within(deadline, what, rest).await) });
             }
         }
         self.drop_behind.on_read(fh.0, offset, size.into(), |ino| {

@@ -86,6 +86,12 @@ pub struct FsConfig {
     /// as a symbolic link (`--follow-symlinks`). Default off: a link is shown as a link
     /// (ossfs's `enable_symlink`), so `find`, `rsync -l` and `cp -a` see what is stored.
     pub follow_symlinks: bool,
+    /// Longest a FUSE request waits on the network before it answers EIO (`fs::deadline`).
+    /// 60 s: above what a request that recovers needs (the retry budget's worst-case
+    /// backoff, 22.6 s, plus one attempt stalled for the 30 s read timeout), and half the
+    /// kernel's 120 s hung-task report, so a dead store gives errors, never processes
+    /// stuck in D state. A FUSE read is at most 1 MiB, so 60 s still allows a 17 KiB/s link.
+    pub request_deadline: Duration,
 }
 
 impl Default for FsConfig {
@@ -103,6 +109,7 @@ impl Default for FsConfig {
             block_size: 128 << 10,
             direct_io_above: None,
             follow_symlinks: false,
+            request_deadline: Duration::from_secs(60),
         }
     }
 }

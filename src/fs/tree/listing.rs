@@ -26,6 +26,7 @@ use super::inodes::Inode;
 use super::links::Shown;
 use super::{Attr, Kind, Tree, NAME_MAX};
 use crate::fs::error::FsError;
+use crate::store::limits::ListGuard;
 use crate::store::{ListRequest, ObjectMeta, StoreError};
 
 /// One entry of a directory read; `offset` is the cookie of the next entry.
@@ -122,6 +123,7 @@ impl Tree {
         let mut token = None;
         let started = Instant::now();
         let mut pages = 0u32;
+        let mut guard = ListGuard::new(format!("listing of {prefix:?}"));
         loop {
             let req = ListRequest {
                 prefix: prefix.clone(),
@@ -132,6 +134,7 @@ impl Tree {
             self.counters.lists.fetch_add(1, Ordering::Relaxed);
             let page = self.store.list(&req).await?;
             pages += 1;
+            let next = guard.next(&page)?;
             for obj in page.objects {
                 let Some(name) = obj.key.strip_prefix(prefix.as_str()) else {
                     continue;
@@ -157,9 +160,9 @@ impl Tree {
                 }
                 dirs.insert(name.to_string());
             }
-            match page.next_continuation_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
             }
         }
         for name in &dirs {
