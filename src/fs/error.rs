@@ -24,10 +24,9 @@ pub enum FsError {
     ReadOnly,
     #[error("file name too long")]
     NameTooLong,
-    /// What objects do not have (extended attributes, holes to seek, polling). Answered
-    /// with ENOSYS, which the kernel remembers for the rest of the mount and then answers
-    /// itself: EOPNOTSUPP for xattrs, the whole file as data for SEEK_DATA/SEEK_HOLE,
-    /// "always ready" for poll.
+    /// What objects do not have (holes to seek, polling). Answered with ENOSYS, which the
+    /// kernel remembers for the rest of the mount and then answers itself: the whole file
+    /// as data for SEEK_DATA/SEEK_HOLE, "always ready" for poll.
     #[error("not implemented by an object store")]
     NotImplemented,
     /// An ioctl: a file of the mount is no terminal or device (ENOTTY, as for any regular
