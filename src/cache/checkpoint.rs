@@ -363,6 +363,12 @@ mod tests {
     fn round_trip() {
         let c = sample();
         assert_eq!(Checkpoint::decode(&c.encode()).unwrap(), c);
+        // The appendable flag survives, and leaves the golden bytes of others alone.
+        let mut a = sample();
+        a.identity.appendable = true;
+        let back = Checkpoint::decode(&a.encode()).unwrap();
+        assert!(back.identity.appendable);
+        assert_eq!(back, a);
         let mut f = c.clone();
         f.parts[1] = Some(7);
         f.finalized = true;
