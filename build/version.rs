@@ -44,7 +44,7 @@ impl Source {
                 if *modified { "-modified" } else { "" }
             ),
             Source::Archive(c) => format!("commit {}", short(c)),
-            Source::Unknown => "commit unknown (not built from a git checkout)".to_string(),
+            Source::Unknown => "commit unknown: not built from a git checkout".to_string(),
         }
     }
 }

@@ -16,6 +16,7 @@ need_apt=()
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 command -v rsync >/dev/null || need_apt+=(rsync)
 command -v cmp >/dev/null || need_apt+=(diffutils)
+command -v curl >/dev/null || need_apt+=(curl) # tests/link.rs, tests/tls.rs
 { command -v fincore && command -v findmnt; } >/dev/null || need_apt+=(util-linux)
 { command -v getfattr && command -v setfattr; } >/dev/null || need_apt+=(attr)
 command -v man >/dev/null || need_apt+=(man-db)          # tests/generate.rs, package test
@@ -25,9 +26,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-if ! python3 -c "import alibabacloud_oss_v2, boto3" 2>/dev/null; then
-  echo "== installing the OSS Python SDK and boto3 (for the interop cross-checks)"
-  python3 -m pip install -q alibabacloud-oss-v2 boto3
+if ! python3 -c "import alibabacloud_oss_v2, boto3, alibabacloud_credentials, prometheus_client" 2>/dev/null; then
+  echo "== installing the OSS Python SDK, boto3, alibabacloud-credentials (interop cross-checks) and prometheus_client (its /metrics parser)"
+  python3 -m pip install -q alibabacloud-oss-v2 boto3 alibabacloud-credentials prometheus_client
 fi
 [ -e /dev/fuse ] || { echo "error: /dev/fuse is missing; FUSE tests cannot run" >&2; exit 1; }
 

@@ -528,6 +528,7 @@ impl EntryOwner for PartCache {
                 return false;
             };
             tracing::debug!("evicting cache entry {victim}");
+            crate::metrics::METRICS.evictions.inc();
             if let Some(e) = idx.open.remove(&victim) {
                 e.kill(Dead::Stale);
             }
@@ -550,8 +551,14 @@ impl EntryOwner for PartCache {
     fn finalize_entry(&self, entry: &Arc<Entry>) {
         let _ = entry.flush();
         match entry.finalize(entry.identity.crc64) {
-            Ok(_) => self.remeasure(entry),
-            Err(entry::FinalizeError::Mismatch { .. }) => self.drop_entry(entry, Dead::Corrupt),
+            Ok(_) => {
+                crate::metrics::METRICS.finalizations.inc();
+                self.remeasure(entry)
+            }
+            Err(entry::FinalizeError::Mismatch { .. }) => {
+                crate::metrics::METRICS.crc64_object_failures.inc();
+                self.drop_entry(entry, Dead::Corrupt)
+            }
             // Dead: dropped meanwhile. Incomplete: a part from an earlier process failed its
             // CRC-64 and was dropped (logged); the next read of it fetches it again.
             Err(entry::FinalizeError::Dead(_) | entry::FinalizeError::Incomplete) => {}

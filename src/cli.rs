@@ -17,6 +17,7 @@ use crate::cache::CacheConfig;
 use crate::config::StoreArgs;
 use crate::fs::tree::FsConfig;
 use crate::serve::stats::DEFAULT_STALL_MS;
+use crate::serve::sts::AidConfig;
 use crate::units::{format_duration, format_size, parse_duration, parse_size};
 
 /// `ossmount --version`: the version and the commit it was built from (`build.rs`), e.g.
@@ -48,6 +49,54 @@ pub enum Command {
     Ls(LsArgs),
     /// Write an object, or a byte range of it, to stdout.
     Cat(CatArgs),
+    /// List the running mounts of this user: source, mountpoint, pid, uptime, cache, hit
+    /// ratio, requests and errors in the last minute, credentials.
+    Status(StatusArgs),
+    /// Fetch files or directories (recursively) of a running mount into its cache, and
+    /// finalize them, without reading them through the page cache.
+    Warm(WarmArgs),
+    /// Credentials: which source the chain picks, and whether it works.
+    Auth(AuthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only the mount at this directory.
+    pub mountpoint: Option<PathBuf>,
+    /// One JSON array of mounts, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WarmArgs {
+    /// Files or directories inside a running ossmount mount.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Print what would be fetched, fetch nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// No progress bar even on a terminal (plain progress lines).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    #[command(subcommand)]
+    pub command: AuthCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Print the credential source used for URL, the key id's last four characters and the
+    /// expiry, then make one signed request (a one-key listing) to prove they work.
+    Check {
+        /// `oss://bucket[/prefix]` or `s3://bucket[/prefix]`.
+        url: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +167,21 @@ pub struct MountArgs {
     /// handed to a runtime, so a few suffice).
     #[arg(long, default_value_t = 4)]
     pub fuse_threads: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (`127.0.0.1:9100`; a bare port means
+    /// 127.0.0.1). Off by default. Unauthenticated: a non-loopback address gets a warning.
+    #[arg(long, value_parser = parse_metrics_addr, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// `--metrics-addr`: `IP:PORT`, or `PORT` / `:PORT` for loopback (127.0.0.1).
+pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.trim_start_matches(':')
+        .parse::<u16>()
+        .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+        .map_err(|_| format!("not an address (IP:PORT) or a port: {s:?}"))
 }
 
 /// The part cache's settings, shared by `mount` and `download`.
@@ -205,12 +269,39 @@ pub struct ServeArgs {
     pub fault_stall_rate: Option<f64>,
     #[command(flatten)]
     pub link: crate::serve::link::LinkArgs,
+    #[command(flatten)]
+    pub credential_aids: CredentialAidArgs,
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+}
+
+/// `serve`'s credential testing aids: a fake ECS metadata service and a fake STS issuing
+/// temporary credentials that the object listener then accepts until they expire.
+#[derive(Debug, Args)]
+pub struct CredentialAidArgs {
+    /// Testing aid (needs --testing-aids): serve a fake ECS metadata service (RAM role
+    /// credentials) on this address (use 127.0.0.1:0; the address is printed on stdout
+    /// after the first line).
+    #[arg(long, value_name = "ADDR", requires = "testing_aids")]
+    pub metadata_listen: Option<SocketAddr>,
+    /// Testing aid (needs --testing-aids): serve a fake STS (AssumeRole,
+    /// AssumeRoleWithOIDC) on this address.
+    #[arg(long, value_name = "ADDR", requires = "testing_aids")]
+    pub sts_listen: Option<SocketAddr>,
+    /// Testing aid: lifetime of the temporary credentials the aids issue.
+    #[arg(long, value_parser = parse_duration,
+          default_value = format_duration(AidConfig::default().lifetime))]
+    pub credential_lifetime: Duration,
+    /// Testing aid: the RAM role name the fake metadata service reports.
+    #[arg(long, value_name = "NAME", default_value_t = AidConfig::default().role)]
+    pub metadata_role: String,
+    /// Testing aid: the fake metadata service refuses requests without a token.
+    #[arg(long)]
+    pub metadata_require_token: bool,
 }
 
 /// The `serve` contract that tests and scripts rely on.
@@ -243,7 +334,21 @@ Testing aids (only with --testing-aids; no signature needed; bind to loopback):
                                 \"conn_bytes_per_s\": N, \"total_bytes_per_s\": N,
                                 \"requests_per_s\": N, \"link\": \"oss-like\"}} (absent = off;
                                 stall_ms defaults to {DEFAULT_STALL_MS}; a link profile fills
-                                in the link fields not given)"
+                                in the link fields not given)
+
+Credential aids (with --testing-aids: --metadata-listen ADDR, --sts-listen ADDR;
+docs/credentials.md): each address serves a fake ECS metadata service (PUT
+/latest/api/token, GET /latest/meta-data/ram/security-credentials/[ROLE]) and a fake STS
+(POST /?Action=AssumeRole or AssumeRoleWithOIDC, JSON). Their credentials live
+--credential-lifetime and are then refused by the object listener with
+SecurityTokenExpired (OSS) or ExpiredToken (S3). Their lines on stdout, after the first:
+`ossmount serve: metadata service on http://ADDR` and `ossmount serve: sts on http://ADDR`.
+On those addresses:
+  GET  /_ossmount/credentials          JSON counters (issued, metadata_credentials,
+                                       assume_role, assume_role_oidc, refused_expired,
+                                       refused_invalid, accepted, revoked, oidc_tokens_sha256)
+  POST /_ossmount/credentials/revoke   revoke every token issued so far
+  PUT  /_ossmount/credentials/faults   {{\"status\": 500}} or {{\"malformed\": true}}; {{}} clears"
     )
 }
 
@@ -405,6 +510,28 @@ mod tests {
             panic!("not download")
         };
         assert_eq!((d.part_size, d.jobs), (cache.part_size, cache.jobs));
+    }
+
+    #[test]
+    fn metrics_addresses() {
+        assert_eq!(
+            parse_metrics_addr("9100").unwrap().to_string(),
+            "127.0.0.1:9100"
+        );
+        assert_eq!(
+            parse_metrics_addr(":9100").unwrap().to_string(),
+            "127.0.0.1:9100"
+        );
+        assert_eq!(
+            parse_metrics_addr("0.0.0.0:9100").unwrap().to_string(),
+            "0.0.0.0:9100"
+        );
+        assert!(parse_metrics_addr("localhost:x").is_err());
+        let cli = Cli::try_parse_from(["ossmount", "mount", "oss://bkt", "/mnt"]).unwrap();
+        let Command::Mount(m) = cli.command else {
+            panic!("not mount")
+        };
+        assert_eq!(m.metrics_addr, None, "off by default");
     }
 
     #[test]

@@ -3,8 +3,12 @@
 //! an exit code, [`crate::cli::exit`]). The layers themselves return values and typed
 //! errors, print nothing and never import `cli`.
 
+pub mod auth;
 pub mod cache;
+pub mod control;
 pub mod download;
 pub mod inspect;
 pub mod mount;
 pub mod serve;
+pub mod status;
+pub mod warm;

@@ -39,9 +39,11 @@ pub mod identity;
 pub mod kinds;
 pub mod link;
 pub mod list;
+pub mod metadata;
 pub mod object;
 pub mod resolve;
 pub mod stats;
+pub mod sts;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -135,8 +137,12 @@ pub enum ServeError {
 }
 
 /// Accept connections on `addr` until SIGINT or SIGTERM; the first line on stdout names the
-/// bound address.
-pub async fn serve(server: Arc<Server>, addr: SocketAddr) -> Result<(), ServeError> {
+/// bound address, `announce` lines follow it (the testing aids' addresses).
+pub async fn serve(
+    server: Arc<Server>,
+    addr: SocketAddr,
+    announce: &[String],
+) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Listen { addr, source })?;
@@ -150,6 +156,9 @@ pub async fn serve(server: Arc<Server>, addr: SocketAddr) -> Result<(), ServeErr
             "http"
         };
         let _ = writeln!(out, "ossmount serve: listening on {scheme}://{local}");
+        for line in announce {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = out.flush();
     }
     tracing::info!(

@@ -27,11 +27,14 @@ fn store_of(serve: &Serve) -> Arc<dyn ObjectStore> {
         endpoint: serve.endpoint(),
         region: "cn-hangzhou".into(),
         path_style: true,
-        auth: Auth::OssV4(Credentials {
-            access_key_id: AK.into(),
-            access_key_secret: SK.into(),
-            session_token: None,
-        }),
+        auth: Auth::with_keys(
+            Scheme::Oss,
+            Credentials {
+                access_key_id: AK.into(),
+                access_key_secret: SK.into(),
+                session_token: None,
+            },
+        ),
     })
     .unwrap()
 }

@@ -273,3 +273,136 @@ fn a_mount_of_a_server_whose_listing_never_moves_answers_eio() {
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("twice"), "{log}");
 }
+
+fn cmp_ok(a: &std::path::Path, b: &std::path::Path) -> bool {
+    Command::new("cmp")
+        .arg(a)
+        .arg(b)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// `dd` of `len` bytes at `offset` of `path`: the bytes, or stderr.
+fn dd(path: &std::path::Path, offset: u64, len: u64) -> Result<Vec<u8>, String> {
+    let out = Command::new("dd")
+        .arg(format!("if={}", path.display()))
+        .args(["bs=64k", "iflag=skip_bytes,count_bytes"])
+        .arg(format!("skip={offset}"))
+        .arg(format!("count={len}"))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The test: read some objects fully and one partly, stop the server; `ls -lR`
+/// and `cat` of the complete ones still work, quickly, with the right bytes; the partial
+/// one gives EIO only for its missing parts; restart the server, and a changed object is
+/// seen after the TTL.
+#[test]
+fn with_the_store_gone_what_is_cached_is_served_and_a_change_is_seen_once_it_returns() {
+    const MIB: u64 = 1 << 20;
+    let mut env = Env::with_objects(|b| {
+        std::fs::write(b.join("one.txt"), pattern(200_000, 1)).unwrap();
+        std::fs::write(b.join("two.bin"), pattern(3 << 20, 2)).unwrap();
+        std::fs::create_dir_all(b.join("sub")).unwrap();
+        std::fs::write(b.join("sub/three"), pattern(5000, 3)).unwrap();
+        // Over the 16 MiB whole-object threshold: read in 8 MiB parts.
+        common::write_pattern_file(&b.join("partial.bin"), 64 * MIB, 4);
+    });
+    let m = env.mount_fg("m", &["--metadata-ttl", "2s"]);
+    let full = ["one.txt", "two.bin", "sub/three"];
+    for k in full {
+        assert!(cmp_ok(&m.dir.join(k), &env.object(k)), "{k}");
+    }
+    let src = std::fs::read(env.object("partial.bin")).unwrap();
+    // One small read in the middle: one part (8 MiB) fetched, no read-ahead.
+    let (at, len) = (17 * MIB, 4096u64);
+    let cached_part = &src[at as usize..(at + len) as usize];
+    assert!(dd(&m.dir.join("partial.bin"), at, len).unwrap() == cached_part);
+    let cache = env.cache();
+    let finalized = || {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "meta")
+            })
+            .count()
+    };
+    let t = Instant::now();
+    while finalized() < full.len() {
+        assert!(t.elapsed() < Duration::from_secs(30), "not finalized");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = run(Command::new("ls").arg("-lR").arg(&m.dir)).stdout;
+
+    env.serve.stop();
+    // Past the TTL: everything is due for revalidation, and nobody answers.
+    std::thread::sleep(Duration::from_millis(2500));
+    let round = |label: &str| {
+        let t = Instant::now();
+        let now = run(Command::new("ls").arg("-lR").arg(&m.dir)).stdout;
+        assert_eq!(
+            String::from_utf8_lossy(&now),
+            String::from_utf8_lossy(&before),
+            "{label}: ls -lR"
+        );
+        for k in full {
+            assert!(cmp_ok(&m.dir.join(k), &env.object(k)), "{label}: {k}");
+        }
+        assert!(
+            dd(&m.dir.join("partial.bin"), at, len).unwrap() == cached_part,
+            "{label}: the cached part"
+        );
+        t.elapsed()
+    };
+    // The first round finds the store gone (one revalidation waits up to 5 s, the
+    // stale grace); the next ones ask nobody.
+    let first = round("first");
+    let second = round("second");
+    println!("outage: first round {first:?}, second {second:?}");
+    assert!(first < Duration::from_secs(15), "first round {first:?}");
+    assert!(second < Duration::from_secs(3), "second round {second:?}");
+    // A part never fetched: EIO after the retry budget, within the request deadline.
+    let t = Instant::now();
+    let e = dd(&m.dir.join("partial.bin"), 49 * MIB, len).unwrap_err();
+    assert!(e.contains("Input/output error"), "{e}");
+    println!("uncached part: EIO after {:?}", t.elapsed());
+    let log = std::fs::read_to_string(env.tmp.path().join("m.log")).unwrap();
+    assert_eq!(
+        log.matches("the store is unreachable").count(),
+        1,
+        "one warning per outage: {log}"
+    );
+
+    // Back on the same port, with one.txt changed: seen once the TTL has passed.
+    std::fs::write(env.object("one.txt"), pattern(123_456, 9)).unwrap();
+    env.serve.restart();
+    let t = Instant::now();
+    while !cmp_ok(&m.dir.join("one.txt"), &env.object("one.txt")) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the change was never seen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("change seen {:?} after the restart", t.elapsed());
+    assert!(
+        dd(&m.dir.join("partial.bin"), 49 * MIB, len).unwrap()
+            == src[49 * MIB as usize..(49 * MIB + len) as usize],
+        "the missing part, once the store is back"
+    );
+    let log = std::fs::read_to_string(env.tmp.path().join("m.log")).unwrap();
+    assert!(log.contains("reachable again"), "{log}");
+}

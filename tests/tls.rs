@@ -3,7 +3,8 @@
 //! mount read with `cmp`, `ossmount download`, `ossmount ls`, and `curl --cacert` as a
 //! witness nobody here wrote. Refusals: no CA given (unknown issuer), a certificate for
 //! another name, a CA bundle that does not exist. Proxies: `HTTPS_PROXY` through a small
-//! CONNECT proxy in this file (it counts the tunnels it opened), and `NO_PROXY` skipping it.
+//! CONNECT proxy in this file (it counts the tunnels it opened), `NO_PROXY` skipping it,
+//! and `HTTP_PROXY` carrying plain `http://` requests.
 
 mod common;
 
@@ -250,8 +251,8 @@ fn untrusted_or_misnamed_certificates_are_refused() {
     );
 }
 
-/// A CONNECT-only HTTP proxy on a free port; counts the tunnels it opened and records
-/// their targets.
+/// An HTTP proxy on a free port (CONNECT, and absolute-form requests for `http://`);
+/// counts the upstream connections it opened and records their targets.
 struct Proxy {
     addr: String,
     tunnels: Arc<AtomicUsize>,
@@ -280,6 +281,10 @@ impl Proxy {
     }
 }
 
+/// One proxy connection: CONNECT opens a tunnel; a request in absolute form
+/// (`GET http://host:port/path`, what clients send to an HTTP proxy for `http://` URLs) is
+/// passed on as is to that host, which accepts the absolute form. Either way the bytes are
+/// then relayed both ways until one side closes.
 fn tunnel(client: TcpStream, tunnels: &AtomicUsize, targets: &Mutex<Vec<String>>) {
     let mut reader = BufReader::new(client.try_clone().unwrap());
     let mut line = String::new();
@@ -288,30 +293,41 @@ fn tunnel(client: TcpStream, tunnels: &AtomicUsize, targets: &Mutex<Vec<String>>
     }
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let mut head = line.clone();
     loop {
         let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+            break;
+        }
+        head.push_str(&h);
+        if h.trim().is_empty() {
             break;
         }
     }
     let mut client_w = client;
-    if method != "CONNECT" {
-        let _ = client_w.write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n");
+    let (authority, forward) = if method == "CONNECT" {
+        (target.to_string(), None)
+    } else if let Some(rest) = target.strip_prefix("http://") {
+        (rest.split('/').next().unwrap_or("").to_string(), Some(head))
+    } else {
+        let _ = client_w.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
         return;
-    }
-    let Ok(upstream) = TcpStream::connect(target) else {
+    };
+    let Ok(upstream) = TcpStream::connect(&authority) else {
         let _ = client_w.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
         return;
     };
     tunnels.fetch_add(1, Ordering::SeqCst);
-    targets.lock().unwrap().push(target.to_string());
-    client_w
-        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        .unwrap();
-    // Bytes the reader already buffered past the headers (none for a CONNECT client that
-    // waits for the 200, but be exact).
-    let pending = reader.buffer().to_vec();
+    targets.lock().unwrap().push(authority);
     let mut up_w = upstream.try_clone().unwrap();
+    match forward {
+        None => client_w
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .unwrap(),
+        Some(head) => up_w.write_all(head.as_bytes()).unwrap(),
+    }
+    // Bytes the reader already buffered past the head.
+    let pending = reader.buffer().to_vec();
     up_w.write_all(&pending).unwrap();
     let mut up_r = upstream;
     let mut client_r = reader.into_inner();
@@ -332,6 +348,29 @@ fn tunnel(client: TcpStream, tunnels: &AtomicUsize, targets: &Mutex<Vec<String>>
     }
     let _ = client_w.shutdown(std::net::Shutdown::Write);
     let _ = a.join();
+}
+
+#[test]
+fn http_proxy_carries_plain_http_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&data(tmp.path()));
+    let proxy = Proxy::start();
+    let out = output(
+        cli(&serve.endpoint(), &["ls", "oss://bkt/"])
+            .env("HTTP_PROXY", format!("http://{}", proxy.addr)),
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("big.bin"));
+    assert!(
+        proxy.tunnels.load(Ordering::SeqCst) >= 1,
+        "the proxy saw no request"
+    );
+    assert!(proxy
+        .targets
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|t| *t == serve.addr));
 }
 
 #[test]

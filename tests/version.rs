@@ -150,7 +150,7 @@ fn a_plain_tarball_says_unknown_even_inside_another_repository() {
     assert_eq!(s, Source::Unknown);
     assert_eq!(
         s.describe(),
-        "commit unknown (not built from a git checkout)"
+        "commit unknown: not built from a git checkout"
     );
     assert!(version::watch_paths(tempfile::tempdir().unwrap().path()).is_empty());
 }

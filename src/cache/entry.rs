@@ -745,6 +745,7 @@ impl Entry {
             st.suspect[i] = false;
             st.suspects -= 1;
             if !good && st.parts[i].take().is_some() {
+                crate::metrics::METRICS.crc64_part_failures.inc();
                 tracing::warn!(
                     "part {i} of cached {} does not match its CRC-64 (damaged on disk since \
                      it was recorded); fetching it again",

@@ -17,7 +17,10 @@
 //! 5. SIGINT/SIGTERM unmount; so do `umount` and `fusermount3 -u`. Either way the session
 //!    ends, and the cache's pending checkpoints are flushed before exit.
 
+mod control;
 mod fstab;
+mod gauges;
+mod warm;
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -272,6 +275,9 @@ fn serve(args: MountArgs, url: StoreUrl, mut notify: Option<std::fs::File>) -> R
 /// until it is unmounted.
 fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Result<(), Failure> {
     let (cfg, store) = connect(&args, &url)?;
+    if matches!(cfg.auth, crate::store::config::Auth::Anonymous) {
+        crate::metrics::set_credentials("anonymous (--no-sign-request)".into(), None);
+    }
     let rt = runtime()?;
     let prefix = dir_prefix(&url.path);
     check_bucket(&rt, store.as_ref(), &url.bucket, &prefix)?;
@@ -281,10 +287,28 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
         Some(open_cache(&args, &rt, store.clone(), cfg.namespace())?)
     };
     let tree = Arc::new(Tree::new(
-        store,
+        store.clone(),
         &prefix,
         cache.clone().map_or(DataPath::Uncached, DataPath::Cache),
         fs_config(&args),
+    ));
+    gauges::register(&args.url, &args.mountpoint, &tree, cache.as_ref());
+    let metrics_at = match args.metrics_addr {
+        Some(addr) => Some(
+            gauges::listen(&rt, addr)
+                .map_err(|e| Failure::new(exit::LOCAL, format!("--metrics-addr {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    let control = Arc::new(control::Mount::new(
+        args.url.clone(),
+        args.mountpoint.clone(),
+        cache.clone(),
+        tree.clone(),
+        store.clone(),
+        prefix.clone(),
+        cfg.namespace(),
+        metrics_at,
     ));
     let adapter = Adapter::new(tree, rt.handle().clone(), !args.no_passthrough);
     let notifier = adapter.notifier_slot();
@@ -307,6 +331,10 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
         let _ = notifier.set(mounted.notifier());
     }
     info!(url = args.url, mountpoint = %args.mountpoint.display(), "mounted");
+    // `ossmount status` and `warm` find the mount here; without it the mount still works.
+    let _socket = control::listen(&rt, control)
+        .inspect_err(|e| tracing::warn!("no control socket (status, warm): {e}"))
+        .ok();
     unmount_on_signal(&rt, unmounter, &args.mountpoint);
 
     ready();
@@ -328,8 +356,8 @@ fn connect(
     args: &MountArgs,
     url: &StoreUrl,
 ) -> Result<(StoreConfig, Arc<dyn ObjectStore>), Failure> {
-    let env = |k: &str| std::env::var(k).ok();
-    let cfg = config::resolve(url, &args.store, &env).map_err(|e| usage(e.to_string()))?;
+    let sys = Arc::new(crate::store::credentials::RealSystem);
+    let cfg = config::resolve(url, &args.store, sys).map_err(|e| usage(e.to_string()))?;
     let store = config::connect_args(&cfg, &args.store).map_err(|e| usage(e.to_string()))?;
     Ok((cfg, store))
 }

@@ -10,6 +10,10 @@
 //! the kernel configuration at INIT (large requests, readdirplus), and how the kernel
 //! serves each open file (passthrough, page cache or direct I/O), which `passthrough.rs`
 //! decides by the kernel's rules.
+//!
+//! Every request is counted and timed for the metrics (`crate::metrics`: a guard created
+//! on arrival, dropped with the reply, one histogram observation; no lock), and each read
+//! counts as a hit (answered here at once) or a miss (it waited for the store).
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -33,6 +37,7 @@ use super::error::FsError;
 use super::passthrough::{open_flags, IoModes, OpenAs};
 use super::tree::{Attr, Kind, ReadAnswer, Tree};
 use super::xattr;
+use crate::metrics::{FuseOp, METRICS};
 
 /// FUSE `max_background`: 64 outstanding async requests (reads, readahead) instead of the
 /// kernel's default 12, so a sequential reader keeps the cache's parallel fetches busy.
@@ -81,6 +86,7 @@ macro_rules! refuse {
     ($err:ident: $($op:ident($($arg:ty),* $(,)?) -> $reply:ty;)+) => {
         $(
             fn $op(&self, _req: &Request, $(_: $arg,)* reply: $reply) {
+                let _t = METRICS.fuse(FuseOp::Refused);
                 reply.error(to_errno(&FsError::$err, stringify!($op)));
             }
         )+
@@ -182,10 +188,12 @@ impl Filesystem for Adapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let t = METRICS.fuse(FuseOp::Lookup);
         let core = self.core.clone();
         let name = name.to_owned();
         let deadline = self.deadline();
         self.rt.spawn(async move {
+            let _t = t;
             let what = || format!("lookup of {name:?} in inode {}", parent.0);
             match within(deadline, what, core.lookup(parent.0, &name)).await {
                 Ok(a) => reply.entry(&core.ttl(), &file_attr(&a), Generation(0)),
@@ -197,13 +205,16 @@ impl Filesystem for Adapter {
     /// `batch_forget` keeps fuser's default, one `forget` per inode: fuser 0.18.0 does not
     /// export `ForgetOne`, the type its `batch_forget` takes, so it cannot be overridden.
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _t = METRICS.fuse(FuseOp::Forget);
         self.core.forget(&[(ino.0, nlookup)]);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let t = METRICS.fuse(FuseOp::Getattr);
         let core = self.core.clone();
         let deadline = self.deadline();
         self.rt.spawn(async move {
+            let _t = t;
             let what = || format!("getattr of inode {}", ino.0);
             match within(deadline, what, core.getattr(ino.0)).await {
                 Ok(a) => reply.attr(&core.ttl(), &file_attr(&a)),
@@ -243,9 +254,11 @@ impl Filesystem for Adapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let t = METRICS.fuse(FuseOp::Opendir);
         let core = self.core.clone();
         let deadline = self.deadline();
         self.rt.spawn(async move {
+            let _t = t;
             let what = || format!("opendir of inode {}", ino.0);
             match within(deadline, what, core.opendir(ino.0)).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -262,6 +275,7 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _t = METRICS.fuse(FuseOp::Readdir);
         let result = self
             .core
             .readdir_with(ino.0, fh.0, offset, false, &mut |e| {
@@ -286,6 +300,7 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _t = METRICS.fuse(FuseOp::Readdirplus);
         let ttl = self.core.ttl();
         let result = self.core.readdir_with(ino.0, fh.0, offset, true, &mut |e| {
             let attr = file_attr(&e.attr);
@@ -305,11 +320,13 @@ impl Filesystem for Adapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = METRICS.fuse(FuseOp::Releasedir);
         self.core.releasedir(fh.0);
         reply.ok();
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let t = METRICS.fuse(FuseOp::Open);
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND) != 0;
         let core = self.core.clone();
@@ -317,6 +334,7 @@ impl Filesystem for Adapter {
         let drop_behind = self.drop_behind.clone();
         let deadline = self.deadline();
         self.rt.spawn(async move {
+            let _t = t;
             let what = || format!("open of inode {}", ino.0);
             let mut opened = match within(deadline, what, core.open(ino.0, write)).await {
                 Ok(o) => o,
@@ -358,6 +376,7 @@ impl Filesystem for Adapter {
         reply: ReplyData,
     ) {
         tracing::trace!(fh = fh.0, offset, size, "read");
+        let t = METRICS.fuse(FuseOp::Read);
         let answer = |reply: ReplyData, result: Result<Bytes, FsError>| match result {
             Ok(b) => reply.data(&b),
             Err(e) => reply.error(to_errno(&e, "read")),
@@ -365,12 +384,21 @@ impl Filesystem for Adapter {
         // Bytes at hand are answered from this thread; only waiting goes to the runtime.
         let _rt = self.rt.enter();
         match self.core.read_now(fh.0, offset, size) {
-            ReadAnswer::Ready(result) => answer(reply, result),
+            ReadAnswer::Ready(result) => {
+                if result.is_ok() {
+                    METRICS.cache_hits.inc();
+                }
+                answer(reply, result);
+                drop(t);
+            }
             ReadAnswer::Later(rest) => {
+                METRICS.cache_misses.inc();
                 let deadline = self.deadline();
                 let what = move || format!("read of {size} bytes at {offset} of inode {}", ino.0);
-                self.rt
-                    .spawn(async move { answer(reply, within(deadline, what, rest).await) });
+                self.rt.spawn(async move {
+                    answer(reply, within(deadline, what, rest).await);
+                    drop(t);
+                });
             }
         }
         self.drop_behind.on_read(fh.0, offset, size.into(), |ino| {
@@ -388,6 +416,7 @@ impl Filesystem for Adapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = METRICS.fuse(FuseOp::Release);
         self.core.release(fh.0);
         self.drop_behind.untrack(fh.0);
         self.io.lock().release(fh.0);
@@ -402,10 +431,12 @@ impl Filesystem for Adapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _t = METRICS.fuse(FuseOp::Flush);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _t = METRICS.fuse(FuseOp::Statfs);
         let s = self.core.statfs();
         reply.statfs(
             s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -454,6 +485,7 @@ impl Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = METRICS.fuse(FuseOp::Fsync);
         reply.ok();
     }
 
@@ -465,6 +497,7 @@ impl Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = METRICS.fuse(FuseOp::Fsync);
         reply.ok();
     }
 }

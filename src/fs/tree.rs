@@ -15,7 +15,9 @@
 //! - `tree/listing.rs`: directory listings and their TTL, the negative cache, `lookup` and
 //!   `readdir`;
 //! - `tree/handles.rs`: open files and their reads;
-//! - `tree/links.rs`: symlink objects, what each shows as, and `readlink`.
+//! - `tree/links.rs`: symlink objects, what each shows as, and `readlink`;
+//! - `tree/outage.rs`: stale-if-error, serving what is cached while the store is
+//!   unreachable.
 //!
 //! This file holds the `Tree` itself, its settings ([`FsConfig`], [`DataPath`]) and the
 //! types every part shares ([`Kind`], [`Attr`]), and answers `statfs`.
@@ -29,12 +31,14 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::{Mutex, RwLock};
 
 use crate::fetch::Fetcher;
+use crate::fs::error::FsError;
 use crate::store::ObjectStore;
 
 mod handles;
 mod inodes;
 mod links;
 mod listing;
+mod outage;
 
 use handles::OpenFile;
 pub use handles::{Opened, ReadAnswer};
@@ -205,6 +209,10 @@ pub struct Tree {
     next_fh: AtomicU64,
     /// Keys already reported as unusable or shadowed (one log line per key per mount).
     reported: Mutex<HashSet<String>>,
+    /// Whether the store is unreachable now (stale-if-error, `tree/outage.rs`).
+    outage: Arc<outage::Outage>,
+    /// The last listing of each directory, kept after its inode is forgotten.
+    stale_listings: Mutex<outage::StaleListings<listing::Listing>>,
     pub counters: Counters,
 }
 
@@ -249,12 +257,31 @@ impl Tree {
             listed_bytes: AtomicU64::new(0),
             next_fh: AtomicU64::new(1),
             reported: Mutex::new(HashSet::new()),
+            outage: Arc::default(),
+            stale_listings: Mutex::default(),
             counters: Counters::default(),
         }
     }
 
     pub fn config(&self) -> &FsConfig {
         &self.config
+    }
+
+    /// Is the store unreachable now (cached metadata served as it was)?
+    pub fn store_unreachable(&self) -> bool {
+        self.outage.down()
+    }
+
+    /// Ask the store through `fut` as a revalidation (see `tree/outage.rs`).
+    async fn ask<T>(
+        &self,
+        have_stale: bool,
+        fut: impl std::future::Future<Output = Result<T, FsError>>,
+    ) -> outage::Revalidated<T> {
+        let root = self.table.read().by_ino[&ROOT_INO].key.clone();
+        self.outage
+            .revalidate(&self.store, &root, have_stale, fut)
+            .await
     }
 
     /// TTL for the kernel's attribute and entry caches: the metadata TTL.

@@ -31,8 +31,9 @@
 //! once `next_free` has passed, and moves it on by `grant / rate`. The total bucket is the
 //! same clock shared by all bodies, but *reserved*: a body takes the next slot and sleeps
 //! until it, so N waiting bodies sleep once each instead of all waking for every grant.
-//! Idle time is credited for at most [`BURST`] (10 ms), which absorbs timer lateness (tokio
-//! timers have 1 ms resolution) without letting an idle connection send a large burst.
+//! Time lost to late wake-ups is made up by the next grants, for up to [`CREDIT`] (250 ms:
+//! on a loaded box timers fire tens of milliseconds late); a clock that nobody was using
+//! starts afresh at `now`, so an idle link or a new connection never sends a burst.
 //! Long-run bytes = rate x time + one grant; memory is bounded because a body that waits
 //! stops reading its file (the reader thread's channel holds two chunks) and hyper's buffer
 //! drains; CPU is one timer wake-up per grant (at 90 MB/s, about 350 per second per body).
@@ -51,8 +52,11 @@ use tokio::time::Sleep;
 
 use super::stats::Faults;
 
-/// Idle credit of a bucket: how far behind `now` its clock may fall.
-pub const BURST: Duration = Duration::from_millis(10);
+/// How far behind `now` a clock may fall while bodies are sending: time lost to late
+/// timer wake-ups (a loaded box delays them by tens of milliseconds) is made up by the next
+/// grants, up to this much. A clock nobody is using starts afresh instead, so an idle link
+/// never releases a burst.
+pub const CREDIT: Duration = Duration::from_millis(250);
 
 /// A grant is this much of the rate, within [`MIN_GRANT`, `MAX_GRANT`]: 5 ms keeps timer
 /// wake-ups to a few hundred per second per body at 90 MB/s and the burstiness well below
@@ -226,6 +230,7 @@ impl LinkState {
             grant,
             granted: 0,
             timer: None,
+            started: false,
         })
     }
 }
@@ -245,10 +250,10 @@ struct Clock {
 }
 
 impl Clock {
-    /// Take `n` bytes starting at the clock (or `now`, less the idle credit); returns the
-    /// slot's start.
+    /// Take `n` bytes starting at the clock (or `now`, less the credit for lateness);
+    /// returns the slot's start.
     fn take(&mut self, n: u64, now: Instant) -> Instant {
-        let floor = now.checked_sub(BURST).unwrap_or(now);
+        let floor = now.checked_sub(CREDIT).unwrap_or(now);
         let start = self.next_free.max(floor);
         self.next_free = start + span(n, self.rate);
         start
@@ -263,7 +268,9 @@ struct SharedClock {
 }
 
 impl SharedClock {
-    fn reserve(&self, n: u64, rate: u64, now: Instant) -> Instant {
+    /// `alone`: no other body holds the clock, so it starts afresh (no credit for the time
+    /// nobody used it).
+    fn reserve(&self, n: u64, rate: u64, now: Instant, alone: bool) -> Instant {
         let mut c = self.clock.lock();
         let c = match &mut *c {
             Some(c) if c.rate == rate => c,
@@ -272,6 +279,9 @@ impl SharedClock {
                 next_free: now,
             }),
         };
+        if alone {
+            c.next_free = c.next_free.max(now);
+        }
         c.take(n, now)
     }
 }
@@ -314,6 +324,8 @@ pub struct BodyPacer {
     /// Set while waiting for the connection's clock (`granted == 0`) or for the reserved
     /// total slot (`granted > 0`).
     timer: Option<Pin<Box<Sleep>>>,
+    /// A grant was taken from the total clock already.
+    started: bool,
 }
 
 impl BodyPacer {
@@ -339,7 +351,11 @@ impl BodyPacer {
             }
             self.granted = n;
             if let Some((clock, rate)) = &self.total {
-                let start = clock.reserve(n, *rate, now);
+                // Held by the link state and by every live body: 2 means this one only, and
+                // on its first grant the clock is then idle.
+                let alone = !self.started && Arc::strong_count(clock) <= 2;
+                self.started = true;
+                let start = clock.reserve(n, *rate, now, alone);
                 if start > now {
                     self.sleep_until(start);
                 }
@@ -408,7 +424,7 @@ mod tests {
     }
 
     #[test]
-    fn clock_charges_rate_and_credits_little_idle_time() {
+    fn clock_charges_rate_and_makes_up_for_lateness_within_credit() {
         let t0 = Instant::now();
         let mut c = Clock {
             rate: 1_000_000,
@@ -417,9 +433,9 @@ mod tests {
         // 1 MB at 1 MB/s: the next slot is a second later.
         assert_eq!(c.take(1_000_000, t0), t0);
         assert_eq!(c.next_free, t0 + Duration::from_secs(1));
-        // After a long idle time only BURST is credited.
+        // Late by more than the credit: only CREDIT is made up.
         let later = t0 + Duration::from_secs(10);
-        assert_eq!(c.take(1_000, later), later - BURST);
+        assert_eq!(c.take(1_000, later), later - CREDIT);
     }
 
     #[test]

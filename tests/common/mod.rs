@@ -76,6 +76,8 @@ pub struct Serve {
     pub dir: PathBuf,
     /// `http` or `https` (serve with `--tls-cert`).
     pub scheme: &'static str,
+    /// The arguments after `--listen ADDR`, for [`Serve::restart`].
+    args: Vec<String>,
 }
 
 impl Serve {
@@ -94,11 +96,30 @@ impl Serve {
     }
 
     fn spawn(dir: &Path, extra_args: &[&str]) -> Self {
+        let args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        Self::spawn_at(dir, "127.0.0.1:0", args)
+    }
+
+    /// Stop the server (SIGKILL): the store is unreachable until [`Serve::restart`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start the server again on the same address, directory and arguments.
+    pub fn restart(&mut self) {
+        self.stop();
+        let new = Self::spawn_at(&self.dir, &self.addr, self.args.clone());
+        // The old one is already dead; dropping it kills nothing.
+        drop(std::mem::replace(self, new));
+    }
+
+    fn spawn_at(dir: &Path, listen: &str, args: Vec<String>) -> Self {
         let mut child = Command::new(bin())
             .arg("serve")
             .arg(dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra_args)
+            .args(["--listen", listen])
+            .args(&args)
             .env("OSS_ACCESS_KEY_ID", AK)
             .env("OSS_ACCESS_KEY_SECRET", SK)
             .env("AWS_ACCESS_KEY_ID", AK)
@@ -128,6 +149,7 @@ impl Serve {
             addr,
             dir: dir.to_path_buf(),
             scheme,
+            args,
         }
     }
 

@@ -68,6 +68,14 @@ fn apply_one(args: &mut MountArgs, opt: &str) -> Result<(), String> {
         "region" => args.store.region = Some(need(&value)?),
         "no_sign_request" => args.store.no_sign_request = true,
         "path_style" => args.store.path_style = true,
+        "profile" => args.store.profile = Some(need(&value)?),
+        "ram_role" => args.store.ram_role = Some(need(&value)?),
+        "credential_process" => args.store.credential_process = Some(need(&value)?),
+        "credential_process_timeout" => {
+            args.store.credential_process_timeout = parse_duration(&need(&value)?)?
+        }
+        "metadata_endpoint" => args.store.metadata_endpoint = Some(need(&value)?),
+        "sts_endpoint" => args.store.sts_endpoint = Some(need(&value)?),
         "ca_bundle" => args.store.ca_bundle = Some(PathBuf::from(need(&value)?)),
         "cache_dir" => args.cache.cache_dir = Some(PathBuf::from(need(&value)?)),
         "cache_size" => args.cache.cache_size = parse_size(&need(&value)?)?,
@@ -89,6 +97,7 @@ fn apply_one(args: &mut MountArgs, opt: &str) -> Result<(), String> {
         "follow_symlinks" => args.follow_symlinks = true,
         "no_cache" => args.no_cache = true,
         "fuse_threads" => args.fuse_threads = num(&value)? as usize,
+        "metrics_addr" => args.metrics_addr = Some(crate::cli::parse_metrics_addr(&need(&value)?)?),
         // Generic options of mount(8), fstab and systemd: meaningless or implied here.
         "ro" | "rw" | "defaults" | "auto" | "noauto" | "user" | "users" | "nouser" | "_netdev"
         | "nofail" | "nodev" | "nosuid" | "dev" | "suid" | "exec" | "noexec" | "atime"
@@ -119,6 +128,43 @@ mod tests {
     }
 
     #[test]
+    fn credential_options() {
+        let m = parse(&[
+            "ossmount",
+            "mount",
+            "oss://bkt",
+            "/mnt",
+            "-o",
+            "ro,ram_role=reader,metadata_endpoint=http://127.0.0.1:9,sts_endpoint=sts.example.com,credential_process_timeout=5s",
+        ])
+        .unwrap();
+        assert_eq!(m.store.ram_role.as_deref(), Some("reader"));
+        assert_eq!(
+            m.store.metadata_endpoint.as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+        assert_eq!(m.store.sts_endpoint.as_deref(), Some("sts.example.com"));
+        assert_eq!(
+            m.store.credential_process_timeout,
+            std::time::Duration::from_secs(5)
+        );
+        let m = parse(&[
+            "ossmount",
+            "mount",
+            "oss://bkt",
+            "/mnt",
+            "-o",
+            "profile=work,credential_process=/usr/bin/helper --role r",
+        ])
+        .unwrap();
+        assert_eq!(m.store.profile.as_deref(), Some("work"));
+        assert_eq!(
+            m.store.credential_process.as_deref(),
+            Some("/usr/bin/helper --role r")
+        );
+    }
+
+    #[test]
     fn fstab_options_fill_the_flags() {
         let m = parse(&[
             "ossmount",
@@ -126,7 +172,7 @@ mod tests {
             "oss://b/p/",
             "/mnt",
             "-o",
-            "ro,_netdev,nofail,x-systemd.automount,allow_other,uid=1000,gid=100,file_mode=0640,cache_dir=/var/cache/o\\,x,cache_size=10GiB,metadata_ttl=5m,request_deadline=90s,endpoint=http://127.0.0.1:9000",
+            "ro,_netdev,nofail,x-systemd.automount,allow_other,uid=1000,gid=100,file_mode=0640,cache_dir=/var/cache/o\\,x,cache_size=10GiB,metadata_ttl=5m,request_deadline=90s,endpoint=http://127.0.0.1:9000,metrics_addr=9100,ca_bundle=/etc/ossmount/ca.pem",
         ])
         .unwrap();
         assert!(m.allow_other);
@@ -138,6 +184,11 @@ mod tests {
         assert_eq!(m.metadata_ttl, std::time::Duration::from_secs(300));
         assert_eq!(m.request_deadline, std::time::Duration::from_secs(90));
         assert_eq!(m.store.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(m.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(
+            m.store.ca_bundle.as_deref(),
+            Some(std::path::Path::new("/etc/ossmount/ca.pem"))
+        );
     }
 
     #[test]
