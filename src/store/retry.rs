@@ -356,6 +356,13 @@ impl ObjectStore for RetryingStore {
         }))
     }
 
+    async fn get_symlink(&self, key: &str) -> Result<String, StoreError> {
+        self.retry(&format!("GetSymlink {key:?}"), || {
+            self.inner.get_symlink(key)
+        })
+        .await
+    }
+
     async fn list(&self, req: &ListRequest) -> Result<ListPage, StoreError> {
         self.retry(&format!("list {:?}", req.prefix), || self.inner.list(req))
             .await
@@ -454,6 +461,8 @@ mod tests {
                 crc64: None,
                 object_type: None,
                 storage_class: None,
+                restore: None,
+                user_meta: Vec::new(),
             })
         }
 
