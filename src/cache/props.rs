@@ -20,6 +20,7 @@ fn sample(size: u64, part_size: u64, present: &[bool], finalized: bool) -> Check
             size,
             last_modified: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             crc64: Some(7),
+            appendable: false,
         },
         part_size,
     );
@@ -47,10 +48,12 @@ proptest! {
         size in prop_oneof![Just(0u64), 1u64..(4 << 20)],
         present in prop::collection::vec(any::<bool>(), 0..40),
         finalized in any::<bool>(),
+        appendable in any::<bool>(),
         edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 0..6),
         fix_checksum in any::<bool>(),
     ) {
-        let c = sample(size, 100 << 10, &present, finalized);
+        let mut c = sample(size, 100 << 10, &present, finalized);
+        c.identity.appendable = appendable;
         let mut b = c.encode();
         b.truncate(b.len() - 8);
         for (at, byte, op) in edits {
