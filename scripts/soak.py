@@ -10,7 +10,9 @@ killed with SIGKILL and mounted again, or faults off. The cache lives on a small
 that the objects overfill, so the cache disk is nearly full throughout.
 
 Prints totals: operations, bytes checked, faults, errors (EIO/ESTALE/ENOTCONN are allowed:
-faults cause them), wrong bytes (must be 0), crashes (the mount dying on its own, must be
+faults cause them), wrong bytes (must be 0; an EOF before the object's end counts, and is
+also counted as a short read; a read short for any other reason is read on, as POSIX
+readers must, and only its bytes are checked), crashes (the mount dying on its own, must be
 0), peak RSS of the mount, and the soaked mount's open fds against a fresh mount's after
 one read of every object. Exits 1 if wrong bytes or crashes are not 0, or the soaked
 mount holds more than 32 fds over the fresh one.
@@ -27,8 +29,11 @@ MIB = 1 << 20
 
 rng = random.Random(int(os.environ.get("SOAK_SEED", "16")))
 lock = threading.Lock()
-T = dict(ops=0, bytes_checked=0, faults=0, errors=0, wrong_bytes=0, crashes=0,
-         remounts=0, replaced=0, peak_rss_kib=0)
+T = dict(ops=0, bytes_checked=0, faults=0, errors=0, wrong_bytes=0, short_reads=0,
+         crashes=0, remounts=0, replaced=0, peak_rss_kib=0)
+# Mount generation: 1 for the first mount, +1 at every remount. A reader notes it when it
+# opens a file, so a wrong byte says whether its fd outlived a kill -9 + remount.
+gen = 0
 fault_kinds = {}
 
 
@@ -86,8 +91,9 @@ def mounted():
 
 
 def mount():
-    global mount_proc, killed_by_us
+    global mount_proc, killed_by_us, gen
     killed_by_us = False
+    gen += 1
     mount_proc = subprocess.Popen(
         [BIN, "mount", "oss://bkt", MNT, "--endpoint", URL, "--no-sign-request",
          "--region", "cn-hangzhou", "--path-style", "--cache-dir", CACHE,
@@ -129,14 +135,84 @@ def count(ops=0, checked=0, errors=0, wrong=0):
         T["wrong_bytes"] += wrong
 
 
-def diff_bytes(a, b, what=""):
-    if a == b:
+def hexs(b):
+    return b[:16].hex(" ")
+
+
+def cache_copy(size):
+    """The finalized (.done) and partial (.data) cache files of an object `size` bytes long
+    (big objects have distinct sizes), to tell a bad cache file from a bad read path."""
+    out = []
+    try:
+        for n in os.listdir(CACHE):
+            p = os.path.join(CACHE, n)
+            if n.endswith((".done", ".data")) and os.path.getsize(p) == size:
+                out.append(p)
+    except OSError:
+        pass
+    return out
+
+
+def diff_bytes(got, want, key, off, opened_gen):
+    """Wrong bytes in `got`, read at `off` of big object `key` (`want` is what it should
+    be), with everything needed to tell where they came from; 0 when right. A read short
+    of `want` inside the object is counted apart (short_reads) and also as wrong."""
+    if got == want:
         return 0
-    n = sum(1 for x, y in zip(a, b) if x != y)
-    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    print(f"soak: WRONG BYTES {what}: {n} differ, got {len(a)} of {len(b)} bytes, first at "
-          f"{first}", file=sys.stderr, flush=True)
-    return n + abs(len(a) - len(b))
+    n = sum(1 for x, y in zip(got, want) if x != y)
+    first = next((i for i, (x, y) in enumerate(zip(got, want)) if x != y), min(len(got), len(want)))
+    last = max((i for i, (x, y) in enumerate(zip(got, want)) if x != y), default=first)
+    if len(got) < len(want):
+        last = len(want) - 1  # the missing bytes are the span to look at
+    bad = got[first:last + 1]
+    zeros = bad.count(0)
+    at = off + first
+    src = big_bytes[key]
+    # Where the wrong bytes come from: the same object at another offset, another big
+    # object, or nowhere (zeros: a hole; else foreign).
+    probe = got[first:first + 64]
+    found = []
+    if len(probe) >= 16 and probe.count(0) < len(probe):
+        for k2, b2 in big_bytes.items():
+            j = b2.find(probe)
+            if j >= 0:
+                found.append(f"{k2}@{j}")
+    with lock:
+        now_gen = gen
+        if len(got) < len(want):
+            T["short_reads"] += 1
+    # The same bytes again, through a fresh open of the current mount.
+    try:
+        with open(os.path.join(MNT, key), "rb") as f:
+            f.seek(at)
+            again = f.read(max(1, last + 1 - first))
+        reread = "right" if again == src[at:at + len(again)] else f"still wrong ({hexs(again)})"
+    except OSError as e:
+        reread = f"failed ({e})"
+    cache = []
+    for p in cache_copy(len(src)):
+        try:
+            with open(p, "rb") as f:
+                f.seek(at)
+                c = f.read(max(1, last + 1 - first))
+            cache.append(f"{os.path.basename(p)}: "
+                         f"{'right' if c == src[at:at + len(c)] else 'WRONG ' + hexs(c)}")
+        except OSError as e:
+            cache.append(f"{os.path.basename(p)}: {e}")
+    part = 8 * MIB  # the default part size
+    print(f"soak: WRONG BYTES {key} read at {off} len {len(want)}: got {len(got)} bytes"
+          f"{' (SHORT: EOF inside the object)' if len(got) < len(want) else ''}, "
+          f"{n} differ, from {at} (part {at // part} +{at % part}) to {off + last}; "
+          f"{zeros} of the {len(bad)} bytes in that span are zero; got {hexs(got[first:])} "
+          f"want {hexs(want[first:])}; got bytes also at {found or 'nowhere'}; "
+          f"fd opened in mount gen {opened_gen}, now gen {now_gen}; re-read {reread}; "
+          f"cache files: {cache or 'none'}", file=sys.stderr, flush=True)
+    return n + abs(len(got) - len(want))
+
+
+def opened_in(before):
+    """The mount generation(s) an fd opened between two looks at `gen` belongs to."""
+    return str(before) if gen == before else f"{before}-{gen}"
 
 
 def reader(kind, seed):
@@ -145,20 +221,48 @@ def reader(kind, seed):
         try:
             if kind == "sequential":
                 k = r.choice(list(big))
-                with open(os.path.join(MNT, k), "rb") as f:
-                    got = f.read()
                 want = big_bytes[k]
-                count(1, len(got), wrong=diff_bytes(got, want, f"sequential {k}"))
+                g0 = gen
+                with open(os.path.join(MNT, k), "rb") as f:
+                    g = opened_in(g0)
+                    off = 0
+                    # In 1 MiB reads, each checked: a wrong byte names its read.
+                    while off < len(want):
+                        got = f.read(MIB)
+                        if not got:
+                            break
+                        count(1, len(got),
+                              wrong=diff_bytes(got, want[off:off + len(got)], k, off, g))
+                        off += len(got)
+                    if off < len(want):
+                        count(wrong=diff_bytes(b"", want[off:], k, off, g))
             elif kind == "random":
                 k = r.choice(list(big))
                 want = big_bytes[k]
+                g0 = gen
                 fd = os.open(os.path.join(MNT, k), os.O_RDONLY)
+                g = opened_in(g0)
                 try:
                     for _ in range(16):
                         off = r.randrange(0, len(want) - 4096)
-                        got = os.pread(fd, 4096, off)
-                        count(1, len(got),
-                              wrong=diff_bytes(got, want[off:off + 4096], f"pread {k} at {off}"))
+                        got, eof = b"", False
+                        try:
+                            # A read may be short inside the object, as POSIX allows: the
+                            # kernel returns the pages it copied before one that failed
+                            # (an fd of a mount killed -9: its cached pages still read,
+                            # the next one is ENOTCONN). Like any correct program, ask
+                            # again for the rest: that is an error or the bytes. Only an
+                            # EOF before the object's end is a short read.
+                            while len(got) < 4096:
+                                more = os.pread(fd, 4096 - len(got), off + len(got))
+                                if not more:
+                                    eof = True
+                                    break
+                                got += more
+                        finally:
+                            # What did arrive is checked even when the rest failed.
+                            w = want[off:off + (4096 if eof else len(got))]
+                            count(1, len(got), wrong=diff_bytes(got, w, k, off, g))
                 finally:
                     os.close(fd)
             else:
@@ -170,7 +274,8 @@ def reader(kind, seed):
                     ok = h in versions[k]
                 count(1, len(got), wrong=0 if ok else max(1, len(got)))
                 if not ok:
-                    print(f"soak: WRONG BYTES in {k} ({len(got)} bytes)", file=sys.stderr)
+                    print(f"soak: WRONG BYTES in {k} ({len(got)} bytes, sha256 {h[:16]}, "
+                          f"{len(versions[k])} versions known)", file=sys.stderr, flush=True)
         except OSError:
             # EIO, ESTALE (replaced), ENOTCONN/ENOENT while the mount is down: allowed.
             count(errors=1)
@@ -271,7 +376,7 @@ print(f"  operations      {T['ops']}")
 print(f"  bytes checked   {T['bytes_checked']}")
 print(f"  faults          {T['faults']} {json.dumps(fault_kinds, sort_keys=True)}")
 print(f"  errors allowed  {T['errors']} (EIO/ESTALE/ENOTCONN during faults)")
-print(f"  wrong bytes     {T['wrong_bytes']}")
+print(f"  wrong bytes     {T['wrong_bytes']} ({T['short_reads']} short reads among them)")
 print(f"  crashes         {T['crashes']}")
 print(f"  peak RSS        {T['peak_rss_kib'] // 1024} MiB (mount, any incarnation)")
 print(f"  open fds        {end_fds} at the end of the soak vs {start_fds} in a fresh mount "
