@@ -29,7 +29,7 @@ MIB = 1 << 20
 
 rng = random.Random(int(os.environ.get("SOAK_SEED", "16")))
 lock = threading.Lock()
-T = dict(ops=0, bytes_checked=0, faults=0, errors=0, wrong_bytes=0, short_reads=0,
+T = dict(ops=0, bytes_checked=0, faults=0, errors=0, wrong_bytes=0, short_reads=0, read_on=0,
          crashes=0, remounts=0, replaced=0, peak_rss_kib=0)
 # Mount generation: 1 for the first mount, +1 at every remount. A reader notes it when it
 # opens a file, so a wrong byte says whether its fd outlived a kill -9 + remount.
@@ -258,6 +258,14 @@ def reader(kind, seed):
                                 if not more:
                                     eof = True
                                     break
+                                if len(got) + len(more) < 4096:
+                                    # Allowed, and counted to show how often it happens.
+                                    with lock:
+                                        T["read_on"] += 1
+                                    print(f"soak: short pread {k} at {off + len(got)}: "
+                                          f"{len(more)} of {4096 - len(got)} bytes, fd of "
+                                          f"mount gen {g}, now {gen}; reading on",
+                                          file=sys.stderr, flush=True)
                                 got += more
                         finally:
                             # What did arrive is checked even when the rest failed.
@@ -376,6 +384,7 @@ print(f"  operations      {T['ops']}")
 print(f"  bytes checked   {T['bytes_checked']}")
 print(f"  faults          {T['faults']} {json.dumps(fault_kinds, sort_keys=True)}")
 print(f"  errors allowed  {T['errors']} (EIO/ESTALE/ENOTCONN during faults)")
+print(f"  short preads    {T['read_on']} (read on for the rest, as POSIX readers must)")
 print(f"  wrong bytes     {T['wrong_bytes']} ({T['short_reads']} short reads among them)")
 print(f"  crashes         {T['crashes']}")
 print(f"  peak RSS        {T['peak_rss_kib'] // 1024} MiB (mount, any incarnation)")
