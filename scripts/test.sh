@@ -44,3 +44,5 @@ if [ "${OSSMOUNT_PACKAGE_TEST:-$([ $# -eq 0 ] && echo 1 || echo 0)}" = 1 ]; then
   echo "== scripts/package-test.sh"
   $SUDO scripts/package-test.sh
 fi
+echo "== soak: 2 minutes of random faults against a mount, every byte checked"
+$SUDO scripts/soak.sh 2

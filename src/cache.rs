@@ -55,6 +55,8 @@ pub mod checkpoint;
 pub mod entry;
 pub mod partbuf;
 pub mod private;
+#[cfg(test)]
+mod props;
 pub mod state;
 
 use std::collections::HashMap;

@@ -41,6 +41,8 @@ pub mod link;
 pub mod list;
 pub mod metadata;
 pub mod object;
+#[cfg(test)]
+mod props;
 pub mod resolve;
 pub mod stats;
 pub mod sts;

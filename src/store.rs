@@ -17,6 +17,8 @@ pub mod http;
 pub mod limits;
 #[cfg(test)]
 pub mod memory;
+#[cfg(test)]
+mod props;
 pub mod retry;
 pub mod sign_oss;
 pub mod sign_s3;

@@ -81,6 +81,12 @@ impl Keys {
         self
     }
 
+    /// One key pair (tests).
+    #[cfg(test)]
+    pub fn single(id: &str, secret: &str) -> Self {
+        Self(HashMap::from([(id.to_string(), secret.to_string())]), None)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -426,15 +426,7 @@ impl HttpStore {
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = if is_head {
-            headers
-                .get("x-oss-err")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    base64::engine::general_purpose::STANDARD
-                        .decode(v.trim())
-                        .ok()
-                })
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
+            headers.get("x-oss-err").and_then(x_oss_err_text)
         } else {
             read_limited(resp, self.http.error_body_limit).await
         };
@@ -444,6 +436,15 @@ impl HttpStore {
         }
         e
     }
+}
+
+/// The error XML a failed HEAD carries base64-encoded in `x-oss-err` (HEAD has no body).
+pub(super) fn x_oss_err_text(v: &HeaderValue) -> Option<String> {
+    let v = v.to_str().ok()?;
+    let b = base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .ok()?;
+    Some(String::from_utf8_lossy(&b).into_owned())
 }
 
 /// Refuse keys that cannot be addressed faithfully over HTTP.
@@ -525,7 +526,11 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Option<Strin
     Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
-fn service_error(status: StatusCode, headers: &HeaderMap, text: Option<&str>) -> StoreError {
+pub(super) fn service_error(
+    status: StatusCode,
+    headers: &HeaderMap,
+    text: Option<&str>,
+) -> StoreError {
     let header_id = request_id(headers);
     let header_ec = header_str(headers, "x-oss-ec").map(str::to_string);
     let parsed = text
@@ -627,6 +632,76 @@ fn meta_from_headers(key: &str, headers: &HeaderMap) -> Result<ObjectMeta, Store
             .or_else(|| header_str(headers, "x-amz-restore"))
             .map(str::to_string),
         user_meta: user_meta(headers),
+    })
+}
+
+/// One ListObjectsV2 page from its XML: checked against the request (no more entries
+/// than max-keys, a token when truncated) and URL-decoded per `EncodingType`.
+pub(super) fn parse_listing(
+    text: &str,
+    req: &ListRequest,
+    what: &str,
+) -> Result<ListPage, StoreError> {
+    let parsed: ListBucketResult = from_xml(text)
+        .map_err(|e| StoreError::Protocol(format!("{what}: unparsable listing XML: {e}")))?;
+    // OSS and S3 count objects and prefixes together against max-keys (1000 at most).
+    let asked = if req.max_keys == 0 {
+        1000
+    } else {
+        req.max_keys.min(1000)
+    } as usize;
+    let got = parsed.contents.len() + parsed.common_prefixes.len();
+    if got > asked {
+        return Err(StoreError::Protocol(format!(
+            "{what}: a page of {got} entries for max-keys {asked}"
+        )));
+    }
+    let encoded = parsed
+        .encoding_type
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("url"));
+    let decode = |s: &str| -> Result<String, StoreError> {
+        if encoded {
+            decode_listing_field(s)
+        } else {
+            Ok(s.to_string())
+        }
+    };
+    let mut objects = Vec::with_capacity(parsed.contents.len());
+    for c in &parsed.contents {
+        objects.push(ObjectMeta {
+            key: decode(&c.key)?,
+            size: c.size,
+            etag: c.etag.clone(),
+            last_modified: parse_listing_time(&c.last_modified),
+            crc64: None,
+            object_type: c.object_type.clone(),
+            storage_class: c.storage_class.clone(),
+            restore: c.restore_info.clone(),
+            user_meta: Vec::new(),
+        });
+    }
+    let common_prefixes = parsed
+        .common_prefixes
+        .iter()
+        .map(|p| decode(&p.prefix))
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_continuation_token = if parsed.is_truncated {
+        let token = parsed
+            .next_continuation_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                StoreError::Protocol(format!("{what}: IsTruncated without NextContinuationToken"))
+            })?;
+        Some(decode(token)?)
+    } else {
+        None
+    };
+    Ok(ListPage {
+        objects,
+        common_prefixes,
+        next_continuation_token,
     })
 }
 
@@ -896,69 +971,7 @@ impl ObjectStore for HttpStore {
         let body = read_capped(resp, LISTING_BODY_CAP, &what).await?;
         let text = std::str::from_utf8(&body)
             .map_err(|_| StoreError::Protocol(format!("{what}: listing XML is not UTF-8")))?;
-        let parsed: ListBucketResult = from_xml(text)
-            .map_err(|e| StoreError::Protocol(format!("{what}: unparsable listing XML: {e}")))?;
-        // OSS and S3 count objects and prefixes together against max-keys (1000 at most).
-        let asked = if req.max_keys == 0 {
-            1000
-        } else {
-            req.max_keys.min(1000)
-        } as usize;
-        let got = parsed.contents.len() + parsed.common_prefixes.len();
-        if got > asked {
-            return Err(StoreError::Protocol(format!(
-                "{what}: a page of {got} entries for max-keys {asked}"
-            )));
-        }
-        let encoded = parsed
-            .encoding_type
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case("url"));
-        let decode = |s: &str| -> Result<String, StoreError> {
-            if encoded {
-                decode_listing_field(s)
-            } else {
-                Ok(s.to_string())
-            }
-        };
-        let mut objects = Vec::with_capacity(parsed.contents.len());
-        for c in &parsed.contents {
-            objects.push(ObjectMeta {
-                key: decode(&c.key)?,
-                size: c.size,
-                etag: c.etag.clone(),
-                last_modified: parse_listing_time(&c.last_modified),
-                crc64: None,
-                object_type: c.object_type.clone(),
-                storage_class: c.storage_class.clone(),
-                restore: c.restore_info.clone(),
-                user_meta: Vec::new(),
-            });
-        }
-        let common_prefixes = parsed
-            .common_prefixes
-            .iter()
-            .map(|p| decode(&p.prefix))
-            .collect::<Result<Vec<_>, _>>()?;
-        let next_continuation_token = if parsed.is_truncated {
-            let token = parsed
-                .next_continuation_token
-                .as_deref()
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| {
-                    StoreError::Protocol(format!(
-                        "{what}: IsTruncated without NextContinuationToken"
-                    ))
-                })?;
-            Some(decode(token)?)
-        } else {
-            None
-        };
-        Ok(ListPage {
-            objects,
-            common_prefixes,
-            next_continuation_token,
-        })
+        parse_listing(text, req, &what)
     }
 
     fn describe(&self) -> String {
