@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Throughput benchmarks, each measured against a limit on the same machine in the same run.
 #
-#   scripts/bench.sh            # 2 GiB object, median of 3 runs per workload
+#   scripts/bench.sh            # 2 GiB object, median of 3 runs, on loopback and on the
+#                               # oss-like link (serve --link oss-like, src/serve/link.rs)
+#   scripts/bench.sh --link oss-like   # only on that link (--link loopback: only loopback)
 #   scripts/bench.sh --quick    # 256 MiB object, 1 run: checks the script in minutes
 #   SIZE_MIB=512 RUNS=5 scripts/bench.sh
 #   BENCH_SETTLE_S=0 scripts/bench.sh   # no wait after each drop_caches (scripts/bench/common.sh)
+#   MOUNT_S3=/path/to/mount-s3 scripts/bench.sh   # Mountpoint column (else from PATH, else skipped)
+#   BENCH_TOOLS="ossmount mountpoint"   # only these FUSE clients (smoke runs)
+#   BENCH_BIN=target/debug/ossmount     # use this binary instead of a release build
+#   BENCH_DROP=0                        # never drop the page cache (smoke runs on a shared
+#                                       # box; "cold" figures are then not cold)
+# Smaller data for a smoke run: SIZE_MIB, PAR_MIB, LS_N, SMALL_N, SMALL_KIB, TREE_DIRS,
+# TREE_PER, RAND_COUNT, RAND1M_COUNT (docs/benchmarks.md).
 #
 # Then `ossmount download` of the object against `curl -o` (scripts/bench/download.sh:
 # throughput, peak RSS, bytes re-fetched after kill -9 at half; bench-results/download.md).
@@ -29,12 +38,20 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 BENCH_ARGS="$*"
-if [ "${1:-}" = "--quick" ]; then
-  # Small enough to finish in a few minutes, large enough to cross many parts and chunks.
-  SIZE_MIB=${SIZE_MIB:-256} RUNS=${RUNS:-1} PAR_MIB=${PAR_MIB:-64} LS_N=${LS_N:-2000}
-  shift
-fi
-[ $# -eq 0 ] || { echo "usage: scripts/bench.sh [--quick]" >&2; exit 2; }
+LINKS=(loopback oss-like)
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick)
+      # Small enough to finish in minutes, large enough to cross many parts and chunks.
+      SIZE_MIB=${SIZE_MIB:-256} RUNS=${RUNS:-1} PAR_MIB=${PAR_MIB:-64} LS_N=${LS_N:-2000}
+      TREE_DIRS=${TREE_DIRS:-100} TREE_PER=${TREE_PER:-100}
+      shift ;;
+    --link)
+      [ $# -ge 2 ] || { echo "usage: --link loopback|oss-like" >&2; exit 2; }
+      LINKS=("$2"); shift 2 ;;
+    *) echo "usage: scripts/bench.sh [--quick] [--link loopback|oss-like]" >&2; exit 2 ;;
+  esac
+done
 RESULTS=$ROOT/bench-results
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
 SIZE_MIB=${SIZE_MIB:-2048}
@@ -49,6 +66,7 @@ NGINX_DIR=""
 ROWS=()
 
 cleanup() {
+  https_teardown
   if [ -n "$SERVE_PID" ]; then kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; fi
   if [ -n "$NGINX_PID" ]; then kill "$NGINX_PID" 2>/dev/null || true; fi
   if [ -n "$NGINX_DIR" ]; then rm -rf "$NGINX_DIR"; fi
@@ -64,6 +82,12 @@ median() { # numbers as arguments
 }
 
 build() {
+  if [ -n "${BENCH_BIN:-}" ]; then
+    # A prebuilt binary (smoke runs: a debug build proves the script, not the figures).
+    BIN=$BENCH_BIN
+    log "using $BIN (BENCH_BIN), not a fresh release build"
+    return 0
+  fi
   log "building release binary"
   cargo build --release --quiet
   BIN=$ROOT/target/release/ossmount
@@ -83,7 +107,7 @@ make_data() {
 
 start_serve() {
   local out=$BENCH_DIR/serve.out
-  "$BIN" serve "$BENCH_DIR/data" --listen 127.0.0.1:0 --anonymous > "$out" 2> "$BENCH_DIR/serve.err" &
+  "$BIN" serve "$BENCH_DIR/data" --listen 127.0.0.1:0 --anonymous --testing-aids > "$out" 2> "$BENCH_DIR/serve.err" &
   SERVE_PID=$!
   for _ in $(seq 100); do
     if grep -q "listening on" "$out" 2>/dev/null; then break; fi
@@ -197,10 +221,42 @@ print_table() { # baseline label
   done
 }
 
+# shellcheck source=scripts/bench/https.sh
+source "$ROOT/scripts/bench/https.sh"
+
+# The link of both servers for the next section: loopback (none) or a profile.
+set_link() {
+  local body='{}'
+  [ "$1" = loopback ] || body="{\"link\":\"$1\"}"
+  curl -sf -X PUT "$SERVE_URL/_ossmount/faults" -d "$body" > /dev/null
+  https_link "$body"
+  LINK=$1
+  LINK_JSON=$(curl -sf "$SERVE_URL/_ossmount/faults")
+  log "link $LINK: $LINK_JSON"
+}
+
 main() {
   build
   make_data
   start_serve
+  https_setup
+  local link
+  mkdir -p "$ROOT/bench-results"
+  for link in "${LINKS[@]}"; do
+    RESULTS=$ROOT/bench-results/$link
+    mkdir -p "$RESULTS"
+    set_link "$link"
+    if [ "$link" = loopback ]; then serve_section; fi
+    # shellcheck source=scripts/bench/peers.sh
+    source "$ROOT/scripts/bench/peers.sh"
+    peers_main
+  done
+  for link in "${LINKS[@]}"; do cat "$ROOT/bench-results/$link/bench.md"; echo; done > "$ROOT/bench-results/bench.md"
+  log "wrote bench-results/bench.md (and per link: bench-results/LINK/bench.md, bench.png)"
+}
+
+# serve's own throughput against nginx, then ossmount download against curl (loopback only).
+serve_section() {
   local c0 c1
   c0=$(proc_cpu_s "$SERVE_PID")
   run_workload "ossmount serve: curl GET" workload_serve_get MB/s
@@ -222,10 +278,6 @@ main() {
   # shellcheck source=scripts/bench/download.sh
   source "$ROOT/scripts/bench/download.sh"
   download_bench
-
-  # shellcheck source=scripts/bench/peers.sh
-  source "$ROOT/scripts/bench/peers.sh"
-  peers_main
 }
 
 main "$@"

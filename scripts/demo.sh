@@ -36,7 +36,7 @@ for i in $(seq 1 20); do echo "report $i" > "$DATA/demo/docs/report-$i.txt"; don
 echo "hello from ossmount" > "$DATA/demo/README.txt"
 
 export OSS_ACCESS_KEY_ID=demo-access-key OSS_ACCESS_KEY_SECRET=demo-secret-key
-"$BIN" serve "$DATA" --listen 127.0.0.1:0 > "$WORK/serve.out" 2> "$WORK/serve.log" &
+"$BIN" serve "$DATA" --listen 127.0.0.1:0 --testing-aids > "$WORK/serve.out" 2> "$WORK/serve.log" &
 SERVE_PID=$!
 for _ in $(seq 1 100); do grep -q listening "$WORK/serve.out" 2>/dev/null && break; sleep 0.1; done
 ENDPOINT=$(sed -n 's/.*listening on //p' "$WORK/serve.out")

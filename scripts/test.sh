@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every check ossmount has: formatting, clippy, unit tests, and the integration tests
 # that mount for real through FUSE and talk real HTTP to `ossmount serve`, plus the
-# cross-checks with the official OSS Python SDK and boto3.
+# cross-checks with the official OSS Python SDK and boto3, then the install test of the
+# .deb and .rpm (scripts/package-test.sh).
 #
 # Installs what the tests need when it is missing (Debian packages, pip packages), so it
 # works on a fresh machine. Needs root (or sudo) for apt-get and for FUSE mounts.
@@ -15,15 +16,18 @@ need_apt=()
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 command -v rsync >/dev/null || need_apt+=(rsync)
 command -v cmp >/dev/null || need_apt+=(diffutils)
+command -v curl >/dev/null || need_apt+=(curl) # tests/link.rs, tests/tls.rs
 { command -v fincore && command -v findmnt; } >/dev/null || need_apt+=(util-linux)
+command -v man >/dev/null || need_apt+=(man-db)          # tests/generate.rs, package test
+command -v rpmbuild >/dev/null || need_apt+=(rpm)        # scripts/package.sh builds the .rpm
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-if ! python3 -c "import alibabacloud_oss_v2, boto3" 2>/dev/null; then
-  echo "== installing the OSS Python SDK and boto3 (for the interop cross-checks)"
-  python3 -m pip install -q alibabacloud-oss-v2 boto3
+if ! python3 -c "import alibabacloud_oss_v2, boto3, prometheus_client" 2>/dev/null; then
+  echo "== installing the OSS Python SDK, boto3 (interop cross-checks) and prometheus_client (its /metrics parser)"
+  python3 -m pip install -q alibabacloud-oss-v2 boto3 prometheus_client
 fi
 [ -e /dev/fuse ] || { echo "error: /dev/fuse is missing; FUSE tests cannot run" >&2; exit 1; }
 
@@ -33,3 +37,9 @@ echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --no-fail-fast "$@"
+# The packages, installed and used (a few minutes: the LTO build). Run on the full suite,
+# i.e. without test arguments; OSSMOUNT_PACKAGE_TEST=0 skips it, =1 forces it.
+if [ "${OSSMOUNT_PACKAGE_TEST:-$([ $# -eq 0 ] && echo 1 || echo 0)}" = 1 ]; then
+  echo "== scripts/package-test.sh"
+  $SUDO scripts/package-test.sh
+fi

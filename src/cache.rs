@@ -60,11 +60,12 @@ pub mod admin;
 pub mod checkpoint;
 pub mod entry;
 pub mod partbuf;
+pub mod private;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -297,6 +298,7 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File, CacheError> {
         .truncate(false)
         .read(true)
         .write(true)
+        .mode(private::FILE_MODE)
         .open(dir.join("lock"))?;
     // A previous owner may be finishing: in this process, the flusher thread or a finalize
     // task holding the cache for a few milliseconds after its last user dropped it; in
@@ -326,7 +328,7 @@ impl PartCache {
     /// `namespace` identifies (endpoint, bucket), see `StoreConfig::namespace`.
     pub fn open(config: CacheConfig, namespace: String) -> Result<Arc<Self>, CacheError> {
         check_part_size(config.part_size).map_err(CacheError::Config)?;
-        fs::create_dir_all(&config.dir)?;
+        private::create_cache_dir(&config.dir)?;
         let lock = lock_dir(&config.dir)?;
         let mut lru = LruCache::unbounded();
         let mut used = 0;
@@ -545,6 +547,7 @@ impl EntryOwner for PartCache {
                 return false;
             };
             tracing::debug!("evicting cache entry {victim}");
+            crate::metrics::METRICS.evictions.inc();
             if let Some(e) = idx.open.remove(&victim) {
                 e.kill(Dead::Stale);
             }
@@ -569,8 +572,14 @@ impl EntryOwner for PartCache {
         // parts stay pending and the next flush records them; a crash meanwhile loses at
         // most the batch, as anywhere else (this flush cost a small object 3 more syncs).
         match entry.finalize(entry.identity.crc64) {
-            Ok(_) => self.remeasure(entry),
-            Err(entry::FinalizeError::Mismatch { .. }) => self.drop_entry(entry, Dead::Corrupt),
+            Ok(_) => {
+                crate::metrics::METRICS.finalizations.inc();
+                self.remeasure(entry)
+            }
+            Err(entry::FinalizeError::Mismatch { .. }) => {
+                crate::metrics::METRICS.crc64_object_failures.inc();
+                self.drop_entry(entry, Dead::Corrupt)
+            }
             // Dead: dropped meanwhile. Incomplete: a part from an earlier process failed its
             // CRC-64 and was dropped (logged); the next read of it fetches it again.
             Err(entry::FinalizeError::Dead(_) | entry::FinalizeError::Incomplete) => {}

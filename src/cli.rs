@@ -19,8 +19,12 @@ use crate::fs::tree::FsConfig;
 use crate::serve::stats::DEFAULT_STALL_MS;
 use crate::units::{format_duration, format_size, parse_duration, parse_size};
 
+/// `ossmount --version`: the version and the commit it was built from (`build.rs`), e.g.
+/// `0.1.0 (commit 0123456789ab)`.
+pub const VERSION: &str = env!("OSSMOUNT_LONG_VERSION");
+
 #[derive(Debug, Parser)]
-#[command(name = "ossmount", version, about, long_about = None)]
+#[command(name = "ossmount", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// Log more (debug level). RUST_LOG overrides.
     #[arg(long, global = true)]
@@ -44,6 +48,34 @@ pub enum Command {
     Ls(LsArgs),
     /// Write an object, or a byte range of it, to stdout.
     Cat(CatArgs),
+    /// List the running mounts of this user: source, mountpoint, pid, uptime, cache, hit
+    /// ratio, requests and errors in the last minute, credentials.
+    Status(StatusArgs),
+    /// Fetch files or directories (recursively) of a running mount into its cache, and
+    /// finalize them, without reading them through the page cache.
+    Warm(WarmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only the mount at this directory.
+    pub mountpoint: Option<PathBuf>,
+    /// One JSON array of mounts, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WarmArgs {
+    /// Files or directories inside a running ossmount mount.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Print what would be fetched, fetch nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// No progress bar even on a terminal (plain progress lines).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +93,11 @@ pub struct MountArgs {
     #[arg(long, value_parser = parse_duration,
           default_value = format_duration(FsConfig::default().metadata_ttl))]
     pub metadata_ttl: Duration,
+    /// Longest any file operation waits on the store; past it the operation fails with
+    /// EIO (and a log line) instead of hanging the program that asked.
+    #[arg(long, value_parser = parse_duration,
+          default_value = format_duration(FsConfig::default().request_deadline))]
+    pub request_deadline: Duration,
     /// Owner of every file and directory. Default: the user running ossmount.
     #[arg(long)]
     pub uid: Option<u32>,
@@ -105,6 +142,21 @@ pub struct MountArgs {
     /// handed to a runtime, so a few suffice).
     #[arg(long, default_value_t = 4)]
     pub fuse_threads: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (`127.0.0.1:9100`; a bare port means
+    /// 127.0.0.1). Off by default. Unauthenticated: a non-loopback address gets a warning.
+    #[arg(long, value_parser = parse_metrics_addr, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// `--metrics-addr`: `IP:PORT`, or `PORT` / `:PORT` for loopback (127.0.0.1).
+pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.trim_start_matches(':')
+        .parse::<u16>()
+        .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+        .map_err(|_| format!("not an address (IP:PORT) or a port: {s:?}"))
 }
 
 /// The part cache's settings, shared by `mount` and `download`.
@@ -177,18 +229,32 @@ pub struct ServeArgs {
     /// Region the server claims (checked against the signature scope).
     #[arg(long, default_value = "cn-hangzhou")]
     pub region: String,
-    /// Testing aid: reset the connection after this many body bytes of each response.
+    /// Turn on the testing aids: the unauthenticated /_ossmount/stats and /_ossmount/faults
+    /// endpoints and the --fault-* flags. Off by default: anyone who can reach the port
+    /// could change the faults without a signature.
+    #[arg(long)]
+    pub testing_aids: bool,
+    /// Testing aid (needs --testing-aids): reset the connection after this many body bytes
+    /// of each response.
     #[arg(long, value_parser = parse_size)]
     pub fault_reset_after: Option<u64>,
-    /// Testing aid: answer this fraction (0..1) of requests with 503 SlowDown.
+    /// Testing aid (needs --testing-aids): answer this fraction (0..1) of requests with 503 SlowDown.
     #[arg(long)]
     pub fault_503_rate: Option<f64>,
-    /// Testing aid: add this latency before each response.
+    /// Testing aid (needs --testing-aids): add this latency before each response.
     #[arg(long, value_parser = parse_duration)]
     pub fault_latency: Option<Duration>,
-    /// Testing aid: stall this fraction (0..1) of response bodies midway.
+    /// Testing aid (needs --testing-aids): stall this fraction (0..1) of response bodies midway.
     #[arg(long)]
     pub fault_stall_rate: Option<f64>,
+    #[command(flatten)]
+    pub link: crate::serve::link::LinkArgs,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The `serve` contract that tests and scripts rely on.
@@ -196,12 +262,12 @@ fn serve_help() -> String {
     format!(
         "\
 Output: the first line on stdout is `ossmount serve: listening on http://ADDR` (use
---listen 127.0.0.1:0 for a free port); logs go to stderr.
+--listen 127.0.0.1:0 for a free port; `https://ADDR` with --tls-cert); logs go to stderr.
 
 Addressing: path style (/bucket/key) or virtual-hosted (Host: bucket.anything). Keys are
 files below the bucket folders; symlinks out of DIR and `..` are refused.
 
-Testing aids (no signature needed; bind to loopback):
+Testing aids (only with --testing-aids; no signature needed; bind to loopback):
   GET  /_ossmount/stats         JSON counters: requests, get_requests, head_requests,
                                 list_requests, bytes_sent, status_503, status_412, resets,
                                 stalls, auth_failures, hash_computations,
@@ -210,7 +276,11 @@ Testing aids (no signature needed; bind to loopback):
   GET  /_ossmount/faults        current fault settings
   PUT  /_ossmount/faults        replace them, JSON: {{\"reset_after_bytes\": N,
                                 \"rate_503\": 0.1, \"latency_ms\": 50, \"stall_rate\": 0.1,
-                                \"stall_ms\": {DEFAULT_STALL_MS}}} (absent = off; stall_ms defaults to {DEFAULT_STALL_MS})"
+                                \"stall_ms\": {DEFAULT_STALL_MS}, \"latency_jitter_ms\": 5,
+                                \"conn_bytes_per_s\": N, \"total_bytes_per_s\": N,
+                                \"requests_per_s\": N, \"link\": \"oss-like\"}} (absent = off;
+                                stall_ms defaults to {DEFAULT_STALL_MS}; a link profile fills
+                                in the link fields not given)"
     )
 }
 
@@ -366,6 +436,7 @@ mod tests {
         assert_eq!(m.cache.checkpoint_batch, cache.batch_bytes);
         assert_eq!(m.cache.cache_min_free, None, "computed from the filesystem");
         assert_eq!(m.metadata_ttl, fs.metadata_ttl);
+        assert_eq!(m.request_deadline, fs.request_deadline);
         assert_eq!((m.file_mode, m.dir_mode), (fs.file_mode, fs.dir_mode));
         let cli = Cli::try_parse_from(["ossmount", "download", "oss://bkt/k"]).unwrap();
         let Command::Download(d) = cli.command else {
@@ -378,6 +449,28 @@ mod tests {
                 crate::cache::DOWNLOAD_JOBS
             )
         );
+    }
+
+    #[test]
+    fn metrics_addresses() {
+        assert_eq!(
+            parse_metrics_addr("9100").unwrap().to_string(),
+            "127.0.0.1:9100"
+        );
+        assert_eq!(
+            parse_metrics_addr(":9100").unwrap().to_string(),
+            "127.0.0.1:9100"
+        );
+        assert_eq!(
+            parse_metrics_addr("0.0.0.0:9100").unwrap().to_string(),
+            "0.0.0.0:9100"
+        );
+        assert!(parse_metrics_addr("localhost:x").is_err());
+        let cli = Cli::try_parse_from(["ossmount", "mount", "oss://bkt", "/mnt"]).unwrap();
+        let Command::Mount(m) = cli.command else {
+            panic!("not mount")
+        };
+        assert_eq!(m.metrics_addr, None, "off by default");
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! errors, print nothing and never import `cli`.
 
 pub mod cache;
+pub mod control;
 pub mod download;
 pub mod inspect;
 pub mod mount;
 pub mod serve;
+pub mod status;
+pub mod warm;

@@ -18,6 +18,7 @@ use crate::store::credentials::{credentials_from_env, Env};
 use crate::store::endpoint::{self, Given};
 use crate::store::http::{HttpConfig, HttpStore};
 use crate::store::retry::{RetryConfig, RetryingStore};
+use crate::store::tls::Trust;
 use crate::store::ObjectStore;
 
 /// Where the bucket lives and how to sign: shared by every command that talks to a store.
@@ -38,6 +39,21 @@ pub struct StoreArgs {
     /// Default: path style for IP addresses and localhost, virtual-hosted otherwise.
     #[arg(long)]
     pub path_style: bool,
+    /// Also trust the CA certificates in this PEM file for HTTPS (on top of the bundled
+    /// roots, the system store and AWS_CA_BUNDLE; docs/mount.md, "HTTPS").
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<std::path::PathBuf>,
+}
+
+impl StoreArgs {
+    /// The HTTP client's settings for these options; `env` reads the environment
+    /// (`AWS_CA_BUNDLE`, `SSL_CERT_FILE`).
+    pub fn http_config(&self, env: &Env<'_>) -> HttpConfig {
+        HttpConfig {
+            trust: Trust::resolve(self.ca_bundle.as_deref(), env),
+            ..HttpConfig::default()
+        }
+    }
 }
 
 /// A parsed `oss://bucket/prefix` or `s3://bucket/prefix`.
@@ -161,9 +177,19 @@ pub fn resolve(
     })
 }
 
-/// The store every command uses: the HTTP client wrapped in retries, default settings.
+/// The store with default settings (no CA files beyond the bundled and system roots).
 pub fn connect(cfg: &StoreConfig) -> Result<Arc<dyn ObjectStore>, ConfigError> {
     connect_with(cfg, HttpConfig::default(), RetryConfig::default())
+}
+
+/// The store every command uses: the HTTP client (default timeouts, the CA files of `args`
+/// and the environment) wrapped in retries.
+pub fn connect_args(
+    cfg: &StoreConfig,
+    args: &StoreArgs,
+) -> Result<Arc<dyn ObjectStore>, ConfigError> {
+    let http = args.http_config(&|k| std::env::var(k).ok());
+    connect_with(cfg, http, RetryConfig::default())
 }
 
 /// [`connect`] with explicit timeouts and retry policy (tests use short ones).
@@ -187,6 +213,7 @@ mod tests {
             region: region.map(String::from),
             no_sign_request: false,
             path_style: false,
+            ca_bundle: None,
         }
     }
 

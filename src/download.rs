@@ -31,6 +31,8 @@
 //! (`cmd/download.rs`) turns them into exit codes. The progress bar (bytes, rate, ETA) is
 //! drawn only on a terminal and never with `-q`.
 
+mod lock;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -95,6 +97,14 @@ pub enum DownloadError {
         local: PathBuf,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Another `ossmount download` of the same LOCAL holds its lock; nothing was touched.
+    #[error(
+        "another ossmount download to {} is running (it holds {}); wait for it to finish \
+         or stop it, then run this again",
+        local.display(),
+        lock.display()
+    )]
+    Busy { local: PathBuf, lock: PathBuf },
     /// Ctrl-C: the parts received are recorded, the same command resumes.
     #[error("interrupted; {kept} of {size} bytes kept, run the same command to resume")]
     Interrupted { kept: u64, size: u64 },
@@ -168,6 +178,7 @@ impl Job {
     /// Download the object: look it up, resume or start the temp file, fetch the parts
     /// missing, verify and rename onto LOCAL.
     pub async fn run(self) -> Result<(), DownloadError> {
+        let _lock = self.lock()?;
         let meta = self
             .store
             .head(&self.key)
@@ -187,13 +198,29 @@ impl Job {
         Ok(())
     }
 
+    /// The lock on this download's temp file and checkpoint, held until it ends.
+    fn lock(&self) -> Result<lock::DownloadLock, DownloadError> {
+        let paths = self.paths();
+        if let Some(d) = self.checkpoint_dir.as_ref() {
+            crate::cache::private::create_private_dir(d)
+                .map_err(|e| self.local_error("checkpoint directory", e))?;
+        }
+        let mut name = paths.ckpt.into_os_string();
+        name.push(".lock");
+        match lock::try_lock(Path::new(&name)) {
+            Ok(l) => Ok(l),
+            Err(Ok(lock::Busy(lock))) => Err(DownloadError::Busy {
+                local: self.local.clone(),
+                lock,
+            }),
+            Err(Err(e)) => Err(self.local_error("cannot create the lock file", e)),
+        }
+    }
+
     /// The entry of this download: what an earlier, interrupted run left (if it is for
     /// the same object version and its parts still match their CRC-64s), or a fresh one.
     fn open_entry(&self, meta: &ObjectMeta) -> Result<Arc<Entry>, DownloadError> {
         let paths = self.paths();
-        if let Some(d) = self.checkpoint_dir.as_ref() {
-            std::fs::create_dir_all(d).map_err(|e| self.local_error("checkpoint directory", e))?;
-        }
         self.explain_restart(&paths, meta);
         let defaults = CacheConfig::default();
         let opts = EntryOptions {

@@ -17,6 +17,7 @@
 //!   objects not yet cached, and filled ahead of readers of finalized ones.
 
 pub mod adapter;
+mod deadline;
 mod drop_behind;
 pub mod error;
 pub mod mount;

@@ -21,6 +21,7 @@ pub mod download;
 pub mod fetch;
 pub mod fs;
 pub mod logging;
+pub mod metrics;
 pub mod serve;
 pub mod store;
 pub mod units;

@@ -19,6 +19,8 @@ fn main() -> ExitCode {
         Command::Cache(args) => ossmount::cmd::cache::run(args.command),
         Command::Ls(args) => ossmount::cmd::inspect::ls(args),
         Command::Cat(args) => ossmount::cmd::inspect::cat(args),
+        Command::Status(args) => ossmount::cmd::status::run(args),
+        Command::Warm(args) => ossmount::cmd::warm::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,22 +21,27 @@
 //! S3 SigV4 verification), [`identity`] (ETag and CRC-64 once per file version),
 //! [`object`] (ranges, conditions, headers), [`list`] (ListObjects V1 and V2), [`body`] (streaming,
 //! exact byte counts, injected resets and stalls), [`stats`] (counters and fault switches),
-//! [`error`] (the XML error format).
+//! [`link`] (an emulated object-store link: latency, rates, request quota),
+//! [`tls`] (HTTPS with `--tls-cert`/`--tls-key`), [`error`] (the XML error format).
 //!
-//! Testing aids, unauthenticated by design (bind to loopback): `GET /_ossmount/stats`,
+//! Testing aids, only with `--testing-aids` and unauthenticated by design (bind to
+//! loopback; a warning says so otherwise): `GET /_ossmount/stats`,
 //! `POST /_ossmount/stats/reset`, `GET|PUT /_ossmount/faults` (JSON, see
 //! [`stats::Faults`]). They never count in the stats and never see injected faults. The
-//! first line on stdout is `ossmount serve: listening on http://ADDR`, flushed once the
+//! first line on stdout is `ossmount serve: listening on http://ADDR` (`https://` with
+//! `--tls-cert`), flushed once the
 //! socket is bound, so `--listen 127.0.0.1:0` can be used by scripts and tests.
 
 pub mod auth;
 pub mod body;
 pub mod error;
 pub mod identity;
+pub mod link;
 pub mod list;
 pub mod object;
 pub mod resolve;
 pub mod stats;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -71,6 +76,13 @@ pub struct Server {
     pub identities: Identities,
     /// Recent listings, shared by the pages of one ([`list::Listings`]).
     pub listings: list::Listings,
+    /// `--testing-aids`: the `/_ossmount/` control endpoints answer. Off, such paths are
+    /// ordinary (signed) requests for a bucket that cannot exist.
+    pub testing_aids: bool,
+    /// The emulated link's shared clocks ([`link`]).
+    pub link: link::LinkState,
+    /// `Some`: HTTPS only ([`tls`]).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     request_seq: AtomicU64,
     boot: u64,
 }
@@ -86,12 +98,23 @@ impl Server {
             faults: RwLock::new(faults),
             identities: Identities::default(),
             listings: list::Listings::default(),
+            testing_aids: false,
+            link: link::LinkState::default(),
+            tls: None,
             request_seq: AtomicU64::new(0),
             boot: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs(),
         }
+    }
+}
+
+impl Server {
+    /// Answer the `/_ossmount/` control endpoints (off by default).
+    pub fn with_testing_aids(mut self, on: bool) -> Self {
+        self.testing_aids = on;
+        self
     }
 }
 
@@ -120,12 +143,22 @@ pub async fn serve(server: Arc<Server>, addr: SocketAddr) -> Result<(), ServeErr
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "ossmount serve: listening on http://{local}");
+        let scheme = if server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let _ = writeln!(out, "ossmount serve: listening on {scheme}://{local}");
         let _ = out.flush();
     }
     tracing::info!(
-        "serving buckets under {} on http://{local} ({})",
+        "serving buckets under {} on {}://{local} ({})",
         server.root.dir.display(),
+        if server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         match &server.keys {
             None => "anonymous: signatures are not checked".to_string(),
             Some(k) => format!("{} key pair(s), region {}", k.len(), server.region),
@@ -149,20 +182,29 @@ pub async fn serve(server: Arc<Server>, addr: SocketAddr) -> Result<(), ServeErr
             _ = term.recv() => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = ConnShared::new(stream, server.clone());
-        let io = ConnIo::new(conn.clone());
+        let conn = ConnShared::with_tls(stream, server.clone(), server.tls.is_some());
         let server = server.clone();
         tokio::spawn(async move {
+            let tls = server.tls.clone();
+            let shared = conn.clone();
             let service = hyper::service::service_fn(move |req| {
                 let server = server.clone();
                 let conn = conn.clone();
                 async move { Ok::<_, Infallible>(handle(server, conn, req).await) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(io, service)
-                .await
-            {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.keep_alive(true);
+            let served = match tls {
+                None => http.serve_connection(ConnIo::new(shared), service).await,
+                Some(acceptor) => match tls::accept(&acceptor, shared).await {
+                    Ok(io) => http.serve_connection(io, service).await,
+                    Err(e) => {
+                        tracing::debug!("TLS handshake with {peer}: {e}");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = served {
                 tracing::debug!("connection from {peer}: {e}");
             }
         });
@@ -231,7 +273,10 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
-    if let Some(rest) = path.strip_prefix("/_ossmount/") {
+    if let Some(rest) = path
+        .strip_prefix("/_ossmount/")
+        .filter(|_| server.testing_aids)
+    {
         let rest = rest.to_string();
         return control(&server, req, &rest).await;
     }
@@ -329,10 +374,11 @@ async fn route(
 
     // Faults first: a throttled or slow server is slow for everyone, signed or not.
     let faults = server.faults.read().clone();
+    let admitted = server.link.admit_request(faults.requests_per_s);
     if let Some(d) = faults.latency() {
         tokio::time::sleep(d).await;
     }
-    if stats::roll(faults.rate_503) {
+    if !admitted || stats::roll(faults.rate_503) {
         Stats::inc(&st.status_503);
         return Err(ApiError::slow_down());
     }
@@ -614,7 +660,12 @@ async fn control(server: &Server, req: Request<Incoming>, rest: &str) -> Respons
             serde_json::to_string(&*server.faults.read()).expect("plain struct"),
         ),
         (&Method::PUT, "faults") => {
-            let body = match req.into_body().collect().await {
+            // A faults document is a few hundred bytes; 64 KiB bounds what a client can
+            // make the server hold.
+            let body = match http_body_util::Limited::new(req.into_body(), 64 << 10)
+                .collect()
+                .await
+            {
                 Ok(b) => b.to_bytes(),
                 Err(e) => return json(StatusCode::BAD_REQUEST, format!("{{\"error\":{:?}}}", e.to_string())),
             };
@@ -623,7 +674,7 @@ async fn control(server: &Server, req: Request<Incoming>, rest: &str) -> Respons
             } else {
                 serde_json::from_slice::<Faults>(&body).map_err(|e| e.to_string())
             };
-            match parsed.and_then(|f| f.validate().map(|()| f)) {
+            match parsed.and_then(link::resolve) {
                 Ok(f) => {
                     tracing::info!("faults set: {f:?}");
                     *server.faults.write() = f;

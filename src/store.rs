@@ -14,11 +14,13 @@ pub mod config;
 pub mod credentials;
 pub mod endpoint;
 pub mod http;
+pub mod limits;
 #[cfg(test)]
 pub mod memory;
 pub mod retry;
 pub mod sign_oss;
 pub mod sign_s3;
+pub mod tls;
 pub mod xml;
 
 #[cfg(test)]
@@ -190,6 +192,12 @@ pub enum StoreError {
     Network(String),
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The server's TLS certificate was refused (unknown issuer, another name, expired):
+    /// not retried, since asking again gets the same certificate.
+    #[error(
+        "TLS certificate refused (trust its CA with --ca-bundle, or check the endpoint name): {0}"
+    )]
+    Tls(String),
     /// The server answered something that breaks the protocol (wrong Content-Range,
     /// missing ETag, unparsable XML, short body).
     #[error("bad response from server: {0}")]

@@ -787,6 +787,8 @@ fn a_user_mounts_through_fusermount3_and_unmounts_with_it() {
         child: None,
     };
     env.cache = owned("user-cache");
+    // A cache directory as ossmount would create it: the owner's alone (0755 warns).
+    std::fs::set_permissions(&env.cache, std::fs::Permissions::from_mode(0o700)).unwrap();
     let log = owned("user-log").join("mount.log");
     let as_user = |cmd: &mut Command| {
         cmd.uid(NOBODY).gid(NOBODY).env("HOME", "/nonexistent");

@@ -15,6 +15,7 @@ peers_install() {
   command -v s3fs > /dev/null || need+=(s3fs)
   command -v gnuplot > /dev/null || need+=(gnuplot-nox)
   command -v curl > /dev/null || need+=(curl)
+  command -v aria2c > /dev/null || need+=(aria2)
   command -v python3 > /dev/null || need+=(python3)
   command -v mountpoint > /dev/null || need+=(util-linux)
   if [ ${#need[@]} -gt 0 ]; then
@@ -43,7 +44,9 @@ BENCH_SETTLE_S=${BENCH_SETTLE_S:-3}
 # Cold means cold for everyone: the served files, the tools' cache files and the output.
 # The client programs themselves are loaded again after the settle, so that a cold
 # `head -c 1` or `curl` measures the read, not loading curl's libraries from disk.
+BENCH_DROP=${BENCH_DROP:-1}
 drop_caches() {
+  if [ "$BENCH_DROP" = 0 ]; then return 0; fi
   sync
   echo 3 > /proc/sys/vm/drop_caches
   sleep "$BENCH_SETTLE_S"

@@ -10,6 +10,12 @@
 #   "LoadCustomCABundleError ... unsupported transport"), so it is removed from its env.
 # - s3fs: url=, use_path_request_style, public_bucket=1, and its default listing (V1).
 # - ossmount: --endpoint, --no-sign-request.
+# - Mountpoint for Amazon S3 (`mount-s3`, from MOUNT_S3=PATH or PATH; skipped with a note
+#   when absent, see ../shared/peers/README.md for a build): --endpoint-url, path style,
+#   --no-sign-request, region us-east-1, --read-only, its disk cache (--cache DIR, wiped by
+#   it at mount), --maximum-throughput-gbps 10 (what it sizes its parallel GETs from; the
+#   oss-like link's 1 GB/s total is 8 Gbit/s). AWS_EC2_METADATA_DISABLED=true so it does not
+#   wait for an instance metadata service.
 #
 # Every tool runs with its defaults (plus the cache options above). For experiments,
 # OSSMOUNT_ARGS adds options to ossmount's command line (e.g. "--part-size 1MiB"); the
@@ -17,6 +23,21 @@
 
 # shellcheck disable=SC2034 # used by peers.sh
 TOOLS=(ossmount rclone s3fs)
+MOUNT_S3=${MOUNT_S3:-$(command -v mount-s3 || true)}
+if [ -n "$MOUNT_S3" ] && [ -x "$MOUNT_S3" ]; then
+  TOOLS+=(mountpoint)
+else
+  MOUNT_S3=""
+fi
+if [ -n "${BENCH_TOOLS:-}" ]; then
+  # shellcheck disable=SC2206 # a list of names
+  _want=($BENCH_TOOLS)
+  _have=("${TOOLS[@]}")
+  TOOLS=()
+  for _t in "${_want[@]}"; do
+    for _h in "${_have[@]}"; do [ "$_t" = "$_h" ] && TOOLS+=("$_t"); done
+  done
+fi
 declare -gA PEAK_RSS_KB=()   # per tool, max VmHWM over its mounts in the current run
 MOUNT_PID=""
 MNT=""
@@ -63,6 +84,11 @@ mount_tool() {
       s3fs "$BUCKET" "$MNT" -f -o "url=$SERVE_URL,use_path_request_style,public_bucket=1,ro,use_cache=$cache" \
         >> "$logf" 2>&1 &
       ;;
+    mountpoint)
+      AWS_EC2_METADATA_DISABLED=true "$MOUNT_S3" "$BUCKET" "$MNT" --endpoint-url "$SERVE_URL" \
+        --force-path-style --no-sign-request --region us-east-1 --read-only \
+        --maximum-throughput-gbps 10 --cache "$cache" -f >> "$logf" 2>&1 &
+      ;;
     *) log "unknown tool $tool"; exit 1 ;;
   esac
   MOUNT_PID=$!
@@ -85,8 +111,11 @@ sample_rss() {
   kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$MOUNT_PID/status" 2> /dev/null || true)
   local fn where="?"
   for fn in "${FUNCNAME[@]}"; do case $fn in tool_*) where=$fn; break ;; esac; done
-  log "  ($tool peak RSS of this mount so far: ${kb:-?} KiB, in $where)"
+  log "  ($tool peak RSS of this mount so far: ${kb:-?} KiB, in $where${RSS_TAG:+ $RSS_TAG})"
   if [ -n "$kb" ] && [ "$kb" -gt "${PEAK_RSS_KB[$tool]:-0}" ]; then PEAK_RSS_KB[$tool]=$kb; fi
+  # Every workload mounts afresh, so this is the workload's own peak: one row per workload
+  # in the RSS table (report.sh), RSS_TAG telling apart variants of one function.
+  if [ -n "$kb" ]; then record "rss:${where#tool_}${RSS_TAG:-}" "$tool" "$(awk -v k="$kb" 'BEGIN { printf "%.0f\n", k / 1024 }')"; fi
 }
 
 # Wait for PID (a child of this shell) to exit; kill -9 it after 30 s. Polls /proc rather

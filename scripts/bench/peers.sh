@@ -18,8 +18,11 @@ source "$PEERS_LIB/mounts.sh"
 # shellcheck source=scripts/bench/report.sh
 source "$PEERS_LIB/report.sh"
 
-RAND_COUNT=200   # random 4 KiB reads per run
+RAND_COUNT=${RAND_COUNT:-200}      # random 4 KiB reads per run
+RAND1M_COUNT=${RAND1M_COUNT:-50}   # random 1 MiB reads per run
 RAND_SEED=20261122
+ONE_READERS=8                      # readers of one object at once (GPU ranks, one model file)
+SMALL_THREADS=(16 64)              # reader threads over the small objects
 
 peers_setup() {
   PAR_MIB=${PAR_MIB:-$((SIZE_MIB / 4))}
@@ -33,6 +36,12 @@ peers_setup() {
   local i
   for i in 1 2 3 4; do PAR_KEYS+=("par/p$i-${PAR_MIB}MiB.bin"); done
   LS_PREFIX=ls-$LS_N/
+  SMALL_N=${SMALL_N:-2000}
+  SMALL_KIB=${SMALL_KIB:-128}
+  SMALL_PREFIX=small-${SMALL_N}x${SMALL_KIB}k/
+  TREE_DIRS=${TREE_DIRS:-1000}
+  TREE_PER=${TREE_PER:-100}
+  TREE_PREFIX=tree-${TREE_DIRS}x${TREE_PER}/
 
   peers_teardown
   rm -rf "$PEERS_WORK"
@@ -57,6 +66,32 @@ peers_make_data() {
     mkdir -p "$d/$LS_PREFIX"
     (cd "$d/$LS_PREFIX" && seq -f 'f%05g.txt' 1 "$LS_N" | while read -r f; do echo "$f" > "$f"; done)
     touch "$BENCH_DIR/ls-$LS_N.complete"
+  fi
+  if [ ! -f "$BENCH_DIR/${SMALL_PREFIX%/}.complete" ]; then
+    log "writing $SMALL_N objects of $SMALL_KIB KiB under $d/$SMALL_PREFIX"
+    python3 - "$d/$SMALL_PREFIX" "$SMALL_N" "$SMALL_KIB" << 'PY'
+import os, sys
+d, n, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.makedirs(d, exist_ok=True)
+for i in range(1, n + 1):
+    with open(os.path.join(d, f"f{i:05d}.bin"), "wb") as f:
+        f.write(os.urandom(kib << 10))
+PY
+    touch "$BENCH_DIR/${SMALL_PREFIX%/}.complete"
+  fi
+  if [ ! -f "$BENCH_DIR/${TREE_PREFIX%/}.complete" ]; then
+    log "writing $((TREE_DIRS * TREE_PER)) keys in $TREE_DIRS directories under $d/$TREE_PREFIX"
+    python3 - "$d/$TREE_PREFIX" "$TREE_DIRS" "$TREE_PER" << 'PY'
+import os, sys
+d, dirs, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(dirs):
+    sub = os.path.join(d, f"d{i:04d}")
+    os.makedirs(sub, exist_ok=True)
+    for j in range(per):
+        with open(os.path.join(sub, f"f{j:04d}.txt"), "w") as f:
+            f.write(f"{i} {j}\n")
+PY
+    touch "$BENCH_DIR/${TREE_PREFIX%/}.complete"
   fi
   # serve computes an object's ETag and CRC-64 on its first request; pay that now, not in
   # the first cold run of whichever tool comes first.
@@ -117,15 +152,40 @@ check_copy() { # LABEL -- the last copy must equal the served file
 
 # ---- the limit: the same bytes without a FUSE client -----------------------------------
 
+# What a good client gets for a whole object: 16 ranged GETs at once into the same disk
+# (aria2c -x16 -s16, Debian's aria2), or one curl stream where aria2c is missing. On a link
+# with a rate per connection one stream is not the limit; on loopback both are shown.
+pget() { # URL FILE
+  if command -v aria2c > /dev/null; then
+    aria2c -q -x16 -s16 -k1M --allow-overwrite=true --auto-file-renaming=false \
+      --file-allocation=none ${BENCH_CA:+--ca-certificate="$BENCH_CA"} \
+      -d "$(dirname "$2")" -o "$(basename "$2")" "$1"
+  else
+    curl -sf ${BENCH_CA:+--cacert "$BENCH_CA"} -o "$2" "$1"
+  fi
+}
+
 limit_seq() {
   local s
   drop_caches
   rm -f "$OUT/copy"
   stats_reset
   local t0; t0=$(now)
-  curl -sf -o "$OUT/copy" "$SERVE_URL/$BUCKET/$KEY"
+  pget "$SERVE_URL/$BUCKET/$KEY" "$OUT/copy"
   s=$(elapsed "$t0")
   record seq_cold curl "$(mibps "$BIG_BYTES" "$s")"
+  # 8 readers of one object can get at most the link's rate for one copy of it.
+  record one8 curl "$(mibps "$BIG_BYTES" "$s")"
+  # aria2c asks for open-ended ranges and closes each connection at its piece's end, so
+  # the server sends a little past it: its bytes fetched are not the limit's; one curl's are.
+  record seq_amp aria2c "$(awk -v b="$(stats_field bytes_sent)" -v s="$BIG_BYTES" 'BEGIN { printf "%.3f\n", b / s }')"
+  check_copy "parallel GET limit"
+  drop_caches
+  rm -f "$OUT/copy"
+  stats_reset
+  t0=$(now)
+  curl -sf -o "$OUT/copy" "$SERVE_URL/$BUCKET/$KEY"
+  record seq_1conn curl "$(mibps "$BIG_BYTES" "$(elapsed "$t0")")"
   record seq_amp curl "$(awk -v b="$(stats_field bytes_sent)" -v s="$BIG_BYTES" 'BEGIN { printf "%.3f\n", b / s }')"
   drop_caches
   s=$(timed_cp "$OBJ")
@@ -160,12 +220,47 @@ limit_rand() {
   stats_reset
   r=$(python3 "$PEERS_LIB/randread.py" http "$SERVE_URL/$BUCKET/$KEY" "$BIG_BYTES" "$RAND_COUNT" "$RAND_SEED")
   record rand_p50 curl "$(echo "$r" | cut -d' ' -f1)"
-  record rand_p95 curl "$(echo "$r" | cut -d' ' -f2)"
+  record rand_p99 curl "$(echo "$r" | cut -d' ' -f2)"
   record rand_amp curl "$(awk -v b="$(stats_field bytes_sent)" -v n="$RAND_COUNT" 'BEGIN { printf "%.2f\n", b / (n * 4096) }')"
   drop_caches
   r=$(python3 "$PEERS_LIB/randread.py" file "$OBJ" "$RAND_COUNT" "$RAND_SEED")
   record rand_p50 local "$(echo "$r" | cut -d' ' -f1)"
-  record rand_p95 local "$(echo "$r" | cut -d' ' -f2)"
+  record rand_p99 local "$(echo "$r" | cut -d' ' -f2)"
+  drop_caches
+  stats_reset
+  r=$(python3 "$PEERS_LIB/randread.py" http "$SERVE_URL/$BUCKET/$KEY" "$BIG_BYTES" "$RAND1M_COUNT" "$RAND_SEED" 1048576)
+  record rand1m_p50 curl "$(echo "$r" | cut -d' ' -f1)"
+  record rand1m_amp curl "$(awk -v b="$(stats_field bytes_sent)" -v n="$RAND1M_COUNT" 'BEGIN { printf "%.2f\n", b / (n * 1048576) }')"
+}
+
+# Small objects: as many keep-alive clients as the test has reader threads, one GET each.
+limit_small() {
+  local t
+  for t in "${SMALL_THREADS[@]}"; do
+    drop_caches
+    record "small$t" curl "$(python3 "$PEERS_LIB/randread.py" many-http "$SERVE_URL" "$BUCKET" "$SMALL_PREFIX" "$SMALL_N" "$t" | cut -d' ' -f1)"
+    drop_caches
+    record "small$t" local "$(python3 "$PEERS_LIB/randread.py" many-file "$BENCH_DIR/data/$BUCKET/$SMALL_PREFIX" "$SMALL_N" "$t" | cut -d' ' -f1)"
+  done
+}
+
+# The tree: every ListObjectsV2 page of it (no delimiter: the fewest requests a client can
+# make), and ls -lR / find of the served directory.
+limit_tree() {
+  local r t0 n=$((TREE_DIRS * TREE_PER))
+  drop_caches
+  r=$(python3 "$PEERS_LIB/randread.py" list "$SERVE_URL" "$BUCKET" "$TREE_PREFIX")
+  [ "${r%% *}" -eq "$n" ] || note "HTTP listing of the tree returned ${r%% *} keys, not $n"
+  record tree_lsR curl "${r##* }"
+  record tree_find curl "${r##* }"
+  drop_caches
+  t0=$(now)
+  ls -lR "$BENCH_DIR/data/$BUCKET/$TREE_PREFIX" > /dev/null
+  record tree_lsR local "$(elapsed "$t0")"
+  drop_caches
+  t0=$(now)
+  find "$BENCH_DIR/data/$BUCKET/$TREE_PREFIX" -type f > /dev/null
+  record tree_find local "$(elapsed "$t0")"
 }
 
 limit_ttfb() {
@@ -309,9 +404,74 @@ tool_rand() {
   stats_reset
   r=$(python3 "$PEERS_LIB/randread.py" file "$MNT/$KEY" "$RAND_COUNT" "$RAND_SEED")
   record rand_p50 "$tool" "$(echo "$r" | cut -d' ' -f1)"
-  record rand_p95 "$tool" "$(echo "$r" | cut -d' ' -f2)"
+  record rand_p99 "$tool" "$(echo "$r" | cut -d' ' -f2)"
   record rand_amp "$tool" "$(awk -v b="$(stats_field bytes_sent)" -v n="$RAND_COUNT" 'BEGIN { printf "%.2f\n", b / (n * 4096) }')"
   unmount_tool "$tool"
+}
+
+tool_rand1m() {
+  local tool=$1 r
+  drop_caches
+  mount_tool "$tool" "$(fresh_cache "$tool")"
+  stats_reset
+  r=$(python3 "$PEERS_LIB/randread.py" file "$MNT/$KEY" "$RAND1M_COUNT" "$RAND_SEED" 1048576)
+  record rand1m_p50 "$tool" "$(echo "$r" | cut -d' ' -f1)"
+  record rand1m_amp "$tool" "$(awk -v b="$(stats_field bytes_sent)" -v n="$RAND1M_COUNT" 'BEGIN { printf "%.2f\n", b / (n * 1048576) }')"
+  unmount_tool "$tool"
+}
+
+# ONE_READERS readers of the big object at once, cold: the object's size over the time
+# until the last one is done, and the bytes fetched per byte of the object (1.0: each part
+# fetched once and shared).
+tool_one8() {
+  local tool=$1 i pids=() t0
+  drop_caches
+  mount_tool "$tool" "$(fresh_cache "$tool")"
+  stats_reset
+  t0=$(now)
+  for i in $(seq "$ONE_READERS"); do
+    dd if="$MNT/$KEY" of=/dev/null bs=1M status=none &
+    pids+=($!)
+  done
+  wait_all "${pids[@]}"
+  record one8 "$tool" "$(mibps "$BIG_BYTES" "$(elapsed "$t0")")"
+  record one8_amp "$tool" "$(awk -v b="$(stats_field bytes_sent)" -v s="$BIG_BYTES" 'BEGIN { printf "%.3f\n", b / s }')"
+  unmount_tool "$tool"
+}
+
+# The small objects read whole by T threads (one open and read per object) through a fresh
+# mount whose directory was listed first (untimed: the HTTP limit knows the names too).
+tool_small_objects() {
+  local tool=$1 t
+  for t in "${SMALL_THREADS[@]}"; do
+    drop_caches
+    mount_tool "$tool" "$(fresh_cache "$tool")"
+    ls "$MNT/$SMALL_PREFIX" > /dev/null
+    stats_reset
+    record "small$t" "$tool" "$(python3 "$PEERS_LIB/randread.py" many-file "$MNT/$SMALL_PREFIX" "$SMALL_N" "$t" | cut -d' ' -f1)"
+    record "small${t}_amp" "$tool" "$(awk -v b="$(stats_field bytes_sent)" -v s="$((SMALL_N * SMALL_KIB * 1024))" 'BEGIN { printf "%.3f\n", b / s }')"
+    RSS_TAG=$t unmount_tool "$tool"
+  done
+}
+
+# ls -lR, then (another fresh mount) find, of the tree.
+tool_tree() {
+  local tool=$1 t0 n=$((TREE_DIRS * TREE_PER)) got
+  drop_caches
+  mount_tool "$tool" "$(fresh_cache "$tool")"
+  t0=$(now)
+  ls -lR "$MNT/$TREE_PREFIX" > "$OUT/lsR"
+  record tree_lsR "$tool" "$(elapsed "$t0")"
+  got=$(grep -c '^-' "$OUT/lsR" || true)
+  [ "$got" -eq "$n" ] || note "$tool: ls -lR listed $got files, not $n"
+  RSS_TAG=_lsR unmount_tool "$tool"
+  drop_caches
+  mount_tool "$tool" "$(fresh_cache "$tool")"
+  t0=$(now)
+  got=$(find "$MNT/$TREE_PREFIX" -type f | wc -l)
+  record tree_find "$tool" "$(elapsed "$t0")"
+  [ "$got" -eq "$n" ] || note "$tool: find listed $got files, not $n"
+  RSS_TAG=_find unmount_tool "$tool"
 }
 
 tool_ttfb() {
@@ -371,23 +531,29 @@ peers_main() {
   peers_setup
   trap 'peers_teardown; cleanup' EXIT
   peers_make_data
-  log "peers: ${SIZE_MIB} MiB object, 4 x ${PAR_MIB} MiB, ${LS_N} small objects, $RUNS run(s)"
+  log "peers (${LINK:-loopback}): ${SIZE_MIB} MiB object, 4 x ${PAR_MIB} MiB, ${LS_N} + $SMALL_N x $SMALL_KIB KiB small objects, tree of $((TREE_DIRS * TREE_PER)), $RUNS run(s), tools: ${TOOLS[*]}"
+  [ -n "$MOUNT_S3" ] || note "Mountpoint (mount-s3) not found (MOUNT_S3=PATH or PATH): its column is empty; ../shared/peers/README.md says how to get one"
   local tool
   for PEERS_RUN in $(seq "$RUNS"); do
     log "== run $PEERS_RUN of $RUNS (load average $(cut -d' ' -f1-3 /proc/loadavg))"
     PEAK_RSS_KB=()
-    limit_seq; limit_par; limit_rand; limit_ttfb; limit_ls; limit_kill
+    limit_seq; limit_par; limit_rand; limit_small; limit_ttfb; limit_ls; limit_tree; limit_kill
     for tool in "${TOOLS[@]}"; do
       log "-- $tool"
       tool_seq "$tool"
       tool_small "$tool"
       tool_par "$tool"
+      tool_one8 "$tool"
+      tool_small_objects "$tool"
       tool_rand "$tool"
+      tool_rand1m "$tool"
       tool_ttfb "$tool"
       tool_ls "$tool"
+      tool_tree "$tool"
       tool_kill "$tool"
       record rss "$tool" "$(awk -v k="${PEAK_RSS_KB[$tool]:-0}" 'BEGIN { printf "%.0f\n", k / 1024 }')"
     done
+    if [ -n "${TLS_URL:-}" ]; then tool_https; fi
   done
   peers_report
 }

@@ -2,25 +2,38 @@
 # The peers table (Markdown) and chart (gnuplot PNG), both computed from $PEERS_RAW, the
 # measurements of this run: each cell is the median over the runs.
 
-COLUMNS_ALL=(curl local ossmount rclone s3fs)
+COLUMNS_ALL=(curl local ossmount rclone s3fs mountpoint)
+PEERS_ALL=(rclone s3fs mountpoint)
 
 # id | label | unit | direction (up: higher is better) | the limit column ossmount is held to
 peers_rows() {
   cat << EOF
-seq_cold|cold sequential cp, ${SIZE_MIB} MiB object|MiB/s|up|curl
+seq_cold|cold sequential cp, ${SIZE_MIB} MiB object (limit: 16 ranged GETs at once, aria2c -x16 -s16)|MiB/s|up|curl
+seq_1conn|one curl stream of the same object (for reference)|MiB/s|up|-
 seq_amp|cold cp: bytes fetched / object size|x|down|curl
 seq_cpu|cold cp: CPU seconds of the mount process per GiB|s/GiB|down|-
 seq_warm|warm cp (tool cache on disk, page cache dropped); local: cp|MiB/s|up|local
 seq_hot|hot cp (again at once, page cache kept)|MiB/s|up|local
 seq_small|cold sequential read in 4 KiB reads (dd bs=4k)|MiB/s|up|local
-par4|4 readers x ${PAR_MIB} MiB objects at once, cold (aggregate)|MiB/s|up|curl
-rand_p50|${RAND_COUNT} random 4 KiB reads, cold: median latency|ms|down|curl
-rand_p95|${RAND_COUNT} random 4 KiB reads, cold: 95th percentile|ms|down|curl
+par4|4 readers x ${PAR_MIB} MiB objects at once, cold (aggregate; limit: 4 curls)|MiB/s|up|curl
+one8|${ONE_READERS} readers of ONE ${SIZE_MIB} MiB object at once, cold (object size / time to the last; limit: the parallel GET)|MiB/s|up|curl
+one8_amp|${ONE_READERS} readers of one object: bytes fetched / object size|x|down|-
+small16|${SMALL_N} x ${SMALL_KIB} KiB objects, 16 reader threads (limit: 16 keep-alive clients, one GET each)|files/s|up|curl
+small64|${SMALL_N} x ${SMALL_KIB} KiB objects, 64 reader threads (limit: 64 keep-alive clients)|files/s|up|curl
+small16_amp|small objects, 16 threads: bytes fetched / bytes read|x|down|-
+rand_p50|${RAND_COUNT} random 4 KiB reads, cold: median latency (limit: one ranged GET each)|ms|down|curl
+rand_p99|${RAND_COUNT} random 4 KiB reads, cold: 99th percentile|ms|down|curl
 rand_amp|random 4 KiB reads: bytes fetched / bytes read|x|down|curl
+rand1m_p50|${RAND1M_COUNT} random 1 MiB reads, cold: median latency|ms|down|curl
+rand1m_amp|random 1 MiB reads: bytes fetched / bytes read|x|down|curl
 ttfb|time to first byte (head -c 1), fresh mount|ms|down|curl
 ls_cold|ls -l of ${LS_N} objects, fresh mount|s|down|curl
 ls_warm|ls -l of ${LS_N} objects again (warm)|s|down|local
+tree_lsR|ls -lR of $((TREE_DIRS * TREE_PER)) keys in ${TREE_DIRS} directories, fresh mount (limit: ListObjectsV2 of all)|s|down|curl
+tree_find|find of the same tree, fresh mount|s|down|curl
 kill_amp|kill -9 at half a cold cp, remount, cp: bytes fetched / size|x|down|curl
+https_cold|cold cp over HTTPS (serve --tls-cert; limit: curl --cacert; peers not measured)|MiB/s|up|curl
+https_cpu|cold cp over HTTPS: CPU seconds per GiB (mount process; curl for the limit)|s/GiB|down|-
 rss_cp|peak RSS of the mount process during the cold cp|MiB|down|-
 rss|peak RSS of the mount process (max over the workloads of a run)|MiB|down|-
 EOF
@@ -55,8 +68,8 @@ ratio() { # A B -> A/B, or "-"
 
 peers_table() {
   local id label unit dir ref c v best bestname
-  echo "| workload | unit | limit: HTTP | limit: local | ossmount | rclone | s3fs | ossmount / limit | ossmount / best peer |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| workload | unit | limit: HTTP | limit: local | ossmount | rclone | s3fs | Mountpoint | ossmount / limit | ossmount / best peer | ossmount / Mountpoint |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   while IFS='|' read -r id label unit dir ref; do
     local cells=() vals=()
     for c in "${COLUMNS_ALL[@]}"; do
@@ -64,9 +77,11 @@ peers_table() {
       vals+=("$v")
       cells+=("$(fmt "$v")")
     done
-    # best peer: the better of rclone and s3fs in this row's direction
+    # A row nobody measured (e.g. HTTPS without openssl) is left out.
+    [ -n "${vals[*]// /}" ] || continue
+    # best peer: the best of rclone, s3fs and Mountpoint in this row's direction
     best="" bestname=""
-    for c in rclone s3fs; do
+    for c in "${PEERS_ALL[@]}"; do
       v=$(median_of "$id" "$c")
       [ -n "$v" ] || continue
       if [ -z "$best" ] || awk -v a="$v" -v b="$best" -v d="$dir" 'BEGIN { exit !((d == "up") ? a > b : a < b) }'; then
@@ -76,16 +91,32 @@ peers_table() {
     local arrow="higher is better"; [ "$dir" = up ] || arrow="lower is better"
     local lim="-"; [ "$ref" = "-" ] || lim="$(ratio "${vals[2]}" "$(median_of "$id" "$ref")") (vs $ref)"
     local peer="-"; [ -z "$best" ] || peer="$(ratio "${vals[2]}" "$best") (vs $bestname)"
-    echo "| $label | $unit, $arrow | ${cells[0]} | ${cells[1]} | ${cells[2]} | ${cells[3]} | ${cells[4]} | $lim | $peer |"
+    local mp; mp=$(ratio "${vals[2]}" "${vals[5]}")
+    echo "| $label | $unit, $arrow | ${cells[0]} | ${cells[1]} | ${cells[2]} | ${cells[3]} | ${cells[4]} | ${cells[5]} | $lim | $peer | $mp |"
   done < <(peers_rows)
+}
+
+# Peak RSS (VmHWM, MiB) of each tool's mount in each workload (each mounts afresh).
+peers_rss_table() {
+  local rows
+  rows=$(awk -F '\t' '$1 ~ /^rss:/ { print $1 }' "$RESULTS/medians.tsv" | sort -u)
+  [ -n "$rows" ] || return 0
+  echo "| workload (peak RSS, MiB) | ossmount | rclone | s3fs | Mountpoint | ossmount / Mountpoint |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  local r
+  for r in $rows; do
+    local o rc s m
+    o=$(median_of "$r" ossmount) rc=$(median_of "$r" rclone) s=$(median_of "$r" s3fs) m=$(median_of "$r" mountpoint)
+    echo "| ${r#rss:} | $(fmt "$o") | $(fmt "$rc") | $(fmt "$s") | $(fmt "$m") | $(ratio "$o" "$m") |"
+  done
 }
 
 # One small bar chart per workload (each has its own unit), all on one PNG.
 peers_chart() {
   local png=$RESULTS/bench.png dat=$RESULTS/chart
   mkdir -p "$dat"
-  local names=("HTTP" "local" "ossmount" "rclone" "s3fs")
-  local colors=("0x999999" "0x555555" "0x1f77b4" "0x2ca02c" "0xd62728")
+  local names=("HTTP" "local" "ossmount" "rclone" "s3fs" "Mountpoint")
+  local colors=("0x999999" "0x555555" "0x1f77b4" "0x2ca02c" "0xd62728" "0xff7f0e")
   local gp=$dat/chart.gp i=0 id label unit dir ref
   local nrows; nrows=$(peers_rows | wc -l)
   # ROWS: the serve section of bench.sh, one more panel
@@ -95,7 +126,7 @@ peers_chart() {
   {
     echo "set terminal pngcairo noenhanced size 1800,$((grid_rows * 360)) font 'DejaVu Sans,11'"
     echo "set output '$png'"
-    echo "set multiplot layout $grid_rows,$cols title 'ossmount vs rclone (vfs-cache-mode full) vs s3fs (use_cache), same ossmount serve on loopback; medians of $RUNS run(s); $(date -u '+%Y-%m-%d %H:%M UTC')' font ',14'"
+    echo "set multiplot layout $grid_rows,$cols title 'ossmount vs rclone (vfs-cache-mode full), s3fs (use_cache), Mountpoint (--cache); same ossmount serve, link ${LINK:-loopback}; medians of $RUNS run(s); $(date -u '+%Y-%m-%d %H:%M UTC')' font ',14'"
     echo "set style fill solid 0.85 border -1"
     echo "set boxwidth 0.7"
     echo "set grid ytics lc rgb '#dddddd'"
@@ -177,20 +208,27 @@ peers_spread() {
 peers_report() {
   peers_medians
   {
-    echo "# ossmount side by side with rclone and s3fs"
+    echo "# ossmount side by side with rclone, s3fs and Mountpoint: link ${LINK:-loopback}"
     echo
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), \`scripts/bench.sh ${BENCH_ARGS:-}\`, median of $RUNS run(s) per cell;"
     echo "$(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r),"
     echo "load average at the end $(cut -d' ' -f1-3 /proc/loadavg)."
-    echo "One \`ossmount serve --anonymous\` on loopback serves every column."
+    echo "One \`ossmount serve --anonymous\` on loopback serves every column; its link: ${LINK_JSON:-none (plain loopback)}."
     echo "Versions: $("$BIN" --version 2> /dev/null || echo ossmount) ($(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo '?')),"
-    echo "$(rclone version 2> /dev/null | head -1), s3fs $(s3fs --version 2> /dev/null | sed -n 's/.*V\([0-9.]*\).*/\1/p' | head -1)."
+    echo "$(rclone version 2> /dev/null | head -1), s3fs $(s3fs --version 2> /dev/null | sed -n 's/.*V\([0-9.]*\).*/\1/p' | head -1), $([ -n "$MOUNT_S3" ] && "$MOUNT_S3" --version 2> /dev/null | head -1 || echo 'no Mountpoint')."
     echo
     peers_table
     echo
-    echo "Limit: HTTP = the same bytes straight from serve (curl -o for whole objects, curl -C -"
-    echo "to resume after kill -9, one keep-alive Python client for 4 KiB ranges and for the"
-    echo "ListObjectsV2 pages); local = the served file itself (cp, head -c 1, pread, ls -l)."
+    echo "Peak RSS of each mount, per workload (every workload mounts afresh):"
+    echo
+    peers_rss_table
+    echo
+    echo "Limit: HTTP = what a good client gets from the same server and link: 16 ranged GETs at"
+    echo "once into the same disk for a whole object (aria2c -x16 -s16; one curl where aria2c is"
+    echo "missing), curl -o per object for 4 readers, curl -C - to resume after kill -9, as many"
+    echo "keep-alive Python clients as the test has threads for small objects (one GET each), one"
+    echo "keep-alive client with one ranged GET per random read, and the ListObjectsV2 pages for"
+    echo "listings; local = the served file itself (cp, head -c 1, pread, ls -l, ls -lR, find)."
     echo "Warm cp's limit is cp of the served file, page cache dropped before it as well, taken"
     echo "around ossmount's warm copies (tool, local, local, tool; each cell the pair's bytes over its time). cp of a"
     echo "local file is one copy_file_range; out of a FUSE mount it gets EXDEV (Linux 5.19 and"
@@ -200,7 +238,7 @@ peers_report() {
     echo "freed memory goes back to the host within 1-2 s and is slower to touch afterwards;"
     echo "waiting puts every cold run in that same state)."
     echo "Bytes fetched = the server's bytes_sent (GET bodies written to sockets)."
-    echo "Defaults everywhere except rclone --vfs-cache-mode full and s3fs use_cache${OSSMOUNT_ARGS:+; ossmount with $OSSMOUNT_ARGS}."
+    echo "Defaults everywhere except rclone --vfs-cache-mode full, s3fs use_cache and Mountpoint --cache${OSSMOUNT_ARGS:+; ossmount with $OSSMOUNT_ARGS}."
     echo
     echo "Run by run (the limit and ossmount of one run are minutes apart, except warm cp's, taken around it):"
     echo

@@ -153,3 +153,42 @@ pub fn clean(dir: &Path, older_than: Option<Duration>) -> Result<Cleaned, CacheE
     }
     Ok(cleaned)
 }
+
+/// Bytes of one object version (`identity`: namespace, key, ETag, size) that `dir` holds,
+/// from its checkpoint or finalized sidecar, without opening the entry: the object's size
+/// when finalized, the present parts' bytes when partial, 0 when absent or for another
+/// version. Safe beside the running mount that owns `dir` (its checkpoints may lag what
+/// it has received by one batch).
+pub fn cached_bytes(dir: &Path, identity: &super::checkpoint::Identity) -> u64 {
+    let name = super::PartCache::entry_name(&identity.namespace, &identity.key);
+    let p = paths_for(dir, &name);
+    let finalized = p.done.exists();
+    let src = match &p.meta {
+        Some(meta) if finalized => meta,
+        _ => &p.ckpt,
+    };
+    let Ok(c) = fs::read(src)
+        .ok()
+        .and_then(|b| Checkpoint::decode(&b).ok())
+        .ok_or(())
+    else {
+        return 0;
+    };
+    let same = c.identity.namespace == identity.namespace
+        && c.identity.key == identity.key
+        && c.identity.etag == identity.etag
+        && c.identity.size == identity.size;
+    if !same {
+        return 0;
+    }
+    if finalized && c.finalized {
+        return identity.size;
+    }
+    let ps = c.part_size.max(1);
+    c.parts
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_some())
+        .map(|(i, _)| (identity.size - (i as u64 * ps).min(identity.size)).min(ps))
+        .sum()
+}

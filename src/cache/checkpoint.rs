@@ -26,6 +26,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -310,7 +311,13 @@ pub fn write_atomic_in_dir(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        // 0600: checkpoints and sidecars name the object (see `super::private`).
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(super::private::FILE_MODE)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_data()?;
         fs::rename(&tmp, path)

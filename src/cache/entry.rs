@@ -26,7 +26,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,6 +36,7 @@ use parking_lot::Mutex;
 
 use super::checkpoint::{self, Checkpoint, Identity};
 use super::partbuf::{self, ALIGN};
+use super::private;
 
 /// Where an entry's files live.
 #[derive(Clone, Debug)]
@@ -368,6 +369,8 @@ impl Entry {
             .read(true)
             .write(true)
             .open(&paths.data)?;
+        // A data file left by a version that created it 0644 becomes private too.
+        f.set_permissions(fs::Permissions::from_mode(private::FILE_MODE))?;
         let present = c.parts.iter().filter(|p| p.is_some()).count();
         let (paths, identity) = (paths.clone(), identity.clone());
         let entry = Self::build(
@@ -401,6 +404,7 @@ impl Entry {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(private::FILE_MODE)
             .open(&paths.data)?;
         f.set_len(identity.size)?;
         let n = checkpoint::part_count(identity.size, opts.part_size) as usize;
@@ -623,6 +627,7 @@ impl Entry {
             st.suspect[i] = false;
             st.suspects -= 1;
             if !good && st.parts[i].take().is_some() {
+                crate::metrics::METRICS.crc64_part_failures.inc();
                 tracing::warn!(
                     "part {i} of cached {} does not match its CRC-64 (damaged on disk since \
                      it was recorded); fetching it again",
@@ -804,6 +809,11 @@ impl Entry {
             self.stats
                 .checkpoint_bytes
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        if self.paths.meta.is_none() {
+            // No sidecar: `done` is a download's LOCAL, the user's own file from now on,
+            // with the mode any new file of theirs gets. Until this rename it was 0600.
+            file.set_permissions(fs::Permissions::from_mode(private::user_file_mode()))?;
         }
         fs::rename(&self.paths.data, &self.paths.done)?;
         checkpoint::sync_dir(&self.paths.done)?;

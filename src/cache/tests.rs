@@ -68,3 +68,72 @@ fn the_default_directory_follows_xdg_then_home_then_var_cache() {
         );
     }
 }
+
+#[test]
+fn cached_bytes_reads_what_the_checkpoints_say_without_opening_the_entry() {
+    use crate::store::memory::MemoryStore;
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..(3 * PS + 1000) as u32)
+        .map(|i| (i % 253) as u8)
+        .collect();
+    let meta = MemoryStore::new().put("k", data.clone());
+    let id = Identity::of(NS, &meta);
+    let cache = PartCache::open(cfg(dir.path()), NS.into()).unwrap();
+    assert_eq!(admin::cached_bytes(dir.path(), &id), 0, "absent");
+    let e = cache.open_entry(&meta).unwrap();
+    // Parts 1 and 3 (the short last one) written and recorded.
+    for i in [1usize, 3] {
+        let r = e.part_range(i);
+        let bytes = &data[r.start as usize..r.end as usize];
+        e.write_part(r.start, bytes).unwrap();
+        e.complete_part(i, crate::crc64::checksum(bytes));
+    }
+    e.flush().unwrap();
+    assert_eq!(admin::cached_bytes(dir.path(), &id), PS + 1000);
+    // Another version of the key holds nothing of this one.
+    let mut other = id.clone();
+    other.etag = "\"other\"".into();
+    assert_eq!(admin::cached_bytes(dir.path(), &other), 0);
+    for i in [0usize, 2] {
+        let r = e.part_range(i);
+        let bytes = &data[r.start as usize..r.end as usize];
+        e.write_part(r.start, bytes).unwrap();
+        e.complete_part(i, crate::crc64::checksum(bytes));
+    }
+    cache.finalize_entry(&e);
+    assert!(e.is_finalized());
+    assert_eq!(admin::cached_bytes(dir.path(), &id), meta.size);
+}
+
+#[test]
+fn evictions_and_finalizations_are_counted() {
+    use crate::metrics::METRICS;
+    use crate::store::memory::MemoryStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryStore::new();
+    let a = store.put("a", vec![1u8; PS as usize]);
+    let b = store.put("b", vec![2u8; PS as usize]);
+    let cache = PartCache::open(
+        CacheConfig {
+            max_bytes: PS + PS / 2,
+            ..cfg(dir.path())
+        },
+        NS.into(),
+    )
+    .unwrap();
+    let (evicted, finalized) = (METRICS.evictions.get(), METRICS.finalizations.get());
+    let ea = cache.open_entry(&a).unwrap();
+    assert!(cache.reserve(&ea, PS));
+    let bytes = vec![1u8; PS as usize];
+    ea.write_part(0, &bytes).unwrap();
+    ea.complete_part(0, crate::crc64::checksum(&bytes));
+    cache.finalize_entry(&ea);
+    assert!(ea.is_finalized());
+    drop(ea);
+    // `b` needs the room `a` holds, and nobody uses `a`.
+    let eb = cache.open_entry(&b).unwrap();
+    assert!(cache.reserve(&eb, PS));
+    // Other tests share the process's counters: at least ours.
+    assert!(METRICS.evictions.get() > evicted);
+    assert!(METRICS.finalizations.get() > finalized);
+}

@@ -30,7 +30,7 @@ pub fn run(args: DownloadArgs) -> Result<(), Failure> {
     }
     let cfg = config::resolve(&url, &args.store, &|k| std::env::var(k).ok())
         .map_err(|e| usage(e.to_string()))?;
-    let store = config::connect(&cfg).map_err(|e| usage(e.to_string()))?;
+    let store = config::connect_args(&cfg, &args.store).map_err(|e| usage(e.to_string()))?;
     let name = url.path.rsplit('/').next().unwrap_or(&url.path).to_string();
     let local = match &args.local {
         Some(p) if p.is_dir() => p.join(&name),
@@ -64,7 +64,7 @@ fn failure(e: DownloadError) -> Failure {
     let code = match &e {
         DownloadError::Store { .. } | DownloadError::Changed { .. } => exit::STORE,
         DownloadError::Mismatch { .. } => exit::VERIFY,
-        DownloadError::Local { .. } => exit::LOCAL,
+        DownloadError::Local { .. } | DownloadError::Busy { .. } => exit::LOCAL,
         DownloadError::Interrupted { .. } => 130,
         DownloadError::Task(_) => exit::GENERIC,
     };

@@ -28,6 +28,7 @@ use futures_util::StreamExt;
 use crate::cli::{exit, CatArgs, Failure, LsArgs};
 use crate::config::{self, StoreArgs, StoreUrl};
 use crate::store::config::ConfigError;
+use crate::store::limits::ListGuard;
 use crate::store::{ListRequest, ObjectStore, StoreError};
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -41,7 +42,7 @@ fn open_store(url: &str, args: &StoreArgs) -> Result<(StoreUrl, Arc<dyn ObjectSt
     let usage = |e: ConfigError| Failure::new(exit::USAGE, e.to_string());
     let url = StoreUrl::parse(url).map_err(usage)?;
     let cfg = config::resolve(&url, args, &|name| std::env::var(name).ok()).map_err(usage)?;
-    let store = config::connect(&cfg).map_err(usage)?;
+    let store = config::connect_args(&cfg, args).map_err(usage)?;
     Ok((url, store))
 }
 
@@ -92,6 +93,9 @@ pub fn ls(args: LsArgs) -> Result<(), Failure> {
             max_keys: 1000,
         };
         let mut found = 0u64;
+        // Printed as they arrive, so no entry limit; a token that comes round again still
+        // ends the walk.
+        let mut guard = ListGuard::with_max_entries(format!("{url}"), usize::MAX);
         loop {
             let page = store
                 .list(&req)
@@ -108,7 +112,10 @@ pub fn ls(args: LsArgs) -> Result<(), Failure> {
             if let Out::Closed = write_out(&mut out, text.as_bytes())? {
                 return Ok(());
             }
-            match page.next_continuation_token {
+            match guard
+                .next(&page)
+                .map_err(|e| store_failure(&url, &url.path, e))?
+            {
                 Some(t) => req.continuation_token = Some(t),
                 None => break,
             }

@@ -17,7 +17,10 @@
 //! 5. SIGINT/SIGTERM unmount; so do `umount` and `fusermount3 -u`. Either way the session
 //!    ends, and the cache's pending checkpoints are flushed before exit.
 
+mod control;
 mod fstab;
+mod gauges;
+mod warm;
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -272,6 +275,7 @@ fn serve(args: MountArgs, url: StoreUrl, mut notify: Option<std::fs::File>) -> R
 /// until it is unmounted.
 fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Result<(), Failure> {
     let (cfg, store) = connect(&args, &url)?;
+    crate::metrics::set_credentials(credentials_source(&cfg), None);
     let rt = runtime()?;
     let prefix = dir_prefix(&url.path);
     check_bucket(&rt, store.as_ref(), &url.bucket, &prefix)?;
@@ -281,10 +285,28 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
         Some(open_cache(&args, &rt, store.clone(), cfg.namespace())?)
     };
     let tree = Arc::new(Tree::new(
-        store,
+        store.clone(),
         &prefix,
         cache.clone().map_or(DataPath::Uncached, DataPath::Cache),
         fs_config(&args),
+    ));
+    gauges::register(&args.url, &args.mountpoint, &tree, cache.as_ref());
+    let metrics_at = match args.metrics_addr {
+        Some(addr) => Some(
+            gauges::listen(&rt, addr)
+                .map_err(|e| Failure::new(exit::LOCAL, format!("--metrics-addr {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    let control = Arc::new(control::Mount::new(
+        args.url.clone(),
+        args.mountpoint.clone(),
+        cache.clone(),
+        tree.clone(),
+        store.clone(),
+        prefix.clone(),
+        cfg.namespace(),
+        metrics_at,
     ));
     let adapter = Adapter::new(tree, rt.handle().clone(), !args.no_passthrough);
     let notifier = adapter.notifier_slot();
@@ -307,6 +329,10 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
         let _ = notifier.set(mounted.notifier());
     }
     info!(url = args.url, mountpoint = %args.mountpoint.display(), "mounted");
+    // `ossmount status` and `warm` find the mount here; without it the mount still works.
+    let _socket = control::listen(&rt, control)
+        .inspect_err(|e| tracing::warn!("no control socket (status, warm): {e}"))
+        .ok();
     unmount_on_signal(&rt, unmounter, &args.mountpoint);
 
     ready();
@@ -322,6 +348,26 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
     ran.map_err(|e| Failure::new(exit::GENERIC, format!("FUSE session failed: {e}")))
 }
 
+/// Where the store's credentials came from, for `ossmount status` (never the secret).
+fn credentials_source(cfg: &StoreConfig) -> String {
+    use crate::store::config::{Auth, Scheme};
+    match &cfg.auth {
+        Auth::Anonymous => "anonymous (--no-sign-request)".to_string(),
+        Auth::OssV4(c) | Auth::S3V4(c) => {
+            let var = match cfg.scheme {
+                Scheme::Oss => "OSS_ACCESS_KEY_ID",
+                Scheme::S3 => "AWS_ACCESS_KEY_ID",
+            };
+            let kind = if c.session_token.is_some() {
+                "STS token"
+            } else {
+                "access key"
+            };
+            format!("environment ({var}, {kind})")
+        }
+    }
+}
+
 /// The store from `--endpoint`, `--region` and the environment (read after the fork, so
 /// the warnings land in the mount's log).
 fn connect(
@@ -330,7 +376,7 @@ fn connect(
 ) -> Result<(StoreConfig, Arc<dyn ObjectStore>), Failure> {
     let env = |k: &str| std::env::var(k).ok();
     let cfg = config::resolve(url, &args.store, &env).map_err(|e| usage(e.to_string()))?;
-    let store = config::connect(&cfg).map_err(|e| usage(e.to_string()))?;
+    let store = config::connect_args(&cfg, &args.store).map_err(|e| usage(e.to_string()))?;
     Ok((cfg, store))
 }
 
@@ -396,6 +442,7 @@ fn describe_check_failure(store: &dyn ObjectStore, bucket: &str, e: &StoreError)
         StoreError::SignatureDoesNotMatch(_) => "the signature does not match (check the access key secret and --region)".to_string(),
         StoreError::AccessDenied(_) => "access denied (check the credentials and the bucket policy)".to_string(),
         StoreError::Network(_) | StoreError::Timeout(_) => "cannot reach the endpoint (check --endpoint and the network)".to_string(),
+        StoreError::Tls(_) => "the endpoint's TLS certificate is not trusted (give its CA with --ca-bundle, or check the endpoint's name)".to_string(),
         _ => "the store refused the listing".to_string(),
     };
     format!("cannot mount {}: {what}: {e}", store.describe())
@@ -447,6 +494,7 @@ fn fs_config(args: &MountArgs) -> FsConfig {
         file_mode: args.file_mode,
         dir_mode: args.dir_mode,
         metadata_ttl: args.metadata_ttl,
+        request_deadline: args.request_deadline,
         direct_io_above: args
             .direct_io
             .then_some(CacheConfig::default().small_object_threshold),

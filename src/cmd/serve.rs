@@ -9,6 +9,7 @@ use crate::cli::{exit, Failure, ServeArgs};
 use crate::serve::auth::Keys;
 use crate::serve::resolve::Root;
 use crate::serve::stats::Faults;
+use crate::serve::{link, tls};
 use crate::serve::{serve, ServeError, Server};
 
 /// Run the server until SIGINT or SIGTERM.
@@ -20,16 +21,44 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             "serve: no credentials: set OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) for the keys clients must sign with, or pass --anonymous to accept unsigned requests",
         ));
     }
-    let faults = Faults {
+    let mut faults = Faults {
         reset_after_bytes: args.fault_reset_after,
         rate_503: args.fault_503_rate,
         latency_ms: args.fault_latency.map(|d| d.as_millis() as u64),
         stall_rate: args.fault_stall_rate,
-        stall_ms: None,
+        ..Faults::default()
     };
     faults
         .validate()
         .map_err(|m| Failure::new(exit::USAGE, format!("serve: {m}")))?;
+    args.link.apply(&mut faults);
+    let faults =
+        link::resolve(faults).map_err(|m| Failure::new(exit::USAGE, format!("serve: {m}")))?;
+    if !args.testing_aids && faults != Faults::default() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "serve: the --fault-* and --link* flags are testing aids: add --testing-aids",
+        ));
+    }
+    if faults != Faults::default() {
+        tracing::info!("faults and link: {faults:?}");
+    }
+    let loopback = args.listen.ip().is_loopback();
+    if args.anonymous && !loopback {
+        tracing::warn!(
+            "serve: --anonymous on {}, a non-loopback address: anyone who can reach it can \
+             read every bucket under {}",
+            args.listen,
+            args.dir.display()
+        );
+    }
+    if args.testing_aids && !loopback {
+        tracing::warn!(
+            "serve: --testing-aids on {}, a non-loopback address: anyone who can reach it can \
+             change the faults and read the counters without a signature",
+            args.listen
+        );
+    }
     let root = Root::new(&args.dir).map_err(|e| {
         Failure::new(
             exit::LOCAL,
@@ -37,7 +66,15 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         )
     })?;
     let keys = (!args.anonymous).then_some(keys);
-    let server = Arc::new(Server::new(root, args.region, keys, faults));
+    let mut server =
+        Server::new(root, args.region, keys, faults).with_testing_aids(args.testing_aids);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        server.tls = Some(
+            tls::acceptor(cert, key)
+                .map_err(|e| Failure::new(exit::USAGE, format!("serve: {e}")))?,
+        );
+    }
+    let server = Arc::new(server);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ossmount-serve")

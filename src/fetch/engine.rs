@@ -340,6 +340,11 @@ impl Engine {
         }
     }
 
+    /// Parts being fetched or written now (for the metrics, read when scraped).
+    pub fn parts_in_flight(&self) -> usize {
+        self.inflight.lock().len()
+    }
+
     /// The owner is shutting down: parts received from now on are not written (they are
     /// fetched again next time), so nothing touches the cache directory after
     /// [`Self::wait_for_writes`] returns.

@@ -14,6 +14,7 @@ use tracing::warn;
 use super::wait::{bytes_now, wait_bytes, wait_written, Held, PartData, PartFail, PartWatch};
 use super::Engine;
 use crate::cache::entry::{Dead, Entry};
+use crate::metrics::{ReadSource, METRICS};
 use crate::store::{ObjectMeta, StoreError};
 
 /// How often a read is planned again when parts it counted on left the cache meanwhile.
@@ -194,7 +195,9 @@ impl ObjectHandle {
         // Parts in memory are held (cloned) from here on, whatever is evicted meanwhile.
         let mut memory = self.engine.resident_parts(&self.entry, p0..=p1);
         if self.entry.is_finalized() {
-            return self.assemble(offset, end, &memory).map(Step::Done);
+            return self
+                .assemble(offset, end, &memory, ReadSource::Memory)
+                .map(Step::Done);
         }
         let small = size <= self.engine.small_object_threshold;
         if memory.len() == p1 - p0 + 1 {
@@ -206,7 +209,9 @@ impl ObjectHandle {
                     drop(self.engine.ensure(&self.entry, parts, per_request, None));
                 }
             }
-            return self.assemble(offset, end, &memory).map(Step::Done);
+            return self
+                .assemble(offset, end, &memory, ReadSource::Memory)
+                .map(Step::Done);
         }
         // Parts recorded by an earlier process are read back against their CRC-64 before
         // their bytes are first served; a damaged one is dropped and fetched below.
@@ -249,7 +254,9 @@ impl ObjectHandle {
         }
         if later.is_empty() {
             self.check_alive()?;
-            return self.assemble(offset, end, &memory).map(Step::Done);
+            return self
+                .assemble(offset, end, &memory, ReadSource::Memory)
+                .map(Step::Done);
         }
         Ok(Step::Wait(Pending {
             offset,
@@ -333,13 +340,21 @@ impl ObjectHandle {
         }
         self.check_alive()?;
         let end = (offset + len as u64).min(self.entry.identity.size);
-        self.assemble(offset, end, &memory)
+        self.assemble(offset, end, &memory, ReadSource::Network)
     }
 
     /// Bytes `offset..end`, part by part from `memory` or else from the data file. A read
     /// within one part held in memory is a slice of it, without a copy. `None` when a part
     /// is in neither: the data file is read only for parts it holds (never its holes).
-    fn assemble(&self, offset: u64, end: u64, memory: &[Held]) -> Result<Option<Bytes>, ReadError> {
+    /// Bytes from `memory` are counted as `held` (memory, or network for a read that
+    /// waited for them), those from the file as the cache file's.
+    fn assemble(
+        &self,
+        offset: u64,
+        end: u64,
+        memory: &[Held],
+        held: ReadSource,
+    ) -> Result<Option<Bytes>, ReadError> {
         let ps = self.entry.part_size;
         let (p0, p1) = ((offset / ps) as usize, ((end - 1) / ps) as usize);
         if !(p0..=p1).all(|p| memory.iter().any(|h| h.part == p) || self.entry.is_present(p)) {
@@ -348,6 +363,7 @@ impl ObjectHandle {
         let from_file = |a: u64, b: u64| -> Result<Bytes, ReadError> {
             let mut buf = vec![0u8; (b - a) as usize];
             self.entry.read_at(a, &mut buf)?;
+            METRICS.read_bytes(ReadSource::CacheFile, b - a);
             if !self.entry.is_finalized() {
                 self.engine
                     .bytes_read_back
@@ -376,6 +392,7 @@ impl ObjectHandle {
             let slice = match memory.iter().find(|h| h.part == p) {
                 Some(h) => {
                     self.engine.served(&self.entry, p, b - a);
+                    METRICS.read_bytes(held, b - a);
                     let at = (a - r.start) as usize - h.base;
                     h.bytes.slice(at..at + (b - a) as usize)
                 }

@@ -10,6 +10,10 @@
 //! the kernel configuration at INIT (large requests, readdirplus), and how the kernel
 //! serves each open file (passthrough, page cache or direct I/O), which `passthrough.rs`
 //! decides by the kernel's rules.
+//!
+//! Every request is counted and timed for the metrics (`crate::metrics`: a guard created
+//! on arrival, dropped with the reply, one histogram observation; no lock), and each read
+//! counts as a hit (answered here at once) or a miss (it waited for the store).
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -27,10 +31,12 @@ use fuser::{
 use parking_lot::Mutex;
 use tracing::warn;
 
+use super::deadline::within;
 use super::drop_behind::DropBehind;
 use super::error::FsError;
 use super::passthrough::{open_flags, IoModes, OpenAs};
 use super::tree::{Attr, Kind, ReadAnswer, Tree};
+use crate::metrics::{FuseOp, METRICS};
 
 /// FUSE `max_background`: 64 outstanding async requests (reads, readahead) instead of the
 /// kernel's default 12, so a sequential reader keeps the cache's parallel fetches busy.
@@ -61,7 +67,7 @@ pub fn to_errno(e: &FsError, op: &str) -> Errno {
             warn!(op, "stale file handle: {e}");
             Errno::ESTALE
         }
-        FsError::Store(_) | FsError::Cache(_) | FsError::Io(_) => {
+        FsError::Store(_) | FsError::Cache(_) | FsError::Io(_) | FsError::Deadline { .. } => {
             warn!(op, "I/O error: {e}");
             Errno::EIO
         }
@@ -76,6 +82,7 @@ macro_rules! refuse {
     ($err:ident: $($op:ident($($arg:ty),* $(,)?) -> $reply:ty;)+) => {
         $(
             fn $op(&self, _req: &Request, $(_: $arg,)* reply: $reply) {
+                let _t = METRICS.fuse(FuseOp::Refused);
                 reply.error(to_errno(&FsError::$err, stringify!($op)));
             }
         )+
@@ -133,6 +140,11 @@ impl Adapter {
         }
     }
 
+    /// How long a request may wait on the network (`--request-deadline`).
+    fn deadline(&self) -> std::time::Duration {
+        self.core.config().request_deadline
+    }
+
     /// Set this to the session's notifier once the session exists: dropping pages behind
     /// sequential readers starts then.
     pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
@@ -164,10 +176,14 @@ impl Filesystem for Adapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let t = METRICS.fuse(FuseOp::Lookup);
         let core = self.core.clone();
         let name = name.to_owned();
+        let deadline = self.deadline();
         self.rt.spawn(async move {
-            match core.lookup(parent.0, &name).await {
+            let _t = t;
+            let what = || format!("lookup of {name:?} in inode {}", parent.0);
+            match within(deadline, what, core.lookup(parent.0, &name)).await {
                 Ok(a) => reply.entry(&core.ttl(), &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(to_errno(&e, "lookup")),
             }
@@ -177,13 +193,18 @@ impl Filesystem for Adapter {
     /// `batch_forget` keeps fuser's default, one `forget` per inode: fuser 0.18.0 does not
     /// export `ForgetOne`, the type its `batch_forget` takes, so it cannot be overridden.
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _t = METRICS.fuse(FuseOp::Forget);
         self.core.forget(&[(ino.0, nlookup)]);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let t = METRICS.fuse(FuseOp::Getattr);
         let core = self.core.clone();
+        let deadline = self.deadline();
         self.rt.spawn(async move {
-            match core.getattr(ino.0).await {
+            let _t = t;
+            let what = || format!("getattr of inode {}", ino.0);
+            match within(deadline, what, core.getattr(ino.0)).await {
                 Ok(a) => reply.attr(&core.ttl(), &file_attr(&a)),
                 Err(e) => reply.error(to_errno(&e, "getattr")),
             }
@@ -191,9 +212,13 @@ impl Filesystem for Adapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let t = METRICS.fuse(FuseOp::Opendir);
         let core = self.core.clone();
+        let deadline = self.deadline();
         self.rt.spawn(async move {
-            match core.opendir(ino.0).await {
+            let _t = t;
+            let what = || format!("opendir of inode {}", ino.0);
+            match within(deadline, what, core.opendir(ino.0)).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(to_errno(&e, "opendir")),
             }
@@ -208,6 +233,7 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _t = METRICS.fuse(FuseOp::Readdir);
         let result = self
             .core
             .readdir_with(ino.0, fh.0, offset, false, &mut |e| {
@@ -232,6 +258,7 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _t = METRICS.fuse(FuseOp::Readdirplus);
         let ttl = self.core.ttl();
         let result = self.core.readdir_with(ino.0, fh.0, offset, true, &mut |e| {
             let attr = file_attr(&e.attr);
@@ -251,18 +278,23 @@ impl Filesystem for Adapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = METRICS.fuse(FuseOp::Releasedir);
         self.core.releasedir(fh.0);
         reply.ok();
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let t = METRICS.fuse(FuseOp::Open);
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND) != 0;
         let core = self.core.clone();
         let io = self.io.clone();
         let drop_behind = self.drop_behind.clone();
+        let deadline = self.deadline();
         self.rt.spawn(async move {
-            let mut opened = match core.open(ino.0, write).await {
+            let _t = t;
+            let what = || format!("open of inode {}", ino.0);
+            let mut opened = match within(deadline, what, core.open(ino.0, write)).await {
                 Ok(o) => o,
                 Err(e) => return reply.error(to_errno(&e, "open")),
             };
@@ -293,7 +325,7 @@ impl Filesystem for Adapter {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -302,6 +334,7 @@ impl Filesystem for Adapter {
         reply: ReplyData,
     ) {
         tracing::trace!(fh = fh.0, offset, size, "read");
+        let t = METRICS.fuse(FuseOp::Read);
         let answer = |reply: ReplyData, result: Result<Bytes, FsError>| match result {
             Ok(b) => reply.data(&b),
             Err(e) => reply.error(to_errno(&e, "read")),
@@ -309,9 +342,21 @@ impl Filesystem for Adapter {
         // Bytes at hand are answered from this thread; only waiting goes to the runtime.
         let _rt = self.rt.enter();
         match self.core.read_now(fh.0, offset, size) {
-            ReadAnswer::Ready(result) => answer(reply, result),
+            ReadAnswer::Ready(result) => {
+                if result.is_ok() {
+                    METRICS.cache_hits.inc();
+                }
+                answer(reply, result);
+                drop(t);
+            }
             ReadAnswer::Later(rest) => {
-                self.rt.spawn(async move { answer(reply, rest.await) });
+                METRICS.cache_misses.inc();
+                let deadline = self.deadline();
+                let what = move || format!("read of {size} bytes at {offset} of inode {}", ino.0);
+                self.rt.spawn(async move {
+                    answer(reply, within(deadline, what, rest).await);
+                    drop(t);
+                });
             }
         }
         self.drop_behind.on_read(fh.0, offset, size.into(), |ino| {
@@ -329,6 +374,7 @@ impl Filesystem for Adapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = METRICS.fuse(FuseOp::Release);
         self.core.release(fh.0);
         self.drop_behind.untrack(fh.0);
         self.io.lock().release(fh.0);
@@ -343,10 +389,12 @@ impl Filesystem for Adapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _t = METRICS.fuse(FuseOp::Flush);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _t = METRICS.fuse(FuseOp::Statfs);
         let s = self.core.statfs();
         reply.statfs(
             s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -397,6 +445,7 @@ impl Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = METRICS.fuse(FuseOp::Fsync);
         reply.ok();
     }
 
@@ -408,6 +457,7 @@ impl Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = METRICS.fuse(FuseOp::Fsync);
         reply.ok();
     }
 }

@@ -48,6 +48,14 @@ pub enum FsError {
     /// A store failure that survived the store's retries (network, 5xx, throttling).
     #[error("store: {0}")]
     Store(StoreError),
+    /// No answer within `--request-deadline` (see `fs::deadline`).
+    #[error(
+        "{what}: no answer from the store within the request deadline ({after:?}); answering EIO"
+    )]
+    Deadline {
+        what: String,
+        after: std::time::Duration,
+    },
     #[error("cache: {0}")]
     Cache(#[from] CacheError),
     #[error("local I/O: {0}")]

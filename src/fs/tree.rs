@@ -14,7 +14,9 @@
 //!   file attributes;
 //! - `tree/listing.rs`: directory listings and their TTL, the negative cache, `lookup` and
 //!   `readdir`;
-//! - `tree/handles.rs`: open files and their reads.
+//! - `tree/handles.rs`: open files and their reads;
+//! - `tree/outage.rs`: stale-if-error, serving what is cached while the store is
+//!   unreachable.
 //!
 //! This file holds the `Tree` itself, its settings ([`FsConfig`], [`DataPath`]) and the
 //! types every part shares ([`Kind`], [`Attr`]), and answers `statfs`.
@@ -28,11 +30,13 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::{Mutex, RwLock};
 
 use crate::fetch::Fetcher;
+use crate::fs::error::FsError;
 use crate::store::ObjectStore;
 
 mod handles;
 mod inodes;
 mod listing;
+mod outage;
 
 use handles::OpenFile;
 pub use handles::{Opened, ReadAnswer};
@@ -80,6 +84,12 @@ pub struct FsConfig {
     /// 4 KiB reads 4x slower, so it is for mounts that mostly copy single large objects
     /// out (`--direct-io`: above 16 MiB, the cache's small-object threshold).
     pub direct_io_above: Option<u64>,
+    /// Longest a FUSE request waits on the network before it answers EIO (`fs::deadline`).
+    /// 60 s: above what a request that recovers needs (the retry budget's worst-case
+    /// backoff, 22.6 s, plus one attempt stalled for the 30 s read timeout), and half the
+    /// kernel's 120 s hung-task report, so a dead store gives errors, never processes
+    /// stuck in D state. A FUSE read is at most 1 MiB, so 60 s still allows a 17 KiB/s link.
+    pub request_deadline: Duration,
 }
 
 impl Default for FsConfig {
@@ -96,6 +106,7 @@ impl Default for FsConfig {
             negative_cache_entries: 100_000,
             block_size: 128 << 10,
             direct_io_above: None,
+            request_deadline: Duration::from_secs(60),
         }
     }
 }
@@ -189,6 +200,10 @@ pub struct Tree {
     next_fh: AtomicU64,
     /// Keys already reported as unusable or shadowed (one log line per key per mount).
     reported: Mutex<HashSet<String>>,
+    /// Whether the store is unreachable now (stale-if-error, `tree/outage.rs`).
+    outage: Arc<outage::Outage>,
+    /// The last listing of each directory, kept after its inode is forgotten.
+    stale_listings: Mutex<outage::StaleListings<listing::Listing>>,
     pub counters: Counters,
 }
 
@@ -233,12 +248,31 @@ impl Tree {
             listed_bytes: AtomicU64::new(0),
             next_fh: AtomicU64::new(1),
             reported: Mutex::new(HashSet::new()),
+            outage: Arc::default(),
+            stale_listings: Mutex::default(),
             counters: Counters::default(),
         }
     }
 
     pub fn config(&self) -> &FsConfig {
         &self.config
+    }
+
+    /// Is the store unreachable now (cached metadata served as it was)?
+    pub fn store_unreachable(&self) -> bool {
+        self.outage.down()
+    }
+
+    /// Ask the store through `fut` as a revalidation (see `tree/outage.rs`).
+    async fn ask<T>(
+        &self,
+        have_stale: bool,
+        fut: impl std::future::Future<Output = Result<T, FsError>>,
+    ) -> outage::Revalidated<T> {
+        let root = self.table.read().by_ino[&ROOT_INO].key.clone();
+        self.outage
+            .revalidate(&self.store, &root, have_stale, fut)
+            .await
     }
 
     /// TTL for the kernel's attribute and entry caches: the metadata TTL.

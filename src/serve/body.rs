@@ -43,6 +43,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
+use super::link::BodyPacer;
 use super::stats::Stats;
 use super::Server;
 
@@ -72,11 +73,19 @@ pub struct ConnShared {
     skip: AtomicU64,
     waker: Mutex<Option<Waker>>,
     aborted: AtomicBool,
+    /// Bytes go through TLS ([`super::tls`]): no `sendfile`.
+    tls: bool,
 }
 
 impl ConnShared {
     pub fn new(stream: TcpStream, server: Arc<Server>) -> Arc<Self> {
+        Self::with_tls(stream, server, false)
+    }
+
+    /// `tls`: the connection is served through [`super::tls`].
+    pub fn with_tls(stream: TcpStream, server: Arc<Server>, tls: bool) -> Arc<Self> {
         Arc::new(ConnShared {
+            tls,
             fd: stream.as_raw_fd(),
             stream,
             server,
@@ -88,7 +97,32 @@ impl ConnShared {
         })
     }
 
-    fn on_flush(&self) {
+    pub(super) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// A reset is armed: no more writes, no graceful shutdown.
+    pub(super) fn is_aborted(&self) -> bool {
+        self.aborted.load(Relaxed)
+    }
+
+    /// `shutdown(SHUT_WR)`; a socket that is already gone counts as shut.
+    pub(super) fn shutdown_write(&self) -> io::Result<()> {
+        // SAFETY: shutdown(2) on our own socket.
+        let rc = unsafe { libc::shutdown(self.fd, libc::SHUT_WR) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOTCONN) {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    }
+
+    /// hyper's buffer is empty: every body byte handed over so far is in the kernel.
+    pub(super) fn on_flush(&self) {
         self.flushes.fetch_add(1, Relaxed);
         let n = self.unflushed.swap(0, Relaxed);
         if n > 0 {
@@ -288,18 +322,7 @@ impl hyper::rt::Write for ConnIo {
         if self.shared.aborted.load(Relaxed) {
             return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
         }
-        // SAFETY: shutdown(2) on our own socket.
-        let rc = unsafe { libc::shutdown(self.shared.fd, libc::SHUT_WR) };
-        if rc == 0 {
-            Poll::Ready(Ok(()))
-        } else {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENOTCONN) {
-                Poll::Ready(Ok(()))
-            } else {
-                Poll::Ready(Err(e))
-            }
-        }
+        Poll::Ready(self.shared.shutdown_write())
     }
 }
 
@@ -384,6 +407,8 @@ pub struct ObjectBody {
     len: u64,
     reset_at: Option<u64>,
     stall_at: Option<(u64, Duration)>,
+    /// The emulated link's rates, if any ([`super::link`]).
+    pacer: Option<BodyPacer>,
     state: State,
     conn: Arc<ConnShared>,
 }
@@ -398,16 +423,18 @@ static PLACEHOLDER: [u8; CHUNK] = [0; CHUNK];
 
 impl ObjectBody {
     /// Stream `len` bytes of `file` from `start`. `reset_at`: abort after that many body
-    /// bytes (only if fewer than `len`); `stall_at`: pause there for the duration.
+    /// bytes (only if fewer than `len`); `stall_at`: pause there for the duration;
+    /// `pacer`: hand bytes over no faster than the link's rates.
     pub fn new(
         file: std::fs::File,
         start: u64,
         len: u64,
         reset_at: Option<u64>,
         stall_at: Option<(u64, Duration)>,
+        pacer: Option<BodyPacer>,
         conn: Arc<ConnShared>,
     ) -> Self {
-        let source = if use_sendfile() {
+        let source = if use_sendfile() && !conn.tls {
             Source::Sendfile {
                 file,
                 start,
@@ -426,6 +453,7 @@ impl ObjectBody {
             len,
             reset_at: reset_at.filter(|&n| n < len),
             stall_at: stall_at.filter(|&(at, _)| at < len),
+            pacer,
             state: State::Streaming,
             conn,
         }
@@ -507,7 +535,11 @@ impl ObjectBody {
                             continue;
                         }
                     }
-                    let cut = self.next_cut();
+                    let mut cut = self.next_cut();
+                    if let Some(p) = &mut self.pacer {
+                        let n = std::task::ready!(p.poll_grant(cx, cut - self.sent));
+                        cut = self.sent + n;
+                    }
                     let sent = self.sent;
                     let conn = self.conn.clone();
                     let chunk = match &mut self.source {
@@ -563,6 +595,9 @@ impl ObjectBody {
                         }
                     };
                     self.sent += chunk.len() as u64;
+                    if let Some(p) = &mut self.pacer {
+                        p.sent(chunk.len() as u64);
+                    }
                     self.conn.unflushed.fetch_add(chunk.len() as u64, Relaxed);
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }

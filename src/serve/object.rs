@@ -191,6 +191,7 @@ pub fn respond(
             len,
             faults.reset_after_bytes,
             stall,
+            server.link.pacer(&faults),
             conn.clone(),
         )))
     } else {

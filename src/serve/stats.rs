@@ -106,9 +106,24 @@ pub struct Faults {
     /// Fraction (0..=1) of requests answered 503 SlowDown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_503: Option<f64>,
-    /// Added before every response.
+    /// Added before every response (the link's first-byte latency, [`super::link`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// The latency varies uniformly by up to this much either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_jitter_ms: Option<u64>,
+    /// Body bytes per second of each connection ([`super::link`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn_bytes_per_s: Option<u64>,
+    /// Body bytes per second of all connections together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_bytes_per_s: Option<u64>,
+    /// Requests per second; above it, 503 SlowDown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_s: Option<u64>,
+    /// A named link profile; its values fill in the knobs above that are not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<super::link::Profile>,
     /// Fraction (0..=1) of GetObject bodies that pause midway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stall_rate: Option<f64>,
@@ -129,10 +144,9 @@ impl Faults {
         Ok(())
     }
 
+    /// One request's first-byte delay (with jitter, [`super::link::latency`]).
     pub fn latency(&self) -> Option<Duration> {
-        self.latency_ms
-            .filter(|&ms| ms > 0)
-            .map(Duration::from_millis)
+        super::link::latency(self)
     }
 
     pub fn stall(&self) -> Duration {

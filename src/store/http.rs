@@ -23,8 +23,11 @@
 //!   satisfiable, and a non-empty one must not be downloaded for nothing.
 //! - **Bodies stream** as [`ByteStream`]; never buffered whole. A broken body, a body
 //!   shorter than promised, or a body that stalls longer than the read timeout ends the
-//!   stream with an `Err` item (network or timeout, so the retry layer resumes it); a body
+//!   stream with an `Err` item (network or timeout, so the retry layer resumes it); so
+//!   does a body that trickles below `HttpConfig::min_rate` over its window; a body
 //!   longer than promised is a protocol error.
+//! - **Bodies read whole are capped** (`super::limits`): a listing page at 16 MiB, an
+//!   error body at 64 KiB; a page with more entries than max-keys is a protocol error.
 //! - **Listings** send `encoding-type=url` and percent-decode keys, prefixes and tokens with
 //!   RFC 3986 rules: `+` stays `+` (OSS encodes a `+` in a key as `%2B`; the Python SDKs
 //!   agree, the Go SDK form-decodes and turns it into a space).
@@ -35,6 +38,8 @@
 //!   offset is kept, like the Go SDK's default FeatureCorrectClockSkew.
 //! - **Redirects are not followed**: a redirect would carry signed headers to another host,
 //!   and S3's 301 PermanentRedirect is better surfaced as "wrong region".
+//! - **TLS and proxies**: rustls with the bundled and the system roots plus any CA files
+//!   given; `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` from the environment ([`super::tls`]).
 //! - Credentials and the Authorization header never reach logs: the debug log line has the
 //!   method, URL (which carries no secrets with header auth), status and request id only.
 
@@ -50,6 +55,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 
 use super::config::{Auth, ConfigError, Scheme, StoreConfig};
+use super::limits::{read_capped, LISTING_BODY_CAP};
+use super::tls::Trust;
 use super::xml::{from_xml, ErrorBody, ListBucketResult};
 use super::{sign_oss, sign_s3};
 use super::{ByteStream, ListPage, ListRequest, ObjectMeta, ObjectStore, ServiceError, StoreError};
@@ -99,9 +106,19 @@ pub struct HttpConfig {
     pub tcp_keepalive: Duration,
     /// Bytes of an error body read for its XML. 64 KiB: OSS error bodies are under 1 KiB.
     pub error_body_limit: usize,
+    /// A body that delivers less than `min_rate` bytes/s over `min_rate_window` is stalled
+    /// (as curl's `--speed-limit`/`--speed-time`): it ends with a timeout error and the
+    /// retry layer resumes it from the first byte not delivered. The read timeout alone
+    /// misses a trickle, one byte every 29 s. 1 KiB/s over 30 s: a 1 Mbit/s link shared by
+    /// 8 parallel requests still gives each ~16 KiB/s, 16x above; a server trickling is
+    /// caught within 30 s. `0` turns the check off.
+    pub min_rate: u64,
+    pub min_rate_window: Duration,
     /// Fixed addresses for host names, like `curl --resolve` (the port comes from the URL).
     /// Empty by default; tests use it to reach a local server with virtual-hosted names.
     pub resolve: Vec<(String, std::net::SocketAddr)>,
+    /// CA files trusted on top of the bundled and system roots ([`super::tls`]).
+    pub trust: Trust,
 }
 
 impl Default for HttpConfig {
@@ -113,7 +130,10 @@ impl Default for HttpConfig {
             pool_max_idle_per_host: 64,
             tcp_keepalive: Duration::from_secs(30),
             error_body_limit: 64 << 10,
+            min_rate: 1 << 10,
+            min_rate_window: Duration::from_secs(30),
             resolve: Vec::new(),
+            trust: Trust::default(),
         }
     }
 }
@@ -148,6 +168,9 @@ impl HttpStore {
         let mut builder = reqwest::Client::builder();
         for (host, addr) in &http.resolve {
             builder = builder.resolve(host, *addr);
+        }
+        for cert in http.trust.certificates()? {
+            builder = builder.add_root_certificate(cert);
         }
         let client = builder
             .connect_timeout(http.connect_timeout)
@@ -361,12 +384,16 @@ impl HttpStore {
             map.append(name, value);
         }
         let url_for_log = prepared.url.to_string();
+        let started = std::time::Instant::now();
         let result = self
             .client
             .request(method.clone(), prepared.url)
             .headers(map)
             .send()
             .await;
+        let op = crate::metrics::StoreOp::of(method.as_str(), key.is_some());
+        let status = result.as_ref().ok().map(|r| r.status().as_u16());
+        crate::metrics::METRICS.store_request(op, status, started.elapsed());
         match result {
             Ok(resp) => {
                 tracing::debug!(
@@ -403,7 +430,11 @@ impl HttpStore {
         } else {
             read_limited(resp, self.http.error_body_limit).await
         };
-        service_error(status, &headers, text.as_deref())
+        let e = service_error(status, &headers, text.as_deref());
+        if matches!(e, StoreError::Throttled(_)) {
+            crate::metrics::METRICS.throttled.inc();
+        }
+        e
     }
 }
 
@@ -458,9 +489,19 @@ fn transport_error(e: reqwest::Error, what: &str) -> StoreError {
     }
     if e.is_timeout() {
         StoreError::Timeout(msg)
+    } else if is_certificate_error(&msg) {
+        StoreError::Tls(msg)
     } else {
         StoreError::Network(msg)
     }
+}
+
+/// Whether rustls refused the server's certificate, from the message chain: the rustls
+/// error sits under hyper-util's and reqwest's boxed connector errors, where a downcast does
+/// not reach it, and rustls's messages for these cases are fixed ("invalid peer
+/// certificate: ...", "peer sent no certificates").
+fn is_certificate_error(msg: &str) -> bool {
+    msg.contains("invalid peer certificate") || msg.contains("peer sent no certificates")
 }
 
 async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Option<String> {
@@ -596,21 +637,74 @@ struct BodyState {
     expected: u64,
     what: String,
     done: bool,
+    rate: MinRate,
+    /// Set when the last chunk closed a window below the minimum rate.
+    stalled: Option<StoreError>,
+}
+
+/// The minimum-rate check of one body (see [`HttpConfig::min_rate`]): bytes received since
+/// the current window opened.
+struct MinRate {
+    min_rate: u64,
+    window: Duration,
+    opened: std::time::Instant,
+    bytes: u64,
+}
+
+impl MinRate {
+    fn new(min_rate: u64, window: Duration) -> Self {
+        Self {
+            min_rate,
+            window,
+            opened: std::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Count `n` bytes; `Err(rate)` when the window just closed below the minimum.
+    fn add(&mut self, n: u64) -> Result<(), f64> {
+        self.bytes += n;
+        if self.min_rate == 0 || self.window.is_zero() {
+            return Ok(());
+        }
+        let elapsed = self.opened.elapsed();
+        if elapsed < self.window {
+            return Ok(());
+        }
+        let rate = self.bytes as f64 / elapsed.as_secs_f64();
+        if rate < self.min_rate as f64 {
+            return Err(rate);
+        }
+        self.opened = std::time::Instant::now();
+        self.bytes = 0;
+        Ok(())
+    }
 }
 
 /// Stream a response body of exactly `expected` bytes, ending with an `Err` item when it
-/// breaks, is short or is long.
-fn counted_body(resp: reqwest::Response, expected: u64, what: String) -> ByteStream {
+/// breaks, is short or is long, or slows below the minimum rate.
+fn counted_body(
+    resp: reqwest::Response,
+    expected: u64,
+    what: String,
+    http: &HttpConfig,
+) -> ByteStream {
     let state = BodyState {
         body: Box::pin(resp.bytes_stream()),
         received: 0,
         expected,
         what,
         done: false,
+        rate: MinRate::new(http.min_rate, http.min_rate_window),
+        stalled: None,
     };
     Box::pin(futures_util::stream::unfold(state, |mut st| async move {
         if st.done {
             return None;
+        }
+        if let Some(e) = st.stalled.take() {
+            st.done = true;
+            return Some((Err(e), st));
         }
         match st.body.next().await {
             Some(Ok(chunk)) => {
@@ -624,6 +718,15 @@ fn counted_body(resp: reqwest::Response, expected: u64, what: String) -> ByteStr
                     return Some((Err(e), st));
                 }
                 st.received += n;
+                crate::metrics::METRICS.fetched_bytes.add(n);
+                if let Err(rate) = st.rate.add(n) {
+                    // This chunk is good: deliver it, and end the body on the next poll.
+                    st.stalled = Some(StoreError::Timeout(format!(
+                        "{}: body slowed to {rate:.0} B/s, under the minimum {} B/s over \
+                         {:?}, after {} of {} bytes",
+                        st.what, st.rate.min_rate, st.rate.window, st.received, st.expected
+                    )));
+                }
                 Some((Ok(chunk), st))
             }
             Some(Err(e)) => {
@@ -724,7 +827,7 @@ impl ObjectStore for HttpStore {
                 )));
             }
         }
-        Ok(counted_body(resp, expected, what))
+        Ok(counted_body(resp, expected, what, &self.http))
     }
 
     async fn list(&self, req: &ListRequest) -> Result<ListPage, StoreError> {
@@ -744,9 +847,23 @@ impl ObjectStore for HttpStore {
         query.push(("encoding-type".into(), "url".into()));
         let resp = self.request(Method::GET, None, &query, Vec::new()).await?;
         let what = format!("list {:?} in {}", req.prefix, self.cfg.bucket);
-        let text = resp.text().await.map_err(|e| transport_error(e, &what))?;
-        let parsed: ListBucketResult = from_xml(&text)
+        let body = read_capped(resp, LISTING_BODY_CAP, &what).await?;
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| StoreError::Protocol(format!("{what}: listing XML is not UTF-8")))?;
+        let parsed: ListBucketResult = from_xml(text)
             .map_err(|e| StoreError::Protocol(format!("{what}: unparsable listing XML: {e}")))?;
+        // OSS and S3 count objects and prefixes together against max-keys (1000 at most).
+        let asked = if req.max_keys == 0 {
+            1000
+        } else {
+            req.max_keys.min(1000)
+        } as usize;
+        let got = parsed.contents.len() + parsed.common_prefixes.len();
+        if got > asked {
+            return Err(StoreError::Protocol(format!(
+                "{what}: a page of {got} entries for max-keys {asked}"
+            )));
+        }
         let encoded = parsed
             .encoding_type
             .as_deref()
@@ -825,6 +942,8 @@ mod tests {
         cut_after: Option<usize>,
         /// After writing the cut body, keep the connection open this long (a stall).
         stall: Option<Duration>,
+        /// Write the body this many bytes at a time, pausing this long between writes.
+        trickle: Option<(usize, Duration)>,
     }
 
     fn canned(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Canned {
@@ -881,7 +1000,20 @@ mod tests {
                     out.push_str("Connection: close\r\n\r\n");
                     let _ = sock.write_all(out.as_bytes()).await;
                     let n = c.cut_after.unwrap_or(c.body.len()).min(c.body.len());
-                    let _ = sock.write_all(&c.body[..n]).await;
+                    match c.trickle {
+                        Some((step, pause)) => {
+                            for piece in c.body[..n].chunks(step) {
+                                if sock.write_all(piece).await.is_err() {
+                                    return;
+                                }
+                                let _ = sock.flush().await;
+                                tokio::time::sleep(pause).await;
+                            }
+                        }
+                        None => {
+                            let _ = sock.write_all(&c.body[..n]).await;
+                        }
+                    }
                     let _ = sock.flush().await;
                     if let Some(d) = c.stall {
                         tokio::time::sleep(d).await;
@@ -1204,6 +1336,93 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_trickling_body_is_a_stall_and_is_resumed_where_it_broke() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(20_000).collect();
+        // 50 bytes every 100 ms (500 B/s, never silent for the read timeout), then the
+        // rest at full speed from a second request.
+        let (addr, _) = server(vec![
+            Canned {
+                trickle: Some((50, Duration::from_millis(100))),
+                ..canned(206, &[("Content-Range", "bytes 0-19999/20000")], &data)
+            },
+            Canned {
+                ..canned(206, &[("Content-Range", "bytes 0-19999/20000")], &data)
+            },
+        ])
+        .await;
+        let cfg = StoreConfig {
+            scheme: Scheme::Oss,
+            bucket: "bkt".into(),
+            endpoint: format!("http://{addr}"),
+            region: "cn-hangzhou".into(),
+            path_style: true,
+            auth: Auth::Anonymous,
+        };
+        let http = HttpConfig {
+            read_timeout: Duration::from_secs(5),
+            min_rate: 2000,
+            min_rate_window: Duration::from_secs(1),
+            ..HttpConfig::default()
+        };
+        let s = HttpStore::new(cfg.clone(), http.clone()).unwrap();
+        let started = std::time::Instant::now();
+        let (got, err) = collect(s.get_range("k", 0..20_000, Some("\"E\"")).await.unwrap()).await;
+        let err = err.expect("the trickle ends the body");
+        assert!(matches!(err, StoreError::Timeout(_)), "{err}");
+        assert!(err.to_string().contains("under the minimum"), "{err}");
+        assert!(err.is_retryable());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let broke_at = got.len();
+        assert!(broke_at > 0 && broke_at < 2000, "{broke_at}");
+        assert_eq!(got, &data[..broke_at]);
+        // Through the retry layer the same trickle is resumed from the byte it broke at.
+        // The canned server answers the resume with the whole body's bytes from 0, so
+        // it is checked by the Range asked for, not by content.
+        let (addr2, seen2) = server(vec![
+            Canned {
+                trickle: Some((50, Duration::from_millis(100))),
+                ..canned(206, &[("Content-Range", "bytes 0-19999/20000")], &data)
+            },
+            Canned {
+                ..canned(206, &[("Content-Range", "bytes 0-19999/20000")], &[])
+            },
+        ])
+        .await;
+        let inner = HttpStore::new(
+            StoreConfig {
+                endpoint: format!("http://{addr2}"),
+                ..cfg
+            },
+            http,
+        )
+        .unwrap();
+        let retrying = super::super::retry::RetryingStore::new(
+            std::sync::Arc::new(inner),
+            super::super::retry::RetryConfig {
+                max_attempts: 2,
+                base_delay: Duration::from_millis(1),
+                ..Default::default()
+            },
+        );
+        let (got, _) = collect(
+            retrying
+                .get_range("k", 0..20_000, Some("\"E\""))
+                .await
+                .unwrap(),
+        )
+        .await;
+        let heads = seen2.lock().unwrap();
+        assert_eq!(heads.len(), 2, "one resume");
+        let resumed = header_of(&heads[1], "range").unwrap();
+        assert_eq!(resumed, format!("bytes={}-19999", got.len()));
+        assert_eq!(header_of(&heads[1], "if-match"), Some("\"E\""));
+    }
+
+    #[tokio::test]
     async fn zero_length_range_is_a_plain_get() {
         let (addr, seen) = server(vec![canned(200, &[("ETag", "\"E\"")], b"")]).await;
         let s = store_at(&addr, Scheme::Oss, true);
@@ -1299,6 +1518,45 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(s.list(&req).await, Err(StoreError::Protocol(_))));
+    }
+
+    #[tokio::test]
+    async fn listings_of_a_misbehaving_server_are_errors_with_bounded_memory() {
+        let three: String = (0..3)
+            .map(|i| format!("<Contents><Key>k{i}</Key><Size>1</Size></Contents>"))
+            .collect();
+        let page = format!("<ListBucketResult>{three}</ListBucketResult>");
+        let truncated = "<ListBucketResult><Contents><Key>k0</Key><Si";
+        // A page far over the cap, announced by its Content-Length: refused before a byte
+        // of it is read (the canned server sends only 100 of them).
+        let huge = Canned {
+            headers: vec![("Content-Length".into(), (LISTING_BODY_CAP + 1).to_string())],
+            cut_after: Some(100),
+            ..canned(200, &[], &[b'<'; 200])
+        };
+        let (addr, _) = server(vec![
+            canned(200, &[], page.as_bytes()),
+            canned(200, &[], truncated.as_bytes()),
+            huge,
+            canned(200, &[], b"\xff\xfe<ListBucketResult/>"),
+        ])
+        .await;
+        let s = store_at(&addr, Scheme::Oss, true);
+        let req = ListRequest {
+            max_keys: 2,
+            ..Default::default()
+        };
+        for want in [
+            "a page of 3 entries for max-keys 2",
+            "unparsable",
+            "limit",
+            "UTF-8",
+        ] {
+            match s.list(&req).await {
+                Err(StoreError::Protocol(m)) => assert!(m.contains(want), "{want}: {m}"),
+                other => panic!("{want}: {other:?}"),
+            }
+        }
     }
 
     type Pairs = Vec<(String, String)>;

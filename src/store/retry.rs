@@ -88,6 +88,18 @@ fn gave_up(e: StoreError, context: &str) -> StoreError {
     }
 }
 
+/// What a retry is counted as in `ossmount_store_retries_total`.
+fn retry_reason(e: &StoreError) -> crate::metrics::RetryReason {
+    use crate::metrics::RetryReason;
+    match e {
+        StoreError::Throttled(_) => RetryReason::Throttled,
+        StoreError::Server(_) => RetryReason::ServerError,
+        StoreError::Timeout(_) => RetryReason::Timeout,
+        StoreError::Network(_) => RetryReason::Network,
+        _ => RetryReason::Other,
+    }
+}
+
 /// Any store, with retries and body resuming.
 pub struct RetryingStore {
     inner: Arc<dyn ObjectStore>,
@@ -119,6 +131,7 @@ where
         match op().await {
             Ok(v) => return Ok(v),
             Err(e) if e.is_retryable() && attempt < max => {
+                crate::metrics::METRICS.retry(retry_reason(&e));
                 let delay = cfg.backoff(attempt - 1);
                 tracing::warn!(
                     attempt,
@@ -178,6 +191,7 @@ impl Resume {
                     ),
                 ));
             }
+            crate::metrics::METRICS.retry(retry_reason(&last));
             let delay = self.cfg.backoff(self.failures - 1);
             tracing::warn!(
                 key = %self.key,

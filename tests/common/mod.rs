@@ -1,7 +1,8 @@
 //! Shared helpers for integration tests: a real `ossmount serve` process on a free
 //! loopback port, its counters and its fault switches.
 //!
-//! The contract with `ossmount serve` (documented in its `--help` and the README):
+//! The contract with `ossmount serve` (documented in its `--help` and the README), with
+//! `--testing-aids`, which every server started here gets:
 //! - it prints `ossmount serve: listening on http://ADDR` as the first line on stdout;
 //! - `GET /_ossmount/stats` returns JSON counters (see [`Stats`]);
 //! - `POST /_ossmount/stats/reset` zeroes them;
@@ -52,6 +53,15 @@ pub struct Faults {
     pub stall_rate: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stall_ms: Option<u64>,
+    /// The emulated link (src/serve/link.rs): latency ± jitter, rates, request quota.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_jitter_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conn_bytes_per_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_bytes_per_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_s: Option<u64>,
 }
 
 pub fn bin() -> PathBuf {
@@ -64,6 +74,10 @@ pub struct Serve {
     /// `127.0.0.1:PORT`
     pub addr: String,
     pub dir: PathBuf,
+    /// `http` or `https` (serve with `--tls-cert`).
+    pub scheme: &'static str,
+    /// The arguments after `--listen ADDR`, for [`Serve::restart`].
+    args: Vec<String>,
 }
 
 impl Serve {
@@ -73,11 +87,39 @@ impl Serve {
     }
 
     pub fn start_with(dir: &Path, extra_args: &[&str]) -> Self {
+        Self::spawn(dir, &[&["--testing-aids"], extra_args].concat())
+    }
+
+    /// A server as users run it: no testing aids (no stats, no faults).
+    pub fn start_without_aids(dir: &Path, extra_args: &[&str]) -> Self {
+        Self::spawn(dir, extra_args)
+    }
+
+    fn spawn(dir: &Path, extra_args: &[&str]) -> Self {
+        let args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        Self::spawn_at(dir, "127.0.0.1:0", args)
+    }
+
+    /// Stop the server (SIGKILL): the store is unreachable until [`Serve::restart`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start the server again on the same address, directory and arguments.
+    pub fn restart(&mut self) {
+        self.stop();
+        let new = Self::spawn_at(&self.dir, &self.addr, self.args.clone());
+        // The old one is already dead; dropping it kills nothing.
+        drop(std::mem::replace(self, new));
+    }
+
+    fn spawn_at(dir: &Path, listen: &str, args: Vec<String>) -> Self {
         let mut child = Command::new(bin())
             .arg("serve")
             .arg(dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra_args)
+            .args(["--listen", listen])
+            .args(&args)
             .env("OSS_ACCESS_KEY_ID", AK)
             .env("OSS_ACCESS_KEY_SECRET", SK)
             .env("AWS_ACCESS_KEY_ID", AK)
@@ -92,20 +134,28 @@ impl Serve {
             .unwrap();
         let addr = line
             .trim()
-            .rsplit("http://")
+            .rsplit("://")
             .next()
             .filter(|_| line.contains("listening on"))
             .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
             .to_string();
+        let scheme = if line.contains("https://") {
+            "https"
+        } else {
+            "http"
+        };
         Serve {
             child,
             addr,
             dir: dir.to_path_buf(),
+            scheme,
+            args,
         }
     }
 
+    /// `http://ADDR`, or `https://ADDR` when serve was started with `--tls-cert`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     fn control(&self, method: &str, path: &str, body: &str) -> String {
@@ -129,6 +179,11 @@ impl Serve {
 
     pub fn stats(&self) -> Stats {
         serde_json::from_str(&self.control("GET", "/_ossmount/stats", "")).unwrap()
+    }
+
+    /// The fault and link settings in effect (`GET /_ossmount/faults`), as JSON.
+    pub fn faults_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.control("GET", "/_ossmount/faults", "")).unwrap()
     }
 
     pub fn reset_stats(&self) {

@@ -13,6 +13,18 @@ use super::{bin, Serve, AK, SK};
 
 pub const BUCKET: &str = "bkt";
 
+/// Where mounts keep their control sockets (`ossmount status`): as `cmd/control.rs` says.
+pub fn socket_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/run/ossmount");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d).join("ossmount"),
+        None => PathBuf::from(format!("/tmp/ossmount-{}", unsafe { libc::geteuid() })),
+    }
+}
+
 pub fn is_mounted(path: &Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let p = path.to_str().unwrap();

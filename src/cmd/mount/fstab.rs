@@ -68,6 +68,7 @@ fn apply_one(args: &mut MountArgs, opt: &str) -> Result<(), String> {
         "region" => args.store.region = Some(need(&value)?),
         "no_sign_request" => args.store.no_sign_request = true,
         "path_style" => args.store.path_style = true,
+        "ca_bundle" => args.store.ca_bundle = Some(PathBuf::from(need(&value)?)),
         "cache_dir" => args.cache.cache_dir = Some(PathBuf::from(need(&value)?)),
         "cache_size" => args.cache.cache_size = parse_size(&need(&value)?)?,
         "cache_min_free" => args.cache.cache_min_free = Some(parse_size(&need(&value)?)?),
@@ -75,6 +76,7 @@ fn apply_one(args: &mut MountArgs, opt: &str) -> Result<(), String> {
         "jobs" => args.cache.jobs = num(&value)? as usize,
         "checkpoint_batch" => args.cache.checkpoint_batch = parse_size(&need(&value)?)?,
         "metadata_ttl" => args.metadata_ttl = parse_duration(&need(&value)?)?,
+        "request_deadline" => args.request_deadline = parse_duration(&need(&value)?)?,
         "uid" => args.uid = Some(num(&value)?),
         "gid" => args.gid = Some(num(&value)?),
         "file_mode" => args.file_mode = parse_mode(&need(&value)?)?,
@@ -87,6 +89,7 @@ fn apply_one(args: &mut MountArgs, opt: &str) -> Result<(), String> {
         "direct_io" => args.direct_io = true,
         "no_cache" => args.no_cache = true,
         "fuse_threads" => args.fuse_threads = num(&value)? as usize,
+        "metrics_addr" => args.metrics_addr = Some(crate::cli::parse_metrics_addr(&need(&value)?)?),
         // Generic options of mount(8), fstab and systemd: meaningless or implied here.
         "ro" | "rw" | "defaults" | "auto" | "noauto" | "user" | "users" | "nouser" | "_netdev"
         | "nofail" | "nodev" | "nosuid" | "dev" | "suid" | "exec" | "noexec" | "atime"
@@ -124,7 +127,7 @@ mod tests {
             "oss://b/p/",
             "/mnt",
             "-o",
-            "ro,_netdev,nofail,x-systemd.automount,allow_other,uid=1000,gid=100,file_mode=0640,cache_dir=/var/cache/o\\,x,cache_size=10GiB,metadata_ttl=5m,endpoint=http://127.0.0.1:9000",
+            "ro,_netdev,nofail,x-systemd.automount,allow_other,uid=1000,gid=100,file_mode=0640,cache_dir=/var/cache/o\\,x,cache_size=10GiB,metadata_ttl=5m,request_deadline=90s,endpoint=http://127.0.0.1:9000,metrics_addr=9100,ca_bundle=/etc/ossmount/ca.pem",
         ])
         .unwrap();
         assert!(m.allow_other);
@@ -134,7 +137,13 @@ mod tests {
         assert_eq!(m.cache.cache_dir, Some(PathBuf::from("/var/cache/o,x")));
         assert_eq!(m.cache.cache_size, 10 << 30);
         assert_eq!(m.metadata_ttl, std::time::Duration::from_secs(300));
+        assert_eq!(m.request_deadline, std::time::Duration::from_secs(90));
         assert_eq!(m.store.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(m.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(
+            m.store.ca_bundle.as_deref(),
+            Some(std::path::Path::new("/etc/ossmount/ca.pem"))
+        );
     }
 
     #[test]

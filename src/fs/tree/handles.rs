@@ -18,6 +18,7 @@ use tracing::warn;
 use super::{DataPath, Kind, Tree};
 use crate::fetch::{read_uncached, ObjectHandle, ReadNow};
 use crate::fs::error::FsError;
+use crate::metrics::{ReadSource, METRICS};
 use crate::store::ObjectMeta;
 
 /// The result of `open`.
@@ -132,6 +133,9 @@ impl Tree {
                     let result = read_uncached(&*tree.store, &meta, offset, len as usize)
                         .await
                         .map_err(FsError::from);
+                    if let Ok(b) = &result {
+                        METRICS.read_bytes(ReadSource::Network, b.len() as u64);
+                    }
                     tree.note_stale(ino, result)
                 }))
             }

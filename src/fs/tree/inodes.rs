@@ -27,6 +27,7 @@ use parking_lot::Mutex;
 use tracing::info;
 
 use super::listing::Listing;
+use super::outage::Revalidated;
 use super::{Attr, Kind, Tree, ROOT_INO};
 use crate::fs::error::FsError;
 use crate::store::ObjectMeta;
@@ -233,9 +234,19 @@ impl Tree {
     }
 
     /// HEAD the file and record what the store says now.
+    /// While the store is unreachable, the metadata held is the answer (stale-if-error,
+    /// `outage.rs`): it is served as it was, and stays due for revalidation.
     pub(super) async fn revalidate(&self, inode: &Arc<Inode>) -> Result<ObjectMeta, FsError> {
+        let stale = inode.state.lock().meta.clone();
+        if let Some(m) = stale.as_ref().filter(|_| self.outage.down()) {
+            return Ok(m.clone());
+        }
         self.counters.heads.fetch_add(1, Ordering::Relaxed);
-        let meta = self.store.head(&inode.key).await?;
+        let head = async { self.store.head(&inode.key).await.map_err(FsError::from) };
+        let meta = match self.ask(stale.is_some(), head).await {
+            Revalidated::Answer(r) => r?,
+            Revalidated::Unreachable => return Ok(stale.expect("asked with a stale copy")),
+        };
         let old = inode.state.lock().meta.clone();
         if let Some(old) = old.filter(|o| o.etag != meta.etag) {
             info!(

@@ -23,9 +23,16 @@ use parking_lot::Mutex;
 use tracing::{debug, warn};
 
 use super::inodes::Inode;
+use super::outage::Revalidated;
 use super::{Attr, Kind, Tree, NAME_MAX};
 use crate::fs::error::FsError;
+use crate::store::limits::ListGuard;
 use crate::store::{ListRequest, ObjectMeta, StoreError};
+
+/// Does `dir` hold a listing, fresh or not?
+fn listing_stale(dir: &Inode) -> bool {
+    dir.state.lock().listing.is_some()
+}
 
 /// One entry of a directory read; `offset` is the cookie of the next entry.
 #[derive(Clone, Debug)]
@@ -91,12 +98,25 @@ impl Tree {
         }
         let _guard = dir.refresh.lock().await;
         // Someone else may have refreshed it while we waited.
-        if let Some(l) = dir.state.lock().listing.clone() {
-            if self.fresh(Some(l.fetched)) {
-                return Ok(l);
-            }
+        let held = dir.state.lock().listing.clone();
+        if let Some(l) = held.as_ref().filter(|l| self.fresh(Some(l.fetched))) {
+            return Ok(l.clone());
         }
-        let listing = Arc::new(self.fetch_listing(dir).await?);
+        let stale = held.or_else(|| self.stale_listings.lock().get(&dir.key));
+        if let Some(l) = stale.as_ref().filter(|l| self.fresh(Some(l.fetched))) {
+            return Ok(l.clone());
+        }
+        // Stale-if-error (`outage.rs`): the listing held is served while the store is away.
+        if self.outage.down() {
+            return stale.ok_or_else(|| self.outage.fail_fast(&format!("listing {:?}", dir.key)));
+        }
+        let listing = match self.ask(stale.is_some(), self.fetch_listing(dir)).await {
+            Revalidated::Answer(r) => Arc::new(r?),
+            Revalidated::Unreachable => return Ok(stale.expect("asked with a stale listing")),
+        };
+        self.stale_listings
+            .lock()
+            .put(&dir.key, listing.clone(), listing.entries.len());
         // Installed under the table lock, so a concurrent forget of `dir` cannot remove it
         // between our check and the install (which would leave its bytes counted).
         let table = self.table.read();
@@ -119,6 +139,7 @@ impl Tree {
         let mut token = None;
         let started = Instant::now();
         let mut pages = 0u32;
+        let mut guard = ListGuard::new(format!("listing of {prefix:?}"));
         loop {
             let req = ListRequest {
                 prefix: prefix.clone(),
@@ -129,6 +150,7 @@ impl Tree {
             self.counters.lists.fetch_add(1, Ordering::Relaxed);
             let page = self.store.list(&req).await?;
             pages += 1;
+            let next = guard.next(&page)?;
             for obj in page.objects {
                 let Some(name) = obj.key.strip_prefix(prefix.as_str()) else {
                     continue;
@@ -154,9 +176,9 @@ impl Tree {
                 }
                 dirs.insert(name.to_string());
             }
-            match page.next_continuation_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
             }
         }
         for name in &dirs {
@@ -273,8 +295,43 @@ impl Tree {
                 }
             }
         }
-        // 4. Ask the store: is it a directory (anything under `name/`) or an object?
-        self.remote_lookup(&dir, name).await
+        // 4. Ask the store: is it a directory (anything under `name/`) or an object? While
+        //    it is unreachable, what is held answers, or the lookup fails at once.
+        let have_stale = listing_stale(&dir)
+            || known_dir.is_some()
+            || known_file.is_some()
+            || self.stale_listings.lock().get(&dir.key).is_some();
+        if self.outage.down() {
+            return self.stale_lookup(&dir, name).unwrap_or_else(|| {
+                Err(self
+                    .outage
+                    .fail_fast(&format!("lookup of {:?}", format!("{}{name}", dir.key))))
+            });
+        }
+        match self.ask(have_stale, self.remote_lookup(&dir, name)).await {
+            Revalidated::Answer(r) => r,
+            Revalidated::Unreachable => self.stale_lookup(&dir, name).unwrap_or_else(|| {
+                Err(self
+                    .outage
+                    .fail_fast(&format!("lookup of {:?}", format!("{}{name}", dir.key))))
+            }),
+        }
+    }
+
+    /// A lookup answered from what is held, however old: the parent's listing, else an
+    /// inode the kernel still references. `None`: nothing is known of the name.
+    fn stale_lookup(&self, dir: &Arc<Inode>, name: &str) -> Option<Result<Attr, FsError>> {
+        let listing = dir.state.lock().listing.clone();
+        if let Some(l) = listing.or_else(|| self.stale_listings.lock().get(&dir.key)) {
+            return Some(match l.by_name.get(name) {
+                Some(&i) => Ok(self.attr_of(&self.entry_inode(dir, &l, &l.entries[i], 1))),
+                None => Err(FsError::NotFound),
+            });
+        }
+        [Kind::Dir, Kind::File].into_iter().find_map(|kind| {
+            let inode = self.find_and_ref(&(dir.ino, name.to_string(), kind), 1)?;
+            Some(Ok(self.attr_of(&inode)))
+        })
     }
 
     async fn remote_lookup(&self, dir: &Arc<Inode>, name: &str) -> Result<Attr, FsError> {

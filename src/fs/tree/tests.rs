@@ -548,3 +548,54 @@ async fn inodes_live_as_long_as_kernel_references_and_numbers_are_never_reused()
     assert_eq!(t.inode_count(), 2);
     assert_eq!(names(&t, ROOT_INO).await, [".", "..", "a", "b"]);
 }
+
+#[tokio::test]
+async fn an_unreachable_store_gets_cached_metadata_served_then_revalidation_resumes() {
+    let s = MemoryStore::new();
+    s.put("f", b"12345".to_vec());
+    s.put("dir/g", b"g".to_vec());
+    s.put("other/h", b"h".to_vec());
+    let t = tree(&s, "", Duration::from_millis(200));
+    let f = lookup(&t, ROOT_INO, "f").await.unwrap();
+    assert_eq!(names(&t, ROOT_INO).await, [".", "..", "dir", "f", "other"]);
+    let dir = lookup(&t, ROOT_INO, "dir").await.unwrap();
+    assert_eq!(names(&t, dir.ino).await, [".", "..", "g"]);
+    let other = lookup(&t, ROOT_INO, "other").await.unwrap();
+
+    // The store goes away (every request a 503) and the TTL passes.
+    s.fail_next(u64::MAX);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(t.getattr(f.ino).await.unwrap().size, 5, "stale attributes");
+    assert!(t.store_unreachable());
+    let (l0, h0) = (lists(&s), heads(&s));
+    assert_eq!(names(&t, ROOT_INO).await, [".", "..", "dir", "f", "other"]);
+    assert_eq!(names(&t, dir.ino).await, [".", "..", "g"]);
+    assert_eq!(lookup(&t, dir.ino, "g").await.unwrap().size, 1);
+    assert!(matches!(
+        lookup(&t, ROOT_INO, "nope").await,
+        Err(FsError::NotFound)
+    ));
+    assert_eq!(t.getattr(f.ino).await.unwrap().size, 5);
+    // Never listed: nothing to serve, and no wait for it either.
+    let started = std::time::Instant::now();
+    let e = t.opendir(other.ino).await.unwrap_err();
+    assert!(matches!(e, FsError::Store(_)), "{e}");
+    assert!(e.to_string().contains("unreachable"), "{e}");
+    assert!(started.elapsed() < Duration::from_millis(100));
+    assert_eq!(
+        (lists(&s), heads(&s)),
+        (l0, h0),
+        "no request during the outage"
+    );
+
+    // Back, with f changed: the probe notices, and the next revalidation sees the change.
+    s.put("f", b"1234567".to_vec());
+    s.clear_faults();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while t.store_unreachable() {
+        assert!(std::time::Instant::now() < deadline, "outage never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(t.getattr(f.ino).await.unwrap().size, 7);
+    assert_eq!(names(&t, other.ino).await, [".", "..", "h"]);
+}
