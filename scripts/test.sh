@@ -25,9 +25,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-if ! python3 -c "import alibabacloud_oss_v2, boto3, prometheus_client" 2>/dev/null; then
-  echo "== installing the OSS Python SDK, boto3 (interop cross-checks) and prometheus_client (its /metrics parser)"
-  python3 -m pip install -q alibabacloud-oss-v2 boto3 prometheus_client
+if ! python3 -c "import alibabacloud_oss_v2, boto3, alibabacloud_credentials, prometheus_client" 2>/dev/null; then
+  echo "== installing the OSS Python SDK, boto3, alibabacloud-credentials (interop cross-checks) and prometheus_client (its /metrics parser)"
+  python3 -m pip install -q alibabacloud-oss-v2 boto3 alibabacloud-credentials prometheus_client
 fi
 [ -e /dev/fuse ] || { echo "error: /dev/fuse is missing; FUSE tests cannot run" >&2; exit 1; }
 

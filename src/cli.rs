@@ -17,6 +17,7 @@ use crate::cache::CacheConfig;
 use crate::config::StoreArgs;
 use crate::fs::tree::FsConfig;
 use crate::serve::stats::DEFAULT_STALL_MS;
+use crate::serve::sts::AidConfig;
 use crate::units::{format_duration, format_size, parse_duration, parse_size};
 
 /// `ossmount --version`: the version and the commit it was built from (`build.rs`), e.g.
@@ -54,6 +55,8 @@ pub enum Command {
     /// Fetch files or directories (recursively) of a running mount into its cache, and
     /// finalize them, without reading them through the page cache.
     Warm(WarmArgs),
+    /// Credentials: which source the chain picks, and whether it works.
+    Auth(AuthArgs),
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +79,24 @@ pub struct WarmArgs {
     /// No progress bar even on a terminal (plain progress lines).
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    #[command(subcommand)]
+    pub command: AuthCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Print the credential source used for URL, the key id's last four characters and the
+    /// expiry, then make one signed request (a one-key listing) to prove they work.
+    Check {
+        /// `oss://bucket[/prefix]` or `s3://bucket[/prefix]`.
+        url: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -249,12 +270,39 @@ pub struct ServeArgs {
     pub fault_stall_rate: Option<f64>,
     #[command(flatten)]
     pub link: crate::serve::link::LinkArgs,
+    #[command(flatten)]
+    pub credential_aids: CredentialAidArgs,
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+}
+
+/// `serve`'s credential testing aids: a fake ECS metadata service and a fake STS issuing
+/// temporary credentials that the object listener then accepts until they expire.
+#[derive(Debug, Args)]
+pub struct CredentialAidArgs {
+    /// Testing aid (needs --testing-aids): serve a fake ECS metadata service (RAM role
+    /// credentials) on this address (use 127.0.0.1:0; the address is printed on stdout
+    /// after the first line).
+    #[arg(long, value_name = "ADDR", requires = "testing_aids")]
+    pub metadata_listen: Option<SocketAddr>,
+    /// Testing aid (needs --testing-aids): serve a fake STS (AssumeRole,
+    /// AssumeRoleWithOIDC) on this address.
+    #[arg(long, value_name = "ADDR", requires = "testing_aids")]
+    pub sts_listen: Option<SocketAddr>,
+    /// Testing aid: lifetime of the temporary credentials the aids issue.
+    #[arg(long, value_parser = parse_duration,
+          default_value = format_duration(AidConfig::default().lifetime))]
+    pub credential_lifetime: Duration,
+    /// Testing aid: the RAM role name the fake metadata service reports.
+    #[arg(long, value_name = "NAME", default_value_t = AidConfig::default().role)]
+    pub metadata_role: String,
+    /// Testing aid: the fake metadata service refuses requests without a token.
+    #[arg(long)]
+    pub metadata_require_token: bool,
 }
 
 /// The `serve` contract that tests and scripts rely on.
@@ -280,7 +328,21 @@ Testing aids (only with --testing-aids; no signature needed; bind to loopback):
                                 \"conn_bytes_per_s\": N, \"total_bytes_per_s\": N,
                                 \"requests_per_s\": N, \"link\": \"oss-like\"}} (absent = off;
                                 stall_ms defaults to {DEFAULT_STALL_MS}; a link profile fills
-                                in the link fields not given)"
+                                in the link fields not given)
+
+Credential aids (with --testing-aids: --metadata-listen ADDR, --sts-listen ADDR;
+docs/credentials.md): each address serves a fake ECS metadata service (PUT
+/latest/api/token, GET /latest/meta-data/ram/security-credentials/[ROLE]) and a fake STS
+(POST /?Action=AssumeRole or AssumeRoleWithOIDC, JSON). Their credentials live
+--credential-lifetime and are then refused by the object listener with
+SecurityTokenExpired (OSS) or ExpiredToken (S3). Their lines on stdout, after the first:
+`ossmount serve: metadata service on http://ADDR` and `ossmount serve: sts on http://ADDR`.
+On those addresses:
+  GET  /_ossmount/credentials          JSON counters (issued, metadata_credentials,
+                                       assume_role, assume_role_oidc, refused_expired,
+                                       refused_invalid, accepted, revoked, oidc_tokens_sha256)
+  POST /_ossmount/credentials/revoke   revoke every token issued so far
+  PUT  /_ossmount/credentials/faults   {{\"status\": 500}} or {{\"malformed\": true}}; {{}} clears"
     )
 }
 

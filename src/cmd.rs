@@ -3,6 +3,7 @@
 //! an exit code, [`crate::cli::exit`]). The layers themselves return values and typed
 //! errors, print nothing and never import `cli`.
 
+pub mod auth;
 pub mod cache;
 pub mod control;
 pub mod download;

@@ -8,18 +8,23 @@
 //!   up as a confusing DNS or TLS error from the virtual-hosted host name.
 //! - **Options** ([`StoreArgs`], shared by every command that talks to a store) go through
 //!   the endpoint, region and addressing rules of [`crate::store::endpoint`].
-//! - **Credentials** come from [`crate::store::credentials`]: the environment only, so they
-//!   stay out of `ps` and shell history.
+//! - **Credentials** come from the chain in [`crate::store::credentials`] (environment,
+//!   RRSA, files, ECS RAM role, a credential process); the options here only choose or
+//!   point it (`--profile`, `--ram-role`, `--credential-process`, endpoints), never carry a
+//!   secret, so secrets stay out of `ps` and shell history.
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use crate::store::config::{invalid, Auth, ConfigError, Scheme, StoreConfig};
-use crate::store::credentials::{credentials_from_env, Env};
+use crate::store::credentials::{self, process, ChainOptions, Env, System};
 use crate::store::endpoint::{self, Given};
 use crate::store::http::{HttpConfig, HttpStore};
 use crate::store::retry::{RetryConfig, RetryingStore};
 use crate::store::tls::Trust;
 use crate::store::ObjectStore;
+use crate::units::{format_duration, parse_duration};
 
 /// Where the bucket lives and how to sign: shared by every command that talks to a store.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,6 +44,27 @@ pub struct StoreArgs {
     /// Default: path style for IP addresses and localhost, virtual-hosted otherwise.
     #[arg(long)]
     pub path_style: bool,
+    /// Credentials from this profile of ~/.aliyun/config.json or ~/.alibabacloud/credentials
+    /// (default: ALIBABA_CLOUD_PROFILE, else the credential chain, docs/credentials.md).
+    #[arg(long, conflicts_with_all = ["ram_role", "credential_process", "no_sign_request"])]
+    pub profile: Option<String>,
+    /// Credentials of this ECS instance RAM role, from the instance metadata service.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["credential_process", "no_sign_request"])]
+    pub ram_role: Option<String>,
+    /// Run this command (through `sh -c`) for credentials: it prints JSON with AccessKeyId,
+    /// AccessKeySecret, SecurityToken and Expiration; run again before they expire.
+    #[arg(long, value_name = "CMD", conflicts_with = "no_sign_request")]
+    pub credential_process: Option<String>,
+    /// How long the credential process may take before it is killed.
+    #[arg(long, value_parser = parse_duration, default_value = format_duration(process::DEFAULT_TIMEOUT))]
+    pub credential_process_timeout: Duration,
+    /// The ECS metadata service (default http://100.100.100.200).
+    #[arg(long, value_name = "URL", env = "OSSMOUNT_METADATA_ENDPOINT")]
+    pub metadata_endpoint: Option<String>,
+    /// The STS endpoint for RRSA and RAM role ARN (default: sts.aliyuncs.com, or from
+    /// ALIBABA_CLOUD_STS_REGION and ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED).
+    #[arg(long, value_name = "URL", env = "OSSMOUNT_STS_ENDPOINT")]
+    pub sts_endpoint: Option<String>,
     /// Also trust the CA certificates in this PEM file for HTTPS (on top of the bundled
     /// roots, the system store and AWS_CA_BUNDLE; docs/mount.md, "HTTPS").
     #[arg(long, value_name = "FILE")]
@@ -46,6 +72,19 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The credential chain's options from these arguments.
+    pub fn chain_options(&self) -> ChainOptions {
+        ChainOptions {
+            profile: self.profile.clone(),
+            ram_role: self.ram_role.clone(),
+            credential_process: self.credential_process.clone(),
+            credential_process_timeout: Some(self.credential_process_timeout),
+            metadata_endpoint: self.metadata_endpoint.clone(),
+            sts_endpoint: self.sts_endpoint.clone(),
+            ..Default::default()
+        }
+    }
+
     /// The HTTP client's settings for these options; `env` reads the environment
     /// (`AWS_CA_BUNDLE`, `SSL_CERT_FILE`).
     pub fn http_config(&self, env: &Env<'_>) -> HttpConfig {
@@ -147,12 +186,13 @@ fn validate_bucket(scheme: Scheme, b: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Resolve endpoint, region, addressing style and credentials. `env` reads environment
-/// variables (injected so tests do not touch the process environment).
+/// Resolve endpoint, region, addressing style and credentials. `sys` is the environment,
+/// files and clock (injected so tests do not touch the process environment). Credentials
+/// are fetched here once: a source that fails is this function's error.
 pub fn resolve(
     url: &StoreUrl,
     args: &StoreArgs,
-    env: &Env<'_>,
+    sys: Arc<dyn System>,
 ) -> Result<StoreConfig, ConfigError> {
     let location = endpoint::locate(&Given {
         scheme: url.scheme,
@@ -165,7 +205,10 @@ pub fn resolve(
     let auth = if args.no_sign_request {
         Auth::Anonymous
     } else {
-        Auth::signed(url.scheme, credentials_from_env(url.scheme, env)?)
+        Auth::signed(
+            url.scheme,
+            credentials::resolve(url.scheme, &args.chain_options(), sys)?,
+        )
     };
     Ok(StoreConfig {
         scheme: url.scheme,
@@ -199,13 +242,15 @@ pub fn connect_with(
     retry: RetryConfig,
 ) -> Result<Arc<dyn ObjectStore>, ConfigError> {
     let store = HttpStore::new(cfg.clone(), http)?;
-    Ok(Arc::new(RetryingStore::new(Arc::new(store), retry)))
+    Ok(Arc::new(
+        RetryingStore::new(Arc::new(store), retry).with_credentials(cfg.auth.holder().cloned()),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use crate::store::credentials::system::FakeSystem;
 
     fn args(endpoint: Option<&str>, region: Option<&str>) -> StoreArgs {
         StoreArgs {
@@ -213,16 +258,21 @@ mod tests {
             region: region.map(String::from),
             no_sign_request: false,
             path_style: false,
+            profile: None,
+            ram_role: None,
+            credential_process: None,
+            credential_process_timeout: process::DEFAULT_TIMEOUT,
+            metadata_endpoint: None,
+            sts_endpoint: None,
             ca_bundle: None,
         }
     }
 
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
+    /// The environment `pairs`, with the metadata service off so no test asks the network.
+    fn env_of(pairs: &[(&str, &str)]) -> Arc<dyn System> {
+        let mut all = pairs.to_vec();
+        all.push(("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true"));
+        Arc::new(FakeSystem::with_vars(&all))
     }
 
     const OSS_ENV: &[(&str, &str)] =
@@ -235,7 +285,7 @@ mod tests {
 
     fn resolve(url: &str, a: StoreArgs, env: &[(&str, &str)]) -> Result<StoreConfig, String> {
         let u = StoreUrl::parse(url).map_err(|e| e.to_string())?;
-        super::resolve(&u, &a, &env_of(env)).map_err(|e| e.to_string())
+        super::resolve(&u, &a, env_of(env)).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -286,7 +336,8 @@ mod tests {
         assert!(!c.path_style);
         assert_eq!(c.namespace(), "https://oss-cn-hangzhou.aliyuncs.com/b-1");
         match c.auth {
-            Auth::OssV4(cr) => {
+            Auth::OssV4(h) => {
+                let cr = h.current().credentials.clone();
                 assert_eq!(cr.access_key_id, "ak");
                 assert_eq!(cr.access_key_secret, "sk");
                 assert_eq!(cr.session_token, None);
@@ -359,6 +410,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("--region is required"), "{e}");
+        let e = resolve(
+            "oss://bkt",
+            args(
+                Some("cn-hangzhou-j-internal.oss-data-acc.aliyuncs.com"),
+                None,
+            ),
+            OSS_ENV,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("--region is required") && e.contains("accelerator"),
+            "{e}"
+        );
         let c = resolve(
             "oss://bkt",
             args(Some("oss-accelerate.aliyuncs.com"), Some("cn-hangzhou")),
@@ -469,7 +533,8 @@ mod tests {
         assert_eq!(c.endpoint, "https://s3.us-east-1.amazonaws.com");
         assert_eq!(c.region, "us-east-1");
         match &c.auth {
-            Auth::S3V4(cr) => {
+            Auth::S3V4(h) => {
+                let cr = h.current().credentials.clone();
                 assert_eq!(cr.access_key_id, "AKID");
                 assert_eq!(cr.session_token.as_deref(), Some("tok"));
             }
@@ -513,8 +578,10 @@ mod tests {
             &[("OSS_ACCESS_KEY_ID", "ak"), ("OSS_ACCESS_KEY_SECRET", "  ")],
         )
         .unwrap_err();
-        assert!(e.contains("OSS_ACCESS_KEY_SECRET not set"), "{e}");
-        assert!(!e.contains("OSS_ACCESS_KEY_ID not"), "{e}");
+        assert!(
+            e.contains("OSS_ACCESS_KEY_ID is set but OSS_ACCESS_KEY_SECRET is not"),
+            "{e}"
+        );
         let c = resolve(
             "oss://bkt",
             args(None, Some("cn-hangzhou")),
@@ -526,7 +593,9 @@ mod tests {
         )
         .unwrap();
         match c.auth {
-            Auth::OssV4(cr) => assert_eq!(cr.session_token.as_deref(), Some("t")),
+            Auth::OssV4(h) => {
+                assert_eq!(h.current().credentials.session_token.as_deref(), Some("t"))
+            }
             other => panic!("{other:?}"),
         }
         let mut a = args(None, Some("cn-hangzhou"));

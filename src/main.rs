@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Command::Cat(args) => ossmount::cmd::inspect::cat(args),
         Command::Status(args) => ossmount::cmd::status::run(args),
         Command::Warm(args) => ossmount::cmd::warm::run(args),
+        Command::Auth(args) => ossmount::cmd::auth::run(args.command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

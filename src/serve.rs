@@ -38,9 +38,11 @@ pub mod error;
 pub mod identity;
 pub mod link;
 pub mod list;
+pub mod metadata;
 pub mod object;
 pub mod resolve;
 pub mod stats;
+pub mod sts;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -134,8 +136,12 @@ pub enum ServeError {
 }
 
 /// Accept connections on `addr` until SIGINT or SIGTERM; the first line on stdout names the
-/// bound address.
-pub async fn serve(server: Arc<Server>, addr: SocketAddr) -> Result<(), ServeError> {
+/// bound address, `announce` lines follow it (the testing aids' addresses).
+pub async fn serve(
+    server: Arc<Server>,
+    addr: SocketAddr,
+    announce: &[String],
+) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Listen { addr, source })?;
@@ -149,6 +155,9 @@ pub async fn serve(server: Arc<Server>, addr: SocketAddr) -> Result<(), ServeErr
             "http"
         };
         let _ = writeln!(out, "ossmount serve: listening on {scheme}://{local}");
+        for line in announce {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = out.flush();
     }
     tracing::info!(

@@ -169,7 +169,7 @@ pub enum StoreError {
     NoSuchBucket(ServiceError),
     #[error("access denied: {0}")]
     AccessDenied(ServiceError),
-    #[error("invalid access key id (check OSS_ACCESS_KEY_ID / AWS_ACCESS_KEY_ID): {0}")]
+    #[error("invalid access key id (check the credentials: ossmount auth check URL): {0}")]
     InvalidAccessKeyId(ServiceError),
     #[error("signature does not match (check the secret and the region): {0}")]
     SignatureDoesNotMatch(ServiceError),
@@ -215,6 +215,10 @@ impl StoreError {
             "SignatureDoesNotMatch" => Self::SignatureDoesNotMatch(e),
             "RequestTimeTooSkewed" => Self::RequestTimeTooSkewed(e),
             "InvalidObjectState" => Self::InvalidObjectState(e),
+            // Temporary credentials past their expiry or revoked: refused, like a bad key.
+            "SecurityTokenExpired" | "ExpiredToken" | "InvalidToken" | "InvalidSecurityToken" => {
+                Self::AccessDenied(e)
+            }
             "PreconditionFailed" => Self::PreconditionFailed(e),
             "InvalidRange" => Self::InvalidRange(e),
             "SlowDown"
@@ -233,6 +237,21 @@ impl StoreError {
                 500..=599 => Self::Server(e),
                 _ => Self::Other(e),
             },
+        }
+    }
+
+    /// The store refused the request's temporary credentials: their token expired or was
+    /// revoked (OSS `SecurityTokenExpired`, S3 `ExpiredToken` / `InvalidToken`), or, for a
+    /// request that carried a token (`with_token`), the temporary key id is no longer known
+    /// (`InvalidAccessKeyId`). New credentials may succeed where a plain retry cannot.
+    pub fn is_credentials_refused(&self, with_token: bool) -> bool {
+        match self {
+            Self::AccessDenied(e) => matches!(
+                e.code.as_str(),
+                "SecurityTokenExpired" | "ExpiredToken" | "InvalidToken" | "InvalidSecurityToken"
+            ),
+            Self::InvalidAccessKeyId(_) => with_token,
+            _ => false,
         }
     }
 

@@ -200,7 +200,7 @@ async fn oss_v4_against_serve() {
     let data = populate(dir.path());
     let serve = Serve::start(dir.path());
     exercise(
-        store_for(&serve, Scheme::Oss, Auth::OssV4(creds(SK))),
+        store_for(&serve, Scheme::Oss, Auth::with_keys(Scheme::Oss, creds(SK))),
         &data,
     )
     .await;
@@ -212,7 +212,11 @@ async fn s3_sigv4_against_serve() {
     let dir = tempfile::tempdir().unwrap();
     let data = populate(dir.path());
     let serve = Serve::start(dir.path());
-    exercise(store_for(&serve, Scheme::S3, Auth::S3V4(creds(SK))), &data).await;
+    exercise(
+        store_for(&serve, Scheme::S3, Auth::with_keys(Scheme::S3, creds(SK))),
+        &data,
+    )
+    .await;
     assert_eq!(serve.stats().auth_failures, 0);
 }
 
@@ -234,8 +238,8 @@ async fn virtual_hosted_addressing() {
     let port = serve.addr.rsplit(':').next().unwrap();
     let addr: std::net::SocketAddr = serve.addr.parse().unwrap();
     for (scheme, auth) in [
-        (Scheme::Oss, Auth::OssV4(creds(SK))),
-        (Scheme::S3, Auth::S3V4(creds(SK))),
+        (Scheme::Oss, Auth::with_keys(Scheme::Oss, creds(SK))),
+        (Scheme::S3, Auth::with_keys(Scheme::S3, creds(SK))),
     ] {
         let cfg = StoreConfig {
             scheme,
@@ -261,12 +265,20 @@ async fn auth_failures_are_typed_and_not_retried() {
     populate(dir.path());
     let serve = Serve::start(dir.path());
 
-    let store = store_for(&serve, Scheme::Oss, Auth::OssV4(creds("wrong-secret")));
+    let store = store_for(
+        &serve,
+        Scheme::Oss,
+        Auth::with_keys(Scheme::Oss, creds("wrong-secret")),
+    );
     match store.head("data.bin").await {
         Err(StoreError::SignatureDoesNotMatch(_)) => {}
         other => panic!("expected SignatureDoesNotMatch, got {other:?}"),
     }
-    let store = store_for(&serve, Scheme::S3, Auth::S3V4(creds("wrong-secret")));
+    let store = store_for(
+        &serve,
+        Scheme::S3,
+        Auth::with_keys(Scheme::S3, creds("wrong-secret")),
+    );
     match store
         .list(&ListRequest {
             max_keys: 10,
@@ -279,7 +291,7 @@ async fn auth_failures_are_typed_and_not_retried() {
     }
     let mut unknown = creds(SK);
     unknown.access_key_id = "LTAI-nobody".into();
-    let store = store_for(&serve, Scheme::Oss, Auth::OssV4(unknown));
+    let store = store_for(&serve, Scheme::Oss, Auth::with_keys(Scheme::Oss, unknown));
     match store.head("data.bin").await {
         Err(StoreError::InvalidAccessKeyId(_)) => {}
         other => panic!("expected InvalidAccessKeyId, got {other:?}"),
@@ -299,7 +311,7 @@ async fn resets_are_resumed_from_the_byte_where_they_broke() {
     let dir = tempfile::tempdir().unwrap();
     let data = populate(dir.path());
     let serve = Serve::start(dir.path());
-    let store = store_for(&serve, Scheme::Oss, Auth::OssV4(creds(SK)));
+    let store = store_for(&serve, Scheme::Oss, Auth::with_keys(Scheme::Oss, creds(SK)));
     let meta = store.head("data.bin").await.unwrap();
     serve.set_faults(&Faults {
         reset_after_bytes: Some(300_000),
@@ -326,7 +338,7 @@ async fn throttling_is_ridden_out() {
     let dir = tempfile::tempdir().unwrap();
     let data = populate(dir.path());
     let serve = Serve::start(dir.path());
-    let store = store_for(&serve, Scheme::Oss, Auth::OssV4(creds(SK)));
+    let store = store_for(&serve, Scheme::Oss, Auth::with_keys(Scheme::Oss, creds(SK)));
     serve.set_faults(&Faults {
         rate_503: Some(0.3),
         ..Default::default()
@@ -353,7 +365,7 @@ async fn stalled_bodies_time_out_and_resume() {
         endpoint: serve.endpoint(),
         region: "cn-hangzhou".into(),
         path_style: true,
-        auth: Auth::OssV4(creds(SK)),
+        auth: Auth::with_keys(Scheme::Oss, creds(SK)),
     };
     let http = HttpConfig {
         read_timeout: Duration::from_millis(200),

@@ -83,3 +83,79 @@ fn boto3() {
     run_script("boto3_check.py", &s, &t.path().join("sdkbucket"));
     assert!(s.stats().auth_failures >= 2);
 }
+
+/// The official Alibaba Cloud credentials library for Python (alibabacloud-credentials)
+/// gets credentials from serve's fake metadata service and fake STS (AssumeRoleWithOIDC),
+/// and the OSS SDK reads with them: the aids' wire formats are the library's, not ours.
+#[test]
+fn alibabacloud_credentials_library() {
+    use std::io::{BufRead, BufReader};
+    let have = Command::new("python3")
+        .args(["-c", "import alibabacloud_credentials, alibabacloud_oss_v2"])
+        .status();
+    assert!(
+        matches!(have, Ok(s) if s.success()),
+        "this cross-check needs: pip install alibabacloud-credentials alibabacloud-oss-v2"
+    );
+    let t = tree();
+    let mut child = Command::new(common::bin())
+        .arg("serve")
+        .arg(t.path())
+        .args(["--listen", "127.0.0.1:0", "--testing-aids"])
+        .args([
+            "--metadata-listen",
+            "127.0.0.1:0",
+            "--sts-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--credential-lifetime", "1h"])
+        .env("OSS_ACCESS_KEY_ID", AK)
+        .env("OSS_ACCESS_KEY_SECRET", SK)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addr = || {
+        let l = lines.next().unwrap().unwrap();
+        format!("http://{}", l.trim().rsplit("http://").next().unwrap())
+    };
+    let (endpoint, metadata, sts) = (addr(), addr(), addr());
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/aliyun_credentials_check.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args([&endpoint, &metadata, &sts, "sdkbucket", "dir/sub/two"])
+        .arg(t.path().join("sdkbucket/dir/sub/two"))
+        .env_remove("ALIBABA_CLOUD_ECS_METADATA_DISABLED")
+        .output()
+        .expect("run python3");
+    let fetch = |path: &str| -> serde_json::Value {
+        use std::io::{Read, Write};
+        let hostport = metadata.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(hostport).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        serde_json::from_str(r.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    };
+    let stats = fetch("/_ossmount/credentials");
+    let _ = child.kill();
+    let _ = child.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "aliyun_credentials_check.py failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}\n{stats}");
+    // The library took the hardened path (token first) and called STS once.
+    assert!(stats["metadata_tokens"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(stats["metadata_v1"].as_u64().unwrap(), 0, "{stats}");
+    assert_eq!(stats["assume_role_oidc"].as_u64().unwrap(), 1, "{stats}");
+    assert!(stats["refused_invalid"].as_u64().unwrap() >= 1, "{stats}");
+}

@@ -28,8 +28,8 @@ pub fn run(args: DownloadArgs) -> Result<(), Failure> {
     if jobs == 0 {
         return Err(usage("--jobs must be at least 1".into()));
     }
-    let cfg = config::resolve(&url, &args.store, &|k| std::env::var(k).ok())
-        .map_err(|e| usage(e.to_string()))?;
+    let sys = std::sync::Arc::new(crate::store::credentials::RealSystem);
+    let cfg = config::resolve(&url, &args.store, sys).map_err(|e| usage(e.to_string()))?;
     let store = config::connect_args(&cfg, &args.store).map_err(|e| usage(e.to_string()))?;
     let name = url.path.rsplit('/').next().unwrap_or(&url.path).to_string();
     let local = match &args.local {

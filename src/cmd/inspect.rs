@@ -41,7 +41,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 fn open_store(url: &str, args: &StoreArgs) -> Result<(StoreUrl, Arc<dyn ObjectStore>), Failure> {
     let usage = |e: ConfigError| Failure::new(exit::USAGE, e.to_string());
     let url = StoreUrl::parse(url).map_err(usage)?;
-    let cfg = config::resolve(&url, args, &|name| std::env::var(name).ok()).map_err(usage)?;
+    let sys = Arc::new(crate::store::credentials::RealSystem);
+    let cfg = config::resolve(&url, args, sys).map_err(usage)?;
     let store = config::connect_args(&cfg, args).map_err(usage)?;
     Ok((url, store))
 }

@@ -275,7 +275,9 @@ fn serve(args: MountArgs, url: StoreUrl, mut notify: Option<std::fs::File>) -> R
 /// until it is unmounted.
 fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Result<(), Failure> {
     let (cfg, store) = connect(&args, &url)?;
-    crate::metrics::set_credentials(credentials_source(&cfg), None);
+    if matches!(cfg.auth, crate::store::config::Auth::Anonymous) {
+        crate::metrics::set_credentials("anonymous (--no-sign-request)".into(), None);
+    }
     let rt = runtime()?;
     let prefix = dir_prefix(&url.path);
     check_bucket(&rt, store.as_ref(), &url.bucket, &prefix)?;
@@ -348,34 +350,14 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
     ran.map_err(|e| Failure::new(exit::GENERIC, format!("FUSE session failed: {e}")))
 }
 
-/// Where the store's credentials came from, for `ossmount status` (never the secret).
-fn credentials_source(cfg: &StoreConfig) -> String {
-    use crate::store::config::{Auth, Scheme};
-    match &cfg.auth {
-        Auth::Anonymous => "anonymous (--no-sign-request)".to_string(),
-        Auth::OssV4(c) | Auth::S3V4(c) => {
-            let var = match cfg.scheme {
-                Scheme::Oss => "OSS_ACCESS_KEY_ID",
-                Scheme::S3 => "AWS_ACCESS_KEY_ID",
-            };
-            let kind = if c.session_token.is_some() {
-                "STS token"
-            } else {
-                "access key"
-            };
-            format!("environment ({var}, {kind})")
-        }
-    }
-}
-
 /// The store from `--endpoint`, `--region` and the environment (read after the fork, so
 /// the warnings land in the mount's log).
 fn connect(
     args: &MountArgs,
     url: &StoreUrl,
 ) -> Result<(StoreConfig, Arc<dyn ObjectStore>), Failure> {
-    let env = |k: &str| std::env::var(k).ok();
-    let cfg = config::resolve(url, &args.store, &env).map_err(|e| usage(e.to_string()))?;
+    let sys = Arc::new(crate::store::credentials::RealSystem);
+    let cfg = config::resolve(url, &args.store, sys).map_err(|e| usage(e.to_string()))?;
     let store = config::connect_args(&cfg, &args.store).map_err(|e| usage(e.to_string()))?;
     Ok((cfg, store))
 }

@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use crate::cli::{exit, Failure, ServeArgs};
 use crate::serve::auth::Keys;
+use crate::serve::metadata::Aids;
 use crate::serve::resolve::Root;
 use crate::serve::stats::Faults;
+use crate::serve::sts::{AidConfig, Sessions};
 use crate::serve::{link, tls};
 use crate::serve::{serve, ServeError, Server};
 
@@ -65,7 +67,14 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             format!("serve: cannot serve {}: {e}", args.dir.display()),
         )
     })?;
-    let keys = (!args.anonymous).then_some(keys);
+    let aid_args = &args.credential_aids;
+    let sessions = Arc::new(Sessions::new(AidConfig {
+        lifetime: aid_args.credential_lifetime,
+        role: aid_args.metadata_role.clone(),
+        require_token: aid_args.metadata_require_token,
+    }));
+    let aids = Arc::new(Aids::new(sessions.clone(), keys.clone()));
+    let keys = (!args.anonymous).then(|| keys.with_sessions(sessions));
     let mut server =
         Server::new(root, args.region, keys, faults).with_testing_aids(args.testing_aids);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
@@ -80,7 +89,24 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         .thread_name("ossmount-serve")
         .build()
         .map_err(|e| Failure::new(exit::GENERIC, format!("serve: tokio runtime: {e}")))?;
-    let result = rt.block_on(serve(server, args.listen));
+    let listen = args.listen;
+    let aid_addrs = [
+        ("metadata service", aid_args.metadata_listen),
+        ("sts", aid_args.sts_listen),
+    ];
+    let result = rt.block_on(async move {
+        let mut announce = Vec::new();
+        for (what, addr) in aid_addrs {
+            let Some(addr) = addr else { continue };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Listen { addr, source })?;
+            let local = listener.local_addr().map_err(ServeError::Socket)?;
+            announce.push(format!("ossmount serve: {what} on http://{local}"));
+            tokio::spawn(crate::serve::metadata::run(listener, aids.clone()));
+        }
+        serve(server, listen, &announce).await
+    });
     // Do not wait for a hashing pass or a reader thread of a dropped connection.
     rt.shutdown_timeout(std::time::Duration::from_millis(500));
     result.map_err(failure)

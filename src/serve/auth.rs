@@ -6,6 +6,9 @@
 //! a client that signs for another region is refused with a message saying which one is
 //! expected, as OSS (InvalidArgument) and S3 (AuthorizationHeaderMalformed) do. V1/V2
 //! signatures and presigned URLs are not accepted (AccessDenied saying so).
+//!
+//! With the credential testing aids on, the temporary key pairs they issued are accepted
+//! too, until their token expires or is revoked ([`super::sts::Sessions::check`]).
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -13,6 +16,7 @@ use std::time::SystemTime;
 use http::StatusCode;
 
 use super::error::ApiError;
+use super::sts::{credential_key_id, Sessions};
 use crate::store::sign_oss::{self, AuthError, OssRequest};
 use crate::store::sign_s3::{self, S3Request};
 
@@ -44,9 +48,9 @@ impl Flavor {
     }
 }
 
-/// Accepted access key id -> secret.
+/// Accepted access key id -> secret, plus the temporary ones the aids issued.
 #[derive(Clone, Default)]
-pub struct Keys(HashMap<String, String>);
+pub struct Keys(HashMap<String, String>, Option<std::sync::Arc<Sessions>>);
 
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,7 +72,13 @@ impl Keys {
                 }
             }
         }
-        Keys(keys)
+        Keys(keys, None)
+    }
+
+    /// Also accept the temporary credentials `sessions` issues.
+    pub fn with_sessions(mut self, sessions: std::sync::Arc<Sessions>) -> Self {
+        self.1 = Some(sessions);
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -79,8 +89,11 @@ impl Keys {
         self.0.len()
     }
 
-    fn secret(&self, id: &str) -> Option<String> {
-        self.0.get(id).cloned()
+    pub fn secret(&self, id: &str) -> Option<String> {
+        self.0
+            .get(id)
+            .cloned()
+            .or_else(|| self.1.as_ref().and_then(|s| s.secret(id)))
     }
 }
 
@@ -156,6 +169,9 @@ pub fn verify(
                 message,
             ),
         });
+    }
+    if let (Some(sessions), Some(id)) = (&keys.1, credential_key_id(auth)) {
+        sessions.check(id, req.headers, flavor, now)?;
     }
     Ok(())
 }

@@ -6,6 +6,9 @@
 //! [`super::credentials`] where the keys come from. Turning a command line into these
 //! happens above the store; nothing here knows about options or URLs.
 
+use std::sync::Arc;
+
+use super::credentials::CredentialHolder;
 use super::Credentials;
 
 /// Which protocol family a bucket speaks.
@@ -26,20 +29,34 @@ impl Scheme {
     }
 }
 
-/// How requests are authenticated.
+/// How requests are authenticated. The signers read the holder's current credentials at
+/// each request, so refreshed ones are used as soon as they are installed.
 #[derive(Clone, Debug)]
 pub enum Auth {
-    OssV4(Credentials),
-    S3V4(Credentials),
+    OssV4(Arc<CredentialHolder>),
+    S3V4(Arc<CredentialHolder>),
     Anonymous,
 }
 
 impl Auth {
-    /// Requests signed with `credentials` the way `scheme`'s services expect.
-    pub fn signed(scheme: Scheme, credentials: Credentials) -> Self {
+    /// Requests signed with `holder`'s credentials the way `scheme`'s services expect.
+    pub fn signed(scheme: Scheme, holder: Arc<CredentialHolder>) -> Self {
         match scheme {
-            Scheme::Oss => Auth::OssV4(credentials),
-            Scheme::S3 => Auth::S3V4(credentials),
+            Scheme::Oss => Auth::OssV4(holder),
+            Scheme::S3 => Auth::S3V4(holder),
+        }
+    }
+
+    /// Requests signed with fixed `credentials` (tests, programs embedding the store).
+    pub fn with_keys(scheme: Scheme, credentials: Credentials) -> Self {
+        Self::signed(scheme, CredentialHolder::fixed("given keys", credentials))
+    }
+
+    /// The credentials holder, unless anonymous.
+    pub fn holder(&self) -> Option<&Arc<CredentialHolder>> {
+        match self {
+            Auth::OssV4(h) | Auth::S3V4(h) => Some(h),
+            Auth::Anonymous => None,
         }
     }
 }

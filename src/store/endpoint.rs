@@ -181,8 +181,13 @@ fn oss_endpoint_and_region(
         (Some(e), None) if !given.signed => Ok((e, String::new())),
         (Some(e), None) => Err(invalid(format!(
             "--region is required with --endpoint {} for oss:// (the region id, \
-             e.g. cn-hangzhou, is part of the V4 signature)",
-            e.url()
+             e.g. cn-hangzhou, is part of the V4 signature{})",
+            e.url(),
+            if e.host.contains("oss-data-acc") {
+                "; an OSS accelerator endpoint names a zone, not the bucket's region"
+            } else {
+                ", and this endpoint does not name one"
+            }
         ))),
         (None, Some(r)) => Ok((Endpoint::https(format!("oss-{r}.aliyuncs.com")), r)),
         (None, None) => Err(invalid(
@@ -229,9 +234,14 @@ fn s3_endpoint_and_region(
 
 /// Region of an OSS endpoint host on `aliyuncs.com`, when the host says it:
 /// `oss-<r>.aliyuncs.com`, `oss-<r>-internal.aliyuncs.com`, `<r>.oss.aliyuncs.com`.
-/// Acceleration endpoints (`oss-accelerate*`) name no region.
+/// Acceleration endpoints (`oss-accelerate*`) name no region, nor do the OSS accelerator's
+/// (`<zone>-internal.oss-data-acc.aliyuncs.com`: a zone such as `cn-hangzhou-j`, whose
+/// region cannot be told from it safely), so those need `--region`.
 fn oss_region_from_host(host: &str) -> Option<String> {
     let host = host.strip_suffix(".aliyuncs.com")?;
+    if host.ends_with("oss-data-acc") {
+        return None;
+    }
     // Last label group before aliyuncs.com; a bucket prefix (`bucket.oss-...`) is ignored.
     let labels: Vec<&str> = host.split('.').collect();
     let region = match labels.as_slice() {
@@ -318,6 +328,14 @@ mod tests {
             None
         );
         assert_eq!(oss_region_from_host("example.com"), None);
+        assert_eq!(
+            oss_region_from_host("cn-hangzhou-j-internal.oss-data-acc.aliyuncs.com"),
+            None
+        );
+        assert_eq!(
+            oss_region_from_host("bkt.cn-hangzhou-j-internal.oss-data-acc.aliyuncs.com"),
+            None
+        );
         assert_eq!(
             s3_region_from_host("s3.eu-west-1.amazonaws.com").as_deref(),
             Some("eu-west-1")

@@ -339,7 +339,9 @@ impl HttpStore {
         let prepared = self.prepare(key, query)?;
         match &self.cfg.auth {
             Auth::Anonymous => {}
-            Auth::OssV4(creds) => {
+            Auth::OssV4(holder) => {
+                let issued = holder.current();
+                let creds = &issued.credentials;
                 let req = sign_oss::OssRequest {
                     method: method.as_str(),
                     bucket: Some(&self.cfg.bucket),
@@ -352,7 +354,9 @@ impl HttpStore {
                     sign_oss::sign_v4(&req, creds, &self.cfg.region, "oss", self.signing_time());
                 headers.extend(signed.headers);
             }
-            Auth::S3V4(creds) => {
+            Auth::S3V4(holder) => {
+                let issued = holder.current();
+                let creds = &issued.credentials;
                 let mut to_sign = headers.clone();
                 to_sign.push(("host".to_string(), prepared.host.clone()));
                 let req = sign_s3::S3Request {
@@ -1604,7 +1608,7 @@ mod tests {
         ])
         .await;
         let mut s = store_at(&addr, Scheme::Oss, true);
-        s.cfg.auth = Auth::OssV4(creds(Some("STS-TOKEN")));
+        s.cfg.auth = Auth::with_keys(Scheme::Oss, creds(Some("STS-TOKEN")));
         let key = "dir one/naïve 文件+plus~*(1)!.txt";
         collect(s.get_range(key, 0..1, Some("\"E\"")).await.unwrap()).await;
         s.list(&ListRequest {
@@ -1653,7 +1657,7 @@ mod tests {
         ])
         .await;
         let mut s = store_at(&addr, Scheme::S3, true);
-        s.cfg.auth = Auth::S3V4(creds(None));
+        s.cfg.auth = Auth::with_keys(Scheme::S3, creds(None));
         let key = "photos/2024 summer/café+1 (copy)~.jpg";
         collect(s.get_range(key, 3..5, Some("\"E\"")).await.unwrap()).await;
         s.head(key).await.unwrap();
@@ -1694,7 +1698,7 @@ mod tests {
         ])
         .await;
         let mut s = store_at(&addr, Scheme::Oss, true);
-        s.cfg.auth = Auth::OssV4(creds(None));
+        s.cfg.auth = Auth::with_keys(Scheme::Oss, creds(None));
         let (got, _) = collect(s.get_range("k", 0..1, None).await.unwrap()).await;
         assert_eq!(got, b"x");
         collect(s.get_range("k", 0..1, None).await.unwrap()).await;
@@ -1722,7 +1726,7 @@ mod tests {
         let skewed = "<Error><Code>RequestTimeTooSkewed</Code><Message>m</Message></Error>";
         let (addr, seen) = server(vec![canned(403, &[], skewed.as_bytes())]).await;
         let mut s = store_at(&addr, Scheme::Oss, true);
-        s.cfg.auth = Auth::OssV4(creds(None));
+        s.cfg.auth = Auth::with_keys(Scheme::Oss, creds(None));
         let e = s.get_range("k", 0..1, None).await.err().unwrap();
         assert!(matches!(e, StoreError::RequestTimeTooSkewed(_)), "{e}");
         assert_eq!(seen.lock().unwrap().len(), 1);

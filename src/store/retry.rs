@@ -17,6 +17,10 @@
 //!   resumed read can never splice two versions of an object: the server answers 412
 //!   instead. Without an ETag from the caller a broken body is not resumed (for the same
 //!   reason); the error is passed on.
+//! - A request refused for its temporary credentials (expired or revoked token, see
+//!   [`StoreError::is_credentials_refused`]) asks the store's [`CredentialHolder`] for a
+//!   refresh now and, when that gave new credentials, is retried once: a token revoked or
+//!   expired between two background refreshes costs one round trip, not a failed read.
 //! - Attempts are bounded: `max_attempts` consecutive failures without a byte of progress,
 //!   and `max_resumes` re-requests per body in total, so a server that resets every
 //!   connection after one byte cannot keep a read going forever.
@@ -28,6 +32,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use rand::Rng;
 
+use super::credentials::{CredentialHolder, Issued};
 use super::{ByteStream, ListPage, ListRequest, ObjectMeta, ObjectStore, StoreError};
 
 #[derive(Clone, Debug)]
@@ -104,11 +109,23 @@ fn retry_reason(e: &StoreError) -> crate::metrics::RetryReason {
 pub struct RetryingStore {
     inner: Arc<dyn ObjectStore>,
     cfg: RetryConfig,
+    credentials: Option<Arc<CredentialHolder>>,
 }
 
 impl RetryingStore {
     pub fn new(inner: Arc<dyn ObjectStore>, cfg: RetryConfig) -> Self {
-        Self { inner, cfg }
+        Self {
+            inner,
+            cfg,
+            credentials: None,
+        }
+    }
+
+    /// Refresh `holder` (the credentials `inner` signs with) when a request is refused for
+    /// its token, and retry once.
+    pub fn with_credentials(mut self, holder: Option<Arc<CredentialHolder>>) -> Self {
+        self.credentials = holder;
+        self
     }
 
     async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, StoreError>
@@ -116,8 +133,41 @@ impl RetryingStore {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
-        retry_loop(&self.cfg, what, &mut op).await
+        let seen = self.credentials.as_ref().map(|h| h.current());
+        match retry_loop(&self.cfg, what, &mut op).await {
+            Err(e) if refresh_for(&self.credentials, &seen, &e, what).await => {
+                retry_loop(&self.cfg, what, &mut op).await
+            }
+            other => other,
+        }
     }
+}
+
+/// When `e` refused the credentials `seen`, refresh them; true when new ones are in place.
+async fn refresh_for(
+    holder: &Option<Arc<CredentialHolder>>,
+    seen: &Option<Arc<Issued>>,
+    e: &StoreError,
+    what: &str,
+) -> bool {
+    let (Some(holder), Some(seen)) = (holder, seen) else {
+        return false;
+    };
+    if !e.is_credentials_refused(seen.credentials.session_token.is_some()) {
+        return false;
+    }
+    tracing::warn!(
+        "{what}: {e}; refreshing the credentials from {} and retrying once",
+        holder.source()
+    );
+    let refreshed = holder.refresh_now(seen).await;
+    if !refreshed {
+        tracing::error!(
+            "{what}: the credentials from {} were refused and no new ones could be had",
+            holder.source()
+        );
+    }
+    refreshed
 }
 
 async fn retry_loop<T, F, Fut>(cfg: &RetryConfig, what: &str, op: &mut F) -> Result<T, StoreError>
@@ -153,6 +203,9 @@ where
 /// State of one resumable body.
 struct Resume {
     inner: Arc<dyn ObjectStore>,
+    credentials: Option<Arc<CredentialHolder>>,
+    /// A refresh for refused credentials was already tried for this body.
+    refreshed: bool,
     cfg: RetryConfig,
     key: String,
     end: u64,
@@ -204,6 +257,7 @@ impl Resume {
             );
             tokio::time::sleep(delay).await;
             self.resumes += 1;
+            let seen = self.credentials.as_ref().map(|h| h.current());
             match self
                 .inner
                 .get_range(&self.key, self.next..self.end, Some(&etag))
@@ -216,6 +270,13 @@ impl Resume {
                 }
                 Err(e) if e.is_retryable() => {
                     self.failures += 1;
+                    last = e;
+                }
+                Err(e)
+                    if !self.refreshed
+                        && refresh_for(&self.credentials, &seen, &e, "resuming a body").await =>
+                {
+                    self.refreshed = true;
                     last = e;
                 }
                 Err(e) => return Err(e),
@@ -280,6 +341,8 @@ impl ObjectStore for RetryingStore {
             .await?;
         Ok(resuming(Resume {
             inner: self.inner.clone(),
+            credentials: self.credentials.clone(),
+            refreshed: false,
             cfg: self.cfg.clone(),
             key: key.to_string(),
             end: range.end,

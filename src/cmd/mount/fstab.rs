@@ -68,6 +68,14 @@ fn apply_one(args: &mut MountArgs, opt: &str) -> Result<(), String> {
         "region" => args.store.region = Some(need(&value)?),
         "no_sign_request" => args.store.no_sign_request = true,
         "path_style" => args.store.path_style = true,
+        "profile" => args.store.profile = Some(need(&value)?),
+        "ram_role" => args.store.ram_role = Some(need(&value)?),
+        "credential_process" => args.store.credential_process = Some(need(&value)?),
+        "credential_process_timeout" => {
+            args.store.credential_process_timeout = parse_duration(&need(&value)?)?
+        }
+        "metadata_endpoint" => args.store.metadata_endpoint = Some(need(&value)?),
+        "sts_endpoint" => args.store.sts_endpoint = Some(need(&value)?),
         "ca_bundle" => args.store.ca_bundle = Some(PathBuf::from(need(&value)?)),
         "cache_dir" => args.cache.cache_dir = Some(PathBuf::from(need(&value)?)),
         "cache_size" => args.cache.cache_size = parse_size(&need(&value)?)?,
@@ -117,6 +125,43 @@ mod tests {
         };
         apply(&mut m)?;
         Ok(m)
+    }
+
+    #[test]
+    fn credential_options() {
+        let m = parse(&[
+            "ossmount",
+            "mount",
+            "oss://bkt",
+            "/mnt",
+            "-o",
+            "ro,ram_role=reader,metadata_endpoint=http://127.0.0.1:9,sts_endpoint=sts.example.com,credential_process_timeout=5s",
+        ])
+        .unwrap();
+        assert_eq!(m.store.ram_role.as_deref(), Some("reader"));
+        assert_eq!(
+            m.store.metadata_endpoint.as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+        assert_eq!(m.store.sts_endpoint.as_deref(), Some("sts.example.com"));
+        assert_eq!(
+            m.store.credential_process_timeout,
+            std::time::Duration::from_secs(5)
+        );
+        let m = parse(&[
+            "ossmount",
+            "mount",
+            "oss://bkt",
+            "/mnt",
+            "-o",
+            "profile=work,credential_process=/usr/bin/helper --role r",
+        ])
+        .unwrap();
+        assert_eq!(m.store.profile.as_deref(), Some("work"));
+        assert_eq!(
+            m.store.credential_process.as_deref(),
+            Some("/usr/bin/helper --role r")
+        );
     }
 
     #[test]
