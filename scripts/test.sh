@@ -18,6 +18,7 @@ command -v rsync >/dev/null || need_apt+=(rsync)
 command -v cmp >/dev/null || need_apt+=(diffutils)
 command -v curl >/dev/null || need_apt+=(curl) # tests/link.rs, tests/tls.rs
 { command -v fincore && command -v findmnt; } >/dev/null || need_apt+=(util-linux)
+{ command -v getfattr && command -v setfattr; } >/dev/null || need_apt+=(attr)
 command -v man >/dev/null || need_apt+=(man-db)          # tests/generate.rs, package test
 command -v rpmbuild >/dev/null || need_apt+=(rpm)        # scripts/package.sh builds the .rpm
 if [ ${#need_apt[@]} -gt 0 ]; then

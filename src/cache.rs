@@ -61,6 +61,7 @@ pub mod checkpoint;
 pub mod entry;
 pub mod partbuf;
 pub mod private;
+pub mod state;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -379,8 +380,14 @@ impl PartCache {
                 idx.lru.promote(&name);
                 return Ok(e);
             }
-            // Another version: handles on it get ESTALE, its files make room for this one.
-            e.kill(Dead::Stale);
+            if e.grows_into(&identity) && e.dead().is_none() && !e.memory_only {
+                // An appendable object grew: handles on the old length keep reading it
+                // (its bytes never change); the new entry takes its files and parts over.
+                e.detach();
+            } else {
+                // Another version: handles on it get ESTALE, its files make room for this one.
+                e.kill(Dead::Stale);
+            }
             idx.open.remove(&name);
         }
         let opts = EntryOptions {

@@ -159,6 +159,10 @@ pub struct MountArgs {
     /// (diagnostics; no read-ahead, nothing kept across mounts).
     #[arg(long)]
     pub no_cache: bool,
+    /// Show symlink objects whose target exists as the files they point to, instead of as
+    /// symbolic links (links to targets outside the mounted prefix are always shown so).
+    #[arg(long)]
+    pub follow_symlinks: bool,
     /// Threads reading FUSE requests from the kernel (requests that need the network are
     /// handed to a runtime, so a few suffice).
     #[arg(long, default_value_t = 4)]
@@ -314,6 +318,13 @@ Output: the first line on stdout is `ossmount serve: listening on http://ADDR` (
 
 Addressing: path style (/bucket/key) or virtual-hosted (Host: bucket.anything). Keys are
 files below the bucket folders; symlinks out of DIR and `..` are refused.
+
+Object kinds (testing aids, docs/mount.md, Object kinds): a symlink that stays in its
+bucket is a symlink object (GetSymlink `?symlink`; GET/HEAD answer for the target);
+extended attributes of a file set user.oss.object-type=Appendable,
+user.oss.storage-class=Archive|ColdArchive|DeepColdArchive|IA,
+user.oss.restore=ongoing|restored|restored:<unix seconds>; any other user.NAME is user
+metadata x-oss-meta-NAME.
 
 Testing aids (only with --testing-aids; no signature needed; bind to loopback):
   GET  /_ossmount/stats         JSON counters: requests, get_requests, head_requests,

@@ -14,7 +14,9 @@
 //!   what is still ours, readahead); the `mount` command itself lives with the other
 //!   commands' front ends, above the layers;
 //! - `drop_behind` and `warm_ahead`: the kernel's page cache, dropped behind readers of
-//!   objects not yet cached, and filled ahead of readers of finalized ones.
+//!   objects not yet cached, and filled ahead of readers of finalized ones;
+//! - [`xattr`]: read-only extended attributes (ETag, CRC-64, storage class, object type,
+//!   restore state, user metadata, and how much of the file the cache holds).
 
 pub mod adapter;
 mod deadline;
@@ -24,3 +26,4 @@ pub mod mount;
 mod passthrough;
 pub mod tree;
 mod warm_ahead;
+pub mod xattr;

@@ -36,6 +36,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod identity;
+pub mod kinds;
 pub mod link;
 pub mod list;
 pub mod metadata;
@@ -463,11 +464,22 @@ async fn route(
                 .root
                 .bucket_dir(&bucket)
                 .ok_or_else(ApiError::no_such_bucket)?;
+            // A symlink object answers for its target (see `kinds`).
+            let get_symlink = query.iter().any(|(n, _)| n == "symlink");
             let server2 = server.clone();
-            let (path, file) =
-                tokio::task::spawn_blocking(move || server2.root.open_object(&dir, &key))
-                    .await
-                    .map_err(|e| ApiError::internal(e.to_string()))??;
+            let opened = tokio::task::spawn_blocking(move || {
+                kinds::open(&server2.root, &dir, &key, get_symlink)
+            })
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+            let (path, file, link) = match opened {
+                kinds::Opened::GetSymlink(resp) => return Ok(resp),
+                kinds::Opened::Object {
+                    path,
+                    file,
+                    symlink,
+                } => (path, file, symlink),
+            };
             let meta = file
                 .metadata()
                 .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -477,7 +489,14 @@ async fn route(
                 .get(&path, version, &file, &server.stats)
                 .await
                 .map_err(|e| ApiError::internal(format!("reading the object: {e}")))?;
-            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            let mut mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            let kind = match link {
+                None => kinds::Kind::of_file(&file),
+                Some(link_mtime) => {
+                    mtime = mtime.max(link_mtime);
+                    kinds::Kind::of_link(&file)
+                }
+            };
             object::respond(
                 server,
                 conn,
@@ -488,6 +507,7 @@ async fn route(
                 version,
                 mtime,
                 &id,
+                &kind,
             )
         }
     }
@@ -520,6 +540,18 @@ async fn list_objects(
     };
     let mut contents = Vec::with_capacity(page.objects.len());
     for f in &page.objects {
+        if let Some(target) = &f.symlink {
+            contents.push(Contents {
+                key: enc(&f.key),
+                last_modified: iso8601(f.meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)),
+                etag: kinds::symlink_etag(target),
+                object_type: Some("Symlink".into()),
+                size: 0,
+                storage_class: Some("Standard".into()),
+                restore_info: None,
+            });
+            continue;
+        }
         let file = match std::fs::File::open(&f.path) {
             Ok(file) => file,
             Err(_) => continue, // vanished since the walk
@@ -530,13 +562,15 @@ async fn list_objects(
             .get(&f.path, Version::of(&meta), &file, &server.stats)
             .await
             .map_err(|e| ApiError::internal(format!("reading {}: {e}", f.key)))?;
+        let kind = kinds::Kind::of_file(&file);
         contents.push(Contents {
             key: enc(&f.key),
             last_modified: iso8601(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)),
             etag: id.etag,
-            object_type: Some("Normal".into()),
+            object_type: Some(kind.object_type.into()),
             size: meta.len(),
-            storage_class: Some("Standard".into()),
+            storage_class: Some(kind.storage_class),
+            restore_info: kind.restore,
         });
     }
     let common_prefixes = page

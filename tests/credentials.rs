@@ -731,3 +731,122 @@ fn s3_profiles_from_the_aws_files() {
         stderr(&out)
     );
 }
+
+/// Read `file` (whose bytes are `expected`) through the mount for `secs`, dropping the page
+/// cache before each read; (reads, failures).
+fn read_for(file: &Path, expected: &[u8], secs: u64) -> (u64, u64) {
+    let f = std::fs::File::open(file).unwrap();
+    let size = expected.len() as u64;
+    let chunk = 256 * 1024u64;
+    let started = Instant::now();
+    let (mut reads, mut failures) = (0u64, 0u64);
+    let mut buf = vec![0u8; chunk as usize];
+    while started.elapsed() < Duration::from_secs(secs) {
+        let off = (reads * 7_919 * 4096) % (size - chunk);
+        // SAFETY: fadvise on an open descriptor.
+        unsafe {
+            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+        match f.read_exact_at(&mut buf, off) {
+            Ok(()) if buf[..] == expected[off as usize..(off + chunk) as usize] => {}
+            other => {
+                failures += 1;
+                eprintln!("read {reads} at {off}: {other:?}");
+            }
+        }
+        reads += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (reads, failures)
+}
+
+/// 20-second credentials from the other refreshable sources (RRSA, a ram_role_arn profile,
+/// a credential process) keep a mount reading for 50 s (several refreshes each).
+#[test]
+fn short_lived_credentials_from_every_refreshable_source_keep_reads_going() {
+    let size = 8 * MIB;
+    let aids = Aids::start("20s", |b| write_pattern_file(&b.join("o.bin"), size, 9));
+    let expected = std::fs::read(aids.object("o.bin")).unwrap();
+    let sts = format!("http://{}", aids.sts);
+    let md = format!("http://{}", aids.metadata);
+    let token = aids.path("token");
+    std::fs::write(&token, "rrsa-token").unwrap();
+    let ini = aids.path("credentials.ini");
+    std::fs::write(
+        &ini,
+        format!("[default]\ntype = ram_role_arn\naccess_key_id = {AK}\naccess_key_secret = {SK}\nrole_arn = acs:ram::1:role/r\n"),
+    )
+    .unwrap();
+    // The process fetches 20 s credentials from the metadata service with curl and prints
+    // the document as is (extra fields are ignored).
+    let process = format!(
+        "t=$(curl -sf -X PUT -H 'X-aliyun-ecs-metadata-token-ttl-seconds: 60' {md}/latest/api/token) && \
+         curl -sf -H \"X-aliyun-ecs-metadata-token: $t\" {md}/latest/meta-data/ram/security-credentials/ossmount-serve-role"
+    );
+    let token_s = token.to_str().unwrap().to_string();
+    let ini_s = ini.to_str().unwrap().to_string();
+    type Case<'a> = (&'a str, Vec<String>, Vec<(&'a str, String)>);
+    let cases: Vec<Case> = vec![
+        (
+            "rrsa",
+            vec!["--sts-endpoint".into(), sts.clone()],
+            vec![
+                ("ALIBABA_CLOUD_ROLE_ARN", "acs:ram::1:role/r".into()),
+                (
+                    "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
+                    "acs:ram::1:oidc-provider/p".into(),
+                ),
+                ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", token_s),
+            ],
+        ),
+        (
+            "arn",
+            vec!["--sts-endpoint".into(), sts.clone()],
+            vec![
+                ("ALIBABA_CLOUD_CREDENTIALS_FILE", ini_s),
+                ("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true".into()),
+            ],
+        ),
+        (
+            "process",
+            vec!["--credential-process".into(), process],
+            vec![],
+        ),
+    ];
+    let mounts: Vec<(String, Mount)> = cases
+        .iter()
+        .map(|(name, extra, envs)| {
+            let mut extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            extra.push("--no-cache");
+            let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            (name.to_string(), aids.mount_fg(name, &extra, &envs))
+        })
+        .collect();
+    let before = aids.aid_stats();
+    let results: Vec<(String, u64, u64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = mounts
+            .iter()
+            .map(|(name, m)| {
+                let file = m.dir.join("o.bin");
+                let expected = &expected;
+                s.spawn(move || {
+                    let (r, f) = read_for(&file, expected, 50);
+                    (name.clone(), r, f)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let after = aids.aid_stats();
+    println!("every-source test: {results:?}; before {before}; after {after}");
+    for (name, reads, failures) in &results {
+        assert_eq!(*failures, 0, "{name}: {}", aids.log(name));
+        assert!(*reads >= 100, "{name}: {reads} reads");
+    }
+    // 50 s of 20 s credentials, refreshed every ~10 s: about 5 refreshes per source.
+    let delta = |f: &str| n(&after, f) - n(&before, f);
+    assert!(delta("assume_role_oidc") >= 3, "{after}");
+    assert!(delta("assume_role") >= 3, "{after}");
+    assert!(delta("metadata_credentials") >= 3, "{after}");
+    assert_eq!(n(&after, "refused_expired"), 0, "{after}");
+}

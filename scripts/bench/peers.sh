@@ -166,16 +166,14 @@ pget() { # URL FILE
 }
 
 limit_seq() {
-  local s
+  local s p1 pn
   drop_caches
   rm -f "$OUT/copy"
   stats_reset
   local t0; t0=$(now)
   pget "$SERVE_URL/$BUCKET/$KEY" "$OUT/copy"
-  s=$(elapsed "$t0")
-  record seq_cold curl "$(mibps "$BIG_BYTES" "$s")"
-  # 8 readers of one object can get at most the link's rate for one copy of it.
-  record one8 curl "$(mibps "$BIG_BYTES" "$s")"
+  pn=$(mibps "$BIG_BYTES" "$(elapsed "$t0")")
+  record seq_pget curl "$pn"
   # aria2c asks for open-ended ranges and closes each connection at its piece's end, so
   # the server sends a little past it: its bytes fetched are not the limit's; one curl's are.
   record seq_amp aria2c "$(awk -v b="$(stats_field bytes_sent)" -v s="$BIG_BYTES" 'BEGIN { printf "%.3f\n", b / s }')"
@@ -185,8 +183,17 @@ limit_seq() {
   stats_reset
   t0=$(now)
   curl -sf -o "$OUT/copy" "$SERVE_URL/$BUCKET/$KEY"
-  record seq_1conn curl "$(mibps "$BIG_BYTES" "$(elapsed "$t0")")"
+  p1=$(mibps "$BIG_BYTES" "$(elapsed "$t0")")
+  record seq_1conn curl "$p1"
   record seq_amp curl "$(awk -v b="$(stats_field bytes_sent)" -v s="$BIG_BYTES" 'BEGIN { printf "%.3f\n", b / s }')"
+  # The limit is the better of the two (on loopback, or on a busy box, one stream can beat
+  # 16); 8 readers of one object can get at most that rate for one copy of it.
+  s=$(awk -v a="$pn" -v b="$p1" 'BEGIN { print (a > b) ? a : b }')
+  if awk -v a="$pn" -v b="$p1" 'BEGIN { exit !(b > a) }'; then
+    note "run $PEERS_RUN: one curl stream ($p1 MiB/s) beat the parallel GET ($pn MiB/s); the sequential limit is the curl figure"
+  fi
+  record seq_cold curl "$s"
+  record one8 curl "$s"
   drop_caches
   s=$(timed_cp "$OBJ")
   # The warm limit (the same cp) is measured beside ossmount's warm copies: see warm_pair.

@@ -36,6 +36,7 @@ use crate::store::ObjectMeta;
 pub const MAGIC: [u8; 8] = *b"OSSMCKPT";
 pub const VERSION: u32 = 1;
 const FLAG_FINALIZED: u32 = 1;
+const FLAG_APPENDABLE: u32 = 2;
 
 /// Bounds of the part size: 100 KiB to 5 GiB, the SDKs' limits.
 pub const MIN_PART_SIZE: u64 = 100 << 10;
@@ -52,6 +53,9 @@ pub struct Identity {
     pub last_modified: SystemTime,
     /// Whole-object CRC-64 from the store, when it sent one.
     pub crc64: Option<u64>,
+    /// The object is appendable (`x-oss-object-type: Appendable`): its bytes below
+    /// `size` never change while it stays so, whatever its ETag becomes (flag bit 2).
+    pub appendable: bool,
 }
 
 impl Identity {
@@ -64,6 +68,7 @@ impl Identity {
             size: meta.size,
             last_modified: meta.last_modified,
             crc64: meta.crc64,
+            appendable: meta.is_appendable(),
         }
     }
 }
@@ -115,7 +120,10 @@ impl Checkpoint {
         );
         b.extend_from_slice(&MAGIC);
         b.extend_from_slice(&VERSION.to_le_bytes());
-        let flags = if self.finalized { FLAG_FINALIZED } else { 0 };
+        let mut flags = if self.finalized { FLAG_FINALIZED } else { 0 };
+        if self.identity.appendable {
+            flags |= FLAG_APPENDABLE;
+        }
         b.extend_from_slice(&flags.to_le_bytes());
         for s in [&id.namespace, &id.key, &id.etag] {
             b.extend_from_slice(&(s.len() as u32).to_le_bytes());
@@ -172,7 +180,7 @@ impl Checkpoint {
         }
         let mut r = Cursor { buf: body, pos: 12 };
         let flags = r.u32()?;
-        if flags & !FLAG_FINALIZED != 0 {
+        if flags & !(FLAG_FINALIZED | FLAG_APPENDABLE) != 0 {
             return Err(DecodeError::Malformed("unknown flags"));
         }
         let namespace = r.string()?;
@@ -231,6 +239,7 @@ impl Checkpoint {
                 size,
                 last_modified,
                 crc64: object_crc,
+                appendable: flags & FLAG_APPENDABLE != 0,
             },
             part_size,
             finalized,
@@ -347,6 +356,7 @@ mod tests {
                 size: 300 << 10,
                 last_modified: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
                 crc64: Some(0x0123_4567_89ab_cdef),
+                appendable: false,
             },
             100 << 10,
         );
@@ -359,6 +369,12 @@ mod tests {
     fn round_trip() {
         let c = sample();
         assert_eq!(Checkpoint::decode(&c.encode()).unwrap(), c);
+        // The appendable flag survives, and leaves the golden bytes of others alone.
+        let mut a = sample();
+        a.identity.appendable = true;
+        let back = Checkpoint::decode(&a.encode()).unwrap();
+        assert!(back.identity.appendable);
+        assert_eq!(back, a);
         let mut f = c.clone();
         f.parts[1] = Some(7);
         f.finalized = true;

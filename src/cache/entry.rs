@@ -187,6 +187,34 @@ pub struct Entry {
     /// No file of its own (the disk refused to create one): every part is served from
     /// memory and nothing is cached.
     pub memory_only: bool,
+    /// An appendable object grew and a successor entry owns the files now: this one still
+    /// serves its open handles (the bytes it knows never change) but writes no checkpoint
+    /// and never finalizes.
+    detached: AtomicBool,
+}
+
+/// Whether checkpoint `c` is for an earlier length of the appendable object `identity`:
+/// same key, both appendable, the same part size, and no shorter now. Its parts that lie
+/// wholly below the old length are still the object's bytes (that is what append means);
+/// the old last part, if it was short, is not (it grows).
+fn grows(c: &Checkpoint, identity: &Identity, part_size: u64) -> bool {
+    c.identity.appendable
+        && identity.appendable
+        && c.identity.namespace == identity.namespace
+        && c.identity.key == identity.key
+        && c.identity.size <= identity.size
+        && c.part_size == part_size
+}
+
+/// The parts of `c` (an earlier length) that stay valid at `new_size`.
+fn grown_parts(c: &Checkpoint, new_size: u64) -> Vec<Option<u64>> {
+    let n = checkpoint::part_count(new_size, c.part_size) as usize;
+    (0..n)
+        .map(|i| {
+            let full_before = (i as u64 + 1) * c.part_size <= c.identity.size;
+            c.parts.get(i).copied().flatten().filter(|_| full_before)
+        })
+        .collect()
 }
 
 /// What [`Entry::open`] found on disk.
@@ -281,6 +309,19 @@ impl Entry {
         let verdict = match fs::read(meta) {
             Ok(b) => match Checkpoint::decode(&b) {
                 Ok(c) if !c.finalized => Err("sidecar not finalized".to_string()),
+                Ok(c) if grows(&c, identity, c.part_size) && c.identity.size < identity.size => {
+                    // Appended since it was finalized: it becomes a partial entry again,
+                    // keeping its full parts.
+                    let partial = Checkpoint {
+                        finalized: false,
+                        ..c
+                    };
+                    if fs::rename(&paths.done, &paths.data).is_ok() {
+                        let _ = fs::remove_file(meta);
+                        let _ = checkpoint::write_atomic(&paths.ckpt, &partial.encode());
+                    }
+                    return Ok(None);
+                }
                 Ok(c) => other_version(&c, identity).map_or(Ok(c), Err),
                 Err(e) => Err(e.to_string()),
             },
@@ -342,6 +383,9 @@ impl Entry {
         };
         let verdict = match Checkpoint::decode(&bytes) {
             Ok(c) if c.finalized => Err("checkpoint claims to be finalized".into()),
+            Ok(c) if other_version(&c, identity).is_some() && grows(&c, identity, c.part_size) => {
+                return Self::grow(paths, identity, c, opts, stats);
+            }
             Ok(c) => match (other_version(&c, identity), fs::metadata(&paths.data)) {
                 (Some(why), _) => Err(why),
                 (None, Ok(m)) if m.len() == identity.size => Ok(c),
@@ -389,6 +433,83 @@ impl Entry {
             st.suspects = present;
         }
         Ok(Some((entry, present)))
+    }
+
+    /// The partial entry of an appendable object at an earlier length, taken over for its
+    /// new length: the data file is extended, the parts wholly below the old length are
+    /// kept (as suspects, read back against their CRC-64 before first served), the rest
+    /// are fetched. None of the kept bytes goes over the network again.
+    fn grow(
+        paths: &EntryPaths,
+        identity: &Identity,
+        c: Checkpoint,
+        opts: &EntryOptions,
+        stats: &Arc<WriteStats>,
+    ) -> io::Result<Option<(Self, usize)>> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&paths.data)?;
+        if f.metadata()?.len() != c.identity.size {
+            tracing::warn!(
+                "discarding checkpoint of {}: its data file is not {} bytes",
+                identity.key,
+                c.identity.size
+            );
+            return Ok(None);
+        }
+        f.set_len(identity.size)?;
+        let parts = grown_parts(&c, identity.size);
+        let present = parts.iter().filter(|p| p.is_some()).count();
+        tracing::info!(
+            "{} was appended to ({} -> {} bytes): keeping {present} cached parts",
+            identity.key,
+            c.identity.size,
+            identity.size
+        );
+        let entry = Self::build(
+            paths.clone(),
+            identity.clone(),
+            c.part_size,
+            f,
+            parts,
+            opts,
+            stats.clone(),
+        )
+        .with_odirect();
+        {
+            let mut st = entry.state.lock();
+            st.suspect = st.parts.iter().map(Option::is_some).collect();
+            st.suspects = present;
+            // Not recorded under the new identity yet: the next flush writes them.
+            st.recorded = vec![None; st.parts.len()];
+            st.pending = present;
+        }
+        Ok(Some((entry, present)))
+    }
+
+    /// A successor entry takes the files over (an appendable object grew, see
+    /// [`PartCache::open_entry`](super::PartCache::open_entry)): record what is pending,
+    /// then write no more checkpoints and never finalize.
+    pub fn detach(&self) {
+        let _ = self.flush();
+        let _g = self.flush_lock.lock();
+        self.detached.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_detached(&self) -> bool {
+        self.detached.load(Ordering::Relaxed)
+    }
+
+    /// Whether this entry's object may grow into `identity` (see [`grows`]).
+    pub fn grows_into(&self, identity: &Identity) -> bool {
+        let c = Checkpoint {
+            identity: self.identity.clone(),
+            part_size: self.part_size,
+            finalized: false,
+            parts: Vec::new(),
+        };
+        grows(&c, identity, self.part_size) && self.identity.size <= identity.size
     }
 
     /// A fresh entry: whatever partial state is left is not vouched for and goes.
@@ -449,6 +570,7 @@ impl Entry {
             batch_interval: opts.batch_interval,
             stats,
             memory_only: false,
+            detached: AtomicBool::new(false),
         }
     }
 
@@ -690,6 +812,9 @@ impl Entry {
     /// write the checkpoint atomically. A no-op when nothing is pending.
     pub fn flush(&self) -> io::Result<()> {
         let _g = self.flush_lock.lock();
+        if self.is_detached() {
+            return Ok(());
+        }
         let (snapshot, pending) = {
             let st = self.state.lock();
             if st.pending == 0 || st.finalized || st.dead.is_some() {
@@ -754,6 +879,9 @@ impl Entry {
     /// removes the entry's files and marks it corrupt.
     pub fn finalize(&self, expected: Option<u64>) -> Result<u64, FinalizeError> {
         let _g = self.flush_lock.lock();
+        if self.is_detached() {
+            return Err(FinalizeError::Incomplete);
+        }
         // The recorded CRCs of parts from an earlier process say what the bytes were, not
         // what they are now: read those back first.
         if self.verify_suspects()? > 0 {

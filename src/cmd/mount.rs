@@ -476,6 +476,7 @@ fn fs_config(args: &MountArgs) -> FsConfig {
         file_mode: args.file_mode,
         dir_mode: args.dir_mode,
         metadata_ttl: args.metadata_ttl,
+        follow_symlinks: args.follow_symlinks,
         request_deadline: args.request_deadline,
         direct_io_above: args
             .direct_io

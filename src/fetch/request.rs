@@ -144,11 +144,19 @@ impl Engine {
     ) -> Result<(), PartFail> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let id = &entry.identity;
-        receive_range(&*self.store, &id.key, &id.etag, range, |chunk| {
-            self.bytes_fetched
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            sink(chunk)
-        })
+        let appendable_len = id.appendable.then_some(id.size);
+        receive_range(
+            &*self.store,
+            &id.key,
+            &id.etag,
+            appendable_len,
+            range,
+            |chunk| {
+                self.bytes_fetched
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                sink(chunk)
+            },
+        )
         .await
         .map_err(|e| self.store_failure(entry, e))
     }

@@ -118,7 +118,11 @@ async fn a_read_fetches_exactly_the_parts_it_touches() {
     let h = cache.object(&m).unwrap();
     h.read(0, PS as usize).await.unwrap();
     h.read(PS, PS as usize).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The read-ahead is a background request: wait for it (a loaded box may take seconds).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.counters().ranges_of("obj").len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut got: Vec<_> = s.counters().ranges_of("obj");
     got.sort_by_key(|r| r.start);
     assert_eq!(

@@ -12,14 +12,40 @@ use crate::store::{ObjectMeta, ObjectStore, StoreError};
 /// One ranged GET of `range` of `key` with `If-Match: etag`, its body handed to `sink` piece
 /// by piece: exactly the bytes of `range` (anything past its end is ignored), or an error. A
 /// body that ends early is a [`StoreError::Protocol`] error naming the byte it ended at.
+///
+/// `appendable_len`: the object was appendable with this many bytes when the reader
+/// learned of it. An append changes the ETag but no byte below that length, so a refused
+/// `If-Match` is not the end there: when a HEAD shows the object still appendable and at
+/// least that long, the range is asked again under the new ETag (one HEAD and one GET
+/// more per request after an append). An object that shrank or is no longer appendable
+/// was replaced: the 412 stands. (Deleting it and appending at least as many other bytes
+/// under the same key, between two requests of one reader, cannot be told from an
+/// append by any header; the whole-object CRC-64 at finalize still catches it.)
 pub(super) async fn receive_range(
     store: &dyn ObjectStore,
     key: &str,
     etag: &str,
+    appendable_len: Option<u64>,
     range: std::ops::Range<u64>,
     mut sink: impl FnMut(&[u8]),
 ) -> Result<(), StoreError> {
-    let mut stream = store.get_range(key, range.clone(), Some(etag)).await?;
+    let mut stream = match store.get_range(key, range.clone(), Some(etag)).await {
+        Err(StoreError::PreconditionFailed(e)) if appendable_len.is_some() => {
+            let known = appendable_len.unwrap_or_default();
+            let now = store.head(key).await?;
+            if !(now.is_appendable() && now.size >= known) {
+                return Err(StoreError::PreconditionFailed(e));
+            }
+            tracing::debug!(
+                key,
+                known,
+                now = now.size,
+                "appended since the reader's ETag; bytes below {known} are unchanged"
+            );
+            store.get_range(key, range.clone(), Some(&now.etag)).await?
+        }
+        other => other?,
+    };
     let mut pos = range.start;
     while pos < range.end {
         let chunk = match stream.next().await {
@@ -52,9 +78,15 @@ pub async fn read_uncached(
         return Ok(Bytes::new());
     }
     let mut buf = BytesMut::with_capacity((end - offset) as usize);
-    match receive_range(store, &meta.key, &meta.etag, offset..end, |b| {
-        buf.extend_from_slice(b)
-    })
+    let appendable_len = meta.is_appendable().then_some(meta.size);
+    match receive_range(
+        store,
+        &meta.key,
+        &meta.etag,
+        appendable_len,
+        offset..end,
+        |b| buf.extend_from_slice(b),
+    )
     .await
     {
         Ok(()) => Ok(buf.freeze()),

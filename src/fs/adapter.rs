@@ -36,6 +36,7 @@ use super::drop_behind::DropBehind;
 use super::error::FsError;
 use super::passthrough::{open_flags, IoModes, OpenAs};
 use super::tree::{Attr, Kind, ReadAnswer, Tree};
+use super::xattr;
 use crate::metrics::{FuseOp, METRICS};
 
 /// FUSE `max_background`: 64 outstanding async requests (reads, readahead) instead of the
@@ -55,6 +56,9 @@ pub fn to_errno(e: &FsError, op: &str) -> Errno {
         FsError::NameTooLong => Errno::ENAMETOOLONG,
         FsError::NotImplemented => Errno::ENOSYS,
         FsError::NoIoctl => Errno::ENOTTY,
+        FsError::NotSymlink => Errno::EINVAL,
+        FsError::NoXattr => Errno::ENODATA,
+        FsError::XattrRange => Errno::ERANGE,
         FsError::BadHandle(_) => {
             warn!(op, "{e}");
             Errno::EBADF
@@ -113,6 +117,14 @@ fn file_type(k: Kind) -> FileType {
     match k {
         Kind::Dir => FileType::Directory,
         Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+    }
+}
+
+fn xattr_reply(reply: ReplyXattr, a: xattr::Answer) {
+    match a {
+        xattr::Answer::Size(n) => reply.size(n),
+        xattr::Answer::Data(d) => reply.data(&d),
     }
 }
 
@@ -211,14 +223,44 @@ impl Filesystem for Adapter {
         });
     }
 
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.core.readlink(ino.0) {
+            Ok(text) => reply.data(text.as_bytes()),
+            Err(e) => reply.error(to_errno(&e, "readlink")),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            return reply.error(to_errno(&FsError::NoXattr, "getxattr"));
+        };
+        let core = self.core.clone();
+        self.rt.spawn(async move {
+            match xattr::get(&core, ino.0, &name, size).await {
+                Ok(a) => xattr_reply(reply, a),
+                Err(e) => reply.error(to_errno(&e, "getxattr")),
+            }
+        });
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let core = self.core.clone();
+        self.rt.spawn(async move {
+            match xattr::list(&core, ino.0, size).await {
+                Ok(a) => xattr_reply(reply, a),
+                Err(e) => reply.error(to_errno(&e, "listxattr")),
+            }
+        });
+    }
+
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let t = METRICS.fuse(FuseOp::Opendir);
         let core = self.core.clone();
-        let deadline = self.deadline();
         self.rt.spawn(async move {
             let _t = t;
-            let what = || format!("opendir of inode {}", ino.0);
-            match within(deadline, what, core.opendir(ino.0)).await {
+            // No overall deadline here: the listing behind it has one per page (a big
+            // directory takes many pages), and opendir waits on nothing else.
+            match core.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(to_errno(&e, "opendir")),
             }
@@ -427,8 +469,6 @@ impl Filesystem for Adapter {
     // Asked by ordinary programs (`cp -a`, `ls -l`, Python's `open`, `cp`'s SEEK_DATA,
     // select): answered without fuser's default "[Not Implemented]" warning per mount.
     refuse!(NotImplemented:
-        getxattr(INodeNo, &OsStr, u32) -> ReplyXattr;
-        listxattr(INodeNo, u32) -> ReplyXattr;
         lseek(INodeNo, FileHandle, i64, i32) -> ReplyLseek;
         poll(INodeNo, FileHandle, PollNotifier, PollEvents, PollFlags) -> ReplyPoll;
     );
@@ -491,6 +531,9 @@ mod tests {
             (FsError::BadHandle(7), libc::EBADF),
             (FsError::NotImplemented, libc::ENOSYS),
             (FsError::NoIoctl, libc::ENOTTY),
+            (FsError::NotSymlink, libc::EINVAL),
+            (FsError::NoXattr, libc::ENODATA),
+            (FsError::XattrRange, libc::ERANGE),
         ];
         for (e, want) in cases {
             assert_eq!(to_errno(&e, "test").code(), want, "{e}");

@@ -8,6 +8,10 @@
 //! attempts that each stall just under the read timeout are minutes. The deadline is the
 //! one bound a reader can count on, whatever the server does.
 //!
+//! A directory listing counts the deadline per page (src/fs/tree/listing.rs): a listing of
+//! 100,000 keys is 100 pages and may rightly outlast one deadline while each page shows
+//! progress.
+//!
 //! When the deadline fires, the future is dropped: a lookup's or open's HTTP request is
 //! cancelled; a read stops waiting, while the part fetch it joined keeps its own retry
 //! budget and still fills the cache for the next reader.

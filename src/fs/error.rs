@@ -24,23 +24,31 @@ pub enum FsError {
     ReadOnly,
     #[error("file name too long")]
     NameTooLong,
-    /// What objects do not have (extended attributes, holes to seek, polling). Answered
-    /// with ENOSYS, which the kernel remembers for the rest of the mount and then answers
-    /// itself: EOPNOTSUPP for xattrs, the whole file as data for SEEK_DATA/SEEK_HOLE,
-    /// "always ready" for poll.
+    /// What objects do not have (holes to seek, polling). Answered with ENOSYS, which the
+    /// kernel remembers for the rest of the mount and then answers itself: the whole file
+    /// as data for SEEK_DATA/SEEK_HOLE, "always ready" for poll.
     #[error("not implemented by an object store")]
     NotImplemented,
     /// An ioctl: a file of the mount is no terminal or device (ENOTTY, as for any regular
     /// file; `isatty` asks this of every file Python opens).
     #[error("no ioctls on objects")]
     NoIoctl,
+    /// An extended attribute the file does not have (ENODATA).
+    #[error("no such extended attribute")]
+    NoXattr,
+    /// The caller's buffer is too small for the extended attribute (ERANGE).
+    #[error("extended attribute buffer too small")]
+    XattrRange,
+    /// `readlink` of something that is not a symbolic link.
+    #[error("not a symbolic link")]
+    NotSymlink,
     #[error("unknown file handle {0}")]
     BadHandle(u64),
     /// Credentials refused or the object's ACL forbids reading it.
     #[error("access denied by the store: {0}")]
     AccessDenied(String),
     /// Archive / ColdArchive objects must be restored before they can be read.
-    #[error("object is archived and not restored: {0}")]
+    #[error("archived object not readable: {0}")]
     Archived(String),
     /// The object changed on the server under an open handle (ETag mismatch).
     #[error("object changed on the server")]

@@ -15,6 +15,7 @@
 //! - `tree/listing.rs`: directory listings and their TTL, the negative cache, `lookup` and
 //!   `readdir`;
 //! - `tree/handles.rs`: open files and their reads;
+//! - `tree/links.rs`: symlink objects, what each shows as, and `readlink`;
 //! - `tree/outage.rs`: stale-if-error, serving what is cached while the store is
 //!   unreachable.
 //!
@@ -35,6 +36,7 @@ use crate::store::ObjectStore;
 
 mod handles;
 mod inodes;
+mod links;
 mod listing;
 mod outage;
 
@@ -84,6 +86,10 @@ pub struct FsConfig {
     /// 4 KiB reads 4x slower, so it is for mounts that mostly copy single large objects
     /// out (`--direct-io`: above 16 MiB, the cache's small-object threshold).
     pub direct_io_above: Option<u64>,
+    /// Show every symlink object whose target exists as the file it points to, instead of
+    /// as a symbolic link (`--follow-symlinks`). Default off: a link is shown as a link
+    /// (ossfs's `enable_symlink`), so `find`, `rsync -l` and `cp -a` see what is stored.
+    pub follow_symlinks: bool,
     /// Longest a FUSE request waits on the network before it answers EIO (`fs::deadline`).
     /// 60 s: above what a request that recovers needs (the retry budget's worst-case
     /// backoff, 22.6 s, plus one attempt stalled for the 30 s read timeout), and half the
@@ -106,6 +112,7 @@ impl Default for FsConfig {
             negative_cache_entries: 100_000,
             block_size: 128 << 10,
             direct_io_above: None,
+            follow_symlinks: false,
             request_deadline: Duration::from_secs(60),
         }
     }
@@ -127,6 +134,8 @@ pub enum DataPath {
 pub enum Kind {
     Dir,
     File,
+    /// A symlink object shown as a symbolic link (`tree/links.rs`).
+    Symlink,
 }
 
 /// Attributes of one inode, in the terms the adapter needs to fill a `FileAttr`.

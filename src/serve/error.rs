@@ -52,6 +52,48 @@ impl ApiError {
         .ec("0026-00000001")
     }
 
+    /// GetObject of an Archive / ColdArchive / DeepColdArchive object that is not
+    /// restored (OSS EC 0016-00000404).
+    pub fn invalid_object_state(restoring: bool) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "InvalidObjectState",
+            if restoring {
+                "The operation is not valid for the object's state: the restore is in progress."
+            } else {
+                "The operation is not valid for the object's state: restore it first (RestoreObject)."
+            },
+        )
+        .ec("0016-00000404")
+    }
+
+    /// GetObject / HeadObject of a symlink whose target does not exist.
+    pub fn symlink_target_not_exist() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "SymlinkTargetNotExist",
+            "The object is a symbolic link, and the target object that the link points to does not exist.",
+        )
+    }
+
+    /// GetObject / HeadObject of a symlink whose target is a symlink too.
+    pub fn invalid_target_type() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidTargetType",
+            "The object is a symbolic link, and the target object is also a symbolic link.",
+        )
+    }
+
+    /// GetSymlink of an object that is not a symlink.
+    pub fn not_symlink() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "NotSymlink",
+            "The specified object is not a symlink.",
+        )
+    }
+
     pub fn no_such_bucket() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -21,8 +21,10 @@
 //! the directories, as before; what can change without the directory changing is read
 //! per page.
 //!
-//! Only regular files are objects; empty directories list as nothing. Symlinks to files
-//! inside DIR are objects; symlinked directories are not descended (no loops, no escape).
+//! Only regular files are objects; empty directories list as nothing. A symlink whose
+//! target stays in its bucket is a symlink object (see [`super::kinds`]), listed whether
+//! its target exists or not; other symlinks to files inside DIR are plain objects;
+//! symlinked directories are not descended (no loops, no escape).
 //!
 //! The continuation token is the last key or common prefix returned, base64url-encoded:
 //! the next page starts strictly after it, and a common prefix as marker skips everything
@@ -214,6 +216,9 @@ pub struct Found {
     pub key: String,
     pub path: PathBuf,
     pub meta: Metadata,
+    /// A symlink object ([`super::kinds`]): its target key; `path` and `meta` are the
+    /// link's own.
+    pub symlink: Option<String>,
 }
 
 /// One page, before identities are attached.
@@ -519,6 +524,16 @@ fn resolve(root: &Root, bucket_dir: &Path, e: &Entry) -> Option<Found> {
                 key: e.key.clone(),
                 path,
                 meta,
+                symlink: None,
+            })
+        }
+        Kind::Symlink if super::kinds::symlink_target(bucket_dir, &e.key).is_some() => {
+            let target = super::kinds::symlink_target(bucket_dir, &e.key)?;
+            Some(Found {
+                key: e.key.clone(),
+                meta: std::fs::symlink_metadata(&path).ok()?,
+                path,
+                symlink: Some(target),
             })
         }
         Kind::Symlink => match path.canonicalize() {
@@ -528,6 +543,7 @@ fn resolve(root: &Root, bucket_dir: &Path, e: &Entry) -> Option<Found> {
                     key: e.key.clone(),
                     path: c,
                     meta,
+                    symlink: None,
                 })
             }
             _ => {

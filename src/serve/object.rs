@@ -17,6 +17,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use super::body::{Body, ConnShared, ObjectBody};
 use super::error::ApiError;
 use super::identity::{Identity, Version};
+use super::kinds::Kind;
 use super::stats::{self, Stats};
 use super::Server;
 
@@ -117,8 +118,12 @@ pub fn respond(
     version: Version,
     mtime: SystemTime,
     id: &Identity,
+    kind: &Kind,
 ) -> Result<Response<Body>, ApiError> {
     let size = version.size;
+    if get && !kind.readable {
+        return Err(ApiError::invalid_object_state(kind.restore.is_some()));
+    }
     // Conditions, in RFC 9110 order.
     if let Some(im) = header(headers, "if-match") {
         if !etag_matches(im, &id.etag) {
@@ -150,9 +155,34 @@ pub fn respond(
         "last-modified",
         HeaderValue::from_str(&httpdate::fmt_http_date(mtime)).expect("date"),
     );
-    h.insert("x-oss-hash-crc64ecma", HeaderValue::from(id.crc64));
-    h.insert("x-oss-object-type", HeaderValue::from_static("Normal"));
-    h.insert("x-oss-storage-class", HeaderValue::from_static("Standard"));
+    // A symlink's own metadata has no CRC of the target's bytes (see `kinds`).
+    if kind.object_type != "Symlink" {
+        h.insert("x-oss-hash-crc64ecma", HeaderValue::from(id.crc64));
+    }
+    h.insert(
+        "x-oss-object-type",
+        HeaderValue::from_static(kind.object_type),
+    );
+    if kind.object_type == "Appendable" {
+        h.insert("x-oss-next-append-position", HeaderValue::from(size));
+    }
+    if let Ok(v) = HeaderValue::from_str(&kind.storage_class) {
+        h.insert("x-oss-storage-class", v);
+    }
+    if let Some(v) = kind
+        .restore
+        .as_deref()
+        .and_then(|r| HeaderValue::from_str(r).ok())
+    {
+        h.insert("x-oss-restore", v);
+    }
+    let meta_prefix = if s3 { "x-amz-meta-" } else { "x-oss-meta-" };
+    for (name, value) in &kind.user_meta {
+        let name = http::HeaderName::from_bytes(format!("{meta_prefix}{name}").as_bytes());
+        if let (Ok(n), Ok(v)) = (name, HeaderValue::from_bytes(value.as_bytes())) {
+            h.append(n, v);
+        }
+    }
     h.insert("accept-ranges", HeaderValue::from_static("bytes"));
     if not_modified {
         return Ok(resp

@@ -237,7 +237,11 @@ impl HttpStore {
         };
         let raw_query = query
             .iter()
-            .map(|(k, v)| format!("{}={}", encode_query(k), encode_query(v)))
+            // A valueless sub-resource (`?symlink`) is sent bare, as the SDKs send it.
+            .map(|(k, v)| match v.is_empty() {
+                true => encode_query(k),
+                false => format!("{}={}", encode_query(k), encode_query(v)),
+            })
             .collect::<Vec<_>>()
             .join("&");
         let mut text = format!("{}://{}{}", self.scheme, origin_host, encoded_path);
@@ -616,8 +620,33 @@ fn meta_from_headers(key: &str, headers: &HeaderMap) -> Result<ObjectMeta, Store
         last_modified,
         crc64,
         object_type: header_str(headers, "x-oss-object-type").map(str::to_string),
-        storage_class: header_str(headers, "x-oss-storage-class").map(str::to_string),
+        storage_class: header_str(headers, "x-oss-storage-class")
+            .or_else(|| header_str(headers, "x-amz-storage-class"))
+            .map(str::to_string),
+        restore: header_str(headers, "x-oss-restore")
+            .or_else(|| header_str(headers, "x-amz-restore"))
+            .map(str::to_string),
+        user_meta: user_meta(headers),
     })
+}
+
+/// `x-oss-meta-*` and `x-amz-meta-*` headers: (name without the prefix, value). Values
+/// that are not visible ASCII are taken as UTF-8 where they are (OSS passes the bytes it
+/// was given), lossily otherwise.
+fn user_meta(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let n = name.as_str();
+            let short = n
+                .strip_prefix("x-oss-meta-")
+                .or_else(|| n.strip_prefix("x-amz-meta-"))?;
+            Some((
+                short.to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            ))
+        })
+        .collect()
 }
 
 /// `bytes FIRST-LAST/TOTAL` (TOTAL may be `*`) as (first, last).
@@ -834,6 +863,19 @@ impl ObjectStore for HttpStore {
         Ok(counted_body(resp, expected, what, &self.http))
     }
 
+    async fn get_symlink(&self, key: &str) -> Result<String, StoreError> {
+        let query = [("symlink".to_string(), String::new())];
+        let resp = self
+            .request(Method::GET, Some(key), &query, Vec::new())
+            .await?;
+        let target = header_str(resp.headers(), "x-oss-symlink-target").ok_or_else(|| {
+            StoreError::Protocol(format!("GetSymlink {key:?}: no x-oss-symlink-target"))
+        })?;
+        // The SDKs URL-encode the target when they create a link (it is a header value),
+        // and OSS gives it back as stored; decoding a plain key is the identity.
+        decode_listing_field(target)
+    }
+
     async fn list(&self, req: &ListRequest) -> Result<ListPage, StoreError> {
         let mut query: Vec<(String, String)> = vec![("list-type".into(), "2".into())];
         if !req.prefix.is_empty() {
@@ -889,6 +931,8 @@ impl ObjectStore for HttpStore {
                 crc64: None,
                 object_type: c.object_type.clone(),
                 storage_class: c.storage_class.clone(),
+                restore: c.restore_info.clone(),
+                user_meta: Vec::new(),
             });
         }
         let common_prefixes = parsed

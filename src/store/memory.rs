@@ -158,6 +158,8 @@ impl MemoryStore {
             crc64: Some(crate::crc64::checksum(&data)),
             object_type: Some("Normal".to_string()),
             storage_class: Some("Standard".to_string()),
+            restore: None,
+            user_meta: Vec::new(),
         };
         inner.objects.insert(
             key.to_string(),

@@ -356,6 +356,13 @@ impl ObjectStore for RetryingStore {
         }))
     }
 
+    async fn get_symlink(&self, key: &str) -> Result<String, StoreError> {
+        self.retry(&format!("GetSymlink {key:?}"), || {
+            self.inner.get_symlink(key)
+        })
+        .await
+    }
+
     async fn list(&self, req: &ListRequest) -> Result<ListPage, StoreError> {
         self.retry(&format!("list {:?}", req.prefix), || self.inner.list(req))
             .await
@@ -386,6 +393,8 @@ mod tests {
         Fail412,
         /// Fail with 404.
         Fail404,
+        /// Fail with 403 SecurityTokenExpired.
+        FailExpired,
         /// Start the body, then break it after this many bytes.
         CutAfter(usize),
     }
@@ -427,6 +436,7 @@ mod tests {
                 Act::Fail503 => Some(StoreError::from_service(se(503, "SlowDown"))),
                 Act::Fail412 => Some(StoreError::from_service(se(412, "PreconditionFailed"))),
                 Act::Fail404 => Some(StoreError::from_service(se(404, "NoSuchKey"))),
+                Act::FailExpired => Some(StoreError::from_service(se(403, "SecurityTokenExpired"))),
                 _ => None,
             }
         }
@@ -451,6 +461,8 @@ mod tests {
                 crc64: None,
                 object_type: None,
                 storage_class: None,
+                restore: None,
+                user_meta: Vec::new(),
             })
         }
 
@@ -628,6 +640,68 @@ mod tests {
         let (got, err) = collect(s.get_range("k", 0..100, None).await.unwrap()).await;
         assert_eq!(got.len(), 10);
         assert!(matches!(err, Some(StoreError::Network(_))));
+        assert_eq!(fake.calls().len(), 1);
+    }
+
+    /// Hands out numbered temporary credentials; fails when `fail` is set.
+    struct Numbered(Mutex<u32>, std::sync::atomic::AtomicBool);
+
+    #[async_trait::async_trait]
+    impl crate::store::credentials::Provider for Numbered {
+        async fn fetch(
+            &self,
+        ) -> Result<crate::store::credentials::Issued, crate::store::credentials::CredentialsError>
+        {
+            if self.1.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(crate::store::credentials::CredentialsError::Failed(
+                    "down".into(),
+                ));
+            }
+            let mut n = self.0.lock();
+            *n += 1;
+            Ok(crate::store::credentials::Issued {
+                credentials: crate::store::Credentials {
+                    access_key_id: format!("STS.{n}"),
+                    access_key_secret: "s".into(),
+                    session_token: Some("t".into()),
+                },
+                expires: Some(SystemTime::now() + Duration::from_secs(3600)),
+            })
+        }
+        fn describe(&self) -> String {
+            "numbered".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_refreshes_and_retries_once() {
+        use crate::store::credentials::{system::FakeSystem, CredentialHolder, RefreshPolicy};
+        let provider = Arc::new(Numbered(Mutex::new(0), Default::default()));
+        let policy = RefreshPolicy {
+            min_forced_interval: Duration::ZERO,
+            ..Default::default()
+        };
+        let holder = tokio::task::spawn_blocking({
+            let p = provider.clone();
+            move || CredentialHolder::start(p, policy, Arc::new(FakeSystem::default())).unwrap()
+        })
+        .await
+        .unwrap();
+        let fake = Fake::new(10, &[Act::FailExpired]);
+        let s = wrap(&fake).with_credentials(Some(holder.clone()));
+        assert_eq!(s.head("k").await.unwrap().size, 10);
+        assert_eq!(fake.calls().len(), 2, "one refused call, one retry");
+        assert_eq!(holder.current().credentials.access_key_id, "STS.2");
+        // When no new credentials can be had, the refusal is returned after one call.
+        provider.1.store(true, std::sync::atomic::Ordering::Relaxed);
+        let fake = Fake::new(10, &[Act::FailExpired, Act::FailExpired]);
+        let s = wrap(&fake).with_credentials(Some(holder.clone()));
+        let e = s.head("k").await.unwrap_err();
+        assert!(e.is_credentials_refused(true), "{e}");
+        assert_eq!(fake.calls().len(), 1);
+        // Without a holder (long-lived keys) nothing is retried either.
+        let fake = Fake::new(10, &[Act::FailExpired]);
+        assert!(wrap(&fake).head("k").await.is_err());
         assert_eq!(fake.calls().len(), 1);
     }
 }

@@ -67,6 +67,13 @@ pub struct Contents {
         skip_serializing_if = "Option::is_none"
     )]
     pub storage_class: Option<String>,
+    /// Archive objects: `ongoing-request="false", expiry-date="..."` (OSS ListObjectsV2).
+    #[serde(
+        rename = "RestoreInfo",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub restore_info: Option<String>,
 }
 
 /// One `<CommonPrefixes>` element.

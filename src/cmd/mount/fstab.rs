@@ -95,6 +95,7 @@ fn apply_one(args: &mut MountArgs, opt: &str) -> Result<(), String> {
         "log_file" => args.log_file = Some(PathBuf::from(need(&value)?)),
         "no_passthrough" => args.no_passthrough = true,
         "direct_io" => args.direct_io = true,
+        "follow_symlinks" => args.follow_symlinks = true,
         "no_cache" => args.no_cache = true,
         "fuse_threads" => args.fuse_threads = num(&value)? as usize,
         "metrics_addr" => args.metrics_addr = Some(crate::cli::parse_metrics_addr(&need(&value)?)?),

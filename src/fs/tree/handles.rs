@@ -19,7 +19,7 @@ use super::{DataPath, Kind, Tree};
 use crate::fetch::{read_uncached, ObjectHandle, ReadNow};
 use crate::fs::error::FsError;
 use crate::metrics::{ReadSource, METRICS};
-use crate::store::ObjectMeta;
+use crate::store::{ObjectMeta, RestoreState};
 
 /// The result of `open`.
 pub struct Opened {
@@ -60,6 +60,29 @@ pub(super) struct OpenFile {
     source: Source,
 }
 
+/// An Archive, ColdArchive or DeepColdArchive object must be restored before it can be
+/// read: refuse the open (EACCES, one log line at the FUSE boundary) with what to do,
+/// instead of letting every read fail with 403 InvalidObjectState. A restored object
+/// opens until its restore's expiry date; the metadata TTL bounds how late an expiry or
+/// a finished restore is noticed, and a read refused by the server after all gives the
+/// same error.
+fn refuse_unrestored(key: &str, meta: &ObjectMeta) -> Result<(), FsError> {
+    let state = meta.restore_state(std::time::SystemTime::now());
+    let class = meta.storage_class.as_deref().unwrap_or("Archive");
+    match state {
+        RestoreState::Archived => Err(FsError::Archived(format!(
+            "{key:?} is in storage class {class} and not restored: restore it first with \
+             RestoreObject (e.g. `ossutil restore oss://BUCKET/{key}`), then read it while \
+             the restore lasts"
+        ))),
+        RestoreState::Restoring => Err(FsError::Archived(format!(
+            "{key:?} is in storage class {class} and its restore is in progress (x-oss-restore: \
+             ongoing-request=\"true\"); it can be read once the restore completes"
+        ))),
+        RestoreState::NotArchived | RestoreState::Restored { .. } => Ok(()),
+    }
+}
+
 impl Tree {
     /// Open a file for reading. `write` (any of O_WRONLY, O_RDWR, O_TRUNC, O_APPEND) is
     /// refused: the mount is read-only.
@@ -79,6 +102,7 @@ impl Tree {
             Some(m) if self.fresh(validated) => m,
             _ => self.revalidate(&inode).await?,
         };
+        refuse_unrestored(&inode.key, &meta)?;
         let keep_cache = {
             let mut st = inode.state.lock();
             let same = st.opened_etag.as_deref() == Some(meta.etag.as_str());

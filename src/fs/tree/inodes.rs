@@ -56,6 +56,10 @@ pub(super) struct InodeState {
     pub(super) opened_etag: Option<String>,
     /// Directories: the cached listing.
     pub(super) listing: Option<Arc<Listing>>,
+    /// Symbolic links: the `readlink` text (`tree/links.rs`).
+    pub(super) link: Option<String>,
+    /// When `meta` came from a HEAD (listings carry no user metadata and no CRC-64).
+    pub(super) headed: Option<Instant>,
 }
 
 type NameKey = (u64, String, Kind);
@@ -107,7 +111,7 @@ impl Tree {
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
         let key = match kind {
             Kind::Dir => format!("{}{}/", parent.key, name),
-            Kind::File => format!("{}{}", parent.key, name),
+            Kind::File | Kind::Symlink => format!("{}{}", parent.key, name),
         };
         let state = InodeState {
             meta: meta.map(|(m, _)| m.clone()),
@@ -215,13 +219,65 @@ impl Tree {
                     blksize: self.config.block_size,
                 }
             }
+            Kind::Symlink => Attr {
+                ino: inode.ino,
+                kind: Kind::Symlink,
+                // st_size of a symbolic link is the length of its target text.
+                size: inode
+                    .state
+                    .lock()
+                    .link
+                    .as_ref()
+                    .map_or(0, |l| l.len() as u64),
+                mtime: self.mounted_at,
+                perm: 0o777,
+                nlink: 1,
+                uid: self.config.uid,
+                gid: self.config.gid,
+                blksize: 4096,
+            },
         }
+    }
+
+    /// Record the `readlink` text of a symbolic link.
+    pub(super) fn set_link(&self, inode: &Inode, text: &str) {
+        let mut st = inode.state.lock();
+        if st.link.as_deref() != Some(text) {
+            st.link = Some(text.to_string());
+        }
+        st.validated = Some(Instant::now());
     }
 
     pub(super) fn set_meta(&self, inode: &Inode, meta: ObjectMeta) {
         let mut st = inode.state.lock();
         st.meta = Some(meta);
         st.validated = Some(Instant::now());
+        st.headed = None;
+    }
+
+    /// A file's metadata as a HEAD within the TTL gave it (with user metadata and
+    /// CRC-64), for its extended attributes; `None` for directories and links.
+    pub async fn headed_meta(&self, ino: u64) -> Result<Option<ObjectMeta>, FsError> {
+        let inode = self.inode(ino)?;
+        if inode.kind != Kind::File {
+            return Ok(None);
+        }
+        let (meta, headed) = {
+            let st = inode.state.lock();
+            (st.meta.clone(), st.headed)
+        };
+        match meta {
+            Some(m) if self.fresh(headed) => Ok(Some(m)),
+            _ => Ok(Some(self.revalidate(&inode).await?)),
+        }
+    }
+
+    /// What the part cache holds of this version of the object (`None` without a cache).
+    pub fn held(&self, meta: &ObjectMeta) -> Option<crate::cache::state::Held> {
+        match &self.data {
+            super::DataPath::Cache(f) => Some(f.cache().held(meta)),
+            super::DataPath::Uncached => None,
+        }
     }
 
     /// Attributes of `ino`; a file whose metadata is older than the TTL is re-HEADed.
@@ -243,10 +299,14 @@ impl Tree {
         }
         self.counters.heads.fetch_add(1, Ordering::Relaxed);
         let head = async { self.store.head(&inode.key).await.map_err(FsError::from) };
-        let meta = match self.ask(stale.is_some(), head).await {
+        let mut meta = match self.ask(stale.is_some(), head).await {
             Revalidated::Answer(r) => r?,
             Revalidated::Unreachable => return Ok(stale.expect("asked with a stale copy")),
         };
+        if meta.is_symlink() {
+            // A link shown as its target: the CRC-64 would be the link's (links.rs).
+            meta.crc64 = None;
+        }
         let old = inode.state.lock().meta.clone();
         if let Some(old) = old.filter(|o| o.etag != meta.etag) {
             info!(
@@ -257,6 +317,7 @@ impl Tree {
             );
         }
         self.set_meta(inode, meta.clone());
+        inode.state.lock().headed = Some(Instant::now());
         Ok(meta)
     }
 }

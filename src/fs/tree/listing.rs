@@ -23,8 +23,10 @@ use parking_lot::Mutex;
 use tracing::{debug, warn};
 
 use super::inodes::Inode;
+use super::links::Shown;
 use super::outage::Revalidated;
 use super::{Attr, Kind, Tree, NAME_MAX};
+use crate::fs::deadline::within;
 use crate::fs::error::FsError;
 use crate::store::limits::ListGuard;
 use crate::store::{ListRequest, ObjectMeta, StoreError};
@@ -57,6 +59,8 @@ struct ListEntry {
     kind: Kind,
     /// Files: what the listing said about the object.
     meta: Option<ObjectMeta>,
+    /// Symbolic links: the `readlink` text.
+    link: Option<String>,
 }
 
 /// An open directory: a snapshot of its listing.
@@ -148,7 +152,15 @@ impl Tree {
                 max_keys: self.config.list_page_size,
             };
             self.counters.lists.fetch_add(1, Ordering::Relaxed);
-            let page = self.store.list(&req).await?;
+            // The deadline counts per page, not for the whole listing: a directory of
+            // 100,000 keys is 100 pages and may rightly take longer than one deadline, while
+            // a page that never comes is cut like any other request.
+            let page = within(
+                self.config.request_deadline,
+                || format!("page {} of the listing of {prefix:?}", pages + 1),
+                async { Ok(self.store.list(&req).await?) },
+            )
+            .await?;
             pages += 1;
             let next = guard.next(&page)?;
             for obj in page.objects {
@@ -189,7 +201,32 @@ impl Tree {
                 );
             }
         }
-        debug!(prefix, pages, entries = files.len() + dirs.len(), elapsed = ?started.elapsed(), "listed");
+        // Symlink objects: each shows as a link, as its target file, or not at all.
+        let link_keys: Vec<String> = files
+            .values()
+            .filter(|m| m.is_symlink())
+            .map(|m| m.key.clone())
+            .collect();
+        let mut links: BTreeMap<String, String> = BTreeMap::new();
+        if !link_keys.is_empty() {
+            for (key, shown) in self.show_links(link_keys).await {
+                let name = key[prefix.len()..].to_string();
+                match shown {
+                    Shown::Link(text) => {
+                        files.remove(&name);
+                        links.insert(name, text);
+                    }
+                    Shown::File(meta) => {
+                        files.insert(name, meta);
+                    }
+                    Shown::Hidden(why) => {
+                        files.remove(&name);
+                        self.report(&key, why);
+                    }
+                }
+            }
+        }
+        debug!(prefix, pages, entries = files.len() + dirs.len() + links.len(), elapsed = ?started.elapsed(), "listed");
         // Inodes the kernel holds for these files learn what the listing says.
         let known: Vec<(Arc<Inode>, ObjectMeta)> = {
             let table = self.table.read();
@@ -204,13 +241,27 @@ impl Tree {
         for (inode, meta) in known {
             self.set_meta(&inode, meta);
         }
+        let known_links: Vec<(Arc<Inode>, &String)> = {
+            let table = self.table.read();
+            links
+                .iter()
+                .filter_map(|(name, text)| {
+                    let ino = table.by_name.get(&(dir.ino, name.clone(), Kind::Symlink))?;
+                    Some((table.by_ino.get(ino)?.clone(), text))
+                })
+                .collect()
+        };
+        for (inode, text) in known_links {
+            self.set_link(&inode, text);
+        }
         let bytes = files.values().map(|m| m.size).sum();
-        let mut entries = Vec::with_capacity(files.len() + dirs.len());
+        let mut entries = Vec::with_capacity(files.len() + dirs.len() + links.len());
         for name in dirs {
             entries.push(ListEntry {
                 name,
                 kind: Kind::Dir,
                 meta: None,
+                link: None,
             });
         }
         for (name, meta) in files {
@@ -218,6 +269,15 @@ impl Tree {
                 name,
                 kind: Kind::File,
                 meta: Some(meta),
+                link: None,
+            });
+        }
+        for (name, text) in links {
+            entries.push(ListEntry {
+                name,
+                kind: Kind::Symlink,
+                meta: None,
+                link: Some(text),
             });
         }
         entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
@@ -237,7 +297,11 @@ impl Tree {
     /// The inode of listing entry `e` of `dir`, with `refs` references added.
     fn entry_inode(&self, dir: &Inode, l: &Listing, e: &ListEntry, refs: u64) -> Arc<Inode> {
         let meta = e.meta.as_ref().map(|m| (m, l.fetched));
-        self.intern(dir, &e.name, e.kind, meta, refs)
+        let inode = self.intern(dir, &e.name, e.kind, meta, refs);
+        if let Some(text) = &e.link {
+            self.set_link(&inode, text);
+        }
+        inode
     }
 
     /// Look `name` up in directory `parent`. A success is one kernel reference to the
@@ -355,6 +419,30 @@ impl Tree {
             }
             let inode = self.intern(dir, name, Kind::Dir, None, 1);
             return Ok(self.attr_of(&inode));
+        }
+        // A link whose target is missing or is a link itself answers HEAD with an error
+        // that says so (OSS: SymlinkTargetNotExist, InvalidTargetType).
+        let link_error = matches!(&head,
+            Err(StoreError::NoSuchKey(e) | StoreError::Other(e))
+                if e.code == "SymlinkTargetNotExist" || e.code == "InvalidTargetType");
+        if link_error || head.as_ref().is_ok_and(|m| m.is_symlink()) {
+            return match self.show_link(&key).await {
+                Shown::Link(text) => {
+                    let inode = self.intern(dir, name, Kind::Symlink, None, 1);
+                    self.set_link(&inode, &text);
+                    Ok(self.attr_of(&inode))
+                }
+                Shown::File(meta) => {
+                    let inode =
+                        self.intern(dir, name, Kind::File, Some((&meta, Instant::now())), 1);
+                    self.set_meta(&inode, meta);
+                    Ok(self.attr_of(&inode))
+                }
+                Shown::Hidden(why) => {
+                    self.report(&key, why);
+                    Err(FsError::NotFound)
+                }
+            };
         }
         match head {
             Ok(meta) => {
