@@ -253,7 +253,9 @@ impl Job {
         let defaults = CacheConfig::default();
         let opts = EntryOptions {
             part_size: self.part_size,
-            batch_bytes: defaults.batch_bytes,
+            // 16 parts, as when batches were counted in parts (128 MiB at the default
+            // 8 MiB, the mount's batch): with `--part-size 4MiB` a batch stays 64 MiB.
+            batch_bytes: 16 * self.part_size,
             batch_interval: defaults.batch_interval,
         };
         let identity = Identity::of(&self.namespace, meta);
