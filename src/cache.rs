@@ -34,8 +34,11 @@
 //! LRU order starts from file modification times (finalized entries get their mtime touched
 //! on open, so the order survives restarts).
 //!
-//! Defaults (see [`CacheConfig::default`]): 8 MiB parts, chosen by measurement on the dev
-//! box (2 shared cores, load 5-11, so +-30 % noise; release build):
+//! Defaults (see [`CacheConfig::default`]): 256 KiB parts, the cache's unit, sized for
+//! random readers (issue 14); requests are sized apart by the fetcher (`fetch`'s module
+//! comment: 1 MiB windows growing to 48 MiB, requests up to 2 MiB). Before, parts were
+//! 8 MiB and each was one request, chosen by measurement on the dev box (2 shared cores,
+//! load 5-11, so +-30 % noise; release build):
 //!
 //! - through the cache from MemoryStore (`cargo test --release --lib part_size_sweep --
 //!   --ignored --nocapture`, 256 MiB sequential, jobs 8): 1 MiB 837, 4 MiB 867, 8 MiB 672,
@@ -43,12 +46,15 @@
 //! - `ossmount download` of 1 GiB from `ossmount serve`, jobs 8, seconds at 0 / 30 ms
 //!   first-byte latency (`Faults { latency_ms }`, OSS's typical first byte): 1 MiB 4.4 / 5.8,
 //!   4 MiB 3.8 / 4.5, 8 MiB 3.8 / 4.3, 16 MiB 4.2 / 2.7, 64 MiB 6.6 / 2.8. Small parts pay
-//!   a round trip each; 64 MiB parts leave jobs idle at the tail without latency.
-//! - cost of a random 4 KiB read is one part (8 MiB at the default), and memory in flight is
-//!   jobs x part size (64 MiB at the default, 512 MiB at 64 MiB parts).
-//!
-//! 8 MiB is in the flat middle of both curves, keeps random reads and memory modest, and
-//! sits among the SDKs' 6 MiB (Go/Python v2), 8 MiB (C++) and 10 MiB (oss2).
+//!   a round trip each *when each part is a request*; 64 MiB parts leave jobs idle at the
+//!   tail without latency.
+//! - but the cost of a random 4 KiB read was one part: 8 MiB, 1,405 bytes fetched per byte
+//!   read over 100 reads of a 1 GiB object. With parts and requests apart, the round trips
+//!   are the request's business and the part only sets what a random read moves: 256 KiB
+//!   is at most 64x a 4 KiB read, and a request of 256 KiB costs one first byte plus 2.9 ms
+//!   at 90 MB/s. Smaller would make the checkpoint bigger (8 bytes per present part: ~33 KB
+//!   for a complete 1 GiB object at 256 KiB) and costs a channel, a buffer and a write per
+//!   part. Downloads keep 8 MiB parts (`download.rs`): they have no random reader.
 
 pub mod admin;
 pub mod checkpoint;
@@ -76,6 +82,15 @@ use crate::store::ObjectMeta;
 use checkpoint::{Identity, MAX_PART_SIZE, MIN_PART_SIZE};
 use entry::{Dead, Entry, EntryOptions, EntryOwner, EntryPaths, Found, WriteStats};
 
+/// `ossmount download`'s part (and request) size: 8 MiB, the flat middle of the part-size
+/// sweep in this module's comment, among the SDKs' 6-10 MiB. A download reads every byte
+/// in order, so it has no random reader to size parts for, unlike a mount.
+pub const DOWNLOAD_PART_SIZE: u64 = 8 << 20;
+
+/// `ossmount download`'s parallel requests: 8 x 8 MiB in flight; OSS serves ~100-200 MB/s
+/// per connection on an internal endpoint, so 8 fill a 10 Gbit/s link.
+pub const DOWNLOAD_JOBS: usize = 8;
+
 /// Settings of one cache directory.
 #[derive(Clone, Debug)]
 pub struct CacheConfig {
@@ -84,8 +99,8 @@ pub struct CacheConfig {
     pub min_free_bytes: u64,
     pub part_size: u64,
     pub jobs: usize,
-    /// Record present parts in the checkpoint after this many new parts...
-    pub batch_parts: usize,
+    /// Record present parts in the checkpoint after this many new bytes of parts...
+    pub batch_bytes: u64,
     /// ...or after this long, whichever comes first.
     pub batch_interval: Duration,
     /// Objects up to this size are fetched whole, with one GET, on their first read.
@@ -107,21 +122,32 @@ impl Default for CacheConfig {
             max_bytes: 10 << 30,
             // 1 GiB floor: the cache never takes the last GiB of a disk from everyone else.
             min_free_bytes: 1 << 30,
-            // 8 MiB: see the module comment (measured; between the SDKs' 6 and 10 MiB).
-            part_size: 8 << 20,
-            // 8 parallel requests: OSS serves ~100-200 MB/s per connection on an internal
-            // endpoint, so 8 fill a 10 Gbit/s link; the SDKs' 3-4 leave it half idle.
-            jobs: 8,
-            // 16 parts (128 MiB at 8 MiB) or 1 s: one fdatasync + ~1 KB checkpoint per
-            // batch; a crash re-fetches at most one batch.
-            batch_parts: 16,
+            // 256 KiB: the cache unit, sized for random readers (see the module comment):
+            // a random 4 KiB read fetches at most 64x its size. Requests are sized apart
+            // (`min_request_bytes`, and a sequential reader's growing window in `fetch`).
+            part_size: 256 << 10,
+            // 64 requests in flight at most, for the whole mount: the readers decide how
+            // many they need (64 threads each reading a small object wait on 64 GETs at
+            // once; with 8, 2,000 x 128 KiB objects read by 16 threads over 20 ms of
+            // latency got 0.33x of 16 plain HTTP clients). Read-ahead's share is bounded
+            // by bytes (`max_readahead` / the request size: 24 requests of 2 MiB).
+            jobs: 64,
+            // 128 MiB or 1 s: one fdatasync + one checkpoint per batch (at 256 KiB parts,
+            // up to ~33 KB for a complete 1 GiB object, 2.5e-4 of the data it vouches
+            // for); a crash re-fetches at most one batch.
+            batch_bytes: 128 << 20,
             batch_interval: Duration::from_secs(1),
             // 16 MiB: below it a second request costs more (round trip, TLS, scheduling)
             // than the bytes it would save; the SDKs use 100 MiB for a whole-file download,
             // but a mount's random reader should not pay for 100 MiB to read 4 KiB.
             small_object_threshold: 16 << 20,
-            // 8 MiB: one default part; small part sizes coalesce up to this.
-            min_request_bytes: 8 << 20,
+            // 2 MiB: the largest request of a sequential reader (its first ones are
+            // smaller, see `fetch`). On an object-store link (first byte after ~20 ms,
+            // ~90 MB/s per connection) a request of R bytes runs R / 90 MB/s + 20 ms, so
+            // a window of W bytes in flight yields W / (R / 90 MB/s + 20 ms): with 2 MiB
+            // requests the 48 MiB window gives 1.16 GB/s, more than OSS's 1 GB/s total,
+            // where 8 MiB requests (6 in flight) gave 0.44 GB/s.
+            min_request_bytes: 2 << 20,
             // 48 MiB (6 parts of 8 MiB): a sequential reader keeps 6 requests running,
             // 0.6-1.2 GB/s at OSS's 100-200 MB/s per connection (on loopback: the same
             // cold `cp` speed as 64 MiB). With `resident_bytes` it bounds the mount's
@@ -368,7 +394,7 @@ impl PartCache {
         }
         let opts = EntryOptions {
             part_size: self.config.part_size,
-            batch_parts: self.config.batch_parts,
+            batch_bytes: self.config.batch_bytes,
             batch_interval: self.config.batch_interval,
         };
         let paths = paths_for(&self.config.dir, &name);
@@ -551,7 +577,9 @@ impl EntryOwner for PartCache {
 
     /// Verify and finalize a complete entry; a CRC mismatch drops it.
     fn finalize_entry(&self, entry: &Arc<Entry>) {
-        let _ = entry.flush();
+        // No checkpoint first: finalize records every part in the sidecar. If it fails, the
+        // parts stay pending and the next flush records them; a crash meanwhile loses at
+        // most the batch, as anywhere else (this flush cost a small object 3 more syncs).
         match entry.finalize(entry.identity.crc64) {
             Ok(_) => {
                 crate::metrics::METRICS.finalizations.inc();

@@ -199,11 +199,16 @@ pub struct CacheOptions {
     pub cache_min_free: Option<u64>,
     #[arg(long, value_parser = parse_size,
           default_value = format_size(CacheConfig::default().part_size),
-          help = part_size_help("Size of one part: the unit of fetching, caching and verifying"))]
+          help = part_size_help("Size of one part: the unit of caching and verifying (requests are sized apart)"))]
     pub part_size: u64,
-    /// Parts fetched in parallel.
+    /// Most requests in flight for the whole mount (read-ahead takes a share bounded by bytes).
     #[arg(long, short = 'j', default_value_t = CacheConfig::default().jobs)]
     pub jobs: usize,
+    /// Record fetched parts in the checkpoint after this many new bytes (or 1 s): at most
+    /// this much is fetched again after a crash; smaller costs more checkpoint writes.
+    #[arg(long, value_parser = parse_size,
+          default_value = format_size(CacheConfig::default().batch_bytes))]
+    pub checkpoint_batch: u64,
 }
 
 #[derive(Debug, Args)]
@@ -216,11 +221,11 @@ pub struct DownloadArgs {
     #[command(flatten)]
     pub store: StoreArgs,
     #[arg(long, value_parser = parse_size,
-          default_value = format_size(CacheConfig::default().part_size),
+          default_value = format_size(crate::cache::DOWNLOAD_PART_SIZE),
           help = part_size_help("Size of one part"))]
     pub part_size: u64,
     /// Parts fetched in parallel.
-    #[arg(long, short = 'j', default_value_t = CacheConfig::default().jobs)]
+    #[arg(long, short = 'j', default_value_t = crate::cache::DOWNLOAD_JOBS)]
     pub jobs: usize,
     /// Where checkpoints live (default: beside LOCAL).
     #[arg(long)]
@@ -501,6 +506,7 @@ mod tests {
         assert_eq!(m.cache.cache_size, cache.max_bytes);
         assert_eq!(m.cache.part_size, cache.part_size);
         assert_eq!(m.cache.jobs, cache.jobs);
+        assert_eq!(m.cache.checkpoint_batch, cache.batch_bytes);
         assert_eq!(m.cache.cache_min_free, None, "computed from the filesystem");
         assert_eq!(m.metadata_ttl, fs.metadata_ttl);
         assert_eq!(m.request_deadline, fs.request_deadline);
@@ -509,7 +515,13 @@ mod tests {
         let Command::Download(d) = cli.command else {
             panic!("not download")
         };
-        assert_eq!((d.part_size, d.jobs), (cache.part_size, cache.jobs));
+        assert_eq!(
+            (d.part_size, d.jobs),
+            (
+                crate::cache::DOWNLOAD_PART_SIZE,
+                crate::cache::DOWNLOAD_JOBS
+            )
+        );
     }
 
     #[test]

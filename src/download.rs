@@ -13,7 +13,9 @@
 //! again. Ctrl-C records the batch first, so it loses only the parts in flight. If the object
 //! changed in between (another ETag or size), the download starts over and says why.
 //!
-//! Defaults: 8 MiB parts and 8 parallel requests (see `CacheConfig::default`); objects up
+//! Defaults: 8 MiB parts and 8 parallel requests ([`DEFAULT_PART_SIZE`], [`DEFAULT_JOBS`]:
+//! a download reads every byte in order, so it has no random reader to size parts for,
+//! unlike the mount's 256 KiB cache unit); objects up
 //! to its `small_object_threshold`, 16 MiB, take one GET (the SDKs' multiget threshold
 //! idea, lowered because a resumable download of a small object saves nothing).
 //!
@@ -44,6 +46,8 @@ use crate::cache::entry::{Entry, EntryOptions, EntryPaths, FinalizeError, Found,
 use crate::cache::CacheConfig;
 use crate::fetch::{Engine, EngineOptions, ObjectHandle, ReadError};
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
+
+pub use crate::cache::{DOWNLOAD_JOBS as DEFAULT_JOBS, DOWNLOAD_PART_SIZE as DEFAULT_PART_SIZE};
 
 /// One download, independent of the command line (tests drive it directly).
 pub struct Job {
@@ -249,7 +253,9 @@ impl Job {
         let defaults = CacheConfig::default();
         let opts = EntryOptions {
             part_size: self.part_size,
-            batch_parts: defaults.batch_parts,
+            // 16 parts, as when batches were counted in parts (128 MiB at the default
+            // 8 MiB, the mount's batch): with `--part-size 4MiB` a batch stays 64 MiB.
+            batch_bytes: 16 * self.part_size,
             batch_interval: defaults.batch_interval,
         };
         let identity = Identity::of(&self.namespace, meta);

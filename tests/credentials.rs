@@ -328,12 +328,13 @@ fn revoked_token_mid_cp_refreshes_retries_and_copies_identical_bytes() {
         ],
         &[],
     );
-    // Slow the server so the copy is still running when the token goes.
+    // Slow the server so the copy is still running when the token goes: 4 MB/s in all
+    // makes the copy take 16 s, so a loaded box has seconds between a quarter and a half.
     aids.control(
         &aids.endpoint,
         "PUT",
         "/_ossmount/faults",
-        "{\"latency_ms\": 40}",
+        "{\"latency_ms\": 40, \"total_bytes_per_s\": 4000000}",
     );
     let dst = aids.path("copy.bin");
     let mut cp = Command::new("cp")

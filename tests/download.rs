@@ -14,8 +14,8 @@ use common::{bin, write_pattern_file, Serve, Tmpfs, AK, SK};
 
 const PART: u64 = 4 << 20;
 const JOBS: u64 = 4;
-/// `CacheConfig::default().batch_parts`.
-const BATCH_PARTS: u64 = 16;
+/// `CacheConfig::default().batch_bytes`: the most bytes of parts recorded per batch.
+const BATCH_BYTES: u64 = 128 << 20;
 
 /// A temp dir whose `srv/bkt/KEY` holds `size` pattern bytes (`seed`), served by a fresh
 /// `ossmount serve`: (the dir, the served file, the server).
@@ -153,7 +153,7 @@ fn kill_and_resume(size_mib: u64) {
     // Lost per kill: the parts in flight (jobs x part) and the parts completed but not yet
     // recorded (at most one batch: parts are written with O_DIRECT, so the batch's
     // fdatasync has no dirty pages to wait for and few parts complete while it runs).
-    let per_kill = JOBS * PART + BATCH_PARTS * PART;
+    let per_kill = JOBS * PART + BATCH_BYTES;
     eprintln!(
         "{size} byte object, {} kills: server sent {sent} bytes, {} more than the object \
          (bound {} per kill)",

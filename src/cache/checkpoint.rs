@@ -309,6 +309,13 @@ impl<'a> Cursor<'a> {
 
 /// Replace `path` with `bytes` atomically and durably: temp file, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_in_dir(path, bytes)?;
+    sync_dir(path)
+}
+
+/// [`write_atomic`] without the fsync of the directory, for a caller that renames more in
+/// the same directory and then syncs it once (finalize: the sidecar, then the data file).
+pub fn write_atomic_in_dir(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
@@ -322,8 +329,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_data()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(path)
+        fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -451,6 +451,7 @@ fn open_cache(
         max_bytes: args.cache.cache_size,
         part_size: args.cache.part_size,
         jobs: args.cache.jobs,
+        batch_bytes: args.cache.checkpoint_batch,
         ..CacheConfig::default()
     };
     let cache_dir = cache_cfg.dir.clone();

@@ -146,14 +146,15 @@ impl Engine {
     }
 
     /// Make sure every part in `parts` is present, in memory or being fetched; returns the
-    /// channels of those being fetched. Missing parts are grouped into requests of adjacent
-    /// parts. `tail_first`: a random reader's offset; a missing part it falls in the middle
-    /// of, alone in its request, is fetched from there on first (see [`super::SPLIT_MIN`]).
+    /// channels of those being fetched. Missing parts are grouped into requests of up to
+    /// `per_request` adjacent parts. `tail_first`: a random reader's offset; a missing part
+    /// it falls in the middle of, alone in its request, is fetched from there on first (see
+    /// [`super::SPLIT_MIN`]).
     pub(super) fn ensure(
         self: &Arc<Self>,
         entry: &Arc<Entry>,
         parts: std::ops::Range<usize>,
-        whole_request: bool,
+        per_request: usize,
         tail_first: Option<u64>,
     ) -> Vec<(usize, PartWatch)> {
         let mut waits = Vec::new();
@@ -194,11 +195,7 @@ impl Engine {
                 prev = Some(i);
             }
         }
-        let per_request = if whole_request {
-            usize::MAX
-        } else {
-            self.min_request_bytes.div_ceil(entry.part_size).max(1) as usize
-        };
+        let per_request = per_request.max(1);
         for run in runs {
             // Room in the cache is asked for now, part by part, and each part given room
             // gets its blocks at once: back to back, in file order, before any fetch
@@ -223,7 +220,10 @@ impl Engine {
                 };
                 let engine = self.clone();
                 let entry = entry.clone();
-                tokio::spawn(async move { engine.fetch_run(entry, group, split).await });
+                // A random reader's parts are not kept in memory for it (see
+                // `part_received`).
+                let keep = tail_first.is_none();
+                tokio::spawn(async move { engine.fetch_run(entry, group, split, keep).await });
             }
         }
         waits
@@ -275,19 +275,29 @@ impl Engine {
         parts.end
     }
 
-    /// Largest read-ahead window, in parts of `entry`. While the cache has no room for
-    /// the entry, read-ahead parts live only in the resident set, so the window is what
-    /// that set holds beside the part being read: more would be dropped unread and fetched
-    /// again (5-6x the object with a full cache, as the fault suite measured).
-    pub(super) fn readahead_parts(&self, entry: &Entry) -> usize {
+    /// Largest read-ahead window of `entry`, in bytes (whole parts of it, at least one).
+    /// While the cache has no room for the entry, read-ahead parts live only in the
+    /// resident set, so the window is what that set holds beside the part being read:
+    /// more would be dropped unread and fetched again (5-6x the object with a full cache,
+    /// as the fault suite measured).
+    pub(super) fn readahead_bytes(&self, entry: &Entry) -> u64 {
         let ps = entry.part_size.max(1);
-        let max = (self.max_readahead / ps).max(1) as usize;
-        if self.no_room.lock().contains_key(&entry.uid) {
-            let cap = (self.resident.lock().cap() / ps) as usize;
+        let max = (self.max_readahead / ps).max(1);
+        let parts = if self.no_room.lock().contains_key(&entry.uid) {
+            let cap = self.resident.lock().cap() / ps;
             max.min(cap.saturating_sub(1)).max(1)
         } else {
             max
-        }
+        };
+        parts * ps
+    }
+
+    /// Parts of `entry` per request of a sequential reader or a download: up to
+    /// `min_request_bytes`, at least one part.
+    pub(super) fn request_parts(&self, entry: &Entry) -> usize {
+        self.min_request_bytes
+            .div_ceil(entry.part_size.max(1))
+            .max(1) as usize
     }
 
     /// Wait (up to `timeout`) until no part write is running, so that a flush after it
@@ -312,6 +322,11 @@ impl Engine {
     /// Count bytes of part `i` served from memory (the resident set, see `resident.rs`).
     pub(super) fn served(&self, entry: &Entry, i: usize, n: u64) {
         self.resident.lock().served((entry.uid, i), n);
+    }
+
+    /// Count bytes of part `i` served from the data file, if the resident set holds it.
+    pub(super) fn served_from_file(&self, entry: &Entry, i: usize, n: u64) {
+        self.resident.lock().served_if_held((entry.uid, i), n);
     }
 
     /// After part writes: finalize a complete entry, or record a due batch. Runs on the

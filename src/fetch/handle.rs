@@ -42,11 +42,30 @@ enum Step {
     Wait(Pending),
 }
 
+/// The first read-ahead window of a sequential reader: 1 MiB (Mountpoint's first request
+/// is 1 MiB + 128 KiB; the kernel's read-ahead on this mount is 1 MiB). The window then
+/// grows to twice what the reader has read in a row, up to `max_readahead`, so a reader
+/// that stops early leaves at most about twice what it read (plus 1 MiB) fetched unread.
+pub const FIRST_WINDOW: u64 = 1 << 20;
+
+/// How far from where the last read ended a read still counts as sequential: the kernel
+/// sends its read-ahead of a sequential reader as several FUSE reads at once, which
+/// arrive slightly out of order (1 MiB each here, see `fs/mount.rs`). At least one part.
+const SEQ_SLACK: u64 = 2 << 20;
+
+/// Read-ahead requests are a quarter of the window (at least one part, at most
+/// `min_request_bytes`), so the window is several requests in flight at once: an object
+/// store's per-connection rate, not one request, is what the window multiplies.
+const REQUESTS_PER_WINDOW: u64 = 4;
+
 /// Sequential-read detection of one handle.
 #[derive(Debug, Default)]
 struct Sequential {
     next_offset: u64,
-    window_parts: usize,
+    /// Bytes read in a row, this run of sequential reads.
+    run: u64,
+    /// How far this handle's read-ahead has been started.
+    ahead: u64,
 }
 
 /// One open handle on one object version: its own sequential-read detection and read-ahead
@@ -175,7 +194,21 @@ impl ObjectHandle {
         let p1 = ((end - 1) / ps) as usize;
         // Parts in memory are held (cloned) from here on, whatever is evicted meanwhile.
         let mut memory = self.engine.resident_parts(&self.entry, p0..=p1);
-        if memory.len() == p1 - p0 + 1 || self.entry.is_finalized() {
+        if self.entry.is_finalized() {
+            return self
+                .assemble(offset, end, &memory, ReadSource::Memory)
+                .map(Step::Done);
+        }
+        let small = size <= self.engine.small_object_threshold;
+        if memory.len() == p1 - p0 + 1 {
+            // A read answered from memory is a read too: it moves the sequential reader's
+            // window (skipping it made the next read look like a jump, which reset the
+            // window: 7-16 requests in flight instead of 24).
+            if !small {
+                if let Some((parts, per_request)) = self.advance(offset, end) {
+                    drop(self.engine.ensure(&self.entry, parts, per_request, None));
+                }
+            }
             return self
                 .assemble(offset, end, &memory, ReadSource::Memory)
                 .map(Step::Done);
@@ -189,35 +222,18 @@ impl ObjectHandle {
                 }
             }
         }
-        let small = size <= self.engine.small_object_threshold;
         let waits = if small {
-            self.engine.ensure(&self.entry, 0..n, true, None)
+            self.engine.ensure(&self.entry, 0..n, usize::MAX, None)
         } else {
-            // Read-ahead window, in parts.
-            let ra = {
-                let mut seq = self.seq.lock();
-                // Within a part of where the last read ended counts as sequential: the
-                // kernel's parallel read-ahead requests arrive slightly out of order.
-                if offset == seq.next_offset
-                    || (seq.next_offset > 0 && offset.abs_diff(seq.next_offset) <= ps)
-                {
-                    let max = self.engine.readahead_parts(&self.entry);
-                    seq.window_parts = (seq.window_parts * 2).clamp(1, max);
-                } else {
-                    seq.window_parts = 0;
-                }
-                seq.next_offset = end;
-                seq.window_parts
-            };
+            let ahead = self.advance(offset, end);
             // A random reader is served first from where it reads.
-            let tail_first = (ra == 0).then_some(offset);
+            let tail_first = ahead.is_none().then_some(offset);
+            let per_request = self.engine.request_parts(&self.entry);
             let waits = self
                 .engine
-                .ensure(&self.entry, p0..p1 + 1, false, tail_first);
-            if ra > 0 && p1 + 1 < n {
-                let ra_end = (p1 + 1 + ra).min(n);
-                let ra_end = self.engine.ahead_end(&self.entry, p1 + 1..ra_end);
-                drop(self.engine.ensure(&self.entry, p1 + 1..ra_end, false, None));
+                .ensure(&self.entry, p0..p1 + 1, per_request, tail_first);
+            if let Some((parts, per_request)) = ahead {
+                drop(self.engine.ensure(&self.entry, parts, per_request, None));
             }
             waits
         };
@@ -248,6 +264,58 @@ impl ObjectHandle {
             memory,
             waits: later,
         }))
+    }
+
+    /// Note a read of `offset..end` in the handle's sequential detection, and say which
+    /// parts to read ahead (in requests of how many parts), if any: `None` for a random
+    /// reader (a read not near where the last one ended), which then fetches only the
+    /// parts it reads (one 256 KiB cache unit for a 4 KiB read, not a window).
+    ///
+    /// A sequential reader's window is twice what it read in a row (at least
+    /// [`FIRST_WINDOW`], at most the engine's read-ahead), its requests a quarter of that
+    /// (at most `min_request_bytes`), and read-ahead is started a whole request at a time:
+    /// the window's end moves by one read (128 KiB-1 MiB), and a request per part would
+    /// pay the store's first-byte latency for every 256 KiB.
+    fn advance(&self, offset: u64, end: u64) -> Option<(std::ops::Range<usize>, usize)> {
+        let ps = self.entry.part_size.max(1);
+        let size = self.entry.identity.size;
+        let mut seq = self.seq.lock();
+        let sequential = offset == seq.next_offset
+            || (seq.next_offset > 0 && offset.abs_diff(seq.next_offset) <= SEQ_SLACK.max(ps));
+        seq.next_offset = end;
+        if !sequential {
+            seq.run = 0;
+            seq.ahead = 0;
+            return None;
+        }
+        seq.run += end - offset;
+        let max = self.engine.readahead_bytes(&self.entry);
+        let window = (2 * seq.run).max(FIRST_WINDOW).min(max);
+        let request = (window / REQUESTS_PER_WINDOW)
+            .min(self.engine.min_request_bytes)
+            .max(ps);
+        let target = (end + window).min(size);
+        let from = seq.ahead.max(end);
+        if target <= from || (target - from < request && target < size) {
+            return None;
+        }
+        let parts = (from / ps) as usize..target.div_ceil(ps) as usize;
+        // Within what the engine lets all readers have ahead; and never a short request
+        // where the budget, not the object, ends: it waits for room for a whole one.
+        let per_request = request.div_ceil(ps) as usize;
+        let ra_end = self.engine.ahead_end(&self.entry, parts.clone());
+        // Whole requests only, but at the object's end: a chunk of 2 MiB + one read was
+        // one request of 2 MiB and one of a part (924 GETs for a 1 GiB cp, not ~520).
+        let ra_end = if ra_end == parts.end && target == size {
+            ra_end
+        } else {
+            parts.start + (ra_end - parts.start) / per_request * per_request
+        };
+        if ra_end <= parts.start {
+            return None;
+        }
+        seq.ahead = (ra_end as u64 * ps).min(size);
+        Some((parts.start..ra_end, per_request))
     }
 
     /// Wait for the parts a [`Pending`] read still needs, then answer it.
@@ -303,8 +371,19 @@ impl ObjectHandle {
             }
             Ok(Bytes::from(buf))
         };
+        // Bytes read from the file count as served too: a part whose every byte its readers
+        // had leaves the resident set (and the read-ahead budget) at once, however they
+        // got them (a part written before its reader asked is read from the file).
         if memory.is_empty() {
-            return from_file(offset, end).map(Some);
+            let bytes = from_file(offset, end)?;
+            if !self.entry.is_finalized() {
+                for p in p0..=p1 {
+                    let r = self.entry.part_range(p);
+                    let n = end.min(r.end) - offset.max(r.start);
+                    self.engine.served_from_file(&self.entry, p, n);
+                }
+            }
+            return Ok(Some(bytes));
         }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for p in p0..=p1 {
@@ -317,7 +396,10 @@ impl ObjectHandle {
                     let at = (a - r.start) as usize - h.base;
                     h.bytes.slice(at..at + (b - a) as usize)
                 }
-                None => from_file(a, b)?,
+                None => {
+                    self.engine.served_from_file(&self.entry, p, b - a);
+                    from_file(a, b)?
+                }
             };
             if p0 == p1 {
                 return Ok(Some(slice));
@@ -343,10 +425,7 @@ impl ObjectHandle {
         let per_request = if one_request {
             n.max(1)
         } else {
-            self.engine
-                .min_request_bytes
-                .div_ceil(self.entry.part_size)
-                .max(1) as usize
+            self.engine.request_parts(&self.entry)
         };
         let window = 4 * self.engine.jobs * per_request;
         let mut next = 0;
@@ -357,7 +436,7 @@ impl ObjectHandle {
                 let end = (next + per_request).min(n);
                 pending.extend(
                     self.engine
-                        .ensure(&self.entry, next..end, one_request, None),
+                        .ensure(&self.entry, next..end, per_request, None),
                 );
                 next = end;
             }

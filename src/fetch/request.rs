@@ -27,6 +27,7 @@ impl Engine {
         entry: Arc<Entry>,
         group: Vec<Fetch>,
         split: Option<u64>,
+        keep: bool,
     ) {
         let mut senders = VecDeque::from(group);
         let _permit = self.sem.clone().acquire_owned().await;
@@ -37,10 +38,11 @@ impl Engine {
         let result = if entry.dead().is_some() {
             Err(PartFail::Stale)
         } else if let Some(at) = split {
-            self.fetch_split(&entry, &mut senders, at, &mut writes)
+            self.fetch_split(&entry, &mut senders, at, keep, &mut writes)
                 .await
         } else {
-            self.fetch_in_order(&entry, &mut senders, &mut writes).await
+            self.fetch_in_order(&entry, &mut senders, keep, &mut writes)
+                .await
         };
         if let Err(f) = result {
             for (i, tx, room) in senders.drain(..) {
@@ -63,6 +65,7 @@ impl Engine {
         self: &Arc<Self>,
         entry: &Arc<Entry>,
         senders: &mut VecDeque<Fetch>,
+        keep: bool,
         writes: &mut Vec<tokio::task::JoinHandle<()>>,
     ) -> Result<(), PartFail> {
         let first = senders.front().unwrap().0;
@@ -89,7 +92,7 @@ impl Engine {
                 let crc = std::mem::take(&mut hasher).finish();
                 let next = senders.front().map_or(0, |f| part_len(entry, f.0));
                 let bytes = std::mem::replace(&mut buf, self.pool.get(next)).freeze();
-                writes.extend(self.part_received(entry, i, tx, crc, bytes, to_disk));
+                writes.extend(self.part_received(entry, i, tx, crc, bytes, to_disk, keep));
                 if let Some((_, tx, _)) = senders.front() {
                     receiving(tx, &buf);
                 }
@@ -105,6 +108,7 @@ impl Engine {
         entry: &Arc<Entry>,
         senders: &mut VecDeque<Fetch>,
         at: u64,
+        keep: bool,
         writes: &mut Vec<tokio::task::JoinHandle<()>>,
     ) -> Result<(), PartFail> {
         let i = senders.front().unwrap().0;
@@ -126,7 +130,7 @@ impl Engine {
         .await?;
         let crc = crc64::combine(head.finish(), tail.finish(), r.end - at);
         let (i, tx, to_disk) = senders.pop_front().unwrap();
-        writes.extend(self.part_received(entry, i, tx, crc, buf.freeze(), to_disk));
+        writes.extend(self.part_received(entry, i, tx, crc, buf.freeze(), to_disk, keep));
         Ok(())
     }
 
@@ -160,7 +164,11 @@ impl Engine {
     /// A part is complete in memory: its readers get the bytes now, and it is written to
     /// the data file on a blocking thread (returned) when `to_disk` (the cache had room).
     /// Its channel stays in `inflight` until the write is done, so nobody fetches it again
-    /// meanwhile.
+    /// meanwhile. Kept in the resident set when `keep` (a sequential reader will ask for
+    /// it; a random reader's part is read once, and kept it would only push out parts a
+    /// sequential reader is about to read, and count against the read-ahead budget) or
+    /// when it cannot go to disk.
+    #[allow(clippy::too_many_arguments)]
     fn part_received(
         self: &Arc<Self>,
         entry: &Arc<Entry>,
@@ -169,10 +177,13 @@ impl Engine {
         crc: u64,
         bytes: Bytes,
         to_disk: bool,
+        keep: bool,
     ) -> Option<tokio::task::JoinHandle<()>> {
         self.fetching
             .fetch_sub(bytes.len() as u64, Ordering::Relaxed);
-        self.resident.lock().insert((entry.uid, i), bytes.clone());
+        if keep || !to_disk {
+            self.resident.lock().insert((entry.uid, i), bytes.clone());
+        }
         if !to_disk || self.closed.load(Ordering::Relaxed) {
             entry.release(i);
             self.inflight.lock().remove(&(entry.uid, i));

@@ -83,6 +83,15 @@ impl Resident {
         }
     }
 
+    /// Count `n` bytes of part `key` as served if it is held (read from the data file,
+    /// not from here: a part never held is not one still arriving); drops it once all of
+    /// it was.
+    pub fn served_if_held(&mut self, key: PartKey, n: u64) {
+        if self.parts.contains_key(&key) {
+            self.served(key, n);
+        }
+    }
+
     /// Count `n` bytes of part `key` as served; drops the part once all of it was.
     pub fn served(&mut self, key: PartKey, n: u64) {
         match self.parts.get_mut(&key) {

@@ -55,6 +55,10 @@ pub struct Counters {
     pub injected_breaks: u64,
     /// Requests refused with 412.
     pub precondition_failed: u64,
+    /// GET bodies being served now (opened and not yet finished or dropped)...
+    pub open_bodies: u64,
+    /// ...and the most at once: the requests the caller had in flight.
+    pub max_open_bodies: u64,
 }
 
 impl Counters {
@@ -224,7 +228,14 @@ impl MemoryStore {
     }
 
     pub fn reset_counters(&self) {
-        self.inner.lock().counters = Counters::default();
+        let mut inner = self.inner.lock();
+        // Bodies still open stay counted: they end (and uncount themselves) later.
+        let open = inner.counters.open_bodies;
+        inner.counters = Counters {
+            open_bodies: open,
+            max_open_bodies: open,
+            ..Counters::default()
+        };
     }
 
     /// Count the request and apply the 503 fault.
@@ -297,6 +308,9 @@ impl MemoryStore {
         }
         let data = obj.data.slice(range.start as usize..range.end as usize);
         let break_at = Self::pick_break(&mut inner, data.len());
+        let c = &mut inner.counters;
+        c.open_bodies += 1;
+        c.max_open_bodies = c.max_open_bodies.max(c.open_bodies);
         Ok(Body {
             data,
             pos: 0,
@@ -338,6 +352,13 @@ struct Body {
     stall: Option<(u64, Duration)>,
     inner: Arc<Mutex<Inner>>,
     done: bool,
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        let mut inner = self.inner.lock();
+        inner.counters.open_bodies = inner.counters.open_bodies.saturating_sub(1);
+    }
 }
 
 impl Body {
