@@ -199,7 +199,7 @@ def diff_bytes(got, want, key, off, opened_gen):
                          f"{'right' if c == src[at:at + len(c)] else 'WRONG ' + hexs(c)}")
         except OSError as e:
             cache.append(f"{os.path.basename(p)}: {e}")
-    part = 8 * MIB  # the default part size
+    part = 256 << 10  # the mount's default cache part (CacheConfig::default)
     print(f"soak: WRONG BYTES {key} read at {off} len {len(want)}: got {len(got)} bytes"
           f"{' (SHORT: EOF inside the object)' if len(got) < len(want) else ''}, "
           f"{n} differ, from {at} (part {at // part} +{at % part}) to {off + last}; "
