@@ -30,7 +30,7 @@ MIB = 1 << 20
 rng = random.Random(int(os.environ.get("SOAK_SEED", "16")))
 lock = threading.Lock()
 T = dict(ops=0, bytes_checked=0, faults=0, errors=0, wrong_bytes=0, short_reads=0, read_on=0,
-         crashes=0, remounts=0, replaced=0, peak_rss_kib=0)
+         crashes=0, remounts=0, replaced=0, peak_rss_kib=0, probes=[])
 # Mount generation: 1 for the first mount, +1 at every remount. A reader notes it when it
 # opens a file, so a wrong byte says whether its fd outlived a kill -9 + remount.
 gen = 0
@@ -61,7 +61,13 @@ for k, n in list(big.items()) + list(small.items()):
         f.write(b)
     if k in small:
         versions[k] = {hashlib.sha256(b).hexdigest()}
-big_bytes = {k: open(os.path.join(BUCKET, k), "rb").read() for k in big}
+# Read only by the kill -9 probe (see kill_and_remount), so that only the page it reads is
+# in the kernel's page cache, and never finalized (so never passthrough).
+PROBE = "probe/0.bin"
+os.makedirs(os.path.join(BUCKET, "probe"), exist_ok=True)
+with open(os.path.join(BUCKET, PROBE), "wb") as f:
+    f.write(pattern(8 * MIB, 0x9E37))
+big_bytes = {k: open(os.path.join(BUCKET, k), "rb").read() for k in list(big) + [PROBE]}
 
 # The cache disk: a tmpfs smaller than the objects (96 MiB for ~110 MiB of data).
 if sh("mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", CACHE).returncode != 0:
@@ -215,6 +221,36 @@ def opened_in(before):
     return str(before) if gen == before else f"{before}-{gen}"
 
 
+def checked_pread(fd, k, off, g):
+    """4 KiB of big object `k` at `off` through `fd` (opened in mount generation `g`),
+    every byte checked. A read may be short inside the object, as POSIX allows: the kernel
+    returns the pages it copied before one that failed (an fd of a mount killed -9: its
+    cached pages still read, the next one is ENOTCONN). Like any correct program, this
+    asks again for the rest: that is an error (raised, allowed) or the bytes. Only an EOF
+    before the object's end is a short read (wrong bytes). Returns the bytes read."""
+    want = big_bytes[k]
+    got, eof = b"", False
+    try:
+        while len(got) < 4096:
+            more = os.pread(fd, 4096 - len(got), off + len(got))
+            if not more:
+                eof = True
+                break
+            if len(got) + len(more) < 4096:
+                # Allowed, and counted to show how often it happens.
+                with lock:
+                    T["read_on"] += 1
+                print(f"soak: short pread {k} at {off + len(got)}: {len(more)} of "
+                      f"{4096 - len(got)} bytes, fd of mount gen {g}, now {gen}; reading on",
+                      file=sys.stderr, flush=True)
+            got += more
+    finally:
+        # What did arrive is checked even when the rest failed.
+        w = want[off:off + (4096 if eof else len(got))]
+        count(1, len(got), wrong=diff_bytes(got, w, k, off, g))
+    return got
+
+
 def reader(kind, seed):
     r = random.Random(seed)
     while not stop.is_set():
@@ -245,32 +281,7 @@ def reader(kind, seed):
                 try:
                     for _ in range(16):
                         off = r.randrange(0, len(want) - 4096)
-                        got, eof = b"", False
-                        try:
-                            # A read may be short inside the object, as POSIX allows: the
-                            # kernel returns the pages it copied before one that failed
-                            # (an fd of a mount killed -9: its cached pages still read,
-                            # the next one is ENOTCONN). Like any correct program, ask
-                            # again for the rest: that is an error or the bytes. Only an
-                            # EOF before the object's end is a short read.
-                            while len(got) < 4096:
-                                more = os.pread(fd, 4096 - len(got), off + len(got))
-                                if not more:
-                                    eof = True
-                                    break
-                                if len(got) + len(more) < 4096:
-                                    # Allowed, and counted to show how often it happens.
-                                    with lock:
-                                        T["read_on"] += 1
-                                    print(f"soak: short pread {k} at {off + len(got)}: "
-                                          f"{len(more)} of {4096 - len(got)} bytes, fd of "
-                                          f"mount gen {g}, now {gen}; reading on",
-                                          file=sys.stderr, flush=True)
-                                got += more
-                        finally:
-                            # What did arrive is checked even when the rest failed.
-                            w = want[off:off + (4096 if eof else len(got))]
-                            count(1, len(got), wrong=diff_bytes(got, w, k, off, g))
+                        checked_pread(fd, k, off, g)
                 finally:
                     os.close(fd)
             else:
@@ -302,14 +313,36 @@ def replace_one():
     T["replaced"] += 1
 
 
-def kill_and_remount():
+def kill_and_remount(probe=True):
+    """kill -9 the mount and mount again. With `probe`: an fd of PROBE opened before the
+    kill, with only its first page read (so in the kernel's page cache), reads 4 KiB
+    across that page's end after the remount: 3751 right bytes, then ENOTCONN for the
+    rest; never a wrong byte. This is the read that made seed 16 count the missing bytes
+    of a short read as wrong."""
     global killed_by_us
+    fd = g = None
+    if probe:
+        try:
+            g = gen
+            fd = os.open(os.path.join(MNT, PROBE), os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # no read-ahead past page 0
+            os.pread(fd, 4096, 0)
+        except OSError:
+            pass
     killed_by_us = True
     mount_proc.kill()
     mount_proc.wait()
     sh("fusermount3", "-uz", MNT, stderr=subprocess.DEVNULL)
     T["remounts"] += 1
     mount()
+    if fd is not None:
+        try:
+            got = checked_pread(fd, PROBE, 345, str(g))
+            T["probes"].append(len(got))
+        except OSError as e:
+            T["probes"].append(e.strerror)
+        finally:
+            os.close(fd)
 
 
 FAULTS = [
@@ -354,7 +387,7 @@ for t in threads[1:]:
     t.join(timeout=120)
 time.sleep(3)
 end_fds = fds(mount_proc.pid)
-kill_and_remount()
+kill_and_remount(probe=False)
 T["remounts"] -= 1
 # The fresh mount reads every object once (so it holds as many cache entries and
 # passthrough files as the soaked one can), then both are counted after a quiet moment.
@@ -385,6 +418,7 @@ print(f"  bytes checked   {T['bytes_checked']}")
 print(f"  faults          {T['faults']} {json.dumps(fault_kinds, sort_keys=True)}")
 print(f"  errors allowed  {T['errors']} (EIO/ESTALE/ENOTCONN during faults)")
 print(f"  short preads    {T['read_on']} (read on for the rest, as POSIX readers must)")
+print(f"  kill -9 probes  {T['probes']} (bytes an fd of the killed mount read at 345, or its error)")
 print(f"  wrong bytes     {T['wrong_bytes']} ({T['short_reads']} short reads among them)")
 print(f"  crashes         {T['crashes']}")
 print(f"  peak RSS        {T['peak_rss_kib'] // 1024} MiB (mount, any incarnation)")
