@@ -566,11 +566,11 @@ fn metrics_count_throttling_and_retries_as_the_server_saw_them() {
     let env = Env::with_objects(|b| write_pattern_file(&b.join("f.bin"), SIZE, 33));
     let addr = format!("127.0.0.1:{}", free_port());
     let m = env.mount("mnt", &["--metrics-addr", &addr]);
-    // One 503 SlowDown in four requests, and every body reset after 2 MiB: some 35
-    // requests, so no 503 at all is a 1-in-20,000 event.
+    // One 503 SlowDown in four requests, and every body reset after 1 MiB (requests are at
+    // most 2 MiB): some 100 requests, so no 503 at all is a negligible event.
     env.serve.set_faults(&common::Faults {
         rate_503: Some(0.25),
-        reset_after_bytes: Some(2 << 20),
+        reset_after_bytes: Some(1 << 20),
         ..Default::default()
     });
     let out = env.tmp.path().join("f.bin");
