@@ -17,7 +17,7 @@ readers must, and only its bytes are checked), crashes (the mount dying on its o
 one read of every object. Exits 1 if wrong bytes or crashes are not 0, or the soaked
 mount holds more than 32 fds over the fresh one.
 """
-import hashlib, json, os, random, signal, subprocess, sys, threading, time, urllib.request
+import hashlib, json, os, random, signal, subprocess, sys, threading, time, urllib.request, zlib
 
 BIN, MINUTES, WORK = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 DATA = os.path.join(WORK, "data")
@@ -56,7 +56,7 @@ versions = {}  # small key -> set of sha256 of every version ever served
 for k, n in list(big.items()) + list(small.items()):
     p = os.path.join(BUCKET, k)
     os.makedirs(os.path.dirname(p), exist_ok=True)
-    b = pattern(n, hash(k) & 0xFFFF)
+    b = pattern(n, zlib.crc32(k.encode()))  # not hash(): salted per process
     with open(p, "wb") as f:
         f.write(b)
     if k in small:
