@@ -11,7 +11,8 @@
 # - s3fs: url=, use_path_request_style, public_bucket=1, and its default listing (V1).
 # - ossmount: --endpoint, --no-sign-request.
 # - Mountpoint for Amazon S3 (`mount-s3`, from MOUNT_S3=PATH or PATH; skipped with a note
-#   when absent, see ../shared/peers/README.md for a build): --endpoint-url, path style,
+#   when absent; AWS ships it as .deb/.rpm, or build awslabs/mountpoint-s3 with
+#   `cargo build --release`): --endpoint-url, path style,
 #   --no-sign-request, region us-east-1, --read-only, its disk cache (--cache DIR, wiped by
 #   it at mount), --maximum-throughput-gbps 10 (what it sizes its parallel GETs from; the
 #   oss-like link's 1 GB/s total is 8 Gbit/s). AWS_EC2_METADATA_DISABLED=true so it does not

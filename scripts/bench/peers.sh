@@ -539,7 +539,7 @@ peers_main() {
   trap 'peers_teardown; cleanup' EXIT
   peers_make_data
   log "peers (${LINK:-loopback}): ${SIZE_MIB} MiB object, 4 x ${PAR_MIB} MiB, ${LS_N} + $SMALL_N x $SMALL_KIB KiB small objects, tree of $((TREE_DIRS * TREE_PER)), $RUNS run(s), tools: ${TOOLS[*]}"
-  [ -n "$MOUNT_S3" ] || note "Mountpoint (mount-s3) not found (MOUNT_S3=PATH or PATH): its column is empty; ../shared/peers/README.md says how to get one"
+  [ -n "$MOUNT_S3" ] || note "Mountpoint (mount-s3) not found (MOUNT_S3=PATH or PATH): its column is empty; install AWS's mount-s3 package or build awslabs/mountpoint-s3 (cargo build --release) to fill it"
   local tool
   for PEERS_RUN in $(seq "$RUNS"); do
     log "== run $PEERS_RUN of $RUNS (load average $(cut -d' ' -f1-3 /proc/loadavg))"
