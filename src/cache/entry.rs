@@ -415,14 +415,28 @@ impl Entry {
             .open(&paths.data)?;
         // A data file left by a version that created it 0644 becomes private too.
         f.set_permissions(fs::Permissions::from_mode(private::FILE_MODE))?;
-        let present = c.parts.iter().filter(|p| p.is_some()).count();
-        let (paths, identity) = (paths.clone(), identity.clone());
+        let (entry, present) = Self::resumed(paths, identity, c.part_size, f, c.parts, opts, stats);
+        Ok(Some((entry, present)))
+    }
+
+    /// A partial entry over `f` with the parts a checkpoint listed, each a suspect (read
+    /// back against its CRC-64 before it is first served); with how many there are.
+    fn resumed(
+        paths: &EntryPaths,
+        identity: &Identity,
+        part_size: u64,
+        f: File,
+        parts: Vec<Option<u64>>,
+        opts: &EntryOptions,
+        stats: &Arc<WriteStats>,
+    ) -> (Self, usize) {
+        let present = parts.iter().filter(|p| p.is_some()).count();
         let entry = Self::build(
-            paths,
-            identity,
-            c.part_size,
+            paths.clone(),
+            identity.clone(),
+            part_size,
             f,
-            c.parts,
+            parts,
             opts,
             stats.clone(),
         )
@@ -432,7 +446,7 @@ impl Entry {
             st.suspect = st.parts.iter().map(Option::is_some).collect();
             st.suspects = present;
         }
-        Ok(Some((entry, present)))
+        (entry, present)
     }
 
     /// The partial entry of an appendable object at an earlier length, taken over for its
@@ -460,27 +474,15 @@ impl Entry {
         }
         f.set_len(identity.size)?;
         let parts = grown_parts(&c, identity.size);
-        let present = parts.iter().filter(|p| p.is_some()).count();
+        let (entry, present) = Self::resumed(paths, identity, c.part_size, f, parts, opts, stats);
         tracing::info!(
             "{} was appended to ({} -> {} bytes): keeping {present} cached parts",
             identity.key,
             c.identity.size,
             identity.size
         );
-        let entry = Self::build(
-            paths.clone(),
-            identity.clone(),
-            c.part_size,
-            f,
-            parts,
-            opts,
-            stats.clone(),
-        )
-        .with_odirect();
         {
             let mut st = entry.state.lock();
-            st.suspect = st.parts.iter().map(Option::is_some).collect();
-            st.suspects = present;
             // Not recorded under the new identity yet: the next flush writes them.
             st.recorded = vec![None; st.parts.len()];
             st.pending = present;
