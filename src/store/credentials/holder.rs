@@ -262,34 +262,30 @@ async fn refresh_loop(
             },
         };
         let Some(holder) = weak.upgrade() else { return };
-        if let Some((seen, reply)) = forced {
-            let (current, _) = holder.snapshot();
-            let recent = last_fetch.is_some_and(|t| t.elapsed() < policy.min_forced_interval);
-            if !Arc::ptr_eq(&current, &seen) || recent {
-                let _ = reply.send(!Arc::ptr_eq(&current, &seen));
-                continue;
+        let reply = match forced {
+            Some((seen, reply)) => {
+                let (current, _) = holder.snapshot();
+                let recent = last_fetch.is_some_and(|t| t.elapsed() < policy.min_forced_interval);
+                if !Arc::ptr_eq(&current, &seen) || recent {
+                    let _ = reply.send(!Arc::ptr_eq(&current, &seen));
+                    continue;
+                }
+                tracing::info!(source = %holder.source, "the store refused the token: refreshing now");
+                Some(reply)
             }
-            tracing::info!(source = %holder.source, "the store refused the token: refreshing now");
-            let changed = fetch_once(
-                &*provider,
-                &holder,
-                &*sys,
-                &mut failures,
-                &mut expired_logged,
-            )
-            .await;
-            last_fetch = Some(std::time::Instant::now());
+            None => None,
+        };
+        let changed = fetch_once(
+            &*provider,
+            &holder,
+            &*sys,
+            &mut failures,
+            &mut expired_logged,
+        )
+        .await;
+        last_fetch = Some(std::time::Instant::now());
+        if let Some(reply) = reply {
             let _ = reply.send(changed);
-        } else {
-            fetch_once(
-                &*provider,
-                &holder,
-                &*sys,
-                &mut failures,
-                &mut expired_logged,
-            )
-            .await;
-            last_fetch = Some(std::time::Instant::now());
         }
     }
 }
