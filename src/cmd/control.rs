@@ -195,6 +195,15 @@ fn pid_alive(pid: u32) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// An answer that means the mount is unmounting (a hung or stopped one times out instead).
+fn leaving(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        NotFound | UnexpectedEof | ConnectionReset | BrokenPipe
+    )
+}
+
 /// Every running mount of this user, in pid order, with its socket. Sockets of mounts
 /// that are gone are removed; a live mount that does not answer is an `Err` entry, so the
 /// caller can say so.
@@ -233,9 +242,11 @@ pub fn mounts() -> Vec<(PathBuf, std::io::Result<Status>)> {
             // Nobody listens (refused), or the pid is gone: a mount killed before it
             // could clean up.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused || !pid_alive(pid) => {
-                // A mount killed before it could clean up.
                 let _ = std::fs::remove_file(&path);
             }
+            // Listed just before it unmounted: its socket went away, or it closed the
+            // connection as its runtime stopped. Not a hung mount, and not ours to remove.
+            Err(e) if leaving(&e) => {}
             Err(e) => out.push((path, Err(e))),
         }
     }

@@ -332,7 +332,7 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
     }
     info!(url = args.url, mountpoint = %args.mountpoint.display(), "mounted");
     // `ossmount status` and `warm` find the mount here; without it the mount still works.
-    let _socket = control::listen(&rt, control)
+    let socket = control::listen(&rt, control)
         .inspect_err(|e| tracing::warn!("no control socket (status, warm): {e}"))
         .ok();
     unmount_on_signal(&rt, unmounter, &args.mountpoint);
@@ -342,6 +342,8 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
         redirect_std(&[2]);
     }
     let ran = mounted.run();
+    // Unlisted first: a `status` from now on does not find a mount that is going away.
+    drop(socket);
     info!("session ended; flushing the cache");
     if let Some(cache) = &cache {
         cache.shutdown();
