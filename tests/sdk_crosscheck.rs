@@ -1,7 +1,8 @@
 //! Cross-checks of `ossmount serve` with clients nobody here wrote: the official OSS
 //! Python SDK (alibabacloud-oss-v2, OSS V4 signatures) and boto3 (S3 SigV4). Each script
 //! lists, heads and reads every object of a served folder, compares with the folder, and
-//! checks that a wrong secret is refused with SignatureDoesNotMatch.
+//! checks that a wrong secret is refused with SignatureDoesNotMatch; one more reads the
+//! versioning emulation's versions with the SDK's `version_id`.
 //!
 //! Needs `pip install alibabacloud-oss-v2 boto3`; without them these tests fail (CI
 //! installs them), they do not skip.
@@ -74,6 +75,28 @@ fn official_oss_python_sdk() {
     let st = s.stats();
     assert!(st.auth_failures >= 3, "{st:?}");
     assert!(st.get_requests > 0 && st.head_requests > 0 && st.list_requests > 0);
+}
+
+/// serve's versioning emulation read by the official OSS Python SDK's `version_id`: each
+/// older version and the latest, by HEAD, GET, ranged GET and the SDK's downloader, with
+/// their own ETags and CRC-64s; an unknown version is NoSuchVersion.
+#[test]
+fn official_oss_python_sdk_reads_versions() {
+    let t = tempfile::tempdir().unwrap();
+    let b = t.path().join("sdkbucket");
+    let v = b.join(".ossmount-versions");
+    write_pattern_file(&b.join("doc.txt"), 5_000, 31);
+    write_pattern_file(&v.join("doc.txt/v1"), 3_000, 32);
+    write_pattern_file(&v.join("doc.txt/v2"), 5_000, 33);
+    write_pattern_file(&b.join("dir/big.bin"), 1_300_000, 34);
+    write_pattern_file(
+        &v.join("dir/big.bin/CAEQNhiBgMDJgZCA0BYiIDc4MGZjZGI2OTBjOTRmNTE5NmU5NmFmZjU5ZjU5"),
+        1_100_000,
+        35,
+    );
+    let s = Serve::start(t.path());
+    run_script("oss_versions_check.py", &s, &b);
+    assert!(s.stats().get_requests > 0);
 }
 
 #[test]
