@@ -63,11 +63,14 @@
 //! Everything outside the process (environment, files, clock) is reached through
 //! [`System`], so unit tests never touch the process environment.
 
+pub mod aws_sts;
 pub mod chain;
+pub mod container;
 pub mod ecs;
 pub mod env;
 pub mod files;
 pub mod holder;
+pub mod imds;
 pub mod process;
 pub mod rpc_sign;
 pub mod sts;
