@@ -297,12 +297,14 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct CredentialAidArgs {
     /// Testing aid (needs --testing-aids): serve a fake ECS metadata service (RAM role
-    /// credentials) on this address (use 127.0.0.1:0; the address is printed on stdout
-    /// after the first line).
+    /// credentials), EC2 IMDSv2 (instance profile) and container credentials endpoint on
+    /// this address (use 127.0.0.1:0; the address is printed on stdout after the first
+    /// line).
     #[arg(long, value_name = "ADDR", requires = "testing_aids")]
     pub metadata_listen: Option<SocketAddr>,
-    /// Testing aid (needs --testing-aids): serve a fake STS (AssumeRole,
-    /// AssumeRoleWithOIDC) on this address.
+    /// Testing aid (needs --testing-aids): serve a fake STS on this address: Alibaba
+    /// Cloud's (AssumeRole, AssumeRoleWithOIDC) and AWS's (AssumeRole with SigV4,
+    /// AssumeRoleWithWebIdentity).
     #[arg(long, value_name = "ADDR", requires = "testing_aids")]
     pub sts_listen: Option<SocketAddr>,
     /// Testing aid: lifetime of the temporary credentials the aids issue.
@@ -315,6 +317,15 @@ pub struct CredentialAidArgs {
     /// Testing aid: the fake metadata service refuses requests without a token.
     #[arg(long)]
     pub metadata_require_token: bool,
+    /// Testing aid: the fake AWS STS accepts AssumeRoleWithWebIdentity only with the token
+    /// this file holds (read at each call; default: any non-empty token).
+    #[arg(long, value_name = "FILE", requires = "testing_aids")]
+    pub web_identity_token_file: Option<PathBuf>,
+    /// Testing aid: the fake container credentials endpoint (/v2/credentials/ID,
+    /// /v1/credentials) accepts only this file's contents as the Authorization header
+    /// (read at each request; default: no check).
+    #[arg(long, value_name = "FILE", requires = "testing_aids")]
+    pub container_authorization_file: Option<PathBuf>,
 }
 
 /// The `serve` contract that tests and scripts rely on.

@@ -36,6 +36,8 @@
 //! socket is bound, so `--listen 127.0.0.1:0` can be used by scripts and tests.
 
 pub mod auth;
+pub mod aws_metadata;
+pub mod aws_sts;
 pub mod body;
 pub mod error;
 pub mod identity;

@@ -182,3 +182,95 @@ fn alibabacloud_credentials_library() {
     assert_eq!(stats["assume_role_oidc"].as_u64().unwrap(), 1, "{stats}");
     assert!(stats["refused_invalid"].as_u64().unwrap() >= 1, "{stats}");
 }
+
+/// botocore's own credential resolver (the default chain of every boto3 session) gets
+/// credentials from serve's AWS aids: web identity (AssumeRoleWithWebIdentity), the
+/// container endpoint, IMDSv2, and a role_arn + source_profile profile (AssumeRole signed
+/// by botocore's SigV4, verified by serve); boto3 reads with each set.
+#[test]
+fn botocore_credential_resolver() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let have = Command::new("python3")
+        .args(["-c", "import boto3, botocore"])
+        .status();
+    assert!(
+        matches!(have, Ok(s) if s.success()),
+        "this cross-check needs: pip install boto3"
+    );
+    let t = tree();
+    let aux = tempfile::tempdir().unwrap();
+    let web_token = aux.path().join("web-token");
+    std::fs::write(&web_token, "eyJhbGciOiJSUzI1NiJ9.web.identity\n").unwrap();
+    let auth = aux.path().join("container-auth");
+    // No newline: botocore sends the file as is and refuses a line break.
+    std::fs::write(&auth, "container-auth-token-1").unwrap();
+    let mut child = Command::new(common::bin())
+        .arg("serve")
+        .arg(t.path())
+        .args(["--listen", "127.0.0.1:0", "--testing-aids"])
+        .args([
+            "--metadata-listen",
+            "127.0.0.1:0",
+            "--sts-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--credential-lifetime", "1h"])
+        .arg("--web-identity-token-file")
+        .arg(&web_token)
+        .arg("--container-authorization-file")
+        .arg(&auth)
+        .env("AWS_ACCESS_KEY_ID", AK)
+        .env("AWS_SECRET_ACCESS_KEY", SK)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addr = || {
+        let l = lines.next().unwrap().unwrap();
+        format!("http://{}", l.trim().rsplit("http://").next().unwrap())
+    };
+    let (endpoint, metadata, sts) = (addr(), addr(), addr());
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/botocore_credentials_check.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args([&endpoint, &metadata, &sts, "sdkbucket", "dir/sub/two"])
+        .arg(t.path().join("sdkbucket/dir/sub/two"))
+        .arg(&web_token)
+        .arg(&auth)
+        .args([AK, SK])
+        .output()
+        .expect("run python3");
+    let stats: serde_json::Value = {
+        let mut s = std::net::TcpStream::connect(metadata.trim_start_matches("http://")).unwrap();
+        write!(
+            s,
+            "GET /_ossmount/credentials HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        serde_json::from_str(r.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "botocore_credentials_check.py failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}\n{stats}");
+    let n = |f: &str| stats[f].as_u64().unwrap_or_else(|| panic!("{f}: {stats}"));
+    assert_eq!(n("aws_assume_role_web_identity"), 1, "{stats}");
+    assert_eq!(n("aws_assume_role"), 1, "{stats}");
+    assert_eq!(n("container_credentials"), 1, "{stats}");
+    assert!(
+        n("imds_tokens") >= 1 && n("imds_credentials") == 1,
+        "{stats}"
+    );
+    // The refused wrong token is the only STS error.
+    assert_eq!(n("sts_errors"), 1, "{stats}");
+    assert!(n("accepted") >= 4, "{stats}");
+}
