@@ -17,8 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{json_object, json_str, parse_time, web, CredentialsError, Issued, Provider, System};
-use crate::store::Credentials;
+use super::{json_issued, json_object, web, CredentialsError, Issued, Provider, System};
 
 pub const ECS_HOST: &str = "http://169.254.170.2";
 /// Plain-http hosts a full URI may name (botocore's list), besides loopback addresses.
@@ -103,19 +102,7 @@ fn check_full_uri(full: &str) -> Result<(), CredentialsError> {
 /// The credentials document of the container endpoint and of IMDS: `AccessKeyId`,
 /// `SecretAccessKey`, `Token`, `Expiration`.
 pub fn parse_document(body: &str, what: &str) -> Result<Issued, CredentialsError> {
-    let v = json_object(body, what)?;
-    let expiration = json_str(&v, "Expiration", what)?;
-    let expires = parse_time(&expiration).ok_or_else(|| {
-        CredentialsError::Failed(format!("{what}: Expiration {expiration:?} is not a time"))
-    })?;
-    Ok(Issued {
-        credentials: Credentials {
-            access_key_id: json_str(&v, "AccessKeyId", what)?,
-            access_key_secret: json_str(&v, "SecretAccessKey", what)?,
-            session_token: Some(json_str(&v, "Token", what)?),
-        },
-        expires: Some(expires),
-    })
+    json_issued(&json_object(body, what)?, "SecretAccessKey", "Token", what)
 }
 
 impl ContainerCredentials {

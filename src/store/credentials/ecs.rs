@@ -17,8 +17,9 @@
 
 use std::time::Duration;
 
-use super::{json_object, json_str, parse_time, web, CredentialsError, Issued, Provider, System};
-use crate::store::Credentials;
+use super::{
+    json_issued, json_object, json_success, web, CredentialsError, Issued, Provider, System,
+};
 
 pub const DEFAULT_ENDPOINT: &str = "http://100.100.100.200";
 /// Lifetime asked for the metadata token: 21600 s (6 h), credentials-go's.
@@ -134,24 +135,8 @@ impl EcsRamRole {
 /// The credentials document of step 3.
 pub fn parse_credentials(body: &str, what: &str) -> Result<Issued, CredentialsError> {
     let v = json_object(body, what)?;
-    let code = json_str(&v, "Code", what)?;
-    if code != "Success" {
-        return Err(CredentialsError::Failed(format!(
-            "{what}: Code is {code:?}, not \"Success\""
-        )));
-    }
-    let expiration = json_str(&v, "Expiration", what)?;
-    let expires = parse_time(&expiration).ok_or_else(|| {
-        CredentialsError::Failed(format!("{what}: Expiration {expiration:?} is not a time"))
-    })?;
-    Ok(Issued {
-        credentials: Credentials {
-            access_key_id: json_str(&v, "AccessKeyId", what)?,
-            access_key_secret: json_str(&v, "AccessKeySecret", what)?,
-            session_token: Some(json_str(&v, "SecurityToken", what)?),
-        },
-        expires: Some(expires),
-    })
+    json_success(&v, what)?;
+    json_issued(&v, "AccessKeySecret", "SecurityToken", what)
 }
 
 #[async_trait::async_trait]

@@ -17,8 +17,9 @@
 
 use std::time::Duration;
 
-use super::container::parse_document;
-use super::{json_object, json_str, web, CredentialsError, Issued, Provider, System};
+use super::{
+    json_issued, json_object, json_success, web, CredentialsError, Issued, Provider, System,
+};
 
 pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
 pub const DEFAULT_ENDPOINT_V6: &str = "http://[fd00:ec2::254]";
@@ -140,13 +141,8 @@ impl InstanceProfile {
 /// The credentials document of step 3.
 pub fn parse_credentials(body: &str, what: &str) -> Result<Issued, CredentialsError> {
     let v = json_object(body, what)?;
-    let code = json_str(&v, "Code", what)?;
-    if code != "Success" {
-        return Err(CredentialsError::Failed(format!(
-            "{what}: Code is {code:?}, not \"Success\""
-        )));
-    }
-    parse_document(body, what)
+    json_success(&v, what)?;
+    json_issued(&v, "SecretAccessKey", "Token", what)
 }
 
 #[async_trait::async_trait]

@@ -199,6 +199,42 @@ pub(crate) fn json_str(
     }
 }
 
+/// A temporary key from the fields of a credentials document: `AccessKeyId`, the secret
+/// and token fields (`AccessKeySecret`/`SecurityToken` at Alibaba Cloud,
+/// `SecretAccessKey`/`Token` at AWS) and `Expiration`.
+pub(crate) fn json_issued(
+    v: &serde_json::Value,
+    secret_field: &str,
+    token_field: &str,
+    what: &str,
+) -> Result<Issued, CredentialsError> {
+    let expiration = json_str(v, "Expiration", what)?;
+    let expires = parse_time(&expiration).ok_or_else(|| {
+        CredentialsError::Failed(format!(
+            "{what}: Expiration {expiration:?} is not a time like 2006-01-02T15:04:05Z"
+        ))
+    })?;
+    Ok(Issued {
+        credentials: Credentials {
+            access_key_id: json_str(v, "AccessKeyId", what)?,
+            access_key_secret: json_str(v, secret_field, what)?,
+            session_token: Some(json_str(v, token_field, what)?),
+        },
+        expires: Some(expires),
+    })
+}
+
+/// The metadata services' `"Code": "Success"`, or a message naming the code.
+pub(crate) fn json_success(v: &serde_json::Value, what: &str) -> Result<(), CredentialsError> {
+    let code = json_str(v, "Code", what)?;
+    if code != "Success" {
+        return Err(CredentialsError::Failed(format!(
+            "{what}: Code is {code:?}, not \"Success\""
+        )));
+    }
+    Ok(())
+}
+
 /// Parse `text` as a JSON object without ever quoting it in the error.
 pub(crate) fn json_object(text: &str, what: &str) -> Result<serde_json::Value, CredentialsError> {
     match serde_json::from_str::<serde_json::Value>(text) {

@@ -24,7 +24,7 @@ use std::time::Duration;
 use rand::Rng;
 
 use super::rpc_sign::{encode_pairs, signature};
-use super::{json_object, json_str, parse_time, web, CredentialsError, Issued, Provider, System};
+use super::{json_issued, json_object, web, CredentialsError, Issued, Provider, System};
 use crate::store::Credentials;
 
 /// STS API version of both actions.
@@ -171,20 +171,7 @@ pub fn parse_reply(status: u16, body: &str, what: &str) -> Result<Issued, Creden
             "{what}: the answer has no Credentials"
         )));
     };
-    let expiration = json_str(c, "Expiration", what)?;
-    let expires = parse_time(&expiration).ok_or_else(|| {
-        CredentialsError::Failed(format!(
-            "{what}: Expiration {expiration:?} is not a time like 2006-01-02T15:04:05Z"
-        ))
-    })?;
-    Ok(Issued {
-        credentials: Credentials {
-            access_key_id: json_str(c, "AccessKeyId", what)?,
-            access_key_secret: json_str(c, "AccessKeySecret", what)?,
-            session_token: Some(json_str(c, "SecurityToken", what)?),
-        },
-        expires: Some(expires),
-    })
+    json_issued(c, "AccessKeySecret", "SecurityToken", what)
 }
 
 /// `AssumeRole` with the credentials of another provider (a key pair from a file, or any
@@ -349,6 +336,7 @@ impl Provider for AssumeRoleWithOidc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::credentials::parse_time;
     use crate::store::credentials::rpc_sign::string_to_sign;
     use crate::store::credentials::system::FakeSystem;
     use crate::store::credentials::Fixed;
