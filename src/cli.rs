@@ -233,6 +233,13 @@ pub struct DownloadArgs {
     /// Skip the whole-object CRC-64 check against `x-oss-hash-crc64ecma`.
     #[arg(long)]
     pub no_verify: bool,
+    /// Download this version of the object (a version id of a versioning-enabled bucket,
+    /// as ListObjectVersions reports it) instead of the latest (docs/download.md).
+    /// Every request names it (`versionId`); the checks use its ETag and CRC-64, and the
+    /// checkpoint records it: a resume continues only the same version, anything else
+    /// starts over. A version that does not exist fails like a missing key.
+    #[arg(long, value_name = "ID")]
+    pub version_id: Option<String>,
     /// No progress bar even on a terminal.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -255,8 +262,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "cn-hangzhou")]
     pub region: String,
     /// Turn on the testing aids: the unauthenticated /_ossmount/stats and /_ossmount/faults
-    /// endpoints and the --fault-* flags. Off by default: anyone who can reach the port
-    /// could change the faults without a signature.
+    /// endpoints, the --fault-* flags, and the emulated object kinds and versions (see
+    /// below). Off by default: anyone who can reach the port could change the faults
+    /// without a signature, and a plain tree should read as plain objects.
     #[arg(long)]
     pub testing_aids: bool,
     /// Testing aid (needs --testing-aids): reset the connection after this many body bytes
@@ -289,12 +297,14 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct CredentialAidArgs {
     /// Testing aid (needs --testing-aids): serve a fake ECS metadata service (RAM role
-    /// credentials) on this address (use 127.0.0.1:0; the address is printed on stdout
-    /// after the first line).
+    /// credentials), EC2 IMDSv2 (instance profile) and container credentials endpoint on
+    /// this address (use 127.0.0.1:0; the address is printed on stdout after the first
+    /// line).
     #[arg(long, value_name = "ADDR", requires = "testing_aids")]
     pub metadata_listen: Option<SocketAddr>,
-    /// Testing aid (needs --testing-aids): serve a fake STS (AssumeRole,
-    /// AssumeRoleWithOIDC) on this address.
+    /// Testing aid (needs --testing-aids): serve a fake STS on this address: Alibaba
+    /// Cloud's (AssumeRole, AssumeRoleWithOIDC) and AWS's (AssumeRole with SigV4,
+    /// AssumeRoleWithWebIdentity).
     #[arg(long, value_name = "ADDR", requires = "testing_aids")]
     pub sts_listen: Option<SocketAddr>,
     /// Testing aid: lifetime of the temporary credentials the aids issue.
@@ -307,6 +317,15 @@ pub struct CredentialAidArgs {
     /// Testing aid: the fake metadata service refuses requests without a token.
     #[arg(long)]
     pub metadata_require_token: bool,
+    /// Testing aid: the fake AWS STS accepts AssumeRoleWithWebIdentity only with the token
+    /// this file holds (read at each call; default: any non-empty token).
+    #[arg(long, value_name = "FILE", requires = "testing_aids")]
+    pub web_identity_token_file: Option<PathBuf>,
+    /// Testing aid: the fake container credentials endpoint (/v2/credentials/ID,
+    /// /v1/credentials) accepts only this file's contents as the Authorization header
+    /// (read at each request; default: no check).
+    #[arg(long, value_name = "FILE", requires = "testing_aids")]
+    pub container_authorization_file: Option<PathBuf>,
 }
 
 /// The `serve` contract that tests and scripts rely on.
@@ -319,12 +338,17 @@ Output: the first line on stdout is `ossmount serve: listening on http://ADDR` (
 Addressing: path style (/bucket/key) or virtual-hosted (Host: bucket.anything). Keys are
 files below the bucket folders; symlinks out of DIR and `..` are refused.
 
-Object kinds (testing aids, docs/mount.md, Object kinds): a symlink that stays in its
-bucket is a symlink object (GetSymlink `?symlink`; GET/HEAD answer for the target);
-extended attributes of a file set user.oss.object-type=Appendable,
+Object kinds and versions (only with --testing-aids; docs/serve.md): a symlink that
+stays in its bucket is a symlink object (GetSymlink `?symlink`; GET/HEAD answer for the
+target); extended attributes of a file set user.oss.object-type=Appendable,
 user.oss.storage-class=Archive|ColdArchive|DeepColdArchive|IA,
 user.oss.restore=ongoing|restored|restored:<unix seconds>; any other user.NAME is user
-metadata x-oss-meta-NAME.
+metadata x-oss-meta-NAME. A bucket with a top-level .ossmount-versions/ folder is
+versioning-enabled: BUCKET/.ossmount-versions/KEY/ID is version ID of KEY, the file
+BUCKET/KEY the latest (its id, derived from the file, in x-oss-version-id); GET/HEAD
+?versionId=ID answer that version, an unknown one is 404 NoSuchVersion. Without
+--testing-aids a symlink reads as the bytes it points to, attributes are ignored, and
+every object has the one version `null`.
 
 Testing aids (only with --testing-aids; no signature needed; bind to loopback):
   GET  /_ossmount/stats         JSON counters: requests, get_requests, head_requests,

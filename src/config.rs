@@ -217,6 +217,7 @@ pub fn resolve(
         region: location.region,
         path_style: location.path_style,
         auth,
+        version_id: None,
     })
 }
 

@@ -61,6 +61,10 @@ pub struct Job {
     pub part_size: u64,
     pub jobs: usize,
     pub verify: bool,
+    /// The version being downloaded (`--version-id`): `store` must name it in every
+    /// request (`StoreConfig::version_id`); this records it in the checkpoint. `None`:
+    /// the latest.
+    pub version_id: Option<String>,
     pub progress: bool,
     pub quiet: bool,
 }
@@ -184,6 +188,7 @@ impl Job {
             .head(&self.key)
             .await
             .map_err(|e| self.store_error(e))?;
+        self.check_version(&meta)?;
         let meta = self.through_link(meta).await?;
         let entry = self.open_entry(&meta)?;
         let engine = self.engine(&entry);
@@ -199,6 +204,20 @@ impl Job {
         Ok(())
     }
 
+    /// The store answered for the version asked for: a HEAD that names another version
+    /// would mix two (a server ignoring `versionId` answers for the latest).
+    fn check_version(&self, meta: &ObjectMeta) -> Result<(), DownloadError> {
+        let Some(asked) = &self.version_id else {
+            return Ok(());
+        };
+        match &meta.version_id {
+            Some(got) if got != asked => Err(self.store_error(StoreError::Protocol(format!(
+                "asked for version {asked}, the server answered for version {got}"
+            )))),
+            _ => Ok(()),
+        }
+    }
+
     /// A symlink object is downloaded as its target: GetSymlink, then the target's own
     /// HEAD, so the parts are read from the target key and verified against its CRC-64
     /// (HEAD of a link gives the target's size and ETag but the link's other metadata,
@@ -206,6 +225,14 @@ impl Job {
     async fn through_link(&self, meta: ObjectMeta) -> Result<ObjectMeta, DownloadError> {
         if !meta.is_symlink() {
             return Ok(meta);
+        }
+        if self.version_id.is_some() {
+            // The store names the version in every request, so the target's HEAD would
+            // ask the target key for the link's version id.
+            return Err(self.store_error(StoreError::Protocol(
+                "this version is a symlink object; download its target by its own key                  (and version id) instead"
+                    .into(),
+            )));
         }
         let target = self
             .store
@@ -258,7 +285,10 @@ impl Job {
             batch_bytes: 16 * self.part_size,
             batch_interval: defaults.batch_interval,
         };
-        let identity = Identity::of(&self.namespace, meta);
+        let identity = Identity {
+            version_id: self.version_id.clone(),
+            ..Identity::of(&self.namespace, meta)
+        };
         let (entry, found) = Entry::open(paths, identity, &opts, Arc::default())
             .map_err(|e| self.local_error("cannot create the temp file", e))?;
         let entry = Arc::new(entry);
@@ -291,7 +321,20 @@ impl Job {
         let Ok(bytes) = std::fs::read(&paths.ckpt) else {
             return;
         };
+        let name = |v: &Option<String>| match v {
+            Some(v) => format!("version {v}"),
+            None => "the latest version".to_string(),
+        };
         match Checkpoint::decode(&bytes) {
+            Ok(c) if c.identity.version_id != self.version_id => {
+                eprintln!(
+                    "ossmount: the interrupted download of {} was of {}, this one is of {}; \
+                     discarding it and starting over",
+                    self.display,
+                    name(&c.identity.version_id),
+                    name(&self.version_id)
+                );
+            }
             Ok(c) if c.identity.etag != meta.etag || c.identity.size != meta.size => {
                 eprintln!(
                     "ossmount: {} changed since the interrupted download (ETag {} size {} \
@@ -466,6 +509,7 @@ pub(crate) mod tests {
             part_size: PS,
             jobs: 2,
             verify: true,
+            version_id: None,
             progress: false,
             quiet: true,
         }

@@ -21,18 +21,23 @@
 //! S3 SigV4 verification), [`identity`] (ETag and CRC-64 once per file version),
 //! [`object`] (ranges, conditions, headers), [`list`] (ListObjects V1 and V2), [`body`] (streaming,
 //! exact byte counts, injected resets and stalls), [`stats`] (counters and fault switches),
-//! [`link`] (an emulated object-store link: latency, rates, request quota),
+//! [`link`] (an emulated object-store link: latency, rates, request quota), [`kinds`]
+//! and [`versions`] (symlink, appendable and archived objects, user metadata, versions),
 //! [`tls`] (HTTPS with `--tls-cert`/`--tls-key`), [`error`] (the XML error format).
 //!
 //! Testing aids, only with `--testing-aids` and unauthenticated by design (bind to
 //! loopback; a warning says so otherwise): `GET /_ossmount/stats`,
 //! `POST /_ossmount/stats/reset`, `GET|PUT /_ossmount/faults` (JSON, see
-//! [`stats::Faults`]). They never count in the stats and never see injected faults. The
+//! [`stats::Faults`]), and the object kinds and versions made from the tree ([`kinds`],
+//! [`versions`]; off, the tree is served as the plain objects it is). The control
+//! endpoints never count in the stats and never see injected faults. The
 //! first line on stdout is `ossmount serve: listening on http://ADDR` (`https://` with
 //! `--tls-cert`), flushed once the
 //! socket is bound, so `--listen 127.0.0.1:0` can be used by scripts and tests.
 
 pub mod auth;
+pub mod aws_metadata;
+pub mod aws_sts;
 pub mod body;
 pub mod error;
 pub mod identity;
@@ -47,6 +52,7 @@ pub mod resolve;
 pub mod stats;
 pub mod sts;
 pub mod tls;
+pub mod versions;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -117,8 +123,11 @@ impl Server {
 
 impl Server {
     /// Answer the `/_ossmount/` control endpoints (off by default).
+    /// Answer the `/_ossmount/` control endpoints and emulate object kinds and versions
+    /// ([`kinds`], [`versions`]): all testing aids, off by default.
     pub fn with_testing_aids(mut self, on: bool) -> Self {
         self.testing_aids = on;
+        self.root.kinds = on;
         self
     }
 }
@@ -466,16 +475,59 @@ async fn route(
                 .root
                 .bucket_dir(&bucket)
                 .ok_or_else(ApiError::no_such_bucket)?;
-            // A symlink object answers for its target (see `kinds`).
+            // A symlink object answers for its target (see `kinds`); `versionId` picks
+            // a version (see `versions`).
             let get_symlink = query.iter().any(|(n, _)| n == "symlink");
+            let version_id = query
+                .iter()
+                .find(|(n, _)| n == "versionId")
+                .map(|(_, v)| v.clone());
             let server2 = server.clone();
             let opened = tokio::task::spawn_blocking(move || {
-                kinds::open(&server2.root, &dir, &key, get_symlink)
+                let latest = std::fs::symlink_metadata(dir.join(&key)).ok();
+                let asked = versions::resolve(
+                    &server2.root,
+                    &dir,
+                    &key,
+                    version_id.as_deref(),
+                    latest.as_ref(),
+                )?;
+                match asked {
+                    versions::Asked::Latest(id) => {
+                        kinds::open(&server2.root, &dir, &key, get_symlink).map(|o| (o, id))
+                    }
+                    versions::Asked::Older { path, file, id } if !get_symlink => Ok((
+                        kinds::Opened::Object {
+                            path,
+                            file,
+                            symlink: None,
+                        },
+                        Some(id),
+                    )),
+                    versions::Asked::Older { .. } => Err(ApiError::not_symlink()),
+                }
             })
             .await
             .map_err(|e| ApiError::internal(e.to_string()))??;
+            let (opened, version_id) = opened;
+            let version_header = version_id
+                .map(|id| {
+                    let name = match ctx.flavor {
+                        Flavor::S3 => "x-amz-version-id",
+                        Flavor::Oss => "x-oss-version-id",
+                    };
+                    HeaderValue::from_str(&id)
+                        .map(|v| (name, v))
+                        .map_err(|e| ApiError::internal(e.to_string()))
+                })
+                .transpose()?;
             let (path, file, link) = match opened {
-                kinds::Opened::GetSymlink(resp) => return Ok(resp),
+                kinds::Opened::GetSymlink(mut resp) => {
+                    if let Some((n, v)) = version_header {
+                        resp.headers_mut().insert(n, v);
+                    }
+                    return Ok(resp);
+                }
                 kinds::Opened::Object {
                     path,
                     file,
@@ -493,13 +545,13 @@ async fn route(
                 .map_err(|e| ApiError::internal(format!("reading the object: {e}")))?;
             let mut mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
             let kind = match link {
-                None => kinds::Kind::of_file(&file),
+                None => kinds::Kind::of(&server.root, &file),
                 Some(link_mtime) => {
                     mtime = mtime.max(link_mtime);
                     kinds::Kind::of_link(&file)
                 }
             };
-            object::respond(
+            let mut resp = object::respond(
                 server,
                 conn,
                 req.headers(),
@@ -510,7 +562,11 @@ async fn route(
                 mtime,
                 &id,
                 &kind,
-            )
+            )?;
+            if let Some((n, v)) = version_header {
+                resp.headers_mut().insert(n, v);
+            }
+            Ok(resp)
         }
     }
 }
@@ -564,7 +620,7 @@ async fn list_objects(
             .get(&f.path, Version::of(&meta), &file, &server.stats)
             .await
             .map_err(|e| ApiError::internal(format!("reading {}: {e}", f.key)))?;
-        let kind = kinds::Kind::of_file(&file);
+        let kind = kinds::Kind::of(&server.root, &file);
         contents.push(Contents {
             key: enc(&f.key),
             last_modified: iso8601(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)),

@@ -74,6 +74,9 @@ pub struct ObjectMeta {
     /// User metadata (`x-oss-meta-*`, `x-amz-meta-*`): names lower-case without the
     /// prefix, in the order the server sent them. HEAD only; listings carry none.
     pub user_meta: Vec<(String, String)>,
+    /// `x-oss-version-id` / `x-amz-version-id`: the version HEAD answered for, in a
+    /// versioning-enabled bucket (HEAD only; `None` elsewhere).
+    pub version_id: Option<String>,
 }
 
 impl ObjectMeta {
@@ -323,7 +326,9 @@ impl StoreError {
         match e.code.as_str() {
             // A symlink object whose target is missing reads as a missing key; the code
             // stays in the error for those who ask (fs/tree/links.rs).
-            "NoSuchKey" | "SymlinkTargetNotExist" => Self::NoSuchKey(e),
+            // A version that does not exist (`versionId=ID`, OSS and S3 alike) is as missing
+            // as a key that does not; the code stays in the message.
+            "NoSuchKey" | "SymlinkTargetNotExist" | "NoSuchVersion" => Self::NoSuchKey(e),
             "NoSuchBucket" => Self::NoSuchBucket(e),
             "AccessDenied" => Self::AccessDenied(e),
             "InvalidAccessKeyId" => Self::InvalidAccessKeyId(e),

@@ -65,6 +65,7 @@ fn store_for(serve: &Serve, scheme: Scheme, auth: Auth) -> Arc<dyn ObjectStore> 
         region: "cn-hangzhou".into(),
         path_style: true,
         auth,
+        version_id: None,
     };
     config::connect(&cfg).unwrap()
 }
@@ -248,6 +249,7 @@ async fn virtual_hosted_addressing() {
             region: "cn-hangzhou".into(),
             path_style: false,
             auth,
+            version_id: None,
         };
         let http = HttpConfig {
             resolve: vec![("bkt.oss-test.invalid".into(), addr)],
@@ -366,6 +368,7 @@ async fn stalled_bodies_time_out_and_resume() {
         region: "cn-hangzhou".into(),
         path_style: true,
         auth: Auth::with_keys(Scheme::Oss, creds(SK)),
+        version_id: None,
     };
     let http = HttpConfig {
         read_timeout: Duration::from_millis(200),

@@ -384,3 +384,107 @@ fn resets_and_503s_are_survived_without_refetching() {
     // never are.
     assert!(st.bytes_sent < size + size / 10, "{st:?}");
 }
+
+/// `--version-id` in a versioning-enabled bucket (serve's emulation: older versions under
+/// `.ossmount-versions/KEY/ID`, the file itself the latest): an old version while a newer
+/// one exists; killed and resumed with the same version (resumes, identical); resumed
+/// with another version or with the latest (the checkpoint is discarded, with a line
+/// saying so, and the result is that version); an unknown version (exit STORE, the
+/// server's NoSuchVersion named, nothing left behind); the same over S3.
+#[test]
+fn a_named_version_downloads_resumes_and_never_mixes() {
+    let size = 96u64 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let bkt = tmp.path().join("srv/bkt");
+    let versions = bkt.join(".ossmount-versions/obj.bin");
+    let (v1, v2, latest) = (
+        versions.join("v1"),
+        versions.join("v2"),
+        bkt.join("obj.bin"),
+    );
+    write_pattern_file(&v1, size, 21);
+    write_pattern_file(&v2, size - 777, 22);
+    write_pattern_file(&latest, size + 4321, 23);
+    let serve = Serve::start(&tmp.path().join("srv"));
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let local = out_dir.join("obj.bin");
+    let ok = |out: &Output| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    let v1_args = ["--version-id", "v1"];
+
+    // The old version while a newer one exists.
+    ok(&run(&serve, "obj.bin", &local, &v1_args));
+    assert!(same_file(&local, &v1));
+    std::fs::remove_file(&local).unwrap();
+
+    // Killed mid-way, resumed with the same version: only what is missing is fetched.
+    kill_at_first_checkpoint(&serve, "obj.bin", &local, &out_dir, &v1_args);
+    assert!(!local.exists());
+    serve.reset_stats();
+    ok(&run(&serve, "obj.bin", &local, &v1_args));
+    assert!(same_file(&local, &v1));
+    let sent = serve.stats().bytes_sent;
+    assert!(sent < size, "the resume fetched {sent} of {size} bytes");
+    std::fs::remove_file(&local).unwrap();
+
+    // Killed with v1, run with v2: the checkpoint of v1 is discarded.
+    kill_at_first_checkpoint(&serve, "obj.bin", &local, &out_dir, &v1_args);
+    let err = ok(&run(&serve, "obj.bin", &local, &["--version-id", "v2"]));
+    assert!(
+        err.contains("was of version v1, this one is of version v2"),
+        "{err}"
+    );
+    assert!(same_file(&local, &v2));
+    std::fs::remove_file(&local).unwrap();
+
+    // Killed with v2, run for the latest: discarded too.
+    kill_at_first_checkpoint(&serve, "obj.bin", &local, &out_dir, &["--version-id", "v2"]);
+    let err = ok(&run(&serve, "obj.bin", &local, &[]));
+    assert!(
+        err.contains("was of version v2, this one is of the latest version"),
+        "{err}"
+    );
+    assert!(same_file(&local, &latest));
+
+    // An unknown version: exit STORE, the server's code named, nothing left behind.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = run(&serve, "obj.bin", &empty.join("x"), &["--version-id", "v9"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("NoSuchVersion") && err.contains("oss://bkt/obj.bin (version v9)"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+
+    // S3: the same `versionId`, signed with SigV4.
+    let s3_local = out_dir.join("s3.bin");
+    let s3 = |version: &str| {
+        Command::new(bin())
+            .arg("download")
+            .arg("s3://bkt/obj.bin")
+            .arg(&s3_local)
+            .args(["--endpoint", &serve.endpoint(), "--region", "cn-hangzhou"])
+            .args(["-q", "--version-id", version])
+            .env("AWS_ACCESS_KEY_ID", AK)
+            .env("AWS_SECRET_ACCESS_KEY", SK)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    ok(&s3("v2"));
+    assert!(same_file(&s3_local, &v2));
+    let out = s3("v9");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -21,6 +21,11 @@ use common::mount::{run, Env, BUCKET};
 use common::{Serve, AK, SK};
 
 fn store_of(serve: &Serve) -> Arc<dyn ObjectStore> {
+    store_of_version(serve, None)
+}
+
+/// A store whose object requests name `version` (`versionId`), as `download --version-id`.
+fn store_of_version(serve: &Serve, version: Option<&str>) -> Arc<dyn ObjectStore> {
     config::connect(&StoreConfig {
         scheme: Scheme::Oss,
         bucket: BUCKET.into(),
@@ -35,6 +40,7 @@ fn store_of(serve: &Serve) -> Arc<dyn ObjectStore> {
                 session_token: None,
             },
         ),
+        version_id: version.map(str::to_string),
     })
     .unwrap()
 }
@@ -551,4 +557,101 @@ fn appended_objects_keep_their_cached_parts_and_open_handles_keep_reading() {
         more.len()
     );
     assert!(sent >= more.len() as u64, "{sent}");
+}
+
+/// The kinds and versions are testing aids: without `--testing-aids` serve is the plain
+/// file tree (issue 16: aids only when asked for). A symlink reads as the bytes it points
+/// to, a dangling one is no object, attributes are ignored, the versions directory is
+/// ordinary keys and every object has the one version `null`. The same tree with the aids
+/// shows the kinds and versions.
+#[test]
+fn without_testing_aids_the_tree_is_plain_objects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let b = data.join(BUCKET);
+    std::fs::create_dir_all(&b).unwrap();
+    links_bucket(&b);
+    let cold = b.join("cold.bin");
+    std::fs::write(&cold, "frozen").unwrap();
+    setfattr(&cold, "user.oss.storage-class", "ColdArchive");
+    setfattr(&cold, "user.owner", "alice");
+    let old = b.join(".ossmount-versions/d/file.txt/v1");
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+    std::fs::write(&old, "old file\n").unwrap();
+    let list = |store: &Arc<dyn ObjectStore>| {
+        rt().block_on(store.list(&ListRequest {
+            max_keys: 1000,
+            ..Default::default()
+        }))
+        .unwrap()
+        .objects
+    };
+
+    let plain = Serve::start_without_aids(&data, &[]);
+    let store = store_of(&plain);
+    rt().block_on(async {
+        let m = store.head("d/link").await.unwrap();
+        let target = store.head("d/file.txt").await.unwrap();
+        assert_eq!(m.object_type.as_deref(), Some("Normal"), "{m:?}");
+        assert_eq!((m.size, &m.etag), (11, &target.etag));
+        assert!(m.crc64.is_some() && m.version_id.is_none(), "{m:?}");
+        assert_eq!(read_all(&*store, "d/link").await.unwrap(), b"hello file\n");
+        let e = store.get_symlink("d/link").await.unwrap_err();
+        assert!(format!("{e}").contains("NotSymlink"), "{e}");
+        let c = store.head("cold.bin").await.unwrap();
+        assert_eq!(c.storage_class.as_deref(), Some("Standard"), "{c:?}");
+        assert!(c.user_meta.is_empty(), "{c:?}");
+        assert_eq!(read_all(&*store, "cold.bin").await.unwrap(), b"frozen");
+        match store_of_version(&plain, Some("v1"))
+            .head("d/file.txt")
+            .await
+        {
+            Err(StoreError::NoSuchKey(e)) => assert_eq!(e.code, "NoSuchVersion"),
+            other => panic!("{other:?}"),
+        }
+        let n = store_of_version(&plain, Some("null"));
+        assert_eq!(read_all(&*n, "d/file.txt").await.unwrap(), b"hello file\n");
+    });
+    let keys: Vec<String> = list(&store).into_iter().map(|o| o.key).collect();
+    assert!(
+        keys.contains(&".ossmount-versions/d/file.txt/v1".to_string()),
+        "{keys:?}"
+    );
+    assert!(!keys.contains(&"d/dangling".to_string()), "{keys:?}");
+    drop(plain);
+
+    let aids = Serve::start(&data);
+    let store = store_of(&aids);
+    let objects = list(&store);
+    assert!(
+        objects
+            .iter()
+            .all(|o| !o.key.starts_with(".ossmount-versions")),
+        "{objects:?}"
+    );
+    assert!(objects.iter().any(|o| o.key == "d/dangling"), "{objects:?}");
+    rt().block_on(async {
+        assert!(store.head("d/link").await.unwrap().is_symlink());
+        let c = store.head("cold.bin").await.unwrap();
+        assert_eq!(c.storage_class.as_deref(), Some("ColdArchive"), "{c:?}");
+        let latest = store.head("d/file.txt").await.unwrap();
+        let id = latest
+            .version_id
+            .clone()
+            .expect("the latest names its version");
+        let v1 = store_of_version(&aids, Some("v1"));
+        let m = v1.head("d/file.txt").await.unwrap();
+        assert_eq!(m.version_id.as_deref(), Some("v1"));
+        assert_ne!(m.etag, latest.etag);
+        assert_eq!(read_all(&*v1, "d/file.txt").await.unwrap(), b"old file\n");
+        let by_id = store_of_version(&aids, Some(&id));
+        assert_eq!(
+            read_all(&*by_id, "d/file.txt").await.unwrap(),
+            b"hello file\n"
+        );
+        match store.head(".ossmount-versions/d/file.txt/v1").await {
+            Err(StoreError::NoSuchKey(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    });
 }

@@ -5,8 +5,10 @@
 //! ```text
 //! magic    8  "OSSMCKPT"
 //! version  u32 (1)
-//! flags    u32 (bit 0: finalized; the same format is the `.meta` sidecar of a `.done` file)
+//! flags    u32 (bit 0: finalized; the same format is the `.meta` sidecar of a `.done` file;
+//!          bit 1: appendable; bit 2: a version id follows the ETag)
 //! namespace, key, etag: u32 length + UTF-8 bytes each
+//! version id (only with flag bit 2): u32 length + UTF-8 bytes
 //! size u64, last_modified secs i64 + nanos u32, part_size u64
 //! object crc64: u8 present + u64
 //! n_parts u64 (must equal ceil(size / part_size))
@@ -37,6 +39,9 @@ pub const MAGIC: [u8; 8] = *b"OSSMCKPT";
 pub const VERSION: u32 = 1;
 const FLAG_FINALIZED: u32 = 1;
 const FLAG_APPENDABLE: u32 = 2;
+/// The entry holds one named version (`download --version-id`), recorded after the ETag.
+/// A flag, not a new format version: checkpoints without it read as before.
+const FLAG_VERSION_ID: u32 = 4;
 
 /// Bounds of the part size: 100 KiB to 5 GiB, the SDKs' limits.
 pub const MIN_PART_SIZE: u64 = 100 << 10;
@@ -56,6 +61,10 @@ pub struct Identity {
     /// The object is appendable (`x-oss-object-type: Appendable`): its bytes below
     /// `size` never change while it stays so, whatever its ETag becomes (flag bit 2).
     pub appendable: bool,
+    /// The version asked for by id (`download --version-id`; flag bit 2), or `None` for
+    /// "the latest". Part of the identity: a resume never mixes two versions, nor a named
+    /// version with the latest, even when their ETags agree.
+    pub version_id: Option<String>,
 }
 
 impl Identity {
@@ -69,6 +78,7 @@ impl Identity {
             last_modified: meta.last_modified,
             crc64: meta.crc64,
             appendable: meta.is_appendable(),
+            version_id: None,
         }
     }
 }
@@ -124,8 +134,14 @@ impl Checkpoint {
         if self.identity.appendable {
             flags |= FLAG_APPENDABLE;
         }
+        if id.version_id.is_some() {
+            flags |= FLAG_VERSION_ID;
+        }
         b.extend_from_slice(&flags.to_le_bytes());
-        for s in [&id.namespace, &id.key, &id.etag] {
+        for s in [&id.namespace, &id.key, &id.etag]
+            .into_iter()
+            .chain(id.version_id.as_ref())
+        {
             b.extend_from_slice(&(s.len() as u32).to_le_bytes());
             b.extend_from_slice(s.as_bytes());
         }
@@ -180,12 +196,16 @@ impl Checkpoint {
         }
         let mut r = Cursor { buf: body, pos: 12 };
         let flags = r.u32()?;
-        if flags & !(FLAG_FINALIZED | FLAG_APPENDABLE) != 0 {
+        if flags & !(FLAG_FINALIZED | FLAG_APPENDABLE | FLAG_VERSION_ID) != 0 {
             return Err(DecodeError::Malformed("unknown flags"));
         }
         let namespace = r.string()?;
         let key = r.string()?;
         let etag = r.string()?;
+        let version_id = match flags & FLAG_VERSION_ID {
+            0 => None,
+            _ => Some(r.string()?),
+        };
         let size = r.u64()?;
         let secs = r.u64()? as i64;
         let nanos = r.u32()?;
@@ -240,6 +260,7 @@ impl Checkpoint {
                 last_modified,
                 crc64: object_crc,
                 appendable: flags & FLAG_APPENDABLE != 0,
+                version_id,
             },
             part_size,
             finalized,
@@ -357,6 +378,7 @@ mod tests {
                 last_modified: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
                 crc64: Some(0x0123_4567_89ab_cdef),
                 appendable: false,
+                version_id: None,
             },
             100 << 10,
         );
@@ -375,6 +397,16 @@ mod tests {
         let back = Checkpoint::decode(&a.encode()).unwrap();
         assert!(back.identity.appendable);
         assert_eq!(back, a);
+        // So does a version id, byte for byte (it is not the ETag nor the key).
+        let mut v = sample();
+        v.identity.version_id =
+            Some("CAEQNhiBgM0BYiIDc4MGZjZGI2OTBjOTRmNTE5NmU5NmFmZjU5ZjU5****".into());
+        let bytes = v.encode();
+        let back = Checkpoint::decode(&bytes).unwrap();
+        assert_eq!(back, v);
+        assert_ne!(bytes, sample().encode());
+        v.identity.version_id = Some(String::new());
+        assert_eq!(Checkpoint::decode(&v.encode()).unwrap(), v);
         let mut f = c.clone();
         f.parts[1] = Some(7);
         f.finalized = true;

@@ -203,6 +203,7 @@ fn grows(c: &Checkpoint, identity: &Identity, part_size: u64) -> bool {
         && c.identity.namespace == identity.namespace
         && c.identity.key == identity.key
         && c.identity.size <= identity.size
+        && c.identity.version_id == identity.version_id
         && c.part_size == part_size
 }
 
@@ -243,6 +244,17 @@ fn other_version(c: &Checkpoint, identity: &Identity) -> Option<String> {
         && c.identity.key == identity.key
         && c.identity.etag == identity.etag
         && c.identity.size == identity.size;
+    if same && c.identity.version_id != identity.version_id {
+        let name = |v: &Option<String>| match v {
+            Some(v) => format!("version {v}"),
+            None => "the latest version".to_string(),
+        };
+        return Some(format!(
+            "it is for {}, not {}",
+            name(&c.identity.version_id),
+            name(&identity.version_id)
+        ));
+    }
     (!same).then(|| {
         format!(
             "it is for ETag {} size {}, the object is now ETag {} size {}",

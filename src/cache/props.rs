@@ -21,6 +21,7 @@ fn sample(size: u64, part_size: u64, present: &[bool], finalized: bool) -> Check
             last_modified: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             crc64: Some(7),
             appendable: false,
+            version_id: None,
         },
         part_size,
     );

@@ -28,8 +28,16 @@ pub fn run(args: DownloadArgs) -> Result<(), Failure> {
     if jobs == 0 {
         return Err(usage("--jobs must be at least 1".into()));
     }
+    if args
+        .version_id
+        .as_deref()
+        .is_some_and(|v| v.trim().is_empty())
+    {
+        return Err(usage("--version-id needs a version id".into()));
+    }
     let sys = std::sync::Arc::new(crate::store::credentials::RealSystem);
-    let cfg = config::resolve(&url, &args.store, sys).map_err(|e| usage(e.to_string()))?;
+    let mut cfg = config::resolve(&url, &args.store, sys).map_err(|e| usage(e.to_string()))?;
+    cfg.version_id = args.version_id.clone();
     let store = config::connect_args(&cfg, &args.store).map_err(|e| usage(e.to_string()))?;
     let name = url.path.rsplit('/').next().unwrap_or(&url.path).to_string();
     let local = match &args.local {
@@ -42,7 +50,10 @@ pub fn run(args: DownloadArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(exit::GENERIC, format!("cannot start the runtime: {e}")))?;
-    let display = format!("{}://{}/{}", url.scheme.as_str(), url.bucket, url.path);
+    let mut display = format!("{}://{}/{}", url.scheme.as_str(), url.bucket, url.path);
+    if let Some(v) = &args.version_id {
+        display.push_str(&format!(" (version {v})"));
+    }
     let job = Job {
         store,
         namespace: cfg.namespace(),
@@ -53,6 +64,7 @@ pub fn run(args: DownloadArgs) -> Result<(), Failure> {
         part_size,
         jobs,
         verify: !args.no_verify,
+        version_id: args.version_id.clone(),
         progress: !args.quiet && std::io::stderr().is_terminal(),
         quiet: args.quiet,
     };

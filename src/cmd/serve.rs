@@ -72,6 +72,8 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         lifetime: aid_args.credential_lifetime,
         role: aid_args.metadata_role.clone(),
         require_token: aid_args.metadata_require_token,
+        web_identity_token_file: aid_args.web_identity_token_file.clone(),
+        container_authorization_file: aid_args.container_authorization_file.clone(),
     }));
     let aids = Arc::new(Aids::new(sessions.clone(), keys.clone()));
     let keys = (!args.anonymous).then(|| keys.with_sessions(sessions));

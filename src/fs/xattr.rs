@@ -143,6 +143,7 @@ mod tests {
             storage_class: Some("Archive".into()),
             restore: Some("ongoing-request=\"true\"".into()),
             user_meta: vec![("owner".into(), "alice".into())],
+            version_id: None,
         };
         let held = crate::cache::state::Held {
             bytes: 4,

@@ -94,6 +94,18 @@ impl ApiError {
         )
     }
 
+    /// GetObject / HeadObject with a `versionId` the object does not have: 404
+    /// NoSuchVersion, as OSS and S3 answer (OSS EC 0012-00000203, "the version the
+    /// versionId parameter names does not exist").
+    pub fn no_such_version() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchVersion",
+            "The specified version does not exist.",
+        )
+        .ec("0012-00000203")
+    }
+
     pub fn no_such_bucket() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -1,7 +1,9 @@
 //! Object kinds a plain file tree does not have, emulated so that the mount's handling
 //! of them is tested against real HTTP: symlink objects, appendable objects, archive
-//! storage classes with their restore state, and user metadata. Testing aids, all
-//! documented in `ossmount serve --help` and docs/mount.md:
+//! storage classes with their restore state, and user metadata. Testing aids, on only
+//! with `--testing-aids` ([`Root::kinds`]; without it a symlink inside DIR is a plain
+//! object with the bytes it points to, and attributes are ignored), all documented in
+//! `ossmount serve --help` and docs/mount.md:
 //!
 //! - **Symlink objects.** A file-system symlink inside a bucket whose target, resolved
 //!   lexically against the link's directory, stays inside the same bucket is a symlink
@@ -68,7 +70,11 @@ pub fn open(
     get_symlink: bool,
 ) -> Result<Opened, ApiError> {
     check_key(key)?;
-    let link = symlink_target(bucket_dir, key);
+    let link = if root.kinds {
+        symlink_target(bucket_dir, key)
+    } else {
+        None
+    };
     match (get_symlink, link) {
         (true, Some(target)) => Ok(Opened::GetSymlink(self::get_symlink(
             bucket_dir, key, &target,
@@ -159,6 +165,16 @@ const OSS_XATTR: &str = "user.oss.";
 const RESTORED_FOR: Duration = Duration::from_secs(24 * 3600);
 
 impl Kind {
+    /// The kind of an open regular file of `root`: from its extended attributes when the
+    /// emulation is on ([`Root::kinds`]), a plain Standard object otherwise.
+    pub fn of(root: &Root, file: &File) -> Kind {
+        if root.kinds {
+            Kind::of_file(file)
+        } else {
+            Kind::default()
+        }
+    }
+
     /// The kind of an open regular file, from its extended attributes.
     pub fn of_file(file: &File) -> Kind {
         let mut kind = Kind::default();

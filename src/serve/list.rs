@@ -375,6 +375,8 @@ pub fn list_page(
     let start = bucket_dir.join(dir_part);
     // No symlinked directories on the way: the canonical form must be the path itself.
     let dir_ok = dir_ok && (dir_part.is_empty() || start.canonicalize().is_ok_and(|c| c == start));
+    // Older versions are no keys ([`super::versions`]).
+    let dir_ok = dir_ok && !(root.kinds && super::versions::hidden(dir_part));
     if !dir_ok {
         return Ok(Page {
             objects: Vec::new(),
@@ -407,6 +409,7 @@ pub fn list_page(
                 prefix: &p.prefix,
                 rollup,
                 marker_dir: &key.marker_dir,
+                hide: root.kinds.then_some(super::versions::VERSIONS_DIR),
             };
             let mut listing = Listing {
                 entries: Vec::new(),
@@ -527,7 +530,9 @@ fn resolve(root: &Root, bucket_dir: &Path, e: &Entry) -> Option<Found> {
                 symlink: None,
             })
         }
-        Kind::Symlink if super::kinds::symlink_target(bucket_dir, &e.key).is_some() => {
+        Kind::Symlink
+            if root.kinds && super::kinds::symlink_target(bucket_dir, &e.key).is_some() =>
+        {
             let target = super::kinds::symlink_target(bucket_dir, &e.key)?;
             Some(Found {
                 key: e.key.clone(),
@@ -566,6 +571,9 @@ struct Walk<'a> {
     rollup: bool,
     /// See [`ListingKey::marker_dir`].
     marker_dir: &'a str,
+    /// A top-level directory of the bucket that holds no keys: the older versions of the
+    /// versioning emulation ([`super::versions`]).
+    hide: Option<&'a str>,
 }
 
 impl Walk<'_> {
@@ -583,6 +591,9 @@ impl Walk<'_> {
                 tracing::debug!("skipping non-UTF-8 name in {}", dir.display());
                 continue;
             };
+            if rel.is_empty() && self.hide == Some(name.as_str()) {
+                continue;
+            }
             let key = format!("{rel}{name}");
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {

@@ -33,6 +33,7 @@ use parking_lot::Mutex;
 use super::auth::Keys;
 use super::resolve::decode_query;
 use super::sts::{answer, AidFaults, Sessions};
+use super::{aws_metadata, aws_sts};
 use crate::store::credentials::format_time;
 
 /// Shared by both aid listeners.
@@ -41,6 +42,8 @@ pub struct Aids {
     /// serve's key pairs: the source keys `AssumeRole` calls are signed with.
     pub keys: Keys,
     tokens: Mutex<HashSet<String>>,
+    /// IMDSv2 session tokens handed out ([`super::aws_metadata`]).
+    pub imds_tokens: Mutex<HashSet<String>>,
 }
 
 impl Aids {
@@ -49,6 +52,7 @@ impl Aids {
             sessions,
             keys,
             tokens: Mutex::new(HashSet::new()),
+            imds_tokens: Mutex::new(HashSet::new()),
         }
     }
 }
@@ -120,7 +124,15 @@ async fn route(aids: &Aids, req: Request<Incoming>) -> Resp {
     };
     let ttl = header("x-aliyun-ecs-metadata-token-ttl-seconds");
     let token = header("x-aliyun-ecs-metadata-token");
+    let aws_ttl = header("x-aws-ec2-metadata-token-ttl-seconds");
+    let aws_token = header("x-aws-ec2-metadata-token");
+    let authorization = header("authorization");
     let content_type = header("content-type").unwrap_or_default();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
@@ -165,9 +177,37 @@ async fn route(aids: &Aids, req: Request<Incoming>) -> Resp {
 
     if let Some(status) = sessions.faults.lock().status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if path.starts_with("/latest/") {
+        if path.starts_with("/latest/") || aws_metadata::is_container_path(&path) {
             return text(status, "fault injected by ossmount serve");
         }
+    }
+
+    // The AWS endpoints: IMDSv2 and the container endpoint.
+    let aws = if path == "/latest/api/token" && aws_ttl.is_some() {
+        Some(aws_metadata::imds_token(
+            aids,
+            &method,
+            aws_ttl.as_deref().unwrap_or(""),
+        ))
+    } else if let Some(rest) = path.strip_prefix("/latest/meta-data/iam/security-credentials/") {
+        let role = percent_encoding::percent_decode_str(rest).decode_utf8_lossy();
+        Some(aws_metadata::imds_credentials(
+            aids,
+            &method,
+            aws_token.as_deref(),
+            &role,
+        ))
+    } else if aws_metadata::is_container_path(&path) {
+        Some(aws_metadata::container_credentials(
+            aids,
+            &method,
+            authorization.as_deref(),
+        ))
+    } else {
+        None
+    };
+    if let Some((status, content_type, body)) = aws {
+        return reply(status, content_type, body);
     }
 
     // The metadata service.
@@ -260,6 +300,22 @@ async fn route(aids: &Aids, req: Request<Incoming>) -> Resp {
         return text(StatusCode::NOT_FOUND, "Not Found");
     }
     let secret_for = |id: &str| aids.keys.secret(id);
+    if params
+        .iter()
+        .any(|(k, v)| k == "Version" && v == aws_sts::VERSION)
+    {
+        let query_params = decode_query(query.as_deref()).unwrap_or_default();
+        let call = aws_sts::Call {
+            method: method.as_str(),
+            path: &percent_encoding::percent_decode_str(&path).decode_utf8_lossy(),
+            params: &params,
+            query: &query_params,
+            headers: &headers,
+            body: &body,
+        };
+        let r = aws_sts::answer(sessions, &call, &secret_for, SystemTime::now());
+        return reply(r.status, "text/xml", r.body);
+    }
     let r = answer(
         sessions,
         method.as_str(),

@@ -76,6 +76,11 @@ pub fn valid_bucket_name(name: &str) -> bool {
 /// The buckets' parent, canonical.
 pub struct Root {
     pub dir: PathBuf,
+    /// Emulate object kinds and versions ([`super::kinds`], [`super::versions`]): a
+    /// testing aid, on only with `--testing-aids`. Off, DIR is served as the plain
+    /// objects a file tree is: symlinks inside DIR read as the bytes they point to,
+    /// extended attributes are not looked at, every object has only its latest version.
+    pub kinds: bool,
 }
 
 impl Root {
@@ -87,7 +92,7 @@ impl Root {
                 format!("{} is not a directory", dir.display()),
             ));
         }
-        Ok(Root { dir })
+        Ok(Root { dir, kinds: false })
     }
 
     /// The bucket's directory, if `name` is an existing bucket (a real directory).

@@ -44,6 +44,12 @@ pub struct AidConfig {
     /// Refuse metadata requests without a token (ALIBABA_CLOUD_IMDSV1_DISABLED on the
     /// server side). Off, as on real ECS instances by default.
     pub require_token: bool,
+    /// AWS `AssumeRoleWithWebIdentity` accepts only the token this file holds (read at
+    /// each call, so a test rotates it); `None`: any non-empty token.
+    pub web_identity_token_file: Option<std::path::PathBuf>,
+    /// The container endpoint accepts only this file's contents as `Authorization`
+    /// (read at each request); `None`: no check (an ECS task endpoint without a token).
+    pub container_authorization_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AidConfig {
@@ -52,6 +58,8 @@ impl Default for AidConfig {
             lifetime: Duration::from_secs(3600),
             role: "ossmount-serve-role".into(),
             require_token: false,
+            web_identity_token_file: None,
+            container_authorization_file: None,
         }
     }
 }
@@ -75,6 +83,15 @@ pub struct AidStats {
     pub assume_role: AtomicU64,
     pub assume_role_oidc: AtomicU64,
     pub sts_errors: AtomicU64,
+    /// IMDSv2 session tokens and instance-profile credentials handed out.
+    pub imds_tokens: AtomicU64,
+    pub imds_credentials: AtomicU64,
+    /// Container-endpoint credentials handed out, and requests refused for their token.
+    pub container_credentials: AtomicU64,
+    pub container_refused: AtomicU64,
+    /// AWS STS calls answered with credentials.
+    pub aws_assume_role: AtomicU64,
+    pub aws_assume_role_web_identity: AtomicU64,
     /// Object requests refused for an expired token.
     pub refused_expired: AtomicU64,
     /// Object requests refused for a revoked, unknown or missing token.
@@ -92,11 +109,17 @@ pub struct AidStatsSnapshot {
     pub assume_role: u64,
     pub assume_role_oidc: u64,
     pub sts_errors: u64,
+    pub imds_tokens: u64,
+    pub imds_credentials: u64,
+    pub container_credentials: u64,
+    pub container_refused: u64,
+    pub aws_assume_role: u64,
+    pub aws_assume_role_web_identity: u64,
     pub refused_expired: u64,
     pub refused_invalid: u64,
     pub accepted: u64,
     pub revoked: u64,
-    /// Hex SHA-256 of each distinct OIDC token seen, in order.
+    /// Hex SHA-256 of each distinct OIDC or web identity token seen, in order.
     pub oidc_tokens_sha256: Vec<String>,
     pub lifetime_seconds: f64,
 }
@@ -124,7 +147,7 @@ pub struct Sessions {
 /// Issued key pairs expired longer than this are forgotten (then answered as unknown).
 const KEEP_EXPIRED: Duration = Duration::from_secs(3600);
 
-fn random(n: usize) -> String {
+pub(crate) fn random(n: usize) -> String {
     rand::thread_rng()
         .sample_iter(&Alphanumeric)
         .take(n)
@@ -159,14 +182,25 @@ impl Sessions {
         }
     }
 
-    /// A new key pair and token valid for the configured lifetime.
+    /// A new key pair and token valid for the configured lifetime, shaped as Alibaba
+    /// Cloud STS issues them (`STS.` key id, `CAIS` token).
     pub fn issue(&self, now: SystemTime) -> Grant {
+        self.issue_shaped(now, format!("STS.{}", random(24)), "CAIS")
+    }
+
+    /// The same, shaped as AWS STS issues them (`ASIA` key id, `IQoJ` token).
+    pub fn issue_aws(&self, now: SystemTime) -> Grant {
+        let id = format!("ASIA{}", random(16).to_ascii_uppercase());
+        self.issue_shaped(now, id, "IQoJ")
+    }
+
+    fn issue_shaped(&self, now: SystemTime, id: String, token_prefix: &str) -> Grant {
         let token_bytes: Vec<u8> = (0..96).map(|_| rand::random::<u8>()).collect();
         let grant = Grant {
-            id: format!("STS.{}", random(24)),
+            id,
             secret: random(40),
             token: format!(
-                "CAIS{}",
+                "{token_prefix}{}",
                 base64::engine::general_purpose::STANDARD.encode(token_bytes)
             ),
             expires: now + self.cfg.lifetime,
@@ -262,6 +296,12 @@ impl Sessions {
             assume_role: s.assume_role.load(Relaxed),
             assume_role_oidc: s.assume_role_oidc.load(Relaxed),
             sts_errors: s.sts_errors.load(Relaxed),
+            imds_tokens: s.imds_tokens.load(Relaxed),
+            imds_credentials: s.imds_credentials.load(Relaxed),
+            container_credentials: s.container_credentials.load(Relaxed),
+            container_refused: s.container_refused.load(Relaxed),
+            aws_assume_role: s.aws_assume_role.load(Relaxed),
+            aws_assume_role_web_identity: s.aws_assume_role_web_identity.load(Relaxed),
             refused_expired: s.refused_expired.load(Relaxed),
             refused_invalid: s.refused_invalid.load(Relaxed),
             accepted: s.accepted.load(Relaxed),

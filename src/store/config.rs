@@ -71,6 +71,11 @@ pub struct StoreConfig {
     pub region: String,
     pub path_style: bool,
     pub auth: Auth,
+    /// Every object request (HeadObject, GetObject, GetSymlink) names this version with
+    /// `versionId=ID`, signed like any other query parameter: the store reads one version
+    /// of its objects in a versioning-enabled bucket (`download --version-id`). `None`:
+    /// the latest version, as without versioning.
+    pub version_id: Option<String>,
 }
 
 impl StoreConfig {

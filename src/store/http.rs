@@ -275,6 +275,16 @@ impl HttpStore {
         })
     }
 
+    /// The query of an object request: `versionId=ID` when the store is bound to one
+    /// version ([`StoreConfig::version_id`]), nothing otherwise.
+    fn version_query(&self) -> Vec<(String, String)> {
+        self.cfg
+            .version_id
+            .iter()
+            .map(|v| ("versionId".to_string(), v.clone()))
+            .collect()
+    }
+
     /// Local time corrected by the clock offset learned from the server.
     fn signing_time(&self) -> SystemTime {
         let off = self.clock_offset_ms.load(Ordering::Relaxed);
@@ -632,6 +642,9 @@ fn meta_from_headers(key: &str, headers: &HeaderMap) -> Result<ObjectMeta, Store
             .or_else(|| header_str(headers, "x-amz-restore"))
             .map(str::to_string),
         user_meta: user_meta(headers),
+        version_id: header_str(headers, "x-oss-version-id")
+            .or_else(|| header_str(headers, "x-amz-version-id"))
+            .map(str::to_string),
     })
 }
 
@@ -679,6 +692,7 @@ pub(super) fn parse_listing(
             storage_class: c.storage_class.clone(),
             restore: c.restore_info.clone(),
             user_meta: Vec::new(),
+            version_id: None,
         });
     }
     let common_prefixes = parsed
@@ -862,7 +876,7 @@ fn counted_body(
 impl ObjectStore for HttpStore {
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
         let resp = self
-            .request(Method::HEAD, Some(key), &[], Vec::new())
+            .request(Method::HEAD, Some(key), &self.version_query(), Vec::new())
             .await?;
         meta_from_headers(key, resp.headers())
     }
@@ -895,7 +909,9 @@ impl ObjectStore for HttpStore {
         if let Some(etag) = if_match {
             headers.push(("if-match".to_string(), etag.to_string()));
         }
-        let resp = self.request(Method::GET, Some(key), &[], headers).await?;
+        let resp = self
+            .request(Method::GET, Some(key), &self.version_query(), headers)
+            .await?;
         let status = resp.status();
         let what = format!(
             "GET {key:?} bytes {}-{}",
@@ -939,7 +955,8 @@ impl ObjectStore for HttpStore {
     }
 
     async fn get_symlink(&self, key: &str) -> Result<String, StoreError> {
-        let query = [("symlink".to_string(), String::new())];
+        let mut query = vec![("symlink".to_string(), String::new())];
+        query.extend(self.version_query());
         let resp = self
             .request(Method::GET, Some(key), &query, Vec::new())
             .await?;
@@ -1093,6 +1110,7 @@ mod tests {
             region: "cn-hangzhou".into(),
             path_style,
             auth: Auth::Anonymous,
+            version_id: None,
         };
         let http = HttpConfig {
             read_timeout: Duration::from_millis(500),
@@ -1418,6 +1436,7 @@ mod tests {
             region: "cn-hangzhou".into(),
             path_style: true,
             auth: Auth::Anonymous,
+            version_id: None,
         };
         let http = HttpConfig {
             read_timeout: Duration::from_secs(5),

@@ -160,6 +160,7 @@ impl MemoryStore {
             storage_class: Some("Standard".to_string()),
             restore: None,
             user_meta: Vec::new(),
+            version_id: None,
         };
         inner.objects.insert(
             key.to_string(),

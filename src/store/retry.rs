@@ -463,6 +463,7 @@ mod tests {
                 storage_class: None,
                 restore: None,
                 user_meta: Vec::new(),
+                version_id: None,
             })
         }
 

@@ -1,13 +1,17 @@
 //! The order sources are tried in (see the table in the module doc of [`super`] and
 //! docs/credentials.md), and the one-line error naming everything tried when none yields.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::aws_sts::{self, AssumeRoleWithWebIdentity};
+use super::container;
 use super::ecs::{self, EcsRamRole};
 use super::env::{self, Names};
 use super::files::{self, Spec};
+use super::imds::{self, InstanceProfile};
 use super::process::{self, CredentialProcess};
 use super::sts::{self, AssumeRole, AssumeRoleWithOidc, Role};
 use super::{CredentialHolder, CredentialsError, Fixed, Issued, Provider, RefreshPolicy, System};
@@ -48,112 +52,256 @@ pub fn resolve(
     }
 }
 
+/// `s3://` in botocore's order (`create_credential_resolver`): the environment keys, then
+/// the profile (`AWS_PROFILE`, else `default`) of `~/.aws/config` and `~/.aws/credentials`
+/// when it assumes a role (`role_arn` + `source_profile`), then web identity (the
+/// `AWS_WEB_IDENTITY_TOKEN_FILE` / `AWS_ROLE_ARN` / `AWS_ROLE_SESSION_NAME` variables,
+/// each else the profile's `web_identity_token_file` / `role_arn` / `role_session_name`),
+/// then the profile's static keys or `credential_process`, then the container endpoint,
+/// then the EC2 instance profile (IMDS).
 fn resolve_s3(
     opts: &ChainOptions,
     sys: Arc<dyn System>,
 ) -> Result<Arc<CredentialHolder>, ConfigError> {
-    let (id_var, secret_var, token_var) = env::AWS;
-    let missing = match env::from_vars(&*sys, env::AWS) {
+    let (id_var, secret_var, _) = env::AWS;
+    let mut tried = Vec::new();
+    match env::from_vars(&*sys, env::AWS) {
         Ok(c) => {
-            return Ok(CredentialHolder::fixed(
-                format!("environment ({id_var})"),
-                c,
-            ))
+            tracing::debug!("credentials from the environment ({id_var})");
+            return Ok(CredentialHolder::fixed(env_label(env::AWS), c));
         }
-        Err(CredentialsError::NotConfigured(_)) => format!("{id_var} and {secret_var}"),
-        Err(CredentialsError::Failed(_)) if sys.var(id_var).is_some() => secret_var.into(),
-        Err(CredentialsError::Failed(_)) => id_var.into(),
+        Err(CredentialsError::NotConfigured(m)) => tried.push(m),
+        Err(CredentialsError::Failed(m)) => {
+            return Err(invalid(format!("credentials from the environment: {m}")))
+        }
+    }
+    let chain = Chain {
+        opts,
+        sys: sys.clone(),
     };
-    if missing.contains(" and ") {
-        // Not in the environment at all: the shared files (AWS_PROFILE).
-        let mut tried = Vec::new();
-        if let Some((spec, label)) = aws_profile(&*sys, &mut tried)? {
-            let chain = Chain {
-                opts,
-                sys: sys.clone(),
-            };
-            return chain.start(&spec, &label);
+    if let Some((spec, label)) = aws_profile(&*sys, &mut tried)? {
+        return chain.start(&spec, &label);
+    }
+    match container::from_env(sys.clone()) {
+        Ok(Some(p)) => {
+            return CredentialHolder::start(Arc::new(p), opts.refresh.clone(), sys.clone())
+                .map_err(|e| invalid(format!("credentials from the container endpoint: {e}")))
         }
-        if sys.var("AWS_PROFILE").is_some() {
+        Ok(None) => tried
+            .push("container: AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and _FULL_URI not set".into()),
+        Err(e) => {
             return Err(invalid(format!(
-                "no credentials for s3://: AWS_PROFILE is set but {}",
-                tried.join("; ")
-            )));
+                "credentials from the container endpoint: {e}"
+            )))
+        }
+    }
+    if imds::disabled(&*sys) {
+        tried.push("EC2 instance profile: disabled by AWS_EC2_METADATA_DISABLED".into());
+    } else {
+        let p = InstanceProfile::new(imds::endpoint(flag(&opts.metadata_endpoint), &*sys), &*sys);
+        match CredentialHolder::start(Arc::new(p), opts.refresh.clone(), sys.clone()) {
+            Ok(h) => return Ok(h),
+            Err(e) => tried.push(format!("EC2 instance profile: {e}")),
         }
     }
     Err(invalid(format!(
-        "no credentials for s3://: {missing} not set in the environment (set {id_var} \
-         and {secret_var}, plus {token_var} for temporary credentials, or a profile in \
-         ~/.aws/credentials), or pass --no-sign-request for a public bucket"
+        "no credentials for s3://: tried {}; set {id_var} and {secret_var}, a profile in \
+         ~/.aws/credentials (docs/credentials.md), or pass --no-sign-request for a public bucket",
+        tried.join("; ")
     )))
 }
 
-/// `AWS_PROFILE` (default `default`) from `~/.aws/credentials` (static keys) or
-/// `~/.aws/config` (`[profile NAME]`: static keys or `credential_process`). `role_arn`
-/// profiles are refused clearly (AWS STS is not implemented).
+/// One profile's settings, the config file's overridden by the credentials file's.
+type Profile = HashMap<String, String>;
+
+/// Every profile of `~/.aws/config` (`[profile NAME]`, `[default]`; path
+/// `AWS_CONFIG_FILE`) and `~/.aws/credentials` (`[NAME]`; `AWS_SHARED_CREDENTIALS_FILE`),
+/// merged as botocore merges them; the files' names for messages.
+fn aws_profiles(
+    sys: &dyn System,
+    tried: &mut Vec<String>,
+) -> Result<(HashMap<String, Profile>, String), ConfigError> {
+    let home = sys.home();
+    let config = sys
+        .var("AWS_CONFIG_FILE")
+        .map(PathBuf::from)
+        .or_else(|| home.as_ref().map(|h| h.join(".aws/config")));
+    let credentials = sys
+        .var("AWS_SHARED_CREDENTIALS_FILE")
+        .map(PathBuf::from)
+        .or_else(|| home.as_ref().map(|h| h.join(".aws/credentials")));
+    let mut out: HashMap<String, Profile> = HashMap::new();
+    let mut shown = Vec::new();
+    for (path, is_config) in [(config, true), (credentials, false)] {
+        let Some(path) = path else { continue };
+        let name = path.display().to_string();
+        let text = match sys.read_file(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tried.push(format!("{name}: not found"));
+                continue;
+            }
+            Err(e) => return Err(invalid(format!("cannot read {name}: {e}"))),
+        };
+        shown.push(name);
+        for (section, values) in files::parse_ini(&text) {
+            let profile = if is_config {
+                match section.strip_prefix("profile ") {
+                    Some(p) => p.trim().to_string(),
+                    None if section == "default" => section,
+                    None => continue, // [sso-session x], [services x]
+                }
+            } else {
+                section
+            };
+            let entry = out.entry(profile).or_default();
+            for (k, v) in values {
+                if !v.is_empty() {
+                    entry.insert(k, v);
+                }
+            }
+        }
+    }
+    Ok((out, shown.join(" and ")))
+}
+
+/// The profile's source (see [`resolve_s3`] for the order), or web identity from the
+/// variables alone: `Ok(None)` to go on with the container endpoint and IMDS.
 fn aws_profile(
     sys: &dyn System,
     tried: &mut Vec<String>,
 ) -> Result<Option<(Spec, String)>, ConfigError> {
-    let name = sys.var("AWS_PROFILE").unwrap_or_else(|| "default".into());
-    let home = sys.home();
-    let files = [
-        (
-            sys.var("AWS_SHARED_CREDENTIALS_FILE")
-                .map(PathBuf::from)
-                .or_else(|| home.as_ref().map(|h| h.join(".aws/credentials"))),
-            name.clone(),
-        ),
-        (
-            sys.var("AWS_CONFIG_FILE")
-                .map(PathBuf::from)
-                .or_else(|| home.as_ref().map(|h| h.join(".aws/config"))),
-            if name == "default" {
-                name.clone()
-            } else {
-                format!("profile {name}")
-            },
-        ),
-    ];
-    for (path, section) in files {
-        let Some(path) = path else { continue };
-        let shown = path.display().to_string();
-        let text = match sys.read_file(&path) {
-            Ok(t) => t,
-            Err(_) => {
-                tried.push(format!("{shown}: not found"));
-                continue;
-            }
-        };
-        let ini = files::parse_ini(&text);
-        let Some(sec) = ini.get(&section) else {
-            tried.push(format!("{shown} has no [{section}]"));
-            continue;
-        };
-        let get = |k: &str| sec.get(k).filter(|v| !v.is_empty()).cloned();
-        let label = format!("AWS profile {name:?} of {shown}");
-        if let (Some(id), Some(secret)) = (get("aws_access_key_id"), get("aws_secret_access_key")) {
-            let c = crate::store::Credentials {
-                access_key_id: id,
-                access_key_secret: secret,
-                session_token: get("aws_session_token"),
-            };
-            return Ok(Some((Spec::Static(c), label)));
-        }
-        if let Some(command) = get("credential_process") {
-            return Ok(Some((Spec::Process { command }, label)));
-        }
-        if get("role_arn").is_some() || get("web_identity_token_file").is_some() {
-            return Err(invalid(format!(
-                "{label}: role_arn and web identity profiles are not supported yet; use \
-                 credential_process or static keys"
-            )));
-        }
+    let explicit = sys.var("AWS_PROFILE");
+    let name = explicit.clone().unwrap_or_else(|| "default".into());
+    let (profiles, files_shown) = aws_profiles(sys, tried)?;
+    let profile = profiles.get(&name);
+    if explicit.is_some() && profile.is_none() {
         return Err(invalid(format!(
-            "{label}: no aws_access_key_id/aws_secret_access_key or credential_process"
+            "no credentials for s3://: AWS_PROFILE is set but there is no [profile {name}] \
+             ({}{})",
+            if files_shown.is_empty() {
+                "no AWS files found; "
+            } else {
+                ""
+            },
+            tried.join("; ")
         )));
     }
-    Ok(None)
+    let label = format!("AWS profile {name:?} of {files_shown}");
+    let get = |k: &str| profile.and_then(|p| p.get(k)).cloned();
+    // 1. A role assumed with a source profile's keys.
+    if get("role_arn").is_some()
+        && (get("source_profile").is_some() || get("credential_source").is_some())
+    {
+        let spec =
+            assume_role_spec(&profiles, &name, 0).map_err(|e| invalid(format!("{label}: {e}")))?;
+        return Ok(Some((spec, label)));
+    }
+    // 2. Web identity: each variable, else the profile's setting.
+    let token_file = sys
+        .var("AWS_WEB_IDENTITY_TOKEN_FILE")
+        .or_else(|| get("web_identity_token_file"));
+    if let Some(token_file) = token_file {
+        let Some(role_arn) = sys.var("AWS_ROLE_ARN").or_else(|| get("role_arn")) else {
+            return Err(invalid(
+                "credentials from web identity: a web identity token file is set but no role \
+                 (set AWS_ROLE_ARN or the profile's role_arn)",
+            ));
+        };
+        let spec = Spec::AwsWebIdentity {
+            role_arn,
+            token_file,
+            session_name: sys
+                .var("AWS_ROLE_SESSION_NAME")
+                .or_else(|| get("role_session_name")),
+        };
+        let label = if sys.var("AWS_WEB_IDENTITY_TOKEN_FILE").is_some() {
+            "web identity (AWS_WEB_IDENTITY_TOKEN_FILE)".to_string()
+        } else {
+            label
+        };
+        return Ok(Some((spec, label)));
+    }
+    tried.push("web identity: AWS_WEB_IDENTITY_TOKEN_FILE not set".into());
+    // 3. Static keys or a credential process.
+    let Some(p) = profile else {
+        tried.push(format!("no AWS profile [{name}]"));
+        return Ok(None);
+    };
+    match static_or_process(p) {
+        Some(spec) => Ok(Some((spec, label))),
+        None => {
+            tried.push(format!("{label}: no keys, credential_process or role_arn"));
+            Ok(None)
+        }
+    }
+}
+
+fn static_or_process(p: &Profile) -> Option<Spec> {
+    if let (Some(id), Some(secret)) = (p.get("aws_access_key_id"), p.get("aws_secret_access_key")) {
+        return Some(Spec::Static(crate::store::Credentials {
+            access_key_id: id.clone(),
+            access_key_secret: secret.clone(),
+            session_token: p.get("aws_session_token").cloned(),
+        }));
+    }
+    p.get("credential_process")
+        .map(|c| Spec::Process { command: c.clone() })
+}
+
+/// Profile `name` with `role_arn`: its source (`source_profile`, followed as far as 8
+/// profiles) assumes the role. `credential_source` is not supported (a clear error).
+fn assume_role_spec(
+    profiles: &HashMap<String, Profile>,
+    name: &str,
+    depth: u32,
+) -> Result<Spec, String> {
+    if depth > 8 {
+        return Err(format!(
+            "source_profile chain through {name:?} is too long (a loop?)"
+        ));
+    }
+    let p = profiles
+        .get(name)
+        .ok_or_else(|| format!("source_profile {name:?} is not a profile of the AWS files"))?;
+    let Some(role_arn) = p.get("role_arn").cloned() else {
+        return static_or_process(p).ok_or_else(|| {
+            format!("source_profile {name:?} has no keys, credential_process or role_arn")
+        });
+    };
+    if p.contains_key("credential_source") {
+        return Err(format!(
+            "profile {name:?}: credential_source is not supported; use source_profile (or the \
+             environment, container or instance credentials directly)"
+        ));
+    }
+    if let Some(token_file) = p.get("web_identity_token_file") {
+        // A role assumed with web identity (as the source of another, or at the top).
+        return Ok(Spec::AwsWebIdentity {
+            role_arn,
+            token_file: token_file.clone(),
+            session_name: p.get("role_session_name").cloned(),
+        });
+    }
+    let Some(src) = p.get("source_profile") else {
+        return Err(format!(
+            "profile {name:?} has role_arn but no source_profile"
+        ));
+    };
+    let source = if src == name {
+        // botocore: a profile naming itself uses its own static keys.
+        static_or_process(p)
+            .ok_or_else(|| format!("profile {name:?} is its own source_profile but has no keys"))?
+    } else {
+        assume_role_spec(profiles, src, depth + 1)?
+    };
+    Ok(Spec::AwsAssumeRole {
+        source: Box::new(source),
+        role_arn,
+        session_name: p.get("role_session_name").cloned(),
+        external_id: p.get("external_id").cloned(),
+        duration_seconds: p.get("duration_seconds").and_then(|d| d.parse().ok()),
+    })
 }
 
 struct Chain<'a> {
@@ -422,6 +570,35 @@ impl Chain<'_> {
                     sys.clone(),
                 ))
             }
+            Spec::AwsWebIdentity {
+                role_arn,
+                token_file,
+                session_name,
+            } => Arc::new(AssumeRoleWithWebIdentity::new(
+                role_arn,
+                PathBuf::from(token_file),
+                session_name.clone(),
+                aws_sts::endpoint(flag(&self.opts.sts_endpoint), &**sys),
+                sys.clone(),
+            )),
+            Spec::AwsAssumeRole {
+                source,
+                role_arn,
+                session_name,
+                external_id,
+                duration_seconds,
+            } => {
+                let mut p = aws_sts::AssumeRole::new(
+                    self.provider(source, "the source profile's key"),
+                    role_arn,
+                    session_name.clone(),
+                    aws_sts::endpoint(flag(&self.opts.sts_endpoint), &**sys),
+                    sys.clone(),
+                );
+                p.external_id = external_id.clone();
+                p.duration_seconds = *duration_seconds;
+                Arc::new(p)
+            }
             Spec::Process { command } => Arc::new(CredentialProcess {
                 command: command.clone(),
                 timeout: self
@@ -582,34 +759,88 @@ mod tests {
         assert!(e.starts_with("credentials from --ram-role: "), "{e}");
     }
 
+    const NO_IMDS: (&str, &str) = ("AWS_EC2_METADATA_DISABLED", "true");
+
+    fn s3_spec(sys: &FakeSystem) -> Result<Option<Spec>, String> {
+        let mut tried = Vec::new();
+        aws_profile(sys, &mut tried)
+            .map(|o| o.map(|(s, _)| s))
+            .map_err(|e| e.to_string())
+    }
+
     #[test]
     fn s3_profiles() {
-        let creds = "[default]\naws_access_key_id = AKIADEF\naws_secret_access_key = s\n";
-        let config = "[profile proc]\ncredential_process = echo x\n[profile role]\nrole_arn = arn:aws:iam::1:role/r\n";
-        let sys = || {
-            FakeSystem::with_vars(&[("HOME", "/h")])
+        let creds = "[default]\naws_access_key_id = AKIADEF\naws_secret_access_key = s\n\
+                     [src]\naws_access_key_id = AKIASRC\naws_secret_access_key = s\n";
+        let config = "[default]\nregion = us-east-1\n[profile proc]\ncredential_process = echo x\n\
+                      [profile role]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = src\n\
+                      external_id = ext\n[profile chained]\nrole_arn = arn:aws:iam::1:role/c\n\
+                      source_profile = role\n[profile web]\nrole_arn = arn:aws:iam::1:role/w\n\
+                      web_identity_token_file = /tok\n[profile sourced]\nrole_arn = a\n\
+                      credential_source = Ec2InstanceMetadata\n[profile bare]\nrole_arn = a\n\
+                      [profile loop]\nrole_arn = a\nsource_profile = loop2\n\
+                      [profile loop2]\nrole_arn = b\nsource_profile = loop\n";
+        let sys = |profile: Option<&str>| {
+            let mut s = FakeSystem::with_vars(&[("HOME", "/h"), NO_IMDS])
                 .file("/h/.aws/credentials", creds)
-                .file("/h/.aws/config", config)
-        };
-        let h = resolve(Scheme::S3, &ChainOptions::default(), Arc::new(sys())).unwrap();
-        assert_eq!(h.current().credentials.access_key_id, "AKIADEF");
-        let mut tried = Vec::new();
-        let mut s = sys();
-        s.vars.insert("AWS_PROFILE".into(), "proc".into());
-        let spec = aws_profile(&s, &mut tried).unwrap().unwrap().0;
-        assert_eq!(
-            spec,
-            Spec::Process {
-                command: "echo x".into()
+                .file("/h/.aws/config", config);
+            if let Some(p) = profile {
+                s.vars.insert("AWS_PROFILE".into(), p.into());
             }
+            s
+        };
+        let h = resolve(Scheme::S3, &ChainOptions::default(), Arc::new(sys(None))).unwrap();
+        assert_eq!(h.current().credentials.access_key_id, "AKIADEF");
+        assert_eq!(
+            s3_spec(&sys(Some("proc"))).unwrap(),
+            Some(Spec::Process {
+                command: "echo x".into()
+            })
         );
-        s.vars.insert("AWS_PROFILE".into(), "role".into());
-        let e = aws_profile(&s, &mut tried).unwrap_err().to_string();
-        assert!(e.contains("not supported yet"), "{e}");
-        s.vars.insert("AWS_PROFILE".into(), "nope".into());
-        let e = resolve(Scheme::S3, &ChainOptions::default(), Arc::new(s))
-            .unwrap_err()
-            .to_string();
+        match s3_spec(&sys(Some("chained"))).unwrap().unwrap() {
+            Spec::AwsAssumeRole {
+                role_arn, source, ..
+            } => {
+                assert_eq!(role_arn, "arn:aws:iam::1:role/c");
+                match *source {
+                    Spec::AwsAssumeRole {
+                        role_arn,
+                        source,
+                        external_id,
+                        ..
+                    } => {
+                        assert_eq!(role_arn, "arn:aws:iam::1:role/r");
+                        assert_eq!(external_id.as_deref(), Some("ext"));
+                        assert!(
+                            matches!(*source, Spec::Static(ref c) if c.access_key_id == "AKIASRC")
+                        );
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            s3_spec(&sys(Some("web"))).unwrap(),
+            Some(Spec::AwsWebIdentity {
+                role_arn: "arn:aws:iam::1:role/w".into(),
+                token_file: "/tok".into(),
+                session_name: None
+            })
+        );
+        let e = s3_spec(&sys(Some("sourced"))).unwrap_err();
+        assert!(e.contains("credential_source is not supported"), "{e}");
+        let e = s3_spec(&sys(Some("loop"))).unwrap_err();
+        assert!(e.contains("too long"), "{e}");
+        // role_arn alone is not a source: on to the container endpoint and IMDS.
+        assert_eq!(s3_spec(&sys(Some("bare"))).unwrap(), None);
+        let e = resolve(
+            Scheme::S3,
+            &ChainOptions::default(),
+            Arc::new(sys(Some("nope"))),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("AWS_PROFILE is set") && e.contains("no [profile nope]"),
             "{e}"
@@ -617,10 +848,56 @@ mod tests {
     }
 
     #[test]
+    fn s3_web_identity_variables_win_over_profile_keys() {
+        let creds = "[default]\naws_access_key_id = AKIADEF\naws_secret_access_key = s\n";
+        let mut s = FakeSystem::with_vars(&[
+            ("HOME", "/h"),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token"),
+            ("AWS_ROLE_ARN", "arn:aws:iam::1:role/env"),
+            ("AWS_ROLE_SESSION_NAME", "sess"),
+        ])
+        .file("/h/.aws/credentials", creds);
+        assert_eq!(
+            s3_spec(&s).unwrap(),
+            Some(Spec::AwsWebIdentity {
+                role_arn: "arn:aws:iam::1:role/env".into(),
+                token_file: "/var/run/token".into(),
+                session_name: Some("sess".into())
+            })
+        );
+        s.vars.remove("AWS_ROLE_ARN");
+        let e = s3_spec(&s).unwrap_err();
+        assert!(e.contains("set AWS_ROLE_ARN"), "{e}");
+    }
+
+    #[test]
+    fn s3_nothing_names_every_source_tried() {
+        let e = resolve(
+            Scheme::S3,
+            &ChainOptions::default(),
+            Arc::new(FakeSystem::with_vars(&[("HOME", "/h"), NO_IMDS])),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains('\n'), "{e}");
+        for needle in [
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY not set",
+            "/h/.aws/config: not found",
+            "AWS_WEB_IDENTITY_TOKEN_FILE not set",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "disabled by AWS_EC2_METADATA_DISABLED",
+            "--no-sign-request",
+        ] {
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+    }
+
+    #[test]
     fn s3_reads_aws_variables_only() {
         let sys = Arc::new(FakeSystem::with_vars(&[
             ("OSS_ACCESS_KEY_ID", "a"),
             ("OSS_ACCESS_KEY_SECRET", "b"),
+            NO_IMDS,
         ]));
         let e = resolve(Scheme::S3, &ChainOptions::default(), sys)
             .unwrap_err()

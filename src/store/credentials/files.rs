@@ -47,6 +47,20 @@ pub enum Spec {
     Process {
         command: String,
     },
+    /// `s3://`: AWS STS `AssumeRoleWithWebIdentity` with a token file.
+    AwsWebIdentity {
+        role_arn: String,
+        token_file: String,
+        session_name: Option<String>,
+    },
+    /// `s3://`: AWS STS `AssumeRole` with a source profile's credentials.
+    AwsAssumeRole {
+        source: Box<Spec>,
+        role_arn: String,
+        session_name: Option<String>,
+        external_id: Option<String>,
+        duration_seconds: Option<u64>,
+    },
 }
 
 impl std::fmt::Debug for Spec {
@@ -59,6 +73,10 @@ impl std::fmt::Debug for Spec {
             } => write!(f, "RamRoleArn({role_arn}, {source:?})"),
             Spec::Oidc { role_arn, .. } => write!(f, "Oidc({role_arn})"),
             Spec::Process { .. } => write!(f, "Process"),
+            Spec::AwsWebIdentity { role_arn, .. } => write!(f, "AwsWebIdentity({role_arn})"),
+            Spec::AwsAssumeRole {
+                source, role_arn, ..
+            } => write!(f, "AwsAssumeRole({role_arn}, {source:?})"),
         }
     }
 }

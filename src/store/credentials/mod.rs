@@ -26,9 +26,11 @@
 //! 8. nothing: a one-line error naming everything tried (`--no-sign-request` is the only
 //!    way to anonymous requests).
 //!
-//! `s3://` reads `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, then
-//! `AWS_PROFILE` from `~/.aws/credentials` and `~/.aws/config` (static keys or
-//! `credential_process`); the variables of one family never sign the other's requests.
+//! `s3://` follows botocore: the `AWS_*` keys, a `role_arn` + `source_profile` profile
+//! ([`aws_sts`] `AssumeRole`), web identity ([`aws_sts`] `AssumeRoleWithWebIdentity`),
+//! the profile's static keys or `credential_process`, the container endpoint
+//! ([`container`]), the EC2 instance profile ([`imds`]); the variables of one family
+//! never sign the other's requests.
 //!
 //! # Refresh
 //!
@@ -63,11 +65,14 @@
 //! Everything outside the process (environment, files, clock) is reached through
 //! [`System`], so unit tests never touch the process environment.
 
+pub mod aws_sts;
 pub mod chain;
+pub mod container;
 pub mod ecs;
 pub mod env;
 pub mod files;
 pub mod holder;
+pub mod imds;
 pub mod process;
 pub mod rpc_sign;
 pub mod sts;

@@ -59,3 +59,18 @@ pub fn snippet(body: &str, n: usize) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
 }
+
+/// A credential service's answer: its status and its body as text, read through
+/// [`crate::store::limits::read_capped`] with [`crate::store::limits::JSON_BODY_CAP`], so a
+/// broken or hostile service costs at most 64 KiB.
+pub async fn capped_text(
+    resp: reqwest::Response,
+    what: &str,
+) -> Result<(u16, String), CredentialsError> {
+    use crate::store::limits::{read_capped, JSON_BODY_CAP};
+    let status = resp.status().as_u16();
+    let bytes = read_capped(resp, JSON_BODY_CAP, what)
+        .await
+        .map_err(|e| CredentialsError::Failed(e.to_string()))?;
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
