@@ -13,7 +13,8 @@
 //!   - a random reader (a read not near where its handle's last read ended) fetches only
 //!     the parts it touches, in one request: 256 KiB for a 4 KiB read, at most 64 bytes
 //!     per byte read, one round trip plus 2.9 ms at 90 MB/s;
-//!   - a sequential reader (`handle.rs`) gets a window of twice what it read in a row, at
+//!   - a sequential reader (`handle.rs`; a stream of reads of the object, which its
+//!     handles share, `streams.rs`: readers sharing the page cache are one stream) gets a window of twice what it read in a row, at
 //!     least 1 MiB (Mountpoint starts at 1 MiB + 128 KiB), at most `max_readahead`
 //!     (48 MiB), started in requests of a quarter of the window, at most
 //!     `min_request_bytes` (2 MiB). A window of W bytes in requests of R yields
@@ -38,7 +39,7 @@
 //!   `jobs` (64) is the bound for the whole mount, not what one reader gets: concurrency
 //!   follows the readers (64 threads reading small objects have their 64 GETs in flight;
 //!   the old fixed 8 held 16 readers over 20 ms of latency to 0.33x of 16 plain HTTP
-//!   clients), and read-ahead's share is bounded by bytes (`Engine::ahead_end`).
+//!   clients), and read-ahead's share is bounded by bytes (`Engine::ahead_room`).
 //! - Each part is received into one page-aligned buffer (its CRC-64 computed on the way).
 //!   A reader waiting for it is answered as soon as the bytes it asked for have arrived
 //!   (`PartData::Receiving`): the first read of a cold object waits for its first KiB, not
@@ -54,7 +55,7 @@
 //!   are gone; what is left is the socket copy, the copy into the part buffer and the
 //!   kernel's copy of each FUSE reply).
 //! - All readers together get no more read-ahead than the resident set can hold until
-//!   they read it (`Engine::ahead_end`); a read-ahead request is started only when a whole
+//!   they read it (`Engine::ahead_room`); a read-ahead request is started only when a whole
 //!   one fits. A random reader's parts are not kept in the resident set (read once, they
 //!   would push out a sequential reader's parts and hold its budget), and parts read from
 //!   the data file count as served, so a part its readers are done with leaves at once.
@@ -77,6 +78,7 @@
 //!   the parts to their readers and to the disk;
 //! - `wait.rs`: the per-part channels and the ways of waiting on them;
 //! - `resident.rs`: the parts kept in memory for the readers about to ask for them;
+//! - `streams.rs`: sequential-read detection per object, shared by its handles;
 //! - `fetcher.rs`: the [`Fetcher`] a mount reads through, a cache directory and its engine;
 //! - `uncached.rs`: a ranged GET's body received exactly, for the requests above and for
 //!   reads that bypass the cache ([`read_uncached`]).
@@ -86,6 +88,7 @@ mod fetcher;
 mod handle;
 mod request;
 mod resident;
+mod streams;
 mod uncached;
 mod wait;
 

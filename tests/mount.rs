@@ -1256,3 +1256,43 @@ fn remount_right_after_unmount_waits_for_the_cache_lock() {
     let m = env.mount("r", &[]);
     same_file(&m.dir.join("r.bin"), &env.object("r.bin"));
 }
+
+/// Eight `dd`s of ONE object at once (GPU ranks loading one model file), through the
+/// kernel's page cache, which they share: FUSE sees one stream of reads spread over eight
+/// handles. Each byte is fetched once, and the requests stay as large as one reader's
+/// (2 MiB once its window has grown): at most object / 2 MiB + a fixed 32 for the growing
+/// window's first requests and the object's end. Before the streams were shared by the
+/// object's handles, each handle saw its reads jump and reset its window: 671 GETs for
+/// 512 MiB where one reader makes 262.
+#[test]
+fn eight_readers_of_one_object_fetch_it_once_in_large_requests() {
+    let size = 128u64 << 20;
+    let env = Env::with_objects(|b| write_pattern_file(&b.join("one.bin"), size, 88));
+    let m = env.mount("mnt", &[]);
+    let via = m.dir.join("one.bin");
+    assert_eq!(std::fs::metadata(&via).unwrap().len(), size);
+    env.serve.reset_stats();
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            Command::new("dd")
+                .arg(format!("if={}", via.display()))
+                .args(["of=/dev/null", "bs=1M", "status=none"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut r in readers {
+        assert!(r.wait().unwrap().success());
+    }
+    let st = env.serve.stats();
+    eprintln!("8 readers of one {} MiB object: {st:?}", size >> 20);
+    assert_eq!(st.bytes_sent, size, "each byte fetched once; {st:?}");
+    let bound = size / (2 << 20) + 32;
+    assert!(
+        st.get_requests <= bound,
+        "{} GETs for {} MiB, at most {bound} expected; {st:?}",
+        st.get_requests,
+        size >> 20
+    );
+    same_file(&env.object("one.bin"), &via);
+}

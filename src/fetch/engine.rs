@@ -14,6 +14,7 @@ use tokio::sync::{watch, Semaphore};
 
 use super::request::split_point;
 use super::resident::Resident;
+use super::streams::StreamSet;
 use super::wait::{Held, PartData, PartTx, PartWatch};
 use super::PartKey;
 use crate::cache::entry::{Entry, EntryOwner, Unbudgeted};
@@ -59,6 +60,8 @@ pub struct Engine {
     /// their parts can only be kept in memory (see [`Engine::reserve`]). Entries gone
     /// meanwhile are swept when another is added.
     no_room: Mutex<HashMap<u64, Weak<Entry>>>,
+    /// The streams of reads of each entry with handles, by entry (see `streams.rs`).
+    streams: Mutex<HashMap<u64, Weak<StreamSet>>>,
     pub(super) pool: Arc<PartPool>,
     pub(super) resident: Mutex<Resident>,
     /// Part writes running on blocking threads (see [`Engine::wait_for_writes`]).
@@ -69,7 +72,7 @@ pub struct Engine {
     /// Body bytes received from the store.
     pub bytes_fetched: AtomicU64,
     pub requests: AtomicU64,
-    /// Bytes of the parts being fetched (see [`Engine::ahead_end`]).
+    /// Bytes of the parts being fetched (see [`Engine::ahead_room`]).
     pub(super) fetching: AtomicU64,
     /// Bytes of fetched parts read back from the data file for a reader before the
     /// object was complete (parts the resident set had dropped, or written by an earlier
@@ -95,6 +98,7 @@ impl Engine {
             owner,
             inflight: Mutex::new(HashMap::new()),
             no_room: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
             // As many spares as can be live at once (parts in flight, parts kept for
             // readers): reuse, not growth; `trim_idle` frees them when the engine idles.
             pool: PartPool::new(
@@ -247,14 +251,20 @@ impl Engine {
         ok
     }
 
-    /// Where read-ahead over `parts` stops: new fetches are started only while the bytes
-    /// fetched ahead of their readers (parts being fetched, plus received parts not yet
-    /// read, which is what the resident set holds) fit in the resident set. Beyond that
-    /// the resident set drops parts before their reader gets to them, and they are read
-    /// back from the data file: four concurrent cold `cp`s of 512 MiB objects made the
-    /// mount read 957-1427 MiB of their 2048 back from disk. One sequential reader's
-    /// window (`max_readahead`, the same 48 MiB by default) is what this leaves it.
-    pub(super) fn ahead_end(&self, entry: &Entry, parts: std::ops::Range<usize>) -> usize {
+    /// Which of `parts` read-ahead may start now: from the first part that is neither
+    /// present nor being fetched, up to where the budget stops it. New fetches are started
+    /// only while the bytes fetched ahead of their readers (parts being fetched, plus
+    /// received parts not yet read, which is what the resident set holds) fit in the
+    /// resident set. Beyond that the resident set drops parts before their reader gets to
+    /// them, and they are read back from the data file: four concurrent cold `cp`s of
+    /// 512 MiB objects made the mount read 957-1427 MiB of their 2048 back from disk. One
+    /// sequential reader's window (`max_readahead`, the same 48 MiB by default) is what
+    /// this leaves it.
+    pub(super) fn ahead_room(
+        &self,
+        entry: &Entry,
+        parts: std::ops::Range<usize>,
+    ) -> std::ops::Range<usize> {
         let (held, cap) = {
             let r = self.resident.lock();
             (r.held(), r.cap())
@@ -262,17 +272,31 @@ impl Engine {
         let used = self.fetching.load(Ordering::Relaxed) + held;
         let mut room = cap.max(self.max_readahead).saturating_sub(used);
         let inflight = self.inflight.lock();
-        for i in parts.clone() {
-            if entry.is_present(i) || inflight.contains_key(&(entry.uid, i)) {
+        let taken = |i: usize| entry.is_present(i) || inflight.contains_key(&(entry.uid, i));
+        let start = parts.clone().find(|&i| !taken(i)).unwrap_or(parts.end);
+        for i in start..parts.end {
+            if taken(i) {
                 continue;
             }
             let len = part_len(entry, i) as u64;
             if len > room {
-                return i;
+                return start..i;
             }
             room -= len;
         }
-        parts.end
+        start..parts.end
+    }
+
+    /// The streams of reads of `entry`, shared by all of its handles (see `streams.rs`).
+    pub(super) fn streams_of(&self, entry: &Entry) -> Arc<StreamSet> {
+        let mut map = self.streams.lock();
+        if let Some(set) = map.get(&entry.uid).and_then(Weak::upgrade) {
+            return set;
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let set = Arc::new(StreamSet::default());
+        map.insert(entry.uid, Arc::downgrade(&set));
+        set
     }
 
     /// Largest read-ahead window of `entry`, in bytes (whole parts of it, at least one).

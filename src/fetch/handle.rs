@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tracing::warn;
 
+use super::streams::{Sequential, Stream, StreamSet};
 use super::wait::{bytes_now, wait_bytes, wait_written, Held, PartData, PartFail, PartWatch};
 use super::Engine;
 use crate::cache::entry::{Dead, Entry};
@@ -58,23 +59,16 @@ const SEQ_SLACK: u64 = 2 << 20;
 /// store's per-connection rate, not one request, is what the window multiplies.
 const REQUESTS_PER_WINDOW: u64 = 4;
 
-/// Sequential-read detection of one handle.
-#[derive(Debug, Default)]
-struct Sequential {
-    next_offset: u64,
-    /// Bytes read in a row, this run of sequential reads.
-    run: u64,
-    /// How far this handle's read-ahead has been started.
-    ahead: u64,
-}
-
 /// One open handle on one object version: its own sequential-read detection and read-ahead
 /// window, sharing the cache entry (and in-flight fetches) with every other handle.
 pub struct ObjectHandle {
     meta: ObjectMeta,
     entry: Arc<Entry>,
     engine: Arc<Engine>,
-    seq: Mutex<Sequential>,
+    /// The streams of reads of this object, shared with its other handles, and the one
+    /// this handle is on (see `streams.rs`).
+    streams: Arc<StreamSet>,
+    stream: Mutex<Stream>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,11 +84,14 @@ pub enum ReadError {
 
 impl ObjectHandle {
     pub(crate) fn new(meta: ObjectMeta, entry: Arc<Entry>, engine: Arc<Engine>) -> Self {
+        let streams = engine.streams_of(&entry);
+        let stream = Mutex::new(streams.new_stream());
         Self {
             meta,
             entry,
             engine,
-            seq: Mutex::new(Sequential::default()),
+            streams,
+            stream,
         }
     }
 
@@ -278,17 +275,31 @@ impl ObjectHandle {
     /// pay the store's first-byte latency for every 256 KiB.
     fn advance(&self, offset: u64, end: u64) -> Option<(std::ops::Range<usize>, usize)> {
         let ps = self.entry.part_size.max(1);
+        self.streams.with_stream(
+            &self.stream,
+            offset,
+            SEQ_SLACK.max(ps),
+            |seq, sequential| {
+                if !sequential {
+                    *seq = Sequential {
+                        next_offset: end,
+                        ..Sequential::default()
+                    };
+                    return None;
+                }
+                // A stream several handles share gets their reads slightly out of order:
+                // its end only moves forward.
+                seq.next_offset = seq.next_offset.max(end);
+                seq.run += end - offset;
+                self.window(seq, end)
+            },
+        )
+    }
+
+    /// The read-ahead of a sequential stream that just read up to `end` (see [`Self::advance`]).
+    fn window(&self, seq: &mut Sequential, end: u64) -> Option<(std::ops::Range<usize>, usize)> {
+        let ps = self.entry.part_size.max(1);
         let size = self.entry.identity.size;
-        let mut seq = self.seq.lock();
-        let sequential = offset == seq.next_offset
-            || (seq.next_offset > 0 && offset.abs_diff(seq.next_offset) <= SEQ_SLACK.max(ps));
-        seq.next_offset = end;
-        if !sequential {
-            seq.run = 0;
-            seq.ahead = 0;
-            return None;
-        }
-        seq.run += end - offset;
         let max = self.engine.readahead_bytes(&self.entry);
         let window = (2 * seq.run).max(FIRST_WINDOW).min(max);
         let request = (window / REQUESTS_PER_WINDOW)
@@ -302,20 +313,24 @@ impl ObjectHandle {
         let parts = (from / ps) as usize..target.div_ceil(ps) as usize;
         // Within what the engine lets all readers have ahead; and never a short request
         // where the budget, not the object, ends: it waits for room for a whole one.
+        // Counted from the first part nobody has fetched yet: parts another stream (or a
+        // reader) already has are skipped, so requests start where they stop, whole.
         let per_request = request.div_ceil(ps) as usize;
-        let ra_end = self.engine.ahead_end(&self.entry, parts.clone());
+        let room = self.engine.ahead_room(&self.entry, parts.clone());
         // Whole requests only, but at the object's end: a chunk of 2 MiB + one read was
         // one request of 2 MiB and one of a part (924 GETs for a 1 GiB cp, not ~520).
-        let ra_end = if ra_end == parts.end && target == size {
-            ra_end
+        let ra_end = if room.end == parts.end && target == size {
+            room.end
         } else {
-            parts.start + (ra_end - parts.start) / per_request * per_request
+            room.start + (room.end - room.start) / per_request * per_request
         };
-        if ra_end <= parts.start {
+        // Everything before `room.start` is present or on its way.
+        seq.ahead = seq.ahead.max((room.start as u64 * ps).min(size));
+        if ra_end <= room.start {
             return None;
         }
         seq.ahead = (ra_end as u64 * ps).min(size);
-        Some((parts.start..ra_end, per_request))
+        Some((room.start..ra_end, per_request))
     }
 
     /// Wait for the parts a [`Pending`] read still needs, then answer it.
