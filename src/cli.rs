@@ -371,8 +371,9 @@ docs/credentials.md): each address serves a fake ECS metadata service (PUT
 (POST /?Action=AssumeRole or AssumeRoleWithOIDC, JSON). Their credentials live
 --credential-lifetime and are then refused by the object listener with
 SecurityTokenExpired (OSS) or ExpiredToken (S3). Their lines on stdout, after the first:
-`ossmount serve: metadata service on http://ADDR` and `ossmount serve: sts on http://ADDR`.
-On those addresses:
+`ossmount serve: metadata service on http://ADDR` and `ossmount serve: sts on http://ADDR`
+(`https://ADDR` with --tls-cert: STS speaks TLS with serve's certificate, the metadata
+service stays plain HTTP as on ECS). On those addresses:
   GET  /_ossmount/credentials          JSON counters (issued, metadata_credentials,
                                        assume_role, assume_role_oidc, refused_expired,
                                        refused_invalid, accepted, revoked, oidc_tokens_sha256)

@@ -72,9 +72,11 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    /// The credential chain's options from these arguments.
-    pub fn chain_options(&self) -> ChainOptions {
+    /// The credential chain's options from these arguments; `env` reads the environment
+    /// (the CA variables, so credential clients trust what [`Self::http_config`] trusts).
+    pub fn chain_options(&self, env: &Env<'_>) -> ChainOptions {
         ChainOptions {
+            trust: Trust::resolve(self.ca_bundle.as_deref(), env),
             profile: self.profile.clone(),
             ram_role: self.ram_role.clone(),
             credential_process: self.credential_process.clone(),
@@ -207,7 +209,7 @@ pub fn resolve(
     } else {
         Auth::signed(
             url.scheme,
-            credentials::resolve(url.scheme, &args.chain_options(), sys)?,
+            credentials::resolve(url.scheme, &args.chain_options(&|k| sys.var(k)), sys)?,
         )
     };
     Ok(StoreConfig {

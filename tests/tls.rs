@@ -417,3 +417,173 @@ fn https_proxy_is_used_unless_no_proxy_names_the_host() {
         "NO_PROXY=127.0.0.1 should bypass the proxy"
     );
 }
+
+/// `ossmount serve` over HTTPS with the credential aids: STS on `https://` (serve's
+/// certificate), the metadata service on plain `http://`.
+struct AidServe {
+    child: std::process::Child,
+    /// `https://ADDR`, `http://ADDR`, `https://ADDR`.
+    endpoint: String,
+    metadata: String,
+    sts: String,
+}
+
+impl Drop for AidServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl AidServe {
+    fn start(data: &Path, cert: &Path, key: &Path) -> Self {
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0", "--testing-aids"])
+            .args(["--metadata-listen", "127.0.0.1:0"])
+            .args(["--sts-listen", "127.0.0.1:0"])
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .env("OSS_ACCESS_KEY_ID", AK)
+            .env("OSS_ACCESS_KEY_SECRET", SK)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next = |what: &str| {
+            let line = lines.next().unwrap().unwrap();
+            assert!(line.contains(what), "expected {what:?} in {line:?}");
+            line.rsplit(' ').next().unwrap().to_string()
+        };
+        let endpoint = next("listening on https://");
+        let metadata = next("metadata service on http://");
+        let sts = next("sts on https://");
+        AidServe {
+            child,
+            endpoint,
+            metadata,
+            sts,
+        }
+    }
+
+    /// `ossmount ls oss://bkt/` with RRSA variables pointing at the fake STS, and no keys.
+    fn rrsa_ls(&self, tmp: &Path, extra: &[&str]) -> Command {
+        let token = tmp.join("oidc-token");
+        std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.test.token\n").unwrap();
+        let mut c = cli(&self.endpoint, &["ls", "oss://bkt/"]);
+        c.args(extra)
+            .env_remove("OSS_ACCESS_KEY_ID")
+            .env_remove("OSS_ACCESS_KEY_SECRET")
+            .env_remove("AWS_CA_BUNDLE")
+            .env_remove("SSL_CERT_FILE")
+            .env("HOME", tmp)
+            .env("ALIBABA_CLOUD_ROLE_ARN", "acs:ram::1:role/reader")
+            .env(
+                "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
+                "acs:ram::1:oidc-provider/ack-rrsa-test",
+            )
+            .env("ALIBABA_CLOUD_OIDC_TOKEN_FILE", &token)
+            .env("OSSMOUNT_STS_ENDPOINT", &self.sts);
+        c
+    }
+
+    /// The aids' counters, fetched with curl over HTTPS from the STS address.
+    fn counters(&self, ca: &str) -> serde_json::Value {
+        let out = output(Command::new("curl").args([
+            "-sf",
+            "--cacert",
+            ca,
+            &format!("{}/_ossmount/credentials", self.sts),
+        ]));
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// Issue 13: the credential clients trust what the object client trusts. A private
+/// cloud's STS over HTTPS with a private CA works with `--ca-bundle` or `AWS_CA_BUNDLE`,
+/// fails without it with a certificate error naming STS; `HTTPS_PROXY` carries STS calls
+/// but never the metadata service.
+#[test]
+fn sts_over_https_trusts_the_ca_bundle_and_honours_proxies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let (cert, key) = pki.server("server", &["127.0.0.1"]);
+    let serve = AidServe::start(&data(tmp.path()), &cert, &key);
+    let ca = pki.ca.to_str().unwrap().to_string();
+
+    // Without the CA: the first thing refused is STS, and the error says so and how to fix it.
+    let out = output(&mut serve.rrsa_ls(tmp.path(), &[]));
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("AssumeRoleWithOIDC")
+            && e.contains(serve.sts.as_str())
+            && e.to_lowercase().contains("certificate")
+            && e.contains("--ca-bundle"),
+        "unclear STS certificate error: {e}"
+    );
+    assert_eq!(serve.counters(&ca)["assume_role_oidc"], 0);
+
+    // --ca-bundle: STS and the object listener are both trusted.
+    let out = output(&mut serve.rrsa_ls(tmp.path(), &["--ca-bundle", &ca]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("big.bin"));
+    assert_eq!(serve.counters(&ca)["assume_role_oidc"], 1);
+    // AWS_CA_BUNDLE works the same for the STS client.
+    let out = output(serve.rrsa_ls(tmp.path(), &[]).env("AWS_CA_BUNDLE", &ca));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(serve.counters(&ca)["assume_role_oidc"], 2);
+
+    // Through a proxy: STS is tunnelled (TLS end to end, so the CA still matters).
+    let proxy = Proxy::start();
+    let proxy_url = format!("http://{}", proxy.addr);
+    let out = output(
+        serve
+            .rrsa_ls(tmp.path(), &["--ca-bundle", &ca])
+            .env("HTTPS_PROXY", &proxy_url),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(serve.counters(&ca)["assume_role_oidc"], 3);
+    let targets = proxy.targets.lock().unwrap().clone();
+    assert!(
+        targets.contains(&serve.sts.trim_start_matches("https://").to_string()),
+        "STS was not asked through the proxy: {targets:?}"
+    );
+
+    // The metadata service is never asked through a proxy, whatever the variables say.
+    let before = proxy.targets.lock().unwrap().len();
+    let mut c = cli(&serve.endpoint, &["ls", "oss://bkt/", "--ca-bundle", &ca]);
+    c.env_remove("OSS_ACCESS_KEY_ID")
+        .env_remove("OSS_ACCESS_KEY_SECRET")
+        .env("HOME", tmp.path())
+        .env("HTTP_PROXY", &proxy_url)
+        .env("HTTPS_PROXY", &proxy_url)
+        .env("ALL_PROXY", &proxy_url)
+        .env("NO_PROXY", "127.0.0.1")
+        .args(["--ram-role", "ossmount-serve-role"])
+        .args(["--metadata-endpoint", &serve.metadata]);
+    let out = output(&mut c);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        serve.counters(&ca)["metadata_credentials"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    // NO_PROXY kept the object requests direct, so nothing new reached the proxy; without
+    // NO_PROXY (next) only the object endpoint may appear there, never the metadata address.
+    assert_eq!(proxy.targets.lock().unwrap().len(), before);
+    let out = output(c.env_remove("NO_PROXY"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let targets = proxy.targets.lock().unwrap().clone();
+    assert!(
+        targets.len() > before
+            && !targets.contains(&serve.metadata.trim_start_matches("http://").to_string()),
+        "the metadata service went through the proxy: {targets:?}"
+    );
+}

@@ -92,20 +92,23 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::new(exit::GENERIC, format!("serve: tokio runtime: {e}")))?;
     let listen = args.listen;
+    // STS is HTTPS when the server is (as the real one always is); the metadata service
+    // stays plain HTTP, as on an ECS instance.
     let aid_addrs = [
-        ("metadata service", aid_args.metadata_listen),
-        ("sts", aid_args.sts_listen),
+        ("metadata service", aid_args.metadata_listen, None),
+        ("sts", aid_args.sts_listen, server.tls.clone()),
     ];
     let result = rt.block_on(async move {
         let mut announce = Vec::new();
-        for (what, addr) in aid_addrs {
+        for (what, addr, tls) in aid_addrs {
             let Some(addr) = addr else { continue };
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| ServeError::Listen { addr, source })?;
             let local = listener.local_addr().map_err(ServeError::Socket)?;
-            announce.push(format!("ossmount serve: {what} on http://{local}"));
-            tokio::spawn(crate::serve::metadata::run(listener, aids.clone()));
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            announce.push(format!("ossmount serve: {what} on {scheme}://{local}"));
+            tokio::spawn(crate::serve::metadata::run(listener, aids.clone(), tls));
         }
         serve(server, listen, &announce).await
     });

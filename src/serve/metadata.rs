@@ -8,6 +8,9 @@
 //!   with `X-aliyun-ecs-metadata-token` (a wrong one is 401; none is accepted unless
 //!   `--metadata-require-token`);
 //! - STS (`POST /?Action=AssumeRole|AssumeRoleWithOIDC&...`, see [`super::sts`]);
+//! - a credentials URI (`ALIBABA_CLOUD_CREDENTIALS_URI`, credentials-go's
+//!   `URLCredentialsProvider`): `GET /credentials-uri` answers the metadata service's
+//!   credentials document, no token needed;
 //! - their own control endpoints: `GET /_ossmount/credentials` (counters, JSON),
 //!   `POST /_ossmount/credentials/revoke` (every issued token becomes invalid: the next
 //!   object request signed with one is refused), `PUT /_ossmount/credentials/faults`
@@ -72,8 +75,13 @@ fn text(status: StatusCode, body: impl Into<String>) -> Resp {
     reply(status, "text/plain", body.into())
 }
 
-/// Serve `listener` until the process ends.
-pub async fn run(listener: tokio::net::TcpListener, aids: Arc<Aids>) {
+/// Serve `listener` until the process ends; over TLS when `tls` is given (serve's
+/// `--tls-cert`, for the STS listener: real STS is HTTPS, the metadata service plain HTTP).
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    aids: Arc<Aids>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -84,16 +92,41 @@ pub async fn run(listener: tokio::net::TcpListener, aids: Arc<Aids>) {
             }
         };
         let aids = aids.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let aids = aids.clone();
                 async move { Ok::<_, Infallible>(handle(&aids, req, peer).await) }
             });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
-            {
+            let http = hyper::server::conn::http1::Builder::new();
+            let served = match tls {
+                None => {
+                    http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await
+                }
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        super::tls::HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    )
+                    .await;
+                    match handshake {
+                        Ok(Ok(tls)) => {
+                            http.serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!("credential aids: TLS handshake with {peer}: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("credential aids: TLS handshake with {peer} timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!("credential aids: connection from {peer}: {e}");
             }
         });
@@ -109,6 +142,33 @@ async fn handle(aids: &Aids, req: Request<Incoming>, peer: SocketAddr) -> Resp {
         resp.status()
     );
     resp
+}
+
+/// Where the aids answer as a credentials URI.
+pub const CREDENTIALS_URI_PATH: &str = "/credentials-uri";
+
+/// A freshly issued credential as the metadata service (and a credentials URI) answers it:
+/// `Code`, `AccessKeyId`, `AccessKeySecret`, `Expiration`, `SecurityToken`, `LastUpdated`;
+/// not JSON under the `malformed` fault.
+fn credentials_document(sessions: &Sessions) -> Resp {
+    if sessions.faults.lock().malformed {
+        return reply(
+            StatusCode::OK,
+            "text/plain",
+            "{\"Code\": \"Success\", \"AccessKeyId\": ",
+        );
+    }
+    let now = SystemTime::now();
+    let g = sessions.issue(now);
+    let doc = serde_json::json!({
+        "AccessKeyId": g.id,
+        "AccessKeySecret": g.secret,
+        "Expiration": format_time(g.expires),
+        "SecurityToken": g.token,
+        "LastUpdated": format_time(now),
+        "Code": "Success",
+    });
+    reply(StatusCode::OK, "text/plain", doc.to_string())
 }
 
 async fn route(aids: &Aids, req: Request<Incoming>) -> Resp {
@@ -177,9 +237,21 @@ async fn route(aids: &Aids, req: Request<Incoming>) -> Resp {
 
     if let Some(status) = sessions.faults.lock().status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if path.starts_with("/latest/") || aws_metadata::is_container_path(&path) {
+        if path.starts_with("/latest/")
+            || path == CREDENTIALS_URI_PATH
+            || aws_metadata::is_container_path(&path)
+        {
             return text(status, "fault injected by ossmount serve");
         }
+    }
+
+    // A credentials URI (ALIBABA_CLOUD_CREDENTIALS_URI): the same document, no token.
+    if path == CREDENTIALS_URI_PATH {
+        if method != Method::GET {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+        }
+        sessions.stats.credentials_uri.fetch_add(1, Relaxed);
+        return credentials_document(sessions);
     }
 
     // The AWS endpoints: IMDSv2 and the container endpoint.
@@ -255,25 +327,8 @@ async fn route(aids: &Aids, req: Request<Incoming>) -> Resp {
         if role != sessions.cfg.role {
             return text(StatusCode::NOT_FOUND, "Not Found");
         }
-        if sessions.faults.lock().malformed {
-            return reply(
-                StatusCode::OK,
-                "text/plain",
-                "{\"Code\": \"Success\", \"AccessKeyId\": ",
-            );
-        }
-        let now = SystemTime::now();
-        let g = sessions.issue(now);
         sessions.stats.metadata_credentials.fetch_add(1, Relaxed);
-        let doc = serde_json::json!({
-            "AccessKeyId": g.id,
-            "AccessKeySecret": g.secret,
-            "Expiration": format_time(g.expires),
-            "SecurityToken": g.token,
-            "LastUpdated": format_time(now),
-            "Code": "Success",
-        });
-        return reply(StatusCode::OK, "text/plain", doc.to_string());
+        return credentials_document(sessions);
     }
     if path.starts_with("/latest/") {
         return text(StatusCode::NOT_FOUND, "Not Found");

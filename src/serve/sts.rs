@@ -82,6 +82,8 @@ pub struct AidStats {
     pub metadata_v1: AtomicU64,
     pub assume_role: AtomicU64,
     pub assume_role_oidc: AtomicU64,
+    /// Documents served on the credentials URI path.
+    pub credentials_uri: AtomicU64,
     pub sts_errors: AtomicU64,
     /// IMDSv2 session tokens and instance-profile credentials handed out.
     pub imds_tokens: AtomicU64,
@@ -108,6 +110,7 @@ pub struct AidStatsSnapshot {
     pub metadata_v1: u64,
     pub assume_role: u64,
     pub assume_role_oidc: u64,
+    pub credentials_uri: u64,
     pub sts_errors: u64,
     pub imds_tokens: u64,
     pub imds_credentials: u64,
@@ -295,6 +298,7 @@ impl Sessions {
             metadata_v1: s.metadata_v1.load(Relaxed),
             assume_role: s.assume_role.load(Relaxed),
             assume_role_oidc: s.assume_role_oidc.load(Relaxed),
+            credentials_uri: s.credentials_uri.load(Relaxed),
             sts_errors: s.sts_errors.load(Relaxed),
             imds_tokens: s.imds_tokens.load(Relaxed),
             imds_credentials: s.imds_credentials.load(Relaxed),

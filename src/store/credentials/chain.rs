@@ -14,8 +14,11 @@ use super::files::{self, Spec};
 use super::imds::{self, InstanceProfile};
 use super::process::{self, CredentialProcess};
 use super::sts::{self, AssumeRole, AssumeRoleWithOidc, Role};
+use super::uri::{self, CredentialsUri};
+use super::web::Net;
 use super::{CredentialHolder, CredentialsError, Fixed, Issued, Provider, RefreshPolicy, System};
 use crate::store::config::{invalid, ConfigError, Scheme};
+use crate::store::tls::Trust;
 
 /// What the command line says about credentials; every field optional.
 #[derive(Clone, Debug, Default)]
@@ -32,6 +35,9 @@ pub struct ChainOptions {
     pub metadata_endpoint: Option<String>,
     /// `--sts-endpoint` (else `OSSMOUNT_STS_ENDPOINT`, else the SDKs' rules).
     pub sts_endpoint: Option<String>,
+    /// The CA files the object client trusts (`--ca-bundle`, `AWS_CA_BUNDLE`,
+    /// `SSL_CERT_FILE`): every credential client trusts them too ([`web`]).
+    pub trust: Trust,
     pub refresh: RefreshPolicy,
 }
 
@@ -46,9 +52,10 @@ pub fn resolve(
     opts: &ChainOptions,
     sys: Arc<dyn System>,
 ) -> Result<Arc<CredentialHolder>, ConfigError> {
+    let net = Net::new(&opts.trust)?;
     match scheme {
-        Scheme::S3 => resolve_s3(opts, sys),
-        Scheme::Oss => Chain { opts, sys }.resolve(),
+        Scheme::S3 => resolve_s3(opts, sys, net),
+        Scheme::Oss => Chain { opts, sys, net }.resolve(),
     }
 }
 
@@ -62,6 +69,7 @@ pub fn resolve(
 fn resolve_s3(
     opts: &ChainOptions,
     sys: Arc<dyn System>,
+    net: Net,
 ) -> Result<Arc<CredentialHolder>, ConfigError> {
     let (id_var, secret_var, _) = env::AWS;
     let mut tried = Vec::new();
@@ -78,6 +86,7 @@ fn resolve_s3(
     let chain = Chain {
         opts,
         sys: sys.clone(),
+        net,
     };
     if let Some((spec, label)) = aws_profile(&*sys, &mut tried)? {
         return chain.start(&spec, &label);
@@ -307,6 +316,8 @@ fn assume_role_spec(
 struct Chain<'a> {
     opts: &'a ChainOptions,
     sys: Arc<dyn System>,
+    /// Handed to every client a source builds.
+    net: Net,
 }
 
 impl Chain<'_> {
@@ -404,6 +415,20 @@ impl Chain<'_> {
             match self.start_raw(&spec) {
                 Ok(h) => return Ok(h),
                 Err(e) => tried.push(format!("ECS RAM role: {e}")),
+            }
+        }
+        // 7. A credentials URI, after the ECS RAM role as in the SDKs' default chains.
+        match sys.var(uri::VAR) {
+            None => tried.push(format!("{} not set", uri::VAR)),
+            Some(u) => {
+                let provider = CredentialsUri::new(&u, &self.net)
+                    .map_err(|e| invalid(format!("credentials from {}: {e}", uri::VAR)))?;
+                return CredentialHolder::start(
+                    Arc::new(provider),
+                    self.opts.refresh.clone(),
+                    self.sys.clone(),
+                )
+                .map_err(|e| invalid(format!("credentials from {}: {e}", uri::VAR)));
             }
         }
         Err(invalid(format!(
@@ -513,6 +538,7 @@ impl Chain<'_> {
                 ecs::endpoint(flag(&self.opts.metadata_endpoint), &**sys),
                 role.clone(),
                 &**sys,
+                &self.net,
             )),
             Spec::RamRoleArn {
                 source,
@@ -540,6 +566,7 @@ impl Chain<'_> {
                         &**sys,
                     ),
                     sys.clone(),
+                    &self.net,
                 ))
             }
             Spec::Oidc {
@@ -568,6 +595,7 @@ impl Chain<'_> {
                         &**sys,
                     ),
                     sys.clone(),
+                    &self.net,
                 ))
             }
             Spec::AwsWebIdentity {
@@ -697,6 +725,7 @@ mod tests {
             "/h/.aliyun/config.json: not found",
             "/h/.alibabacloud/credentials: not found",
             "ECS RAM role: disabled",
+            "ALIBABA_CLOUD_CREDENTIALS_URI not set",
             "--no-sign-request",
         ] {
             assert!(e.contains(needle), "{needle}: {e}");
@@ -733,6 +762,36 @@ mod tests {
             e.contains("credentials from RRSA") && e.contains("/missing"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn credentials_uri_comes_after_the_ecs_ram_role() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let uri = format!("http://{addr}/creds?sig=SECRET-Q");
+        // ECS disabled: the URI is asked, and its failure is the error, naming it.
+        let sys = FakeSystem::with_vars(&[NO_ECS, ("ALIBABA_CLOUD_CREDENTIALS_URI", &uri)]);
+        let e = resolve_with(sys, &ChainOptions::default()).unwrap_err();
+        assert!(
+            e.starts_with("credentials from ALIBABA_CLOUD_CREDENTIALS_URI: credentials URI ")
+                && e.contains(&format!("http://{addr}/creds"))
+                && !e.contains("SECRET"),
+            "{e}"
+        );
+        // A file profile comes first: the URI is not asked.
+        let ini = "[default]\ntype = access_key\naccess_key_id = INI-ID\naccess_key_secret = s\n";
+        let sys = FakeSystem::with_vars(&[
+            ("HOME", "/h"),
+            NO_ECS,
+            ("ALIBABA_CLOUD_CREDENTIALS_URI", &uri),
+        ])
+        .file("/h/.alibabacloud/credentials", ini);
+        let h = resolve_with(sys, &ChainOptions::default()).unwrap();
+        assert_eq!(h.current().credentials.access_key_id, "INI-ID");
+        let sys = FakeSystem::with_vars(&[NO_ECS, ("ALIBABA_CLOUD_CREDENTIALS_URI", "nonsense")]);
+        let e = resolve_with(sys, &ChainOptions::default()).unwrap_err();
+        assert!(e.contains("is not a URL"), "{e}");
     }
 
     #[test]

@@ -17,9 +17,8 @@
 
 use std::time::Duration;
 
-use super::{
-    json_issued, json_object, json_success, web, CredentialsError, Issued, Provider, System,
-};
+use super::web::{self, Net};
+use super::{json_issued, json_object, json_success, CredentialsError, Issued, Provider, System};
 
 pub const DEFAULT_ENDPOINT: &str = "http://100.100.100.200";
 /// Lifetime asked for the metadata token: 21600 s (6 h), credentials-go's.
@@ -45,14 +44,16 @@ pub struct EcsRamRole {
 }
 
 impl EcsRamRole {
-    pub fn new(endpoint: String, role: Option<String>, sys: &dyn System) -> Self {
+    /// `net`: the CA files (a metadata endpoint may be https in a private cloud); never a
+    /// proxy.
+    pub fn new(endpoint: String, role: Option<String>, sys: &dyn System, net: &Net) -> Self {
         EcsRamRole {
             endpoint,
             role: role.filter(|r| !r.trim().is_empty()),
             imdsv1_disabled: sys
                 .var("ALIBABA_CLOUD_IMDSV1_DISABLED")
                 .is_some_and(|v| v.eq_ignore_ascii_case("true")),
-            client: web::client(Duration::from_secs(2), Duration::from_secs(5), true),
+            client: net.client(Duration::from_secs(2), Duration::from_secs(5), true),
         }
     }
 
@@ -72,10 +73,10 @@ impl EcsRamRole {
             .send()
             .await;
         let failure = match result {
-            Ok(r) if r.status().is_success() => match r.text().await {
+            Ok(r) if r.status().is_success() => match web::body(r, &self.what()).await {
                 Ok(t) if !t.trim().is_empty() => return Ok(Some(t.trim().to_string())),
                 Ok(_) => "an empty token".to_string(),
-                Err(e) => web::transport(&self.what(), e).to_string(),
+                Err(e) => e.to_string(),
             },
             Ok(r) => format!("HTTP {}", r.status().as_u16()),
             Err(e) => {
@@ -110,10 +111,6 @@ impl EcsRamRole {
             .await
             .map_err(|e| web::transport(&self.what(), e))?;
         let status = resp.status();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| web::transport(&self.what(), e))?;
         if !status.is_success() {
             let hint = if status.as_u16() == 404 && path == CREDENTIALS_PATH {
                 " (no RAM role is attached to this instance)"
@@ -128,7 +125,7 @@ impl EcsRamRole {
                 status.as_u16()
             )));
         }
-        Ok(body)
+        web::body(resp, &format!("{}: GET {path}", self.what())).await
     }
 }
 

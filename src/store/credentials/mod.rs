@@ -21,8 +21,9 @@
 //!    [`rpc_sign`]);
 //! 6. the ECS instance RAM role from the metadata service ([`ecs`]), unless
 //!    `ALIBABA_CLOUD_ECS_METADATA_DISABLED=true`;
-//! 7. (credential processes: from `--credential-process` or a CLI `External` profile,
-//!    [`process`]);
+//! 7. a credentials URI, `ALIBABA_CLOUD_CREDENTIALS_URI` ([`uri`]), after the ECS RAM role
+//!    as in credentials-go's and the Python library's default chains (credential
+//!    processes come from `--credential-process` or a CLI `External` profile, [`process`]);
 //! 8. nothing: a one-line error naming everything tried (`--no-sign-request` is the only
 //!    way to anonymous requests).
 //!
@@ -77,7 +78,8 @@ pub mod process;
 pub mod rpc_sign;
 pub mod sts;
 pub mod system;
-mod web;
+pub mod uri;
+pub mod web;
 
 use std::fmt;
 use std::time::SystemTime;

@@ -18,8 +18,56 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt};
+
 use super::{json_object, parse_time, CredentialsError, Issued, Provider};
+use crate::store::limits::JSON_BODY_CAP;
 use crate::store::Credentials;
+
+/// How much of a process's stderr is kept for its error message: the last 4 KiB (the
+/// message quotes its last line).
+const STDERR_TAIL: usize = 4 << 10;
+
+enum Collect {
+    /// stdout passed [`JSON_BODY_CAP`].
+    TooMuch,
+    Io(std::io::Error),
+}
+
+/// Everything `r` gives until it ends, or [`Collect::TooMuch`] once past `cap` bytes.
+async fn read_up_to(mut r: impl AsyncRead + Unpin, cap: usize) -> Result<Vec<u8>, Collect> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = r.read(&mut chunk).await.map_err(Collect::Io)?;
+        if n == 0 {
+            return Ok(buf);
+        }
+        if buf.len() + n > cap {
+            return Err(Collect::TooMuch);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The last `keep` bytes `r` gives before it ends (or fails).
+async fn read_tail(mut r: impl AsyncRead + Unpin, keep: usize) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while let Ok(n) = r.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > 2 * keep {
+            buf.drain(..buf.len() - keep);
+        }
+    }
+    if buf.len() > keep {
+        buf.drain(..buf.len() - keep);
+    }
+    buf
+}
 
 /// How long a process may take: 60 s, credentials-go's default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -120,33 +168,45 @@ impl Provider for CredentialProcess {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let collect = async move {
-            use tokio::io::AsyncReadExt;
-            let mut out = Vec::new();
-            let mut err = Vec::new();
-            let (mut so, mut se) = (stdout.expect("piped"), stderr.expect("piped"));
-            let (r1, r2, status) = tokio::join!(
-                so.read_to_end(&mut out),
-                se.read_to_end(&mut err),
-                child.wait()
-            );
-            (r1.and(r2).and(status), out, err)
+            let (so, se) = (stdout.expect("piped"), stderr.expect("piped"));
+            // stdout up to the cap (more ends the wait: the group is killed below), stderr
+            // only its tail: a process that prints endlessly costs at most the caps.
+            let (out, err) = tokio::try_join!(read_up_to(so, JSON_BODY_CAP), async {
+                Ok(read_tail(se, STDERR_TAIL).await)
+            })?;
+            let status = child.wait().await.map_err(Collect::Io)?;
+            Ok((status, out, err))
         };
-        let (status, out, err) = match tokio::time::timeout(self.timeout, collect).await {
-            Ok(r) => r,
-            Err(_) => {
-                if let Some(pid) = pid {
-                    // SAFETY: kill(2) on our own child's process group.
-                    unsafe {
-                        libc::kill(-(pid as i32), libc::SIGKILL);
-                    }
+        let result = tokio::time::timeout(self.timeout, collect).await;
+        let kill = || {
+            if let Some(pid) = pid {
+                // SAFETY: kill(2) on our own child's process group.
+                unsafe {
+                    libc::kill(-(pid as i32), libc::SIGKILL);
                 }
+            }
+        };
+        let (status, out, err) = match result {
+            Ok(Ok(r)) => r,
+            Ok(Err(Collect::TooMuch)) => {
+                kill();
+                return Err(CredentialsError::Failed(format!(
+                    "{what}: printed more than the {JSON_BODY_CAP}-byte limit for credentials \
+                     JSON on stdout (killed)"
+                )));
+            }
+            Ok(Err(Collect::Io(e))) => {
+                kill();
+                return Err(CredentialsError::Failed(format!("{what}: {e}")));
+            }
+            Err(_) => {
+                kill();
                 return Err(CredentialsError::Failed(format!(
                     "{what}: no answer within {} s (killed)",
                     self.timeout.as_secs_f64()
                 )));
             }
         };
-        let status = status.map_err(|e| CredentialsError::Failed(format!("{what}: {e}")))?;
         if !status.success() {
             let stderr = String::from_utf8_lossy(&err);
             let last = stderr
@@ -244,5 +304,55 @@ mod tests {
             .to_string();
         assert!(e.contains("no answer within"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// Issue 16: a process printing endlessly is cut off at the cap and killed (long before
+    /// its timeout); a megabyte of stderr is drained and costs only its tail.
+    #[test]
+    fn endless_output_is_cut_off_and_the_process_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let cmd = format!("echo $$ > {}; exec yes SECRET-OUT", pid_file.display());
+        let e = run(&cmd, Duration::from_secs(600)).unwrap_err().to_string();
+        assert!(
+            e.contains("more than the 65536-byte limit") && e.contains("killed"),
+            "{e}"
+        );
+        assert!(!e.contains("SECRET-OUT"), "{e}");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Gone, or a zombie waiting to be reaped: not running `yes` any more.
+        let stopped = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        };
+        let t = std::time::Instant::now();
+        while !stopped() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "yes ({pid}) still runs"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+
+        let i = run(
+            r#"head -c 1000000 /dev/zero | tr '\0' x >&2; echo '{"AccessKeyId":"a","AccessKeySecret":"s"}'"#,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert_eq!(i.credentials.access_key_id, "a");
+        let e = run(
+            r#"head -c 1000000 /dev/zero | tr '\0' x >&2; echo >&2; echo 'last words' >&2; exit 2"#,
+            Duration::from_secs(60),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(": last words") && e.len() < 400, "{e}");
     }
 }

@@ -24,7 +24,8 @@ use std::time::Duration;
 use rand::Rng;
 
 use super::rpc_sign::{encode_pairs, signature};
-use super::{json_issued, json_object, web, CredentialsError, Issued, Provider, System};
+use super::web::{self, Net};
+use super::{json_issued, json_object, CredentialsError, Issued, Provider, System};
 use crate::store::Credentials;
 
 /// STS API version of both actions.
@@ -114,9 +115,10 @@ impl Role {
     }
 }
 
-fn client() -> reqwest::Client {
+/// The STS client: the object client's CAs and proxies ([`web`]).
+fn client(net: &Net) -> reqwest::Client {
     // credentials-go: 5 s connect, 10 s read for STS.
-    web::client(Duration::from_secs(5), Duration::from_secs(15), false)
+    net.client(Duration::from_secs(5), Duration::from_secs(15), false)
 }
 
 fn timestamp(sys: &dyn System) -> String {
@@ -143,10 +145,7 @@ async fn call(
         .await
         .map_err(|e| web::transport(&format!("{what} at {endpoint}"), e))?;
     let status = resp.status();
-    let body = resp
-        .text()
-        .await
-        .map_err(|e| web::transport(&format!("{what} at {endpoint}"), e))?;
+    let body = web::body(resp, &format!("{what} at {endpoint}")).await?;
     parse_reply(status.as_u16(), &body, &format!("{what} at {endpoint}"))
 }
 
@@ -190,13 +189,14 @@ impl AssumeRole {
         role: Role,
         endpoint: String,
         sys: Arc<dyn System>,
+        net: &Net,
     ) -> Self {
         AssumeRole {
             source,
             role,
             endpoint,
             sys,
-            client: client(),
+            client: client(net),
         }
     }
 
@@ -270,6 +270,7 @@ impl AssumeRoleWithOidc {
         token_file: PathBuf,
         endpoint: String,
         sys: Arc<dyn System>,
+        net: &Net,
     ) -> Self {
         AssumeRoleWithOidc {
             role,
@@ -277,7 +278,7 @@ impl AssumeRoleWithOidc {
             token_file,
             endpoint,
             sys,
-            client: client(),
+            client: client(net),
         }
     }
 
@@ -390,6 +391,7 @@ mod tests {
             role,
             "http://x".into(),
             sys,
+            &Net::default(),
         );
         let (query, form) = p.signed_request(&creds, "nonce");
         let sig = query
@@ -451,6 +453,7 @@ mod tests {
             "/t".into(),
             "http://x".into(),
             sys.clone(),
+            &Net::default(),
         );
         let token = |p: &AssumeRoleWithOidc| {
             p.request()

@@ -1,27 +1,108 @@
-//! The small HTTP client the metadata service and STS are asked with.
+//! The small HTTP client the metadata service, STS and a credentials URI are asked with.
 //!
 //! One client per source, used only on the holder's refresh thread. Timeouts are short and
 //! total: these are tiny requests to a nearby service, and the first fetch is waited for
 //! by the command, so a service that does not answer must fail in seconds, not hang a
 //! mount (credentials-go uses 1 s connect / 1 s read for the metadata service and 5 s /
 //! 10 s for STS; ours are a little longer for loaded machines).
+//!
+//! The clients trust what the object client trusts ([`Net`]: the bundled and system roots,
+//! `SSL_CERT_FILE`, `AWS_CA_BUNDLE`, `--ca-bundle`), so a private cloud's STS behind a
+//! private CA works as its OSS endpoint does. Proxies: `HTTPS_PROXY` / `HTTP_PROXY` /
+//! `NO_PROXY` apply to STS and to a credentials URI on another host, as they do for the
+//! object client; never to the metadata service (it is the instance's own link-local
+//! service, and a proxy elsewhere would answer with *its* host's role, or not at all), nor
+//! to a loopback or link-local URI (Go's net/http, which credentials-go uses, never proxies
+//! loopback either).
+//!
+//! Every body is read whole under [`JSON_BODY_CAP`], so a broken or hostile service costs at
+//! most 64 KiB of memory, not whatever it sends within the timeout.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::CredentialsError;
+use crate::store::config::ConfigError;
+use crate::store::limits::{read_capped, JSON_BODY_CAP};
+use crate::store::tls::Trust;
 
-/// A client with a `connect` timeout and a `total` timeout per request. `direct`: never
-/// through a proxy (the metadata service is link-local).
-pub fn client(connect: Duration, total: Duration, direct: bool) -> reqwest::Client {
-    let mut b = reqwest::Client::builder()
-        .connect_timeout(connect)
-        .timeout(total)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("ossmount/", env!("CARGO_PKG_VERSION")));
-    if direct {
-        b = b.no_proxy();
+/// What every credential client shares with the object client: the extra CA certificates.
+/// Default: none (the bundled and system roots only, as `HttpConfig::default()`).
+#[derive(Clone, Debug, Default)]
+pub struct Net {
+    roots: Vec<reqwest::Certificate>,
+}
+
+impl Net {
+    /// The certificates of `trust` (read once, so every source's client shares them); an
+    /// unusable CA file is the same error the object client gives.
+    pub fn new(trust: &Trust) -> Result<Self, ConfigError> {
+        Ok(Net {
+            roots: trust.certificates()?,
+        })
     }
-    b.build().unwrap_or_else(|_| reqwest::Client::new())
+
+    /// A client with a `connect` timeout and a `total` timeout per request. `direct`: never
+    /// through a proxy (see the module doc).
+    pub fn client(&self, connect: Duration, total: Duration, direct: bool) -> reqwest::Client {
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(connect)
+            .timeout(total)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("ossmount/", env!("CARGO_PKG_VERSION")));
+        for cert in &self.roots {
+            b = b.add_root_certificate(cert.clone());
+        }
+        if direct {
+            b = b.no_proxy();
+        }
+        match b.build() {
+            Ok(c) => c,
+            Err(e) => {
+                // Not seen in practice (rustls on ring initialises; bad proxy variables
+                // are skipped by reqwest); say so rather than drop the CA files silently.
+                tracing::warn!("credential client: {e}; using a default client");
+                reqwest::Client::new()
+            }
+        }
+    }
+}
+
+/// A client with the bundled and system roots only, no `--ca-bundle`/`AWS_CA_BUNDLE`.
+/// Still used by the AWS sources (aws_sts, container, imds) merged from i13-aws; they
+/// should take a [`Net`] from the chain like the Alibaba Cloud ones (TODO, issue 13).
+pub fn client(connect: Duration, total: Duration, direct: bool) -> reqwest::Client {
+    Net::default().client(connect, total, direct)
+}
+
+/// Whether `url`'s host is loopback or link-local (`127.0.0.0/8`, `::1`, `localhost`,
+/// `169.254.0.0/16`, `fe80::/10`): a service on this machine or its link, never proxied.
+pub fn is_local(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let Some(host) = u.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_loopback() || ip.is_link_local(),
+        Ok(IpAddr::V6(ip)) => {
+            ip.is_loopback()
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// A response's whole body as text, at most [`JSON_BODY_CAP`] bytes: more is an error
+/// naming the limit (a credential document is a few hundred bytes, an STS token ~2 KiB).
+pub async fn body(resp: reqwest::Response, what: &str) -> Result<String, CredentialsError> {
+    let bytes = read_capped(resp, JSON_BODY_CAP, what)
+        .await
+        .map_err(|e| CredentialsError::Failed(e.to_string()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// `host[:port]` or a URL as a URL without a trailing slash, `default_scheme` when none.
@@ -35,7 +116,8 @@ pub fn base_url(s: &str, default_scheme: &str) -> String {
 }
 
 /// A transport error as a message: the cause chain, never a URL's query (which for STS
-/// carries the signature and, with a source token, the token).
+/// carries the signature and, with a source token, the token). A refused certificate says
+/// how to trust its CA.
 pub fn transport(what: &str, e: reqwest::Error) -> CredentialsError {
     let e = e.without_url();
     let mut msg = format!("{what}: {e}");
@@ -47,6 +129,9 @@ pub fn transport(what: &str, e: reqwest::Error) -> CredentialsError {
     }
     if msg.contains("timed out") || msg.contains("operation timed out") {
         msg.push_str(" (no answer in time)");
+    }
+    if msg.contains("invalid peer certificate") || msg.contains("peer sent no certificates") {
+        msg.push_str(" (the TLS certificate is not trusted: give its CA with --ca-bundle)");
     }
     CredentialsError::Failed(msg)
 }
@@ -73,4 +158,30 @@ pub async fn capped_text(
         .await
         .map_err(|e| CredentialsError::Failed(e.to_string()))?;
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_hosts_are_never_proxied() {
+        for u in [
+            "http://127.0.0.1:8080/creds",
+            "http://localhost/x",
+            "http://169.254.170.2/v2/credentials",
+            "http://[::1]:9/",
+            "http://[fe80::1]/",
+        ] {
+            assert!(is_local(u), "{u}");
+        }
+        for u in [
+            "https://sts.aliyuncs.com",
+            "http://10.0.0.1/c",
+            "http://100.100.100.201/c",
+            "not a url",
+        ] {
+            assert!(!is_local(u), "{u}");
+        }
+    }
 }
