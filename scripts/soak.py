@@ -52,7 +52,7 @@ os.makedirs(MNT, exist_ok=True)
 os.makedirs(CACHE, exist_ok=True)
 big = {f"big/{i}.bin": (24 + 8 * i) * MIB for i in range(3)}           # never replaced
 small = {f"small/{i:03}.dat": rng.randint(1, 200_000) for i in range(60)}  # replaced
-versions = {}  # small key -> set of sha256 of every version ever served
+versions = {}  # small key -> {sha256: bytes} of every version ever served
 for k, n in list(big.items()) + list(small.items()):
     p = os.path.join(BUCKET, k)
     os.makedirs(os.path.dirname(p), exist_ok=True)
@@ -60,7 +60,7 @@ for k, n in list(big.items()) + list(small.items()):
     with open(p, "wb") as f:
         f.write(b)
     if k in small:
-        versions[k] = {hashlib.sha256(b).hexdigest()}
+        versions[k] = {hashlib.sha256(b).hexdigest(): b}
 # Read only by the kill -9 probe (see kill_and_remount), so that only the page it reads is
 # in the kernel's page cache, and never finalized (so never passthrough).
 PROBE = "probe/0.bin"
@@ -251,6 +251,28 @@ def checked_pread(fd, k, off, g):
     return got
 
 
+def common_prefix(a, b):
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def explain_small(k, got):
+    """What a wrong whole-file read of small object `k` is made of: for each version ever
+    served (in order), its length, and how many leading and trailing bytes of `got` it
+    matches; plus the time and the mount generation, to find it in the mount's log."""
+    with lock:
+        vs = list(versions[k].values())
+    parts = []
+    for i, v in enumerate(vs):
+        pre = common_prefix(got, v)
+        suf = common_prefix(got[::-1], v[::-1])
+        parts.append(f"v{i} len {len(v)} prefix {pre} suffix {suf}")
+    return (f"at {time.strftime('%H:%M:%S')} mount gen {gen}; " + "; ".join(parts))
+
+
 def reader(kind, seed):
     r = random.Random(seed)
     while not stop.is_set():
@@ -293,8 +315,8 @@ def reader(kind, seed):
                     ok = h in versions[k]
                 count(1, len(got), wrong=0 if ok else max(1, len(got)))
                 if not ok:
-                    print(f"soak: WRONG BYTES in {k} ({len(got)} bytes, sha256 {h[:16]}, "
-                          f"{len(versions[k])} versions known)", file=sys.stderr, flush=True)
+                    print(f"soak: WRONG BYTES in {k} ({len(got)} bytes, sha256 {h[:16]}): "
+                          f"{explain_small(k, got)}", file=sys.stderr, flush=True)
         except OSError:
             # EIO, ESTALE (replaced), ENOTCONN/ENOENT while the mount is down: allowed.
             count(errors=1)
@@ -305,12 +327,15 @@ def replace_one():
     k = rng.choice(list(small))
     b = pattern(rng.randint(1, 200_000), rng.randrange(1 << 30))
     with lock:
-        versions[k].add(hashlib.sha256(b).hexdigest())
+        versions[k][hashlib.sha256(b).hexdigest()] = b
     p = os.path.join(BUCKET, k)
     with open(p + ".tmp", "wb") as f:
         f.write(b)
     os.rename(p + ".tmp", p)
     T["replaced"] += 1
+    if GAP is None:
+        print(f"soak: {time.strftime('%H:%M:%S')} replaced {k} ({len(b)} bytes)",
+              file=sys.stderr, flush=True)
 
 
 def kill_and_remount(probe=True):
@@ -355,6 +380,13 @@ FAULTS = [
     ("off", lambda: set_faults({})),
 ]
 
+# SOAK_FAULTS=replace,503s (names above) narrows the faults, SOAK_GAP=0.2 the seconds
+# between them (default 3-8): to chase one class of failure fast.
+if os.environ.get("SOAK_FAULTS"):
+    wanted = os.environ["SOAK_FAULTS"].split(",")
+    FAULTS = [f for f in FAULTS if f[0] in wanted]
+GAP = float(os.environ["SOAK_GAP"]) if os.environ.get("SOAK_GAP") else None
+
 stop = threading.Event()
 mount()
 threads = [threading.Thread(target=rss_watch, daemon=True)]
@@ -366,7 +398,7 @@ for t in threads:
 end = time.time() + MINUTES * 60
 last_start_fds = None
 while time.time() < end:
-    time.sleep(rng.uniform(3, 8))
+    time.sleep(GAP if GAP is not None else rng.uniform(3, 8))
     if mount_proc.poll() is not None and not killed_by_us:
         T["crashes"] += 1
         print(f"soak: the mount died on its own ({mount_proc.returncode}); see {LOG}",
@@ -374,6 +406,8 @@ while time.time() < end:
         sh("fusermount3", "-uz", MNT, stderr=subprocess.DEVNULL)
         mount()
     name, act = rng.choice(FAULTS)
+    if name != "replace":
+        print(f"soak: {time.strftime('%H:%M:%S')} fault {name}", file=sys.stderr, flush=True)
     act()
     if name != "off":
         T["faults"] += 1
