@@ -390,6 +390,44 @@ print("new-ok")
     assert!(text.contains("new-ok"), "{text}");
 }
 
+/// An open that revalidates and finds a new version of another size must not leave the
+/// kernel with the old size: it ends page-cache reads there, so a grown object read as the
+/// new bytes cut at the old length (the soak's only wrong bytes, seed 16). The kernel
+/// learns the old size from a lookup answered out of a listing near the end of its TTL
+/// (after drop_caches made it forget the inode), so its attributes outlive the mount's.
+#[test]
+fn an_object_replaced_by_a_larger_one_reads_whole_at_the_next_open() {
+    let env = Env::new();
+    let src = env.object("s.dat");
+    write_pattern_file(&src, 50_000, 31);
+    let m = env.mount("mnt", &["--metadata-ttl", "2s"]);
+    let via = m.dir.join("s.dat");
+    for (i, new_len) in [150_000u64, 20_000, 90_000].into_iter().enumerate() {
+        let listed = Instant::now();
+        assert!(std::fs::read_dir(&m.dir).unwrap().count() >= 1);
+        std::thread::sleep(Duration::from_millis(1200));
+        std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        let told = std::fs::metadata(&via).unwrap().len();
+        let tmp = env.object("s.dat.tmp");
+        write_pattern_file(&tmp, new_len, 32 + i as u64);
+        std::fs::rename(&tmp, &src).unwrap();
+        // The mount's copy of the attributes has expired, the kernel's has not.
+        std::thread::sleep(Duration::from_millis(2300).saturating_sub(listed.elapsed()));
+        let got = std::fs::read(&via).unwrap();
+        let want = std::fs::read(&src).unwrap();
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "round {i}: the kernel was told {told} bytes before the replace; read {} of the \
+             new {} (a prefix: {})",
+            got.len(),
+            want.len(),
+            want.starts_with(&got)
+        );
+        assert!(got == want, "round {i}: wrong bytes");
+    }
+}
+
 #[test]
 fn cp_completes_through_resets_and_503s() {
     let env = Env::new();

@@ -332,6 +332,7 @@ impl Filesystem for Adapter {
         let core = self.core.clone();
         let io = self.io.clone();
         let drop_behind = self.drop_behind.clone();
+        let notifier = self.notifier.clone();
         let deadline = self.deadline();
         self.rt.spawn(async move {
             let _t = t;
@@ -340,6 +341,16 @@ impl Filesystem for Adapter {
                 Ok(o) => o,
                 Err(e) => return reply.error(to_errno(&e, "open")),
             };
+            if opened.attrs_stale {
+                // Attributes only (offset -1): the next stat or read past the old end asks
+                // getattr again. Before the reply, so no read of this handle sees the old.
+                if let Some(Err(e)) = notifier.get().map(|n| n.inval_inode(ino, -1, 0)) {
+                    warn!(
+                        ino = ino.0,
+                        "cannot invalidate the kernel's attributes: {e}"
+                    );
+                }
+            }
             let how = io
                 .lock()
                 .open(ino.0, &mut opened, |file| reply.open_backing(file));

@@ -286,6 +286,7 @@ mod tests {
             keep_cache: true,
             finalized: finalized.then(|| tempfile::tempfile().unwrap()),
             direct_io,
+            attrs_stale: false,
         }
     }
 

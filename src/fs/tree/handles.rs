@@ -35,6 +35,12 @@ pub struct Opened {
     /// 1.20-1.88 s/GiB through the page cache. The price: every read is a round trip
     /// through ossmount, so 4 KiB reads run at 163 MB/s instead of 619.
     pub direct_io: bool,
+    /// The kernel holds attributes of another version than the one this handle reads (a
+    /// listing or lookup within the TTL told it the old size; this open revalidated and
+    /// found a new object). The adapter must invalidate the inode's attributes before it
+    /// answers: the kernel ends page-cache reads at the size it holds, so a grown object
+    /// would read as the new version's bytes cut at the old version's length.
+    pub attrs_stale: bool,
 }
 
 /// What [`Tree::read_now`] has for the caller: the answer itself, or the rest of the read
@@ -103,11 +109,11 @@ impl Tree {
             _ => self.revalidate(&inode).await?,
         };
         refuse_unrestored(&inode.key, &meta)?;
-        let keep_cache = {
+        let (keep_cache, attrs_stale) = {
             let mut st = inode.state.lock();
             let same = st.opened_etag.as_deref() == Some(meta.etag.as_str());
             st.opened_etag = Some(meta.etag.clone());
-            same
+            (same, st.told_size.is_some_and(|told| told != meta.size))
         };
         let size = meta.size;
         let (source, finalized) = match &self.data {
@@ -130,6 +136,7 @@ impl Tree {
             keep_cache,
             finalized,
             direct_io,
+            attrs_stale,
         })
     }
 

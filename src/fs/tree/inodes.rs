@@ -54,6 +54,10 @@ pub(super) struct InodeState {
     pub(super) validated: Option<Instant>,
     /// ETag the previous open of this file saw (for FOPEN_KEEP_CACHE).
     pub(super) opened_etag: Option<String>,
+    /// Files: the size in the attributes last handed to the kernel (`attr_of`). An open
+    /// that binds to a version of another size must have the kernel drop its attributes,
+    /// or the kernel ends reads at the old size (see `Opened::attrs_stale`).
+    pub(super) told_size: Option<u64>,
     /// Directories: the cached listing.
     pub(super) listing: Option<Arc<Listing>>,
     /// Symbolic links: the `readlink` text (`tree/links.rs`).
@@ -202,11 +206,12 @@ impl Tree {
                 blksize: 4096,
             },
             Kind::File => {
-                let st = inode.state.lock();
+                let mut st = inode.state.lock();
                 let (size, mtime) = st
                     .meta
                     .as_ref()
                     .map_or((0, self.mounted_at), |m| (m.size, m.last_modified));
+                st.told_size = Some(size);
                 Attr {
                     ino: inode.ino,
                     kind: Kind::File,
