@@ -28,6 +28,11 @@ struct Aids {
     endpoint: String,
     metadata: String,
     sts: String,
+    /// serve's `--web-identity-token-file`: AWS STS takes only the token it holds (a test
+    /// points `AWS_WEB_IDENTITY_TOKEN_FILE` at it and rotates it).
+    web_token: PathBuf,
+    /// serve's `--container-authorization-file`: the container endpoint's token.
+    container_auth: PathBuf,
     tmp: tempfile::TempDir,
 }
 
@@ -49,6 +54,10 @@ impl Aids {
         let bucket = tmp.path().join("data").join(BUCKET);
         std::fs::create_dir_all(&bucket).unwrap();
         make(&bucket);
+        let web_token = tmp.path().join("web-identity-token");
+        std::fs::write(&web_token, "eks-token-one").unwrap();
+        let container_auth = tmp.path().join("container-authorization");
+        std::fs::write(&container_auth, "container-auth-SECRET-1\n").unwrap();
         let mut child = Command::new(bin())
             .arg("serve")
             .arg(tmp.path().join("data"))
@@ -56,6 +65,10 @@ impl Aids {
             .args(["--metadata-listen", "127.0.0.1:0"])
             .args(["--sts-listen", "127.0.0.1:0"])
             .args(["--credential-lifetime", lifetime])
+            .arg("--web-identity-token-file")
+            .arg(&web_token)
+            .arg("--container-authorization-file")
+            .arg(&container_auth)
             .env("OSS_ACCESS_KEY_ID", AK)
             .env("OSS_ACCESS_KEY_SECRET", SK)
             .stdout(Stdio::piped())
@@ -72,6 +85,8 @@ impl Aids {
             endpoint,
             metadata,
             sts,
+            web_token,
+            container_auth,
             tmp,
         }
     }
@@ -115,19 +130,33 @@ impl Aids {
         c
     }
 
-    fn control(&self, addr: &str, method: &str, path: &str, body: &str) -> String {
+    /// One HTTP/1.1 request to one of serve's listeners: (status line, body).
+    fn request(&self, addr: &str, method: &str, path: &str, body: &str) -> (String, String) {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
         .unwrap();
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
-        assert!(resp.starts_with("HTTP/1.1 200"), "{method} {path}: {resp}");
-        resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+        (
+            head.lines().next().unwrap_or("").to_string(),
+            body.to_string(),
+        )
+    }
+
+    /// [`Self::request`] that must answer 200; its body.
+    fn control(&self, addr: &str, method: &str, path: &str, body: &str) -> String {
+        let (status, text) = self.request(addr, method, path, body);
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "{method} {path}: {status} {text}"
+        );
+        text
     }
 
     fn aid_stats(&self) -> Value {
@@ -154,12 +183,13 @@ impl Aids {
         v["revoked"].as_u64().unwrap()
     }
 
-    /// `mount --foreground` with `extra` and `envs`; returns once mounted.
-    fn mount_fg(&self, name: &str, extra: &[&str], envs: &[(&str, &str)]) -> Mount {
+    /// `mount SCHEME://bkt --foreground` (`scheme`: `oss` or `s3`) with `extra` and
+    /// `envs`; returns once mounted.
+    fn mount_fg(&self, scheme: &str, name: &str, extra: &[&str], envs: &[(&str, &str)]) -> Mount {
         let dir = self.path(name);
         std::fs::create_dir_all(&dir).unwrap();
         let log = self.path(&format!("{name}.log"));
-        let mut c = self.store_command("mount", &format!("oss://{BUCKET}"), extra);
+        let mut c = self.store_command("mount", &format!("{scheme}://{BUCKET}"), extra);
         c.arg(&dir)
             .arg("--cache-dir")
             .arg(self.path(&format!("{name}.cache")))
@@ -247,6 +277,7 @@ fn mount_with_20s_metadata_credentials_reads_for_two_minutes() {
     // request to the store.
     let md = format!("http://{}", aids.metadata);
     let m = aids.mount_fg(
+        "oss",
         "refresh",
         &["--no-cache"],
         &[("OSSMOUNT_METADATA_ENDPOINT", &md)],
@@ -314,6 +345,7 @@ fn revoked_token_mid_cp_refreshes_retries_and_copies_identical_bytes() {
     let size = 64 * MIB;
     let aids = Aids::start("1h", |b| write_pattern_file(&b.join("obj.bin"), size, 11));
     let m = aids.mount_fg(
+        "oss",
         "revoke",
         // Small parts, two at a time: most requests start after the revocation.
         &[
@@ -366,6 +398,9 @@ fn revoked_token_mid_cp_refreshes_retries_and_copies_identical_bytes() {
     );
 }
 
+/// No metadata service at start: one line naming the service and its address, within
+/// seconds, nothing mounted. `oss://`'s ECS metadata service, chosen explicitly and found
+/// by the default chain; `s3://`'s IMDS and container endpoint, found by the default chain.
 #[test]
 fn metadata_service_down_at_start_is_a_clear_error_within_seconds() {
     let aids = Aids::start("1h", |b| std::fs::write(b.join("f"), "x").unwrap());
@@ -374,25 +409,72 @@ fn metadata_service_down_at_start_is_a_clear_error_within_seconds() {
     drop(l);
     let mnt = aids.path("down");
     std::fs::create_dir_all(&mnt).unwrap();
-    // Explicitly chosen, and found by the default chain.
-    for extra in [vec!["--ram-role", "web"], vec![]] {
-        let mut c = aids.store_command("mount", &format!("oss://{BUCKET}"), &extra);
+    let full_uri = format!("{dead}/v1/credentials");
+    // (scheme, flags, variables, what the error must name)
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "oss",
+            vec!["--ram-role", "web", "--metadata-endpoint", &dead],
+            vec![],
+            "metadata service",
+        ),
+        (
+            "oss",
+            vec!["--metadata-endpoint", &dead],
+            vec![],
+            "metadata service",
+        ),
+        (
+            "s3",
+            vec![],
+            vec![("AWS_EC2_METADATA_SERVICE_ENDPOINT", &dead)],
+            "EC2 instance metadata service",
+        ),
+        (
+            "s3",
+            vec![],
+            vec![("AWS_CONTAINER_CREDENTIALS_FULL_URI", &full_uri)],
+            "container credentials endpoint",
+        ),
+    ];
+    for (scheme, extra, envs, what) in cases {
+        let mut c = aids.store_command("mount", &format!("{scheme}://{BUCKET}"), &extra);
         c.arg(&mnt)
             .arg("--cache-dir")
             .arg(aids.path("down.cache"))
-            .arg("--metadata-endpoint")
-            .arg(&dead);
+            .envs(envs.iter().copied());
         let (out, took) = run_timed(&mut c, Duration::from_secs(30));
         let e = stderr(&out);
+        println!("{scheme}:// {what} down: {took:.1?}: {}", e.trim());
         assert!(!out.status.success(), "{e}");
-        assert!(
-            e.contains("metadata service") && e.contains(&dead[7..]),
-            "{e}"
-        );
+        assert!(e.contains(what) && e.contains(&dead[7..]), "{what}: {e}");
         assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
-        assert!(took < Duration::from_secs(10), "{took:?}");
+        assert!(took < Duration::from_secs(10), "{what}: {took:?}");
         assert!(!is_mounted(&mnt));
     }
+}
+
+/// `ossmount ls URL` with `extra` and `envs` must fail within 10 s, its error naming every
+/// one of `needles` and no secret (every secret a test plants has `SECRET-` in it, or is
+/// the key id `AKIASECRETID`).
+fn fails_clearly(aids: &Aids, url: &str, extra: &[&str], envs: &[(&str, &str)], needles: &[&str]) {
+    let mut c = aids.store_command("ls", url, extra);
+    c.envs(envs.iter().copied());
+    let (out, took) = run_timed(&mut c, Duration::from_secs(30));
+    let e = stderr(&out);
+    assert!(!out.status.success(), "{extra:?} {envs:?}: {e}");
+    for needle in needles {
+        assert!(e.contains(needle), "{needle:?} not in: {e}");
+    }
+    assert!(
+        !e.contains("SECRET-") && !e.contains("AKIASECRETID"),
+        "a secret in the error: {e}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "{extra:?} {envs:?} took {took:?}"
+    );
 }
 
 #[test]
@@ -401,15 +483,7 @@ fn broken_sources_fail_clearly_and_never_hang() {
     let url = format!("oss://{BUCKET}/");
     let md = format!("http://{}", aids.metadata);
     let check = |extra: &[&str], envs: &[(&str, &str)], needles: &[&str]| {
-        let mut c = aids.store_command("ls", &url, extra);
-        c.envs(envs.iter().copied());
-        let (out, took) = run_timed(&mut c, Duration::from_secs(30));
-        let e = stderr(&out);
-        assert!(!out.status.success(), "{extra:?}: {e}");
-        for needle in needles {
-            assert!(e.contains(needle), "{needle:?} not in: {e}");
-        }
-        assert!(took < Duration::from_secs(10), "{extra:?} took {took:?}");
+        fails_clearly(&aids, &url, extra, envs, needles)
     };
     // Malformed JSON from the metadata service.
     aids.aid_faults("{\"malformed\": true}");
@@ -498,7 +572,7 @@ fn rotated_oidc_token_file_is_read_again() {
         ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", token.to_str().unwrap()),
         ("OSSMOUNT_STS_ENDPOINT", &sts),
     ];
-    let m = aids.mount_fg("rrsa", &["--no-cache"], &envs);
+    let m = aids.mount_fg("oss", "rrsa", &["--no-cache"], &envs);
     assert_eq!(
         std::fs::read_to_string(m.dir.join("f.txt")).unwrap(),
         "hello"
@@ -638,6 +712,7 @@ fn expired_credentials_fail_reads_clearly_then_recover() {
     let aids = Aids::start("20s", |b| std::fs::write(b.join("f.txt"), "hello").unwrap());
     let md = format!("http://{}", aids.metadata);
     let m = aids.mount_fg(
+        "oss",
         "expiry",
         &[
             "--no-cache",
@@ -690,6 +765,184 @@ fn expired_credentials_fail_reads_clearly_then_recover() {
     assert!(
         !log.contains("STS."),
         "a full temporary key id reached the log"
+    );
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// EKS rotates the projected service-account token: the mount reads the token file again
+/// at each refresh, so once the file is replaced (and the old token refused by STS) the
+/// next refresh sends the new one, and reads go on.
+#[test]
+fn s3_rotated_web_identity_token_file_is_picked_up() {
+    let aids = Aids::start("20s", |b| std::fs::write(b.join("f.txt"), "hello").unwrap());
+    let sts = format!("http://{}", aids.sts);
+    let role = "arn:aws:iam::123456789012:role/reader";
+    let envs = [
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            aids.web_token.to_str().unwrap(),
+        ),
+        ("AWS_ROLE_ARN", role),
+        ("AWS_ENDPOINT_URL_STS", &sts),
+    ];
+    let m = aids.mount_fg("s3", "irsa", &["--no-cache"], &envs);
+    let path = m.dir.join("f.txt");
+    let read = || {
+        let f = std::fs::File::open(&path).unwrap();
+        // SAFETY: fadvise on an open descriptor.
+        unsafe {
+            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+        let mut b = [0u8; 5];
+        f.read_exact_at(&mut b, 0).map(|()| b)
+    };
+    assert_eq!(&read().unwrap(), b"hello");
+    let st = aids.aid_stats();
+    let one = sha256_hex("eks-token-one");
+    assert_eq!(st["oidc_tokens_sha256"], serde_json::json!([one]), "{st}");
+    let calls = n(&st, "aws_assume_role_web_identity");
+    // Rotate as the kubelet does: a new file renamed over the old one.
+    let rotated_at = Instant::now();
+    std::fs::write(aids.path("web-identity-token.new"), "eks-token-two").unwrap();
+    std::fs::rename(aids.path("web-identity-token.new"), &aids.web_token).unwrap();
+    // STS refuses the old token from now on.
+    let form = |token: &str| {
+        format!(
+            "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A\
+             123456789012%3Arole%2Freader&RoleSessionName=probe&WebIdentityToken={token}"
+        )
+    };
+    let (status, body) = aids.request(&aids.sts, "POST", "/", &form("eks-token-one"));
+    assert!(
+        status.contains(" 400") && body.contains("InvalidIdentityToken"),
+        "{status} {body}"
+    );
+    let two = sha256_hex("eks-token-two");
+    wait_for(
+        "STS called with the rotated token",
+        Duration::from_secs(40),
+        || {
+            aids.aid_stats()["oidc_tokens_sha256"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t.as_str() == Some(two.as_str()))
+        },
+    );
+    let st = aids.aid_stats();
+    println!(
+        "rotation test: the new token used {:.1?} after the rotation; {} web identity calls \
+         before, {} after; {} STS errors (the probe with the old token)",
+        rotated_at.elapsed(),
+        calls,
+        n(&st, "aws_assume_role_web_identity"),
+        n(&st, "sts_errors")
+    );
+    assert!(n(&st, "aws_assume_role_web_identity") > calls, "{st}");
+    // The mount never sent the old token after the rotation: the probe's is the only error.
+    assert_eq!(n(&st, "sts_errors"), 1, "{st}");
+    // And the credentials it gave work.
+    assert_eq!(&read().unwrap(), b"hello");
+    assert_eq!(n(&aids.aid_stats(), "refused_expired"), 0);
+    let log = aids.log("irsa");
+    assert!(log.contains("credentials refreshed"), "{log}");
+    assert!(!log.contains("eks-token"), "a token reached the log: {log}");
+}
+
+/// `s3://` sources that answer nonsense or refuse: a clear error naming the source, within
+/// seconds, and no secret (the container's authorization token, a key a broken process
+/// printed) in it.
+#[test]
+fn s3_broken_sources_fail_clearly_and_never_hang() {
+    let aids = Aids::start("1h", |b| std::fs::write(b.join("f"), "x").unwrap());
+    let url = format!("s3://{BUCKET}/");
+    let md = format!("http://{}", aids.metadata);
+    let full_uri = format!("{md}/v1/credentials");
+    let auth = aids.container_auth.to_str().unwrap().to_string();
+    let container = [
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", full_uri.as_str()),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", auth.as_str()),
+    ];
+    let imds = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", md.as_str())];
+    // Malformed JSON from the container endpoint and from IMDS.
+    aids.aid_faults("{\"malformed\": true}");
+    fails_clearly(
+        &aids,
+        &url,
+        &[],
+        &container,
+        &[
+            "container credentials endpoint",
+            &full_uri,
+            "not valid JSON",
+        ],
+    );
+    fails_clearly(
+        &aids,
+        &url,
+        &[],
+        &imds,
+        &["EC2 instance metadata service", &md[7..], "not valid JSON"],
+    );
+    aids.aid_faults("{}");
+    // The container endpoint refusing a wrong authorization token.
+    let wrong = aids.path("wrong-auth");
+    std::fs::write(&wrong, "wrong-SECRET-token").unwrap();
+    fails_clearly(
+        &aids,
+        &url,
+        &[],
+        &[
+            container[0],
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                wrong.to_str().unwrap(),
+            ),
+        ],
+        &["HTTP 401", "authorization token was refused"],
+    );
+    // A credential_process of ~/.aws/config printing a key and then junk.
+    let config = aids.path("aws-config");
+    std::fs::write(
+        &config,
+        "[default]\ncredential_process = echo '{\"Version\": 1, \"AccessKeyId\": \"AKIASECRETID\", \
+         \"SecretAccessKey\": \"SECRET-KEY\",'\n",
+    )
+    .unwrap();
+    fails_clearly(
+        &aids,
+        &url,
+        &[],
+        &[("AWS_CONFIG_FILE", config.to_str().unwrap())],
+        &["not valid JSON"],
+    );
+    // A credential_process that hangs is cut off (its own timeout), not waited for.
+    std::fs::write(&config, "[default]\ncredential_process = sleep 60\n").unwrap();
+    fails_clearly(
+        &aids,
+        &url,
+        &["--credential-process-timeout", "2s"],
+        &[("AWS_CONFIG_FILE", config.to_str().unwrap())],
+        &["no answer within 2 s"],
+    );
+    // A web identity token STS does not take.
+    let token = aids.path("stale-token");
+    std::fs::write(&token, "stale-SECRET-token").unwrap();
+    let sts = format!("http://{}", aids.sts);
+    fails_clearly(
+        &aids,
+        &url,
+        &[],
+        &[
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token.to_str().unwrap()),
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/reader"),
+            ("AWS_ENDPOINT_URL_STS", &sts),
+        ],
+        &["AssumeRoleWithWebIdentity", "InvalidIdentityToken"],
     );
 }
 
@@ -761,8 +1014,14 @@ fn read_for(file: &Path, expected: &[u8], secs: u64) -> (u64, u64) {
     (reads, failures)
 }
 
-/// 20-second credentials from the other refreshable sources (RRSA, a ram_role_arn profile,
-/// a credential process) keep a mount reading for 50 s (several refreshes each).
+/// 20-second credentials from every other refreshable source keep a mount reading for
+/// 50 s, all mounted at once (one window for all): for `oss://` RRSA, a ram_role_arn
+/// profile and a credential process; for `s3://` web identity (EKS IRSA: the token file,
+/// AWS_ROLE_ARN, STS found through AWS_ENDPOINT_URL_STS), the container endpoint (EKS Pod
+/// Identity: AWS_CONTAINER_CREDENTIALS_FULL_URI and an authorization token file), IMDSv2
+/// (AWS_EC2_METADATA_SERVICE_ENDPOINT), a role_arn + source_profile profile and a
+/// credential_process of ~/.aws/config. Each source has its own serve counter, so the
+/// refreshes are counted per source.
 #[test]
 fn short_lived_credentials_from_every_refreshable_source_keep_reads_going() {
     let size = 8 * MIB;
@@ -784,12 +1043,38 @@ fn short_lived_credentials_from_every_refreshable_source_keep_reads_going() {
         "t=$(curl -sf -X PUT -H 'X-aliyun-ecs-metadata-token-ttl-seconds: 60' {md}/latest/api/token) && \
          curl -sf -H \"X-aliyun-ecs-metadata-token: $t\" {md}/latest/meta-data/ram/security-credentials/ossmount-serve-role"
     );
-    let token_s = token.to_str().unwrap().to_string();
-    let ini_s = ini.to_str().unwrap().to_string();
-    type Case<'a> = (&'a str, Vec<String>, Vec<(&'a str, String)>);
+    // ~/.aws: a role assumed with a source profile's keys, and a credential_process that
+    // turns the credentials URI's document into the AWS shape with sed.
+    let aws = aids.tmp.path().join(".aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    std::fs::write(
+        aws.join("credentials"),
+        format!("[keys]\naws_access_key_id = {AK}\naws_secret_access_key = {SK}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        aws.join("config"),
+        format!(
+            "[profile role]\nrole_arn = arn:aws:iam::123456789012:role/reader\nsource_profile = keys\n\
+             [profile proc]\ncredential_process = curl -sf {md}/credentials-uri | sed -e \
+             s/AccessKeySecret/SecretAccessKey/ -e s/SecurityToken/SessionToken/\n"
+        ),
+    )
+    .unwrap();
+    let role = "arn:aws:iam::123456789012:role/reader".to_string();
+    let s = |v: &Path| v.to_str().unwrap().to_string();
+    // (name, scheme, flags, variables, serve's counter for this source).
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<String>,
+        Vec<(&'a str, String)>,
+        &'a str,
+    );
     let cases: Vec<Case> = vec![
         (
-            "rrsa",
+            "oss-rrsa",
+            "oss",
             vec!["--sts-endpoint".into(), sts.clone()],
             vec![
                 ("ALIBABA_CLOUD_ROLE_ARN", "acs:ram::1:role/r".into()),
@@ -797,57 +1082,132 @@ fn short_lived_credentials_from_every_refreshable_source_keep_reads_going() {
                     "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
                     "acs:ram::1:oidc-provider/p".into(),
                 ),
-                ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", token_s),
+                ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", s(&token)),
             ],
+            "assume_role_oidc",
         ),
         (
-            "arn",
+            "oss-arn",
+            "oss",
             vec!["--sts-endpoint".into(), sts.clone()],
             vec![
-                ("ALIBABA_CLOUD_CREDENTIALS_FILE", ini_s),
+                ("ALIBABA_CLOUD_CREDENTIALS_FILE", s(&ini)),
                 ("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true".into()),
             ],
+            "assume_role",
         ),
         (
-            "process",
+            "oss-process",
+            "oss",
             vec!["--credential-process".into(), process],
             vec![],
+            "metadata_credentials",
+        ),
+        (
+            "s3-web-identity",
+            "s3",
+            vec![],
+            vec![
+                ("AWS_WEB_IDENTITY_TOKEN_FILE", s(&aids.web_token)),
+                ("AWS_ROLE_ARN", role.clone()),
+                ("AWS_ENDPOINT_URL_STS", sts.clone()),
+            ],
+            "aws_assume_role_web_identity",
+        ),
+        (
+            "s3-container",
+            "s3",
+            vec![],
+            vec![
+                (
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    format!("{md}/v1/credentials"),
+                ),
+                (
+                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                    s(&aids.container_auth),
+                ),
+            ],
+            "container_credentials",
+        ),
+        (
+            "s3-imds",
+            "s3",
+            vec![],
+            vec![("AWS_EC2_METADATA_SERVICE_ENDPOINT", md.clone())],
+            "imds_credentials",
+        ),
+        (
+            "s3-role-profile",
+            "s3",
+            vec![],
+            vec![
+                ("AWS_PROFILE", "role".into()),
+                ("AWS_ENDPOINT_URL_STS", sts.clone()),
+            ],
+            "aws_assume_role",
+        ),
+        (
+            "s3-process",
+            "s3",
+            vec![],
+            vec![("AWS_PROFILE", "proc".into())],
+            "credentials_uri",
         ),
     ];
-    let mounts: Vec<(String, Mount)> = cases
+    let mounts: Vec<(&str, &str, Mount)> = cases
         .iter()
-        .map(|(name, extra, envs)| {
+        .map(|(name, scheme, extra, envs, counter)| {
             let mut extra: Vec<&str> = extra.iter().map(String::as_str).collect();
             extra.push("--no-cache");
             let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            (name.to_string(), aids.mount_fg(name, &extra, &envs))
+            (*name, *counter, aids.mount_fg(scheme, name, &extra, &envs))
         })
         .collect();
     let before = aids.aid_stats();
-    let results: Vec<(String, u64, u64)> = std::thread::scope(|s| {
+    let started = Instant::now();
+    let results: Vec<(&str, u64, u64)> = std::thread::scope(|sc| {
         let handles: Vec<_> = mounts
             .iter()
-            .map(|(name, m)| {
+            .map(|(name, _, m)| {
                 let file = m.dir.join("o.bin");
                 let expected = &expected;
-                s.spawn(move || {
+                sc.spawn(move || {
                     let (r, f) = read_for(&file, expected, 50);
-                    (name.clone(), r, f)
+                    (*name, r, f)
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let after = aids.aid_stats();
-    println!("every-source test: {results:?}; before {before}; after {after}");
-    for (name, reads, failures) in &results {
+    let delta = |f: &str| n(&after, f) - n(&before, f);
+    println!(
+        "every-source test: {} mounts read for {:.0?} with 20 s credentials",
+        results.len(),
+        started.elapsed()
+    );
+    for ((name, reads, failures), (_, counter, _)) in results.iter().zip(&mounts) {
+        println!(
+            "  {name:16} {reads:4} reads of 256 KiB, {failures} failed, {} refreshes ({counter})",
+            delta(counter)
+        );
+    }
+    println!(
+        "  serve: {} requests accepted with temporary credentials, {} refused as expired, {} \
+         as invalid, {} STS errors",
+        delta("accepted"),
+        n(&after, "refused_expired"),
+        n(&after, "refused_invalid"),
+        n(&after, "sts_errors")
+    );
+    for ((name, reads, failures), (_, counter, _)) in results.iter().zip(&mounts) {
         assert_eq!(*failures, 0, "{name}: {}", aids.log(name));
         assert!(*reads >= 100, "{name}: {reads} reads");
+        // 50 s of 20 s credentials, refreshed with ~10 s left: about 5 per source.
+        assert!(delta(counter) >= 3, "{name}: {counter} {before} -> {after}");
     }
-    // 50 s of 20 s credentials, refreshed every ~10 s: about 5 refreshes per source.
-    let delta = |f: &str| n(&after, f) - n(&before, f);
-    assert!(delta("assume_role_oidc") >= 3, "{after}");
-    assert!(delta("assume_role") >= 3, "{after}");
-    assert!(delta("metadata_credentials") >= 3, "{after}");
     assert_eq!(n(&after, "refused_expired"), 0, "{after}");
+    assert_eq!(n(&after, "sts_errors"), 0, "{after}");
+    assert_eq!(n(&after, "container_refused"), 0, "{after}");
 }

@@ -470,24 +470,51 @@ impl AidServe {
         }
     }
 
+    /// `ossmount ls URL` with no keys of the test process, no CA from its environment,
+    /// HOME in `tmp`.
+    fn keyless_ls(&self, url: &str, tmp: &Path, extra: &[&str]) -> Command {
+        let mut c = cli(&self.endpoint, &["ls", url]);
+        c.args(extra).env("HOME", tmp);
+        for v in [
+            "OSS_ACCESS_KEY_ID",
+            "OSS_ACCESS_KEY_SECRET",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_CA_BUNDLE",
+            "SSL_CERT_FILE",
+        ] {
+            c.env_remove(v);
+        }
+        c
+    }
+
     /// `ossmount ls oss://bkt/` with RRSA variables pointing at the fake STS, and no keys.
     fn rrsa_ls(&self, tmp: &Path, extra: &[&str]) -> Command {
         let token = tmp.join("oidc-token");
         std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.test.token\n").unwrap();
-        let mut c = cli(&self.endpoint, &["ls", "oss://bkt/"]);
-        c.args(extra)
-            .env_remove("OSS_ACCESS_KEY_ID")
-            .env_remove("OSS_ACCESS_KEY_SECRET")
-            .env_remove("AWS_CA_BUNDLE")
-            .env_remove("SSL_CERT_FILE")
-            .env("HOME", tmp)
-            .env("ALIBABA_CLOUD_ROLE_ARN", "acs:ram::1:role/reader")
+        let mut c = self.keyless_ls("oss://bkt/", tmp, extra);
+        c.env("ALIBABA_CLOUD_ROLE_ARN", "acs:ram::1:role/reader")
             .env(
                 "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
                 "acs:ram::1:oidc-provider/ack-rrsa-test",
             )
             .env("ALIBABA_CLOUD_OIDC_TOKEN_FILE", &token)
             .env("OSSMOUNT_STS_ENDPOINT", &self.sts);
+        c
+    }
+
+    /// `ossmount ls s3://bkt/` with EKS's web identity variables, STS found through the
+    /// SDKs' `AWS_ENDPOINT_URL_STS`, and no keys.
+    fn web_identity_ls(&self, tmp: &Path, extra: &[&str]) -> Command {
+        let token = tmp.join("web-identity-token");
+        std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.eks.token\n").unwrap();
+        let mut c = self.keyless_ls("s3://bkt/", tmp, extra);
+        c.env("AWS_WEB_IDENTITY_TOKEN_FILE", &token)
+            .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/reader")
+            .env("AWS_ENDPOINT_URL_STS", &self.sts)
+            .env("AWS_EC2_METADATA_DISABLED", "true");
         c
     }
 
@@ -586,4 +613,63 @@ fn sts_over_https_trusts_the_ca_bundle_and_honours_proxies() {
             && !targets.contains(&serve.metadata.trim_start_matches("http://").to_string()),
         "the metadata service went through the proxy: {targets:?}"
     );
+}
+
+/// The same for `s3://`: AWS STS (AssumeRoleWithWebIdentity) over HTTPS is trusted through
+/// `--ca-bundle` alone, refused without it with an error naming STS and the fix, and
+/// tunnelled through `HTTPS_PROXY` unless `NO_PROXY` names its host.
+#[test]
+fn s3_web_identity_sts_over_https_trusts_the_ca_bundle_and_honours_proxies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let (cert, key) = pki.server("server", &["127.0.0.1"]);
+    let serve = AidServe::start(&data(tmp.path()), &cert, &key);
+    let ca = pki.ca.to_str().unwrap().to_string();
+    let calls = || serve.counters(&ca)["aws_assume_role_web_identity"].clone();
+
+    let out = output(&mut serve.web_identity_ls(tmp.path(), &[]));
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("AssumeRoleWithWebIdentity")
+            && e.contains(serve.sts.as_str())
+            && e.to_lowercase().contains("certificate")
+            && e.contains("--ca-bundle"),
+        "unclear STS certificate error: {e}"
+    );
+    assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+    assert_eq!(calls(), 0);
+
+    let out = output(&mut serve.web_identity_ls(tmp.path(), &["--ca-bundle", &ca]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("big.bin"));
+    assert_eq!(calls(), 1);
+
+    let proxy = Proxy::start();
+    let proxy_url = format!("http://{}", proxy.addr);
+    let sts_host = serve.sts.trim_start_matches("https://").to_string();
+    let out = output(
+        serve
+            .web_identity_ls(tmp.path(), &["--ca-bundle", &ca])
+            .env("HTTPS_PROXY", &proxy_url)
+            .env("NO_PROXY", "example.invalid"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(calls(), 2);
+    let targets = proxy.targets.lock().unwrap().clone();
+    assert!(
+        targets.contains(&sts_host),
+        "STS was not asked through the proxy: {targets:?}"
+    );
+    // NO_PROXY naming STS's host: a direct call, nothing new at the proxy.
+    let before = proxy.targets.lock().unwrap().len();
+    let out = output(
+        serve
+            .web_identity_ls(tmp.path(), &["--ca-bundle", &ca])
+            .env("HTTPS_PROXY", &proxy_url)
+            .env("NO_PROXY", "127.0.0.1"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(calls(), 3);
+    assert_eq!(proxy.targets.lock().unwrap().len(), before);
 }

@@ -313,6 +313,7 @@ mod tests {
                     region: "us-east-1".into(),
                 },
                 sys.clone(),
+                &crate::store::credentials::web::Net::default(),
             );
             p.signed_request(&creds).unwrap()
         };

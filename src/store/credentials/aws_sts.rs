@@ -23,12 +23,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{parse_time, web, CredentialsError, Issued, Provider, System};
+use super::web::{self, Net};
+use super::{parse_time, CredentialsError, Issued, Provider, System};
 use crate::store::sign_s3::{self, S3Request};
 use crate::store::Credentials;
 
@@ -78,10 +78,6 @@ fn pick_session_name(explicit: Option<String>, sys: &dyn System) -> String {
                 .as_secs();
             format!("ossmount-{secs}")
         })
-}
-
-fn client() -> reqwest::Client {
-    web::client(Duration::from_secs(5), Duration::from_secs(15), false)
 }
 
 #[derive(Deserialize)]
@@ -172,19 +168,7 @@ async fn post(
     body: String,
     what: &str,
 ) -> Result<Issued, CredentialsError> {
-    let mut req = client
-        .post(url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("accept-encoding", "identity");
-    for (n, v) in headers {
-        req = req.header(n, v);
-    }
-    let resp = req
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| web::transport(what, e))?;
-    let (status, text) = web::capped_text(resp, what).await?;
+    let (status, text) = web::post_form(client, url, headers, body, what).await?;
     parse_reply(status, &text, what)
 }
 
@@ -207,6 +191,7 @@ impl AssumeRoleWithWebIdentity {
         session_name: Option<String>,
         endpoint: StsEndpoint,
         sys: Arc<dyn System>,
+        net: &Net,
     ) -> Self {
         AssumeRoleWithWebIdentity {
             role_arn: role_arn.trim().to_string(),
@@ -215,7 +200,7 @@ impl AssumeRoleWithWebIdentity {
             duration_seconds: None,
             endpoint,
             sys,
-            client: client(),
+            client: net.sts_client(),
         }
     }
 
@@ -288,6 +273,7 @@ impl AssumeRole {
         session_name: Option<String>,
         endpoint: StsEndpoint,
         sys: Arc<dyn System>,
+        net: &Net,
     ) -> Self {
         AssumeRole {
             source,
@@ -297,7 +283,7 @@ impl AssumeRole {
             duration_seconds: None,
             endpoint,
             sys,
-            client: client(),
+            client: net.sts_client(),
         }
     }
 
@@ -461,6 +447,7 @@ mod tests {
             Some("s".into()),
             endpoint(Some("http://x"), &*sys),
             sys.clone(),
+            &Net::default(),
         );
         let token = |p: &AssumeRoleWithWebIdentity| {
             let f = p.request().unwrap();
@@ -500,6 +487,7 @@ mod tests {
                 region: "us-east-1".into(),
             },
             sys.clone(),
+            &Net::default(),
         );
         let (body, headers) = p.signed_request(&creds).unwrap();
         assert!(

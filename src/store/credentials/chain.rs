@@ -91,7 +91,7 @@ fn resolve_s3(
     if let Some((spec, label)) = aws_profile(&*sys, &mut tried)? {
         return chain.start(&spec, &label);
     }
-    match container::from_env(sys.clone()) {
+    match container::from_env(sys.clone(), &chain.net) {
         Ok(Some(p)) => {
             return CredentialHolder::start(Arc::new(p), opts.refresh.clone(), sys.clone())
                 .map_err(|e| invalid(format!("credentials from the container endpoint: {e}")))
@@ -107,7 +107,11 @@ fn resolve_s3(
     if imds::disabled(&*sys) {
         tried.push("EC2 instance profile: disabled by AWS_EC2_METADATA_DISABLED".into());
     } else {
-        let p = InstanceProfile::new(imds::endpoint(flag(&opts.metadata_endpoint), &*sys), &*sys);
+        let p = InstanceProfile::new(
+            imds::endpoint(flag(&opts.metadata_endpoint), &*sys),
+            &*sys,
+            &chain.net,
+        );
         match CredentialHolder::start(Arc::new(p), opts.refresh.clone(), sys.clone()) {
             Ok(h) => return Ok(h),
             Err(e) => tried.push(format!("EC2 instance profile: {e}")),
@@ -608,6 +612,7 @@ impl Chain<'_> {
                 session_name.clone(),
                 aws_sts::endpoint(flag(&self.opts.sts_endpoint), &**sys),
                 sys.clone(),
+                &self.net,
             )),
             Spec::AwsAssumeRole {
                 source,
@@ -622,6 +627,7 @@ impl Chain<'_> {
                     session_name.clone(),
                     aws_sts::endpoint(flag(&self.opts.sts_endpoint), &**sys),
                     sys.clone(),
+                    &self.net,
                 );
                 p.external_id = external_id.clone();
                 p.duration_seconds = *duration_seconds;

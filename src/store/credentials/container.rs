@@ -13,11 +13,10 @@
 //!
 //! Timeouts: 2 s to connect, 5 s per request (botocore: 2 s), body capped at 64 KiB.
 
+use super::web::{self, Net};
+use super::{json_issued, json_object, CredentialsError, Issued, Provider, System};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
-
-use super::{json_issued, json_object, web, CredentialsError, Issued, Provider, System};
 
 pub const ECS_HOST: &str = "http://169.254.170.2";
 /// Plain-http hosts a full URI may name (botocore's list), besides loopback addresses.
@@ -46,7 +45,12 @@ pub struct ContainerCredentials {
 }
 
 /// The container endpoint from the environment: `Ok(None)` when neither variable is set.
-pub fn from_env(sys: Arc<dyn System>) -> Result<Option<ContainerCredentials>, CredentialsError> {
+/// `net`: the CA files (an https full URI); never a proxy (the endpoint is the task's or
+/// node's own agent).
+pub fn from_env(
+    sys: Arc<dyn System>,
+    net: &Net,
+) -> Result<Option<ContainerCredentials>, CredentialsError> {
     let url = if let Some(rel) = sys.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
         let rel = rel.trim();
         let sep = if rel.starts_with('/') { "" } else { "/" };
@@ -69,7 +73,7 @@ pub fn from_env(sys: Arc<dyn System>) -> Result<Option<ContainerCredentials>, Cr
         url,
         token,
         sys,
-        client: web::client(Duration::from_secs(2), Duration::from_secs(5), true),
+        client: net.metadata_client(),
     }))
 }
 
@@ -144,22 +148,11 @@ impl Provider for ContainerCredentials {
         if let Some(a) = self.authorization()? {
             req = req.header("authorization", a);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| web::transport(&self.what(), e))?;
-        let (status, body) = web::capped_text(resp, &self.what()).await?;
-        if !(200..300).contains(&status) {
-            let hint = if status == 401 || status == 403 {
-                " (the authorization token was refused)"
-            } else {
-                ""
-            };
-            return Err(CredentialsError::Failed(format!(
-                "{}: HTTP {status}{hint}",
-                self.what()
-            )));
-        }
+        let hint = |status| match status {
+            401 | 403 => " (the authorization token was refused)",
+            _ => "",
+        };
+        let body = web::get_ok(req, &self.what(), hint).await?;
         parse_document(&body, &self.what())
     }
 
@@ -174,7 +167,7 @@ mod tests {
     use crate::store::credentials::system::FakeSystem;
 
     fn env(pairs: &[(&str, &str)]) -> Result<Option<ContainerCredentials>, String> {
-        from_env(Arc::new(FakeSystem::with_vars(pairs))).map_err(|e| e.to_string())
+        from_env(Arc::new(FakeSystem::with_vars(pairs)), &Net::default()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -229,7 +222,7 @@ mod tests {
             ])
             .file("/t", "one\n"),
         );
-        let c = from_env(sys.clone()).unwrap().unwrap();
+        let c = from_env(sys.clone(), &Net::default()).unwrap().unwrap();
         assert_eq!(c.authorization().unwrap().as_deref(), Some("one"));
         sys.files.lock().insert("/t".into(), "two".into());
         assert_eq!(c.authorization().unwrap().as_deref(), Some("two"));

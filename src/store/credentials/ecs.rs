@@ -15,8 +15,6 @@
 //! 5 s per request (credentials-go: 1 s and 1 s), so a machine that is not an ECS instance
 //! learns it in seconds.
 
-use std::time::Duration;
-
 use super::web::{self, Net};
 use super::{json_issued, json_object, json_success, CredentialsError, Issued, Provider, System};
 
@@ -53,7 +51,7 @@ impl EcsRamRole {
             imdsv1_disabled: sys
                 .var("ALIBABA_CLOUD_IMDSV1_DISABLED")
                 .is_some_and(|v| v.eq_ignore_ascii_case("true")),
-            client: net.client(Duration::from_secs(2), Duration::from_secs(5), true),
+            client: net.metadata_client(),
         }
     }
 
@@ -106,26 +104,12 @@ impl EcsRamRole {
         if let Some(t) = token {
             req = req.header("X-aliyun-ecs-metadata-token", t);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| web::transport(&self.what(), e))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let hint = if status.as_u16() == 404 && path == CREDENTIALS_PATH {
-                " (no RAM role is attached to this instance)"
-            } else if status.as_u16() == 404 {
-                " (no such RAM role on this instance)"
-            } else {
-                ""
-            };
-            return Err(CredentialsError::Failed(format!(
-                "{}: GET {path}: HTTP {}{hint}",
-                self.what(),
-                status.as_u16()
-            )));
-        }
-        web::body(resp, &format!("{}: GET {path}", self.what())).await
+        let hint = |status| match status {
+            404 if path == CREDENTIALS_PATH => " (no RAM role is attached to this instance)",
+            404 => " (no such RAM role on this instance)",
+            _ => "",
+        };
+        web::get_ok(req, &format!("{}: GET {path}", self.what()), hint).await
     }
 }
 

@@ -15,11 +15,8 @@
 //! `AWS_EC2_METADATA_DISABLED=true` turns the source off. Timeouts: 2 s to connect, 5 s per
 //! request (botocore: 1 s), never through a proxy, bodies capped at 64 KiB.
 
-use std::time::Duration;
-
-use super::{
-    json_issued, json_object, json_success, web, CredentialsError, Issued, Provider, System,
-};
+use super::web::{self, Net};
+use super::{json_issued, json_object, json_success, CredentialsError, Issued, Provider, System};
 
 pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
 pub const DEFAULT_ENDPOINT_V6: &str = "http://[fd00:ec2::254]";
@@ -61,13 +58,14 @@ pub struct InstanceProfile {
 }
 
 impl InstanceProfile {
-    pub fn new(endpoint: String, sys: &dyn System) -> Self {
+    /// `net`: the CA files (an https endpoint in a private cloud); never a proxy.
+    pub fn new(endpoint: String, sys: &dyn System, net: &Net) -> Self {
         InstanceProfile {
             endpoint,
             v1_disabled: sys
                 .var("AWS_EC2_METADATA_V1_DISABLED")
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
-            client: web::client(Duration::from_secs(2), Duration::from_secs(5), true),
+            client: net.metadata_client(),
         }
     }
 
@@ -117,24 +115,13 @@ impl InstanceProfile {
         if let Some(t) = token {
             req = req.header("x-aws-ec2-metadata-token", t);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| web::transport(&self.what(), e))?;
-        let (status, body) = web::capped_text(resp, &self.what()).await?;
-        if !(200..300).contains(&status) {
-            let hint = match status {
-                404 if path == CREDENTIALS_PATH => " (no instance profile on this instance)",
-                404 => " (no such role in the instance profile)",
-                401 => " (the IMDSv2 token was refused)",
-                _ => "",
-            };
-            return Err(CredentialsError::Failed(format!(
-                "{}: GET {path}: HTTP {status}{hint}",
-                self.what()
-            )));
-        }
-        Ok(body)
+        let hint = |status| match status {
+            404 if path == CREDENTIALS_PATH => " (no instance profile on this instance)",
+            404 => " (no such role in the instance profile)",
+            401 => " (the IMDSv2 token was refused)",
+            _ => "",
+        };
+        web::get_ok(req, &format!("{}: GET {path}", self.what()), hint).await
     }
 }
 

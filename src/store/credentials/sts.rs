@@ -19,7 +19,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rand::Rng;
 
@@ -115,12 +114,6 @@ impl Role {
     }
 }
 
-/// The STS client: the object client's CAs and proxies ([`web`]).
-fn client(net: &Net) -> reqwest::Client {
-    // credentials-go: 5 s connect, 10 s read for STS.
-    net.client(Duration::from_secs(5), Duration::from_secs(15), false)
-}
-
 fn timestamp(sys: &dyn System) -> String {
     chrono::DateTime::<chrono::Utc>::from(sys.now())
         .format("%Y-%m-%dT%H:%M:%SZ")
@@ -136,17 +129,10 @@ async fn call(
     what: &str,
 ) -> Result<Issued, CredentialsError> {
     let url = format!("{endpoint}/?{}", encode_pairs(query));
-    let resp = client
-        .post(&url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("accept-encoding", "identity")
-        .body(encode_pairs(form))
-        .send()
-        .await
-        .map_err(|e| web::transport(&format!("{what} at {endpoint}"), e))?;
-    let status = resp.status();
-    let body = web::body(resp, &format!("{what} at {endpoint}")).await?;
-    parse_reply(status.as_u16(), &body, &format!("{what} at {endpoint}"))
+    let what = format!("{what} at {endpoint}");
+    let (status, body) =
+        web::post_form(client, &url, Vec::new(), encode_pairs(form), &what).await?;
+    parse_reply(status, &body, &what)
 }
 
 /// An STS answer as credentials, or its error code and message.
@@ -196,7 +182,7 @@ impl AssumeRole {
             role,
             endpoint,
             sys,
-            client: client(net),
+            client: net.sts_client(),
         }
     }
 
@@ -278,7 +264,7 @@ impl AssumeRoleWithOidc {
             token_file,
             endpoint,
             sys,
-            client: client(net),
+            client: net.sts_client(),
         }
     }
 

@@ -1,4 +1,6 @@
-//! The small HTTP client the metadata service, STS and a credentials URI are asked with.
+//! The small HTTP client every credential service is asked with: the ECS metadata service,
+//! Alibaba Cloud STS, a credentials URI, and for `s3://` AWS STS, IMDS and the container
+//! endpoint, so that all of them get the same trust, proxy rules, timeouts and body cap.
 //!
 //! One client per source, used only on the holder's refresh thread. Timeouts are short and
 //! total: these are tiny requests to a nearby service, and the first fetch is waited for
@@ -66,13 +68,22 @@ impl Net {
             }
         }
     }
-}
 
-/// A client with the bundled and system roots only, no `--ca-bundle`/`AWS_CA_BUNDLE`.
-/// Still used by the AWS sources (aws_sts, container, imds) merged from i13-aws; they
-/// should take a [`Net`] from the chain like the Alibaba Cloud ones (TODO, issue 13).
-pub fn client(connect: Duration, total: Duration, direct: bool) -> reqwest::Client {
-    Net::default().client(connect, total, direct)
+    /// The client for a metadata service (ECS's `100.100.100.200`, IMDS, the container
+    /// endpoint): 2 s to connect, 5 s per request, so a machine without one learns it in
+    /// seconds; never through a proxy, whatever the variables say (a proxy would answer
+    /// with its own host's role, or not at all). The CA files still apply: a private cloud
+    /// may serve its metadata over https.
+    pub fn metadata_client(&self) -> reqwest::Client {
+        self.client(Duration::from_secs(2), Duration::from_secs(5), true)
+    }
+
+    /// The client for STS (Alibaba Cloud's and AWS's): 5 s to connect, 15 s per request
+    /// (credentials-go: 5 s connect, 10 s read), through `HTTPS_PROXY` unless `NO_PROXY`
+    /// says otherwise, as the object client's requests go.
+    pub fn sts_client(&self) -> reqwest::Client {
+        self.client(Duration::from_secs(5), Duration::from_secs(15), false)
+    }
 }
 
 /// Whether `url`'s host is loopback or link-local (`127.0.0.0/8`, `::1`, `localhost`,
@@ -145,19 +156,59 @@ pub fn snippet(body: &str, n: usize) -> String {
         .collect()
 }
 
-/// A credential service's answer: its status and its body as text, read through
-/// [`crate::store::limits::read_capped`] with [`crate::store::limits::JSON_BODY_CAP`], so a
-/// broken or hostile service costs at most 64 KiB.
+/// A credential service's answer: its status and its body as text, read under
+/// [`JSON_BODY_CAP`], so a broken or hostile service costs at most 64 KiB.
 pub async fn capped_text(
     resp: reqwest::Response,
     what: &str,
 ) -> Result<(u16, String), CredentialsError> {
-    use crate::store::limits::{read_capped, JSON_BODY_CAP};
     let status = resp.status().as_u16();
-    let bytes = read_capped(resp, JSON_BODY_CAP, what)
+    Ok((status, body(resp, what).await?))
+}
+
+/// Send `req` (built on a client of [`Net`]) and read its body: the text on 2xx, else
+/// `WHAT: HTTP STATUS` plus `hint(status)` (what that status means for this service, e.g.
+/// "no such role"). The body of a refusal is not quoted: a metadata service's may echo a
+/// token. Transport errors as [`transport`] words them.
+pub async fn get_ok(
+    req: reqwest::RequestBuilder,
+    what: &str,
+    hint: impl Fn(u16) -> &'static str,
+) -> Result<String, CredentialsError> {
+    let resp = req.send().await.map_err(|e| transport(what, e))?;
+    let (status, text) = capped_text(resp, what).await?;
+    if !(200..300).contains(&status) {
+        return Err(CredentialsError::Failed(format!(
+            "{what}: HTTP {status}{}",
+            hint(status)
+        )));
+    }
+    Ok(text)
+}
+
+/// `POST url` with a form body (`application/x-www-form-urlencoded`, no compression, as
+/// the SDKs call STS) and `headers` (a signature); the status and the capped body, for the
+/// caller's STS parser, which reads the error document on a refusal.
+pub async fn post_form(
+    client: &reqwest::Client,
+    url: &str,
+    headers: Vec<(String, String)>,
+    form: String,
+    what: &str,
+) -> Result<(u16, String), CredentialsError> {
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept-encoding", "identity");
+    for (n, v) in headers {
+        req = req.header(n, v);
+    }
+    let resp = req
+        .body(form)
+        .send()
         .await
-        .map_err(|e| CredentialsError::Failed(e.to_string()))?;
-    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+        .map_err(|e| transport(what, e))?;
+    capped_text(resp, what).await
 }
 
 #[cfg(test)]
