@@ -209,6 +209,12 @@ pub struct CacheOptions {
     #[arg(long, value_parser = parse_size,
           default_value = format_size(CacheConfig::default().batch_bytes))]
     pub checkpoint_batch: u64,
+    /// Most bytes of object data held in memory, for all readers together: parts being
+    /// received plus parts kept for their readers. Read-ahead waits when it is full; a
+    /// read always goes on. At least one part (--part-size).
+    #[arg(long, value_parser = parse_size,
+          default_value = format_size(CacheConfig::default().memory_limit))]
+    pub memory_limit: u64,
 }
 
 #[derive(Debug, Args)]

@@ -362,6 +362,8 @@ impl Job {
                 small_object_threshold: 0,
                 max_readahead: 0,
                 resident_bytes: 0,
+                // Bounded by its window of requests (`jobs` x the part size) instead.
+                memory_limit: u64::MAX,
                 auto_finalize: false,
             },
             Weak::<Unbudgeted>::new(),

@@ -83,6 +83,7 @@
 //! - `uncached.rs`: a ranged GET's body received exactly, for the requests above and for
 //!   reads that bypass the cache ([`read_uncached`]).
 
+mod budget;
 mod engine;
 mod fetcher;
 mod handle;
@@ -92,6 +93,7 @@ mod streams;
 mod uncached;
 mod wait;
 
+pub use budget::MemoryBudget;
 pub use engine::{Engine, EngineOptions};
 pub use fetcher::Fetcher;
 pub use handle::{ObjectHandle, Pending, ReadError, ReadNow};

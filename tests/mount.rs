@@ -1334,3 +1334,70 @@ fn eight_readers_of_one_object_fetch_it_once_in_large_requests() {
     );
     same_file(&env.object("one.bin"), &via);
 }
+
+/// Eight readers of eight different objects through a mount with `--memory-limit 16M`:
+/// identical bytes, and the mount never held more part data than the limit (its own count,
+/// from `ossmount status --json`). Also prints the mount's VmHWM. A limit below one part,
+/// or garbage, is refused with a clear error.
+#[test]
+fn eight_readers_stay_within_the_memory_limit() {
+    const SIZE: u64 = 48 << 20;
+    const LIMIT: u64 = 16 << 20;
+    let env = Env::with_objects(|b| {
+        for i in 0..8 {
+            write_pattern_file(&b.join(format!("m/{i}.bin")), SIZE, 100 + i);
+        }
+    });
+    for bad in ["1K", "lots"] {
+        let dir = env.mnt(&format!("bad-{bad}"));
+        let out = env
+            .cmd(&format!("oss://{BUCKET}"), &dir, &["--memory-limit", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "mounted with --memory-limit {bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("memory-limit"), "{bad}: {err}");
+        assert!(!is_mounted(&dir));
+    }
+    let m = env.mount_fg("mnt", &["--memory-limit", "16M"]);
+    let out = env.tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let readers: Vec<_> = (0..8)
+        .map(|i| {
+            Command::new("cp")
+                .arg(m.dir.join(format!("m/{i}.bin")))
+                .arg(out.join(format!("{i}.bin")))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut r in readers {
+        assert!(r.wait().unwrap().success());
+    }
+    for i in 0..8 {
+        same_file(
+            &out.join(format!("{i}.bin")),
+            &env.object(&format!("m/{i}.bin")),
+        );
+    }
+    let st = run(Command::new(common::bin())
+        .args(["status", "--json"])
+        .arg(&m.dir))
+    .stdout;
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&st).unwrap();
+    let s = &all[0];
+    assert_eq!(s["memory_limit_bytes"], LIMIT);
+    let peak = s["memory_peak_bytes"].as_u64().unwrap();
+    assert!(peak > 0, "no part data counted: {s}");
+    assert!(peak <= LIMIT, "peak {peak} over the limit {LIMIT}");
+    let pid = m.child.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM ?");
+    eprintln!(
+        "8 readers x {} MiB, --memory-limit 16M: peak part data {peak} B, {hwm}",
+        SIZE >> 20
+    );
+}

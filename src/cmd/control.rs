@@ -86,6 +86,13 @@ pub struct Status {
     pub cache_dir: Option<PathBuf>,
     pub cache_used_bytes: u64,
     pub cache_budget_bytes: u64,
+    /// The memory budget of part data (`--memory-limit`), bytes held now and at most.
+    #[serde(default)]
+    pub memory_limit_bytes: u64,
+    #[serde(default)]
+    pub memory_used_bytes: u64,
+    #[serde(default)]
+    pub memory_peak_bytes: u64,
     /// FUSE reads answered at once (memory, cache file) and those that waited for the store.
     pub read_hits: u64,
     pub read_misses: u64,

@@ -68,6 +68,13 @@ pub fn run(mut args: MountArgs, debug: bool) -> Result<(), Failure> {
 /// path absolute.
 fn prepare(args: &mut MountArgs) -> Result<StoreUrl, Failure> {
     fstab::apply(args).map_err(usage)?;
+    if args.cache.memory_limit < args.cache.part_size {
+        return Err(usage(format!(
+            "--memory-limit {} is smaller than one part (--part-size {}): give at least that",
+            crate::units::format_size(args.cache.memory_limit),
+            crate::units::format_size(args.cache.part_size)
+        )));
+    }
     let url = StoreUrl::parse(&args.url).map_err(|e| usage(e.to_string()))?;
     let mountpoint = std::path::absolute(&args.mountpoint)
         .map_err(|e| usage(format!("mountpoint {}: {e}", args.mountpoint.display())))?;
@@ -454,6 +461,7 @@ fn open_cache(
         part_size: args.cache.part_size,
         jobs: args.cache.jobs,
         batch_bytes: args.cache.checkpoint_batch,
+        memory_limit: args.cache.memory_limit,
         ..CacheConfig::default()
     };
     let cache_dir = cache_cfg.dir.clone();

@@ -95,6 +95,14 @@ pub fn describe(s: &Status) -> String {
         )),
         None => t.push_str("  cache        none (--no-cache)\n"),
     }
+    if s.memory_limit_bytes > 0 {
+        t.push_str(&format!(
+            "  memory       {} of {} part data now, {} at most\n",
+            HumanBytes(s.memory_used_bytes),
+            HumanBytes(s.memory_limit_bytes),
+            HumanBytes(s.memory_peak_bytes)
+        ));
+    }
     let ratio = s
         .hit_ratio
         .map_or("no reads yet".to_string(), |r| format!("{:.1}%", r * 100.0));

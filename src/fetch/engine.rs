@@ -12,6 +12,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::{watch, Semaphore};
 
+use super::budget::{MemoryBudget, Reservation};
 use super::request::split_point;
 use super::resident::Resident;
 use super::streams::StreamSet;
@@ -32,12 +33,23 @@ pub struct EngineOptions {
     pub max_readahead: u64,
     /// Bytes of fetched parts kept in memory for readers (the resident set, see `resident.rs`).
     pub resident_bytes: u64,
+    /// Bytes of part data in memory at most: fetches plus the resident set (see `budget.rs`).
+    pub memory_limit: u64,
     /// Finalize an entry (verify, rename to done) as soon as its last part lands.
     pub auto_finalize: bool,
 }
 
 /// A part to fetch: its index, its channel, and whether the cache gave it room on disk.
 pub type Fetch = (usize, PartTx, bool);
+
+/// Why parts are wanted: a reader waits for them (or a download, a warm), or read-ahead.
+/// Read-ahead reserves its memory at once and is not started without it; a demand fetch
+/// waits for its memory in its task (see `budget.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    Demand,
+    Ahead,
+}
 
 /// The shared fetch machinery of one cache (or one download).
 pub struct Engine {
@@ -64,6 +76,8 @@ pub struct Engine {
     streams: Mutex<HashMap<u64, Weak<StreamSet>>>,
     pub(super) pool: Arc<PartPool>,
     pub(super) resident: Mutex<Resident>,
+    /// The bytes of part data in memory: fetches and the resident set (see `budget.rs`).
+    pub(super) budget: Arc<MemoryBudget>,
     /// Part writes running on blocking threads (see [`Engine::wait_for_writes`]).
     writes: Mutex<usize>,
     writes_done: Condvar,
@@ -87,6 +101,7 @@ impl Engine {
         owner: Weak<dyn EntryOwner>,
     ) -> Self {
         let jobs = opts.jobs.max(1);
+        let ps = opts.part_size.max(1);
         Self {
             store,
             sem: Arc::new(Semaphore::new(jobs)),
@@ -100,12 +115,15 @@ impl Engine {
             no_room: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
             // As many spares as can be live at once (parts in flight, parts kept for
-            // readers): reuse, not growth; `trim_idle` frees them when the engine idles.
+            // readers, within the memory budget): reuse, not growth; `trim_idle` frees
+            // them when the engine idles.
             pool: PartPool::new(
                 opts.part_size,
-                jobs + (opts.resident_bytes / opts.part_size.max(1)) as usize,
+                (jobs + (opts.resident_bytes / ps) as usize)
+                    .min((opts.memory_limit / ps).max(1).min(usize::MAX as u64) as usize),
             ),
             resident: Mutex::new(Resident::new(opts.resident_bytes)),
+            budget: MemoryBudget::new(opts.memory_limit),
             writes: Mutex::new(0),
             writes_done: Condvar::new(),
             closed: AtomicBool::new(false),
@@ -154,15 +172,21 @@ impl Engine {
     /// `per_request` adjacent parts. `tail_first`: a random reader's offset; a missing part
     /// it falls in the middle of, alone in its request, is fetched from there on first (see
     /// [`super::SPLIT_MIN`]).
+    ///
+    /// `need`: read-ahead ([`Need::Ahead`]) reserves each new part's memory here and
+    /// stops at the first part the budget has no room for; a demand fetch reserves its
+    /// request's memory in its task, waiting for it. No request is larger than the
+    /// budget, so a demand request always fits once the others give theirs back.
     pub(super) fn ensure(
         self: &Arc<Self>,
         entry: &Arc<Entry>,
         parts: std::ops::Range<usize>,
         per_request: usize,
         tail_first: Option<u64>,
+        need: Need,
     ) -> Vec<(usize, PartWatch)> {
         let mut waits = Vec::new();
-        let mut runs: Vec<Vec<(usize, PartTx)>> = Vec::new();
+        let mut runs: Vec<Vec<(usize, PartTx, Option<Reservation>)>> = Vec::new();
         {
             // Held while a part is looked up: a part written meanwhile is counted present
             // by its entry before it leaves `inflight`, so it is seen as one or the other.
@@ -187,37 +211,59 @@ impl Engine {
                     waits.push((i, watch::channel(Some(Ok(data))).1));
                     continue;
                 }
+                let reserved = match need {
+                    Need::Demand => None,
+                    Need::Ahead => match self.budget.try_reserve(part_len(entry, i) as u64) {
+                        Some(r) => Some(r),
+                        None => break,
+                    },
+                };
                 let (tx, rx) = watch::channel(None);
                 inflight.insert((entry.uid, i), rx.clone());
                 self.fetching
                     .fetch_add(part_len(entry, i) as u64, Ordering::Relaxed);
                 waits.push((i, rx));
                 match runs.last_mut() {
-                    Some(run) if prev == Some(i - 1) => run.push((i, tx)),
-                    _ => runs.push(vec![(i, tx)]),
+                    Some(run) if prev == Some(i - 1) => run.push((i, tx, reserved)),
+                    _ => runs.push(vec![(i, tx, reserved)]),
                 }
                 prev = Some(i);
             }
         }
-        let per_request = per_request.max(1);
+        // No request larger than the memory budget (a small object's one GET, a
+        // download's window), so a demand request always fits once others are done.
+        let per_request = per_request
+            .min((self.budget.limit() / entry.part_size.max(1)).max(1) as usize)
+            .max(1);
         for run in runs {
             // Room in the cache is asked for now, part by part, and each part given room
             // gets its blocks at once: back to back, in file order, before any fetch
             // completes (see `Entry::preallocate`), and before the next part's free-space
             // check, which then sees them.
-            let run: Vec<Fetch> = run
+            let run: Vec<(Fetch, Option<Reservation>)> = run
                 .into_iter()
-                .map(|(i, tx)| {
+                .map(|(i, tx, reserved)| {
                     let room = self.reserve(entry, i);
                     if room {
                         entry.preallocate(entry.part_range(i));
                     }
-                    (i, tx, room)
+                    ((i, tx, room), reserved)
                 })
                 .collect();
             let mut it = run.into_iter().peekable();
             while it.peek().is_some() {
-                let group: Vec<_> = it.by_ref().take(per_request).collect();
+                let mut reserved: Option<Reservation> = None;
+                let group: Vec<Fetch> = it
+                    .by_ref()
+                    .take(per_request)
+                    .map(|(fetch, r)| {
+                        match (&mut reserved, r) {
+                            (Some(all), Some(r)) => all.merge(r),
+                            (all, r) => *all = all.take().or(r),
+                        }
+                        fetch
+                    })
+                    .collect();
                 let split = match &group[..] {
                     [(i, _, _)] => tail_first.and_then(|at| split_point(entry.part_range(*i), at)),
                     _ => None,
@@ -227,7 +273,9 @@ impl Engine {
                 // A random reader's parts are not kept in memory for it (see
                 // `part_received`).
                 let keep = tail_first.is_none();
-                tokio::spawn(async move { engine.fetch_run(entry, group, split, keep).await });
+                tokio::spawn(
+                    async move { engine.fetch_run(entry, group, split, keep, reserved).await },
+                );
             }
         }
         waits
@@ -270,7 +318,11 @@ impl Engine {
             (r.held(), r.cap())
         };
         let used = self.fetching.load(Ordering::Relaxed) + held;
-        let mut room = cap.max(self.max_readahead).saturating_sub(used);
+        // And within the memory budget, which all readers share (see `budget.rs`).
+        let mut room = cap
+            .max(self.max_readahead)
+            .saturating_sub(used)
+            .min(self.budget.available());
         let inflight = self.inflight.lock();
         let taken = |i: usize| entry.is_present(i) || inflight.contains_key(&(entry.uid, i));
         let start = parts.clone().find(|&i| !taken(i)).unwrap_or(parts.end);
@@ -362,6 +414,23 @@ impl Engine {
         } else if flush {
             entry.flush_logged();
         }
+    }
+
+    /// The memory budget of part data: limit, bytes held now, most held at once (for the
+    /// metrics and `ossmount status`).
+    pub fn memory(&self) -> &MemoryBudget {
+        &self.budget
+    }
+
+    /// Room in the memory budget for a demand fetch: drop the oldest resident part.
+    /// False when none is left.
+    pub(super) fn make_room(&self) -> bool {
+        self.resident.lock().drop_oldest()
+    }
+
+    #[cfg(test)]
+    pub(super) fn make_room_for_test(&self) -> bool {
+        self.make_room()
     }
 
     /// Parts being fetched or written now (for the metrics, read when scraped).

@@ -39,6 +39,7 @@ impl Fetcher {
             small_object_threshold: config.small_object_threshold,
             max_readahead: config.max_readahead,
             resident_bytes: config.resident_bytes,
+            memory_limit: config.memory_limit,
             auto_finalize: true,
         };
         let cache = PartCache::open(config, namespace)?;

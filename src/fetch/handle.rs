@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tracing::warn;
 
+use super::engine::Need;
 use super::streams::{Sequential, Stream, StreamSet};
 use super::wait::{bytes_now, wait_bytes, wait_written, Held, PartData, PartFail, PartWatch};
 use super::Engine;
@@ -203,7 +204,10 @@ impl ObjectHandle {
             // window: 7-16 requests in flight instead of 24).
             if !small {
                 if let Some((parts, per_request)) = self.advance(offset, end) {
-                    drop(self.engine.ensure(&self.entry, parts, per_request, None));
+                    drop(
+                        self.engine
+                            .ensure(&self.entry, parts, per_request, None, Need::Ahead),
+                    );
                 }
             }
             return self
@@ -220,17 +224,25 @@ impl ObjectHandle {
             }
         }
         let waits = if small {
-            self.engine.ensure(&self.entry, 0..n, usize::MAX, None)
+            self.engine
+                .ensure(&self.entry, 0..n, usize::MAX, None, Need::Demand)
         } else {
             let ahead = self.advance(offset, end);
             // A random reader is served first from where it reads.
             let tail_first = ahead.is_none().then_some(offset);
             let per_request = self.engine.request_parts(&self.entry);
-            let waits = self
-                .engine
-                .ensure(&self.entry, p0..p1 + 1, per_request, tail_first);
+            let waits = self.engine.ensure(
+                &self.entry,
+                p0..p1 + 1,
+                per_request,
+                tail_first,
+                Need::Demand,
+            );
             if let Some((parts, per_request)) = ahead {
-                drop(self.engine.ensure(&self.entry, parts, per_request, None));
+                drop(
+                    self.engine
+                        .ensure(&self.entry, parts, per_request, None, Need::Ahead),
+                );
             }
             waits
         };
@@ -449,10 +461,13 @@ impl ObjectHandle {
         loop {
             while failure.is_none() && next < n && pending.len() < window {
                 let end = (next + per_request).min(n);
-                pending.extend(
-                    self.engine
-                        .ensure(&self.entry, next..end, per_request, None),
-                );
+                pending.extend(self.engine.ensure(
+                    &self.entry,
+                    next..end,
+                    per_request,
+                    None,
+                    Need::Demand,
+                ));
                 next = end;
             }
             let Some((_, rx)) = pending.pop_front() else {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::budget::Reservation;
 use super::engine::{part_len, Engine, Fetch, RunningWrite};
 use super::uncached::receive_range;
 use super::wait::{receiving, PartData, PartFail, PartTx};
@@ -22,14 +23,28 @@ impl Engine {
     /// Fetch adjacent parts with one ranged GET, each received into one buffer and handed
     /// to [`Self::part_received`] when complete; or, with `split` (an offset inside the
     /// group's only part), that part from `split` to its end first, then its head.
+    ///
+    /// `reserved`: the group's bytes in the memory budget, reserved by read-ahead; none
+    /// for a demand fetch, which waits for them here, before it takes a `jobs` permit
+    /// (a fetch holding a permit never waits for memory, so the memory it waits for is
+    /// always given back). Each part takes its share along when complete; what is left
+    /// after a failure goes back when this returns.
     pub(super) async fn fetch_run(
         self: Arc<Self>,
         entry: Arc<Entry>,
         group: Vec<Fetch>,
         split: Option<u64>,
         keep: bool,
+        reserved: Option<Reservation>,
     ) {
         let mut senders = VecDeque::from(group);
+        let mut reserved = match reserved {
+            Some(r) => r,
+            None => {
+                let bytes = senders.iter().map(|f| part_len(&entry, f.0) as u64).sum();
+                self.budget.reserve(bytes, || self.make_room()).await
+            }
+        };
         let _permit = self.sem.clone().acquire_owned().await;
         // Disk writes of the parts received so far: awaited before the permit is given
         // back, so a disk slower than the network slows the fetching instead of filling
@@ -38,10 +53,10 @@ impl Engine {
         let result = if entry.dead().is_some() {
             Err(PartFail::Stale)
         } else if let Some(at) = split {
-            self.fetch_split(&entry, &mut senders, at, keep, &mut writes)
+            self.fetch_split(&entry, &mut senders, at, keep, &mut reserved, &mut writes)
                 .await
         } else {
-            self.fetch_in_order(&entry, &mut senders, keep, &mut writes)
+            self.fetch_in_order(&entry, &mut senders, keep, &mut reserved, &mut writes)
                 .await
         };
         if let Err(f) = result {
@@ -66,6 +81,7 @@ impl Engine {
         entry: &Arc<Entry>,
         senders: &mut VecDeque<Fetch>,
         keep: bool,
+        reserved: &mut Reservation,
         writes: &mut Vec<tokio::task::JoinHandle<()>>,
     ) -> Result<(), PartFail> {
         let first = senders.front().unwrap().0;
@@ -92,7 +108,8 @@ impl Engine {
                 let crc = std::mem::take(&mut hasher).finish();
                 let next = senders.front().map_or(0, |f| part_len(entry, f.0));
                 let bytes = std::mem::replace(&mut buf, self.pool.get(next)).freeze();
-                writes.extend(self.part_received(entry, i, tx, crc, bytes, to_disk, keep));
+                let mine = reserved.split(bytes.len() as u64);
+                writes.extend(self.part_received(entry, i, tx, crc, bytes, to_disk, keep, mine));
                 if let Some((_, tx, _)) = senders.front() {
                     receiving(tx, &buf);
                 }
@@ -109,6 +126,7 @@ impl Engine {
         senders: &mut VecDeque<Fetch>,
         at: u64,
         keep: bool,
+        reserved: &mut Reservation,
         writes: &mut Vec<tokio::task::JoinHandle<()>>,
     ) -> Result<(), PartFail> {
         let i = senders.front().unwrap().0;
@@ -130,7 +148,8 @@ impl Engine {
         .await?;
         let crc = crc64::combine(head.finish(), tail.finish(), r.end - at);
         let (i, tx, to_disk) = senders.pop_front().unwrap();
-        writes.extend(self.part_received(entry, i, tx, crc, buf.freeze(), to_disk, keep));
+        let mine = reserved.split(part_len(entry, i) as u64);
+        writes.extend(self.part_received(entry, i, tx, crc, buf.freeze(), to_disk, keep, mine));
         Ok(())
     }
 
@@ -167,7 +186,8 @@ impl Engine {
     /// meanwhile. Kept in the resident set when `keep` (a sequential reader will ask for
     /// it; a random reader's part is read once, and kept it would only push out parts a
     /// sequential reader is about to read, and count against the read-ahead budget) or
-    /// when it cannot go to disk.
+    /// when it cannot go to disk. `reserved`, its bytes in the memory budget, is shared
+    /// by the resident set and the write, and given back when both let go of the part.
     #[allow(clippy::too_many_arguments)]
     fn part_received(
         self: &Arc<Self>,
@@ -178,11 +198,15 @@ impl Engine {
         bytes: Bytes,
         to_disk: bool,
         keep: bool,
+        reserved: Reservation,
     ) -> Option<tokio::task::JoinHandle<()>> {
         self.fetching
             .fetch_sub(bytes.len() as u64, Ordering::Relaxed);
+        let reserved = Arc::new(reserved);
         if keep || !to_disk {
-            self.resident.lock().insert((entry.uid, i), bytes.clone());
+            self.resident
+                .lock()
+                .insert((entry.uid, i), bytes.clone(), reserved.clone());
         }
         if !to_disk || self.closed.load(Ordering::Relaxed) {
             entry.release(i);
@@ -196,6 +220,7 @@ impl Engine {
         let _ = tx.send(Some(Ok(PartData::Writing(bytes.clone()))));
         let entry = entry.clone();
         Some(tokio::task::spawn_blocking(move || {
+            let _reserved = reserved;
             let engine = write.engine();
             match entry.write_part(entry.part_range(i).start, &bytes) {
                 Ok(()) => {

@@ -8,8 +8,11 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
+use super::budget::Reservation;
 use super::PartKey;
 
 pub struct Resident {
@@ -25,6 +28,8 @@ pub struct Resident {
 struct ResidentPart {
     bytes: Bytes,
     served: u64,
+    /// Its bytes in the memory budget (shared with its write, if running).
+    _reserved: Arc<Reservation>,
 }
 
 impl Resident {
@@ -54,14 +59,20 @@ impl Resident {
         self.cap
     }
 
-    /// Keep part `key`, dropping the oldest parts beyond the cap.
-    pub fn insert(&mut self, key: PartKey, bytes: Bytes) {
+    /// Keep part `key`, dropping the oldest parts beyond the cap. `reserved`: its bytes
+    /// in the memory budget, given back when the part leaves.
+    pub fn insert(&mut self, key: PartKey, bytes: Bytes, reserved: Arc<Reservation>) {
         let served = self.early.remove(&key).unwrap_or(0);
         if self.cap == 0 || served >= bytes.len() as u64 {
             return;
         }
         self.bytes += bytes.len() as u64;
-        if let Some(old) = self.parts.insert(key, ResidentPart { bytes, served }) {
+        let part = ResidentPart {
+            bytes,
+            served,
+            _reserved: reserved,
+        };
+        if let Some(old) = self.parts.insert(key, part) {
             self.bytes -= old.bytes.len() as u64;
         }
         self.order.push_back(key);
@@ -75,6 +86,17 @@ impl Resident {
             let parts = &self.parts;
             self.order.retain(|k| parts.contains_key(k));
         }
+    }
+
+    /// Drop the oldest part (for a demand fetch that needs its memory); false if none.
+    pub fn drop_oldest(&mut self) -> bool {
+        while let Some(k) = self.order.pop_front() {
+            if self.parts.contains_key(&k) {
+                self.remove(k);
+                return true;
+            }
+        }
+        false
     }
 
     fn remove(&mut self, key: PartKey) {

@@ -30,6 +30,7 @@ fn cfg(dir: &Path) -> CacheConfig {
         min_request_bytes: PS,
         max_readahead: 4 * PS,
         resident_bytes: 4 * PS,
+        memory_limit: 1 << 30,
     }
 }
 
@@ -1256,4 +1257,55 @@ async fn an_entry_checkpointed_with_8_mib_parts_resumes_under_the_new_unit() {
         "part 1 fetched again: {r:?}"
     );
     wait_finalized(&h).await;
+}
+
+/// Several sequential readers of different objects share one memory budget: the bytes of
+/// part data reserved never exceed it (demand requests are split to fit, read-ahead waits),
+/// every reader gets its exact bytes, and every reservation comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_readers_stay_within_the_memory_budget_and_get_exact_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MemoryStore::new();
+    const LIMIT: u64 = 6 * PS;
+    let c = CacheConfig {
+        memory_limit: LIMIT,
+        max_readahead: 8 * PS,
+        resident_bytes: 8 * PS,
+        min_request_bytes: 2 * PS,
+        jobs: 8,
+        ..cfg(dir.path())
+    };
+    let cache = open(dir.path(), &s, c);
+    let mut tasks = Vec::new();
+    for r in 0..8u8 {
+        let d = data((40 * PS) as usize + 1234, r);
+        let meta = s.put(&format!("obj{r}"), d.clone());
+        let h = cache.object(&meta).unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut off = 0u64;
+            // Reads spanning parts (3 parts' worth), as the kernel's 1 MiB reads do.
+            while off < d.len() as u64 {
+                let b = h.read(off, (3 * PS) as usize).await.unwrap();
+                assert!(!b.is_empty());
+                off += b.len() as u64;
+                got.extend_from_slice(&b);
+            }
+            assert!(got == d, "reader {r} got other bytes");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mem = cache.engine().memory();
+    assert!(mem.peak() > 0, "the budget saw the fetches");
+    assert!(
+        mem.peak() <= LIMIT,
+        "peak {} over the limit {LIMIT}",
+        mem.peak()
+    );
+    // Every reservation comes back once the writes are done and the resident set empties.
+    assert!(cache.engine().wait_for_writes(Duration::from_secs(30)));
+    while cache.engine().make_room_for_test() {}
+    assert_eq!(mem.used(), 0, "reservations leaked");
 }

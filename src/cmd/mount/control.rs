@@ -95,6 +95,9 @@ impl Mount {
             ),
             None => (None, 0, 0),
         };
+        let memory = self.cache.as_ref().map(|f| f.engine().memory());
+        let (memory_limit_bytes, memory_used_bytes, memory_peak_bytes) =
+            memory.map_or((0, 0, 0), |m| (m.limit(), m.used(), m.peak()));
         Status {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -105,6 +108,9 @@ impl Mount {
             cache_dir,
             cache_used_bytes: used,
             cache_budget_bytes: budget,
+            memory_limit_bytes,
+            memory_used_bytes,
+            memory_peak_bytes,
             read_hits,
             read_misses,
             hit_ratio: (reads > 0).then(|| read_hits as f64 / reads as f64),

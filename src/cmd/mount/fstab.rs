@@ -82,6 +82,7 @@ fn apply_one(args: &mut MountArgs, opt: &str) -> Result<(), String> {
         "cache_min_free" => args.cache.cache_min_free = Some(parse_size(&need(&value)?)?),
         "part_size" => args.cache.part_size = parse_size(&need(&value)?)?,
         "jobs" => args.cache.jobs = num(&value)? as usize,
+        "memory_limit" => args.cache.memory_limit = parse_size(&need(&value)?)?,
         "checkpoint_batch" => args.cache.checkpoint_batch = parse_size(&need(&value)?)?,
         "metadata_ttl" => args.metadata_ttl = parse_duration(&need(&value)?)?,
         "request_deadline" => args.request_deadline = parse_duration(&need(&value)?)?,

@@ -57,6 +57,24 @@ pub fn register(
         "Bytes the cache's files occupy on disk (allocated blocks).",
         move || f.upgrade().map_or(0, |f| f.cache().used_bytes()) as f64,
     );
+    let limit = cache.engine().memory().limit();
+    metrics::register_gauge(
+        "ossmount_memory_limit_bytes",
+        "Most bytes of part data held in memory (--memory-limit).",
+        move || limit as f64,
+    );
+    let f: Weak<Fetcher> = Arc::downgrade(cache);
+    metrics::register_gauge(
+        "ossmount_memory_used_bytes",
+        "Bytes of part data held in memory now (being received, or kept for readers).",
+        move || f.upgrade().map_or(0, |f| f.engine().memory().used()) as f64,
+    );
+    let f: Weak<Fetcher> = Arc::downgrade(cache);
+    metrics::register_gauge(
+        "ossmount_memory_peak_bytes",
+        "Most bytes of part data held in memory at once since the mount started.",
+        move || f.upgrade().map_or(0, |f| f.engine().memory().peak()) as f64,
+    );
     let f: Weak<Fetcher> = Arc::downgrade(cache);
     metrics::register_gauge(
         "ossmount_parts_in_flight",
