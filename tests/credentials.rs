@@ -1104,6 +1104,20 @@ fn short_lived_credentials_from_every_refreshable_source_keep_reads_going() {
             "metadata_credentials",
         ),
         (
+            "oss-uri",
+            "oss",
+            vec![],
+            vec![
+                (
+                    "ALIBABA_CLOUD_CREDENTIALS_URI",
+                    format!("{md}/credentials-uri"),
+                ),
+                ("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true".into()),
+            ],
+            // Shared with s3-process, whose command fetches the same document.
+            "credentials_uri",
+        ),
+        (
             "s3-web-identity",
             "s3",
             vec![],

@@ -72,29 +72,7 @@ pub fn parse(body: &str, what: &str) -> Result<Issued, CredentialsError> {
 #[async_trait::async_trait]
 impl Provider for CredentialsUri {
     async fn fetch(&self) -> Result<Issued, CredentialsError> {
-        let resp = self
-            .client
-            .get(&self.uri)
-            .send()
-            .await
-            .map_err(|e| web::transport(&self.what(), e))?;
-        let status = resp.status();
-        if !status.is_success() {
-            // The body may echo anything; only its start, on one line.
-            let body = web::body(resp, &self.what()).await.unwrap_or_default();
-            let detail = web::snippet(&body, 200);
-            return Err(CredentialsError::Failed(format!(
-                "{}: HTTP {}{}",
-                self.what(),
-                status.as_u16(),
-                if detail.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {detail}")
-                }
-            )));
-        }
-        let body = web::body(resp, &self.what()).await?;
+        let body = web::get_ok(self.client.get(&self.uri), &self.what(), |_| "").await?;
         parse(&body, &self.what())
     }
 
