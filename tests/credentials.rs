@@ -580,21 +580,7 @@ fn rotated_oidc_token_file_is_read_again() {
     // Rotate as the kubelet does: a new file renamed over the old one.
     std::fs::write(aids.path("token.new"), "token-two").unwrap();
     std::fs::rename(aids.path("token.new"), &token).unwrap();
-    let two = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(b"token-two"))
-    };
-    wait_for(
-        "STS called with the rotated token",
-        Duration::from_secs(40),
-        || {
-            aids.aid_stats()["oidc_tokens_sha256"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|t| t.as_str() == Some(two.as_str()))
-        },
-    );
+    wait_for_token(&aids, "token-two");
     // And the credentials it gave work.
     let calls = n(&aids.aid_stats(), "assume_role_oidc");
     wait_for("one more refresh", Duration::from_secs(40), || {
@@ -773,6 +759,23 @@ fn sha256_hex(s: &str) -> String {
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
 
+/// Wait (40 s at most: two refreshes of 20 s credentials) until serve's STS has been
+/// called with web-identity / OIDC token `token` (serve records each token's SHA-256).
+fn wait_for_token(aids: &Aids, token: &str) {
+    let want = sha256_hex(token);
+    wait_for(
+        "STS called with the rotated token",
+        Duration::from_secs(40),
+        || {
+            aids.aid_stats()["oidc_tokens_sha256"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t.as_str() == Some(want.as_str()))
+        },
+    );
+}
+
 /// EKS rotates the projected service-account token: the mount reads the token file again
 /// at each refresh, so once the file is replaced (and the old token refused by STS) the
 /// next refresh sends the new one, and reads go on.
@@ -821,18 +824,7 @@ fn s3_rotated_web_identity_token_file_is_picked_up() {
         status.contains(" 400") && body.contains("InvalidIdentityToken"),
         "{status} {body}"
     );
-    let two = sha256_hex("eks-token-two");
-    wait_for(
-        "STS called with the rotated token",
-        Duration::from_secs(40),
-        || {
-            aids.aid_stats()["oidc_tokens_sha256"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|t| t.as_str() == Some(two.as_str()))
-        },
-    );
+    wait_for_token(&aids, "eks-token-two");
     let st = aids.aid_stats();
     println!(
         "rotation test: the new token used {:.1?} after the rotation; {} web identity calls \
