@@ -148,7 +148,7 @@ impl Checkpoint {
         b.extend_from_slice(&id.size.to_le_bytes());
         let (secs, nanos) = match id.last_modified.duration_since(UNIX_EPOCH) {
             Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
-            Err(e) => (-(e.duration().as_secs() as i64), 0),
+            Err(e) => (0i64.saturating_sub_unsigned(e.duration().as_secs()), 0),
         };
         b.extend_from_slice(&secs.to_le_bytes());
         b.extend_from_slice(&nanos.to_le_bytes());
@@ -212,11 +212,17 @@ impl Checkpoint {
         if nanos >= 1_000_000_000 {
             return Err(DecodeError::Malformed("nanoseconds out of range"));
         }
+        // Canonical only: encode writes a time before 1970 as whole seconds (nanos 0), so
+        // any other nanos there would decode to a time that encodes differently; i64::MIN
+        // is where encode saturates. Out of SystemTime's range is malformed, not a panic.
         let last_modified = if secs >= 0 {
-            UNIX_EPOCH + Duration::new(secs as u64, nanos)
+            UNIX_EPOCH.checked_add(Duration::new(secs as u64, nanos))
+        } else if nanos == 0 && secs != i64::MIN {
+            UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
         } else {
-            UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-        };
+            None
+        }
+        .ok_or(DecodeError::Malformed("modification time out of range"))?;
         let part_size = r.u64()?;
         if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
             return Err(DecodeError::Malformed("part size out of range"));
@@ -420,6 +426,36 @@ mod tests {
             MIN_PART_SIZE,
         );
         assert_eq!(Checkpoint::decode(&empty.encode()).unwrap(), empty);
+    }
+
+    /// The modification time decodes only in the form encode writes it: a time before
+    /// 1970 with nanoseconds (encode writes 0) or seconds out of SystemTime's range are
+    /// malformed, not a different checkpoint or a panic (found by the proptest).
+    #[test]
+    fn times_are_canonical_and_in_range() {
+        let mut c = sample();
+        c.identity.last_modified = UNIX_EPOCH - Duration::from_secs(1_000);
+        let good = c.encode();
+        assert_eq!(Checkpoint::decode(&good).unwrap(), c);
+        // secs (i64) and nanos (u32) follow the key, namespace and ETag strings and size.
+        let at = 12 + 4 + (4 + 23) + (4 + 1) + (4 + 3) + 8;
+        assert_eq!(&good[at..at + 8], &(-1_000i64).to_le_bytes());
+        let redo = |secs: i64, nanos: u32| {
+            let mut b = good[..good.len() - 8].to_vec();
+            b[at..at + 8].copy_from_slice(&secs.to_le_bytes());
+            b[at + 8..at + 12].copy_from_slice(&nanos.to_le_bytes());
+            let sum = crc64::checksum(&b);
+            b.extend_from_slice(&sum.to_le_bytes());
+            Checkpoint::decode(&b)
+        };
+        assert!(redo(-1_000, 0).is_ok());
+        for (secs, nanos) in [(-1_000, 1), (i64::MIN, 0)] {
+            assert_eq!(
+                redo(secs, nanos),
+                Err(DecodeError::Malformed("modification time out of range")),
+                "{secs} {nanos}"
+            );
+        }
     }
 
     /// Pins the format: a change here is a format change and needs a new VERSION.
