@@ -37,7 +37,14 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
-cargo test --no-fail-fast "$@"
+# A bound on the whole suite (about 8 minutes here), so that a test that hangs fails the
+# run in minutes instead of eating CI's 90: libtest names it ("has been running for over
+# 60 seconds") before the kill. OSSMOUNT_TEST_TIMEOUT (seconds) moves the bound.
+timeout -k 30 "${OSSMOUNT_TEST_TIMEOUT:-1500}" cargo test --no-fail-fast "$@" || {
+  rc=$?
+  [ $rc -eq 124 ] && echo "error: cargo test ran over ${OSSMOUNT_TEST_TIMEOUT:-1500} s (a test hangs?)" >&2
+  exit $rc
+}
 # The packages, installed and used (a few minutes: the LTO build). Run on the full suite,
 # i.e. without test arguments; OSSMOUNT_PACKAGE_TEST=0 skips it, =1 forces it.
 if [ "${OSSMOUNT_PACKAGE_TEST:-$([ $# -eq 0 ] && echo 1 || echo 0)}" = 1 ]; then

@@ -20,6 +20,13 @@
 //!   for it (oldest first) before waiting. A demand request is never larger than the
 //!   limit (the engine splits it), so it always fits once those are back, and the bytes
 //!   held never exceed the limit.
+//!
+//! A waiter wakes on two events: bytes given back, and bytes becoming droppable (a
+//! fetched part entering the resident set: [`MemoryBudget::droppable`]). The second moves
+//! bytes from a fetch to the resident set without giving any back, so without its wakeup
+//! a demand read that found the resident set empty slept while the set filled the whole
+//! budget, and the readers whose parts the set held waited on that demand read: a
+//! deadlock seen about once in eight runs of the several-readers test on one core.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -116,6 +123,12 @@ impl MemoryBudget {
             }
             released.await;
         }
+    }
+
+    /// Bytes reserved moved where a waiting demand read can have them dropped (the
+    /// resident set): it looks again (see the module docs).
+    pub fn droppable(&self) {
+        self.released.notify_waiters();
     }
 
     fn release(&self, n: u64) {
@@ -243,5 +256,28 @@ mod tests {
         let r2 = b.reserve(30, || slot.take().is_some()).await;
         assert_eq!(r2.bytes(), 30);
         assert!(b.peak() <= 100);
+    }
+
+    /// The deadlock the several-readers test found: a demand read finds nothing to drop
+    /// and waits; then a fetch's bytes move to the resident set, which gives nothing back.
+    /// The waiter must look again and drop them.
+    #[tokio::test]
+    async fn a_waiting_demand_read_is_woken_when_bytes_become_droppable() {
+        let b = MemoryBudget::new(100);
+        let fetching = b.try_reserve(100).unwrap();
+        let resident: Arc<Mutex<Option<Reservation>>> = Arc::default();
+        let (b2, set) = (b.clone(), resident.clone());
+        let demand =
+            tokio::spawn(async move { b2.reserve(50, || set.lock().take().is_some()).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!demand.is_finished(), "nothing to drop, nothing given back");
+        // The fetch completes into the resident set: no bytes given back.
+        *resident.lock() = Some(fetching);
+        b.droppable();
+        let r = tokio::time::timeout(Duration::from_secs(5), demand)
+            .await
+            .expect("woken, and the resident part dropped for it")
+            .unwrap();
+        assert_eq!((r.bytes(), b.used()), (50, 50));
     }
 }

@@ -207,6 +207,8 @@ impl Engine {
             self.resident
                 .lock()
                 .insert((entry.uid, i), bytes.clone(), reserved.clone());
+            // A demand read waiting for memory may drop it now (see `budget.rs`).
+            self.budget.droppable();
         }
         if !to_disk || self.closed.load(Ordering::Relaxed) {
             entry.release(i);
