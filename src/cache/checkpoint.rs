@@ -295,10 +295,19 @@ impl Checkpoint {
     }
 
     /// The whole-object CRC-64 folded from the part CRCs, when every part is present.
+    /// Every part but the last has `part_size` bytes: one [`crc64::Combiner`] folds them.
     pub fn combined_crc(&self) -> Option<u64> {
-        let mut acc = 0u64;
-        for (i, p) in self.parts.iter().enumerate() {
-            acc = crc64::combine(acc, (*p)?, self.part_len(i));
+        let Some((first, rest)) = self.parts.split_first() else {
+            return Some(0); // an empty object
+        };
+        let mut acc = (*first)?;
+        let full = (rest.len() > 1).then(|| crc64::Combiner::new(self.part_size));
+        for (i, p) in rest.iter().enumerate().map(|(i, p)| (i + 1, p)) {
+            let len = self.part_len(i);
+            acc = match &full {
+                Some(c) if c.len() == len => c.combine(acc, (*p)?),
+                _ => crc64::combine(acc, (*p)?, len),
+            };
         }
         Some(acc)
     }
