@@ -318,9 +318,16 @@ impl Tree {
         if invalid_name(name).is_some() || name.contains('/') {
             return Err(FsError::NotFound);
         }
-        // 1. A fresh listing of the parent answers both ways.
-        let listing = dir.state.lock().listing.clone();
-        if let Some(l) = listing.filter(|l| self.fresh(Some(l.fetched))) {
+        // 1. A fresh listing of the parent answers both ways: the one its inode holds, or
+        //    the one kept by its key after the kernel forgot the inode (`drop_caches` and
+        //    memory pressure forget them all; each name then cost a HEAD and a LIST, in
+        //    the bench's `ls` then read of 2,000 small objects).
+        let held = dir.state.lock().listing.clone();
+        let fresh = |l: &Arc<Listing>| self.fresh(Some(l.fetched));
+        let listing = held
+            .filter(fresh)
+            .or_else(|| self.stale_listings.lock().get(&dir.key).filter(fresh));
+        if let Some(l) = listing {
             return match l.by_name.get(name) {
                 Some(&i) => Ok(self.attr_of(&self.entry_inode(&dir, &l, &l.entries[i], 1))),
                 None => Err(FsError::NotFound),

@@ -599,3 +599,34 @@ async fn an_unreachable_store_gets_cached_metadata_served_then_revalidation_resu
     assert_eq!(t.getattr(f.ino).await.unwrap().size, 7);
     assert_eq!(names(&t, other.ino).await, [".", "..", "h"]);
 }
+
+#[tokio::test]
+async fn a_forgotten_directory_s_fresh_listing_still_answers_lookups() {
+    let s = MemoryStore::new();
+    s.put("d/a", b"a".to_vec());
+    s.put("d/b", b"bb".to_vec());
+    let t = tree(&s, "", Duration::from_millis(300));
+    assert_eq!(names(&t, ROOT_INO).await, [".", "..", "d"]);
+    let d = lookup(&t, ROOT_INO, "d").await.unwrap();
+    assert_eq!(names(&t, d.ino).await, [".", "..", "a", "b"]);
+    // The kernel forgets the directory (as after `drop_caches`), then looks it up again.
+    t.forget(&[(d.ino, 1)]);
+    let requests = (lists(&s), heads(&s));
+    let d = lookup(&t, ROOT_INO, "d").await.unwrap();
+    let b = lookup(&t, d.ino, "b").await.unwrap();
+    assert_eq!(b.size, 2);
+    assert!(matches!(
+        lookup(&t, d.ino, "c").await,
+        Err(FsError::NotFound)
+    ));
+    assert_eq!(
+        (lists(&s), heads(&s)),
+        requests,
+        "the directory's listing, fetched within the TTL, answered every name"
+    );
+    // Past the TTL the kept listing is not trusted: the lookup asks the store.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    s.put("d/c", b"ccc".to_vec());
+    assert_eq!(lookup(&t, d.ino, "c").await.unwrap().size, 3);
+    assert!(heads(&s) > requests.1);
+}
