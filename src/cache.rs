@@ -384,6 +384,19 @@ impl PartCache {
     /// The entry of one version of one object; it is never evicted while a user holds
     /// it. An entry for another ETag or size of the same key is dropped.
     pub fn open_entry(&self, meta: &ObjectMeta) -> Result<Arc<Entry>, CacheError> {
+        let entry = self.find_or_create(meta)?;
+        // Checked outside the index lock: reading a small object back takes a while on a
+        // cold disk, and other objects' opens need not wait for it.
+        if entry.verify_unsynced() {
+            return Ok(entry);
+        }
+        // Damaged: its files go, and the object is fetched again into a new entry.
+        self.drop_entry(&entry, Dead::Corrupt);
+        self.find_or_create(meta)
+    }
+
+    /// The entry of `meta`'s version: the open one, else from its files on disk, else new.
+    fn find_or_create(&self, meta: &ObjectMeta) -> Result<Arc<Entry>, CacheError> {
         let name = Self::entry_name(&self.namespace, &meta.key);
         let identity = Identity::of(&self.namespace, meta);
         let mut idx = self.index.lock();

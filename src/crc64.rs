@@ -75,11 +75,11 @@ impl Combiner {
     }
 
     /// The `len_b` this combines for.
-    pub fn len(&self) -> u64 {
+    pub fn len_b(&self) -> u64 {
         self.len
     }
 
-    /// `combine(crc_a, crc_b, self.len())`. CRC-64/XZ's init and final XOR are equal, so
+    /// `combine(crc_a, crc_b, self.len_b())`. CRC-64/XZ's init and final XOR are equal, so
     /// they cancel and only the register shift remains.
     pub fn combine(&self, crc_a: u64, crc_b: u64) -> u64 {
         gf2_times(&self.op, crc_a) ^ crc_b

@@ -305,7 +305,7 @@ impl Checkpoint {
         for (i, p) in rest.iter().enumerate().map(|(i, p)| (i + 1, p)) {
             let len = self.part_len(i);
             acc = match &full {
-                Some(c) if c.len() == len => c.combine(acc, (*p)?),
+                Some(c) if c.len_b() == len => c.combine(acc, (*p)?),
                 _ => crc64::combine(acc, (*p)?, len),
             };
         }
@@ -345,13 +345,14 @@ impl<'a> Cursor<'a> {
 
 /// Replace `path` with `bytes` atomically and durably: temp file, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_atomic_in_dir(path, bytes)?;
+    write_atomic_in_dir(path, bytes, true)?;
     sync_dir(path)
 }
 
 /// [`write_atomic`] without the fsync of the directory, for a caller that renames more in
-/// the same directory and then syncs it once (finalize: the sidecar, then the data file).
-pub fn write_atomic_in_dir(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// the same directory and then syncs it once (finalize: the sidecar, then the data file);
+/// without any fsync unless `sync` (a syncless entry's sidecar, see `entry.rs`).
+pub fn write_atomic_in_dir(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
@@ -364,7 +365,9 @@ pub fn write_atomic_in_dir(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .mode(super::private::FILE_MODE)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_data()?;
+        if sync {
+            f.sync_data()?;
+        }
         fs::rename(&tmp, path)
     })();
     if result.is_err() {

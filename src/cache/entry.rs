@@ -20,6 +20,15 @@
 //! `checkpoint_to_data_write_ratio`, 64 MiB in 1 MiB parts, the worst case of small parts):
 //! 4,098 checkpoint bytes for 67,108,864 data bytes, a ratio of 6.1e-5, with 8 fdatasyncs.
 //!
+//! Small cache entries (at most [`SYNCLESS_MAX`] bytes) skip all of that: their parts go
+//! through the page cache and they are finalized without a single fsync, because three
+//! syncs per object were the cost of reading many small objects (2,000 of 128 KiB: 6,000
+//! fsyncs). What a crash may leave of one (a `done` file with holes, or with another
+//! version's bytes under its sidecar) is caught when it is next opened from disk: it is
+//! read back whole against its sidecar's part CRC-64s before it is served
+//! ([`Entry::verify_unsynced`]), which for an object that small costs less than the syncs.
+//! `download` (no sidecar: `done` is the user's file) always syncs.
+//!
 //! Within one process, a part is served as soon as it is received (from memory, see
 //! `fetch`); it is present in the data file once [`Entry::write_part`] returns, and vouched
 //! for on disk once the batch is recorded.
@@ -37,6 +46,11 @@ use parking_lot::Mutex;
 use super::checkpoint::{self, Checkpoint, Identity};
 use super::partbuf::{self, ALIGN};
 use super::private;
+
+/// Largest cache entry written without fsyncs and checked by CRC-64 when opened from disk
+/// (see the module docs): 1 MiB, four 256 KiB parts, read back in about a millisecond even
+/// from a cold disk, while three fsyncs cost several.
+pub const SYNCLESS_MAX: u64 = 1 << 20;
 
 /// Where an entry's files live.
 #[derive(Clone, Debug)]
@@ -178,6 +192,9 @@ pub struct Entry {
     odirect: Option<File>,
     /// Cleared when the filesystem refuses an `O_DIRECT` write after all.
     odirect_ok: AtomicBool,
+    /// A finalized entry opened from disk that may have been finalized without syncs: not
+    /// served until [`Entry::verify_unsynced`] has read it back (true until then).
+    unverified: Mutex<bool>,
     state: Mutex<State>,
     /// Serialises flushes and finalize (one checkpoint writer at a time).
     flush_lock: Mutex<()>,
@@ -354,6 +371,7 @@ impl Entry {
                         stats.clone(),
                     );
                     entry.state.lock().finalized = true;
+                    *entry.unverified.lock() = entry.syncless();
                     // Left over if a crash came between the rename and its removal.
                     let _ = fs::remove_file(&entry.paths.ckpt);
                     return Ok(Some(entry));
@@ -544,7 +562,54 @@ impl Entry {
         f.set_len(identity.size)?;
         let n = checkpoint::part_count(identity.size, opts.part_size) as usize;
         let parts = vec![None; n];
-        Ok(Self::build(paths, identity, opts.part_size, f, parts, opts, stats).with_odirect())
+        let entry = Self::build(paths, identity, opts.part_size, f, parts, opts, stats);
+        // Written through the page cache when no fsync will wait for it anyway.
+        Ok(if entry.syncless() {
+            entry
+        } else {
+            entry.with_odirect()
+        })
+    }
+
+    /// Finalized without fsyncs and checked when opened from disk (see the module docs):
+    /// a cache entry (with a sidecar) of at most [`SYNCLESS_MAX`] bytes.
+    pub fn syncless(&self) -> bool {
+        self.paths.meta.is_some() && self.identity.size <= SYNCLESS_MAX
+    }
+
+    /// For a finalized entry opened from disk that may have been finalized without syncs:
+    /// read it back whole and check every part against the CRC-64 its sidecar recorded,
+    /// once (concurrent callers wait for the first). False when it does not match (a
+    /// crash left it damaged): the entry is then dead ([`Dead::Corrupt`]) and its owner
+    /// drops it. True for every other entry.
+    pub fn verify_unsynced(&self) -> bool {
+        let mut unverified = self.unverified.lock();
+        if !*unverified {
+            return self.dead() != Some(Dead::Corrupt);
+        }
+        let parts = self.state.lock().parts.clone();
+        let mut buf = vec![0u8; self.identity.size as usize];
+        let why = match self.read_at(0, &mut buf) {
+            Err(e) => Some(format!("unreadable ({e})")),
+            Ok(()) => parts.iter().enumerate().find_map(|(i, want)| {
+                let r = self.part_range(i);
+                let got = crate::crc64::checksum(&buf[r.start as usize..r.end as usize]);
+                (*want != Some(got)).then(|| format!("part {i} does not match its CRC-64"))
+            }),
+        };
+        *unverified = false;
+        match why {
+            None => true,
+            Some(why) => {
+                tracing::warn!(
+                    "discarding cached {}: finalized without fsyncs and {why}, as a crash \
+                     can leave it; fetching it again",
+                    self.identity.key
+                );
+                self.state.lock().dead = Some(Dead::Corrupt);
+                false
+            }
+        }
     }
 
     fn build(
@@ -566,6 +631,7 @@ impl Entry {
             file: Mutex::new(Arc::new(file)),
             odirect: None,
             odirect_ok: AtomicBool::new(false),
+            unverified: Mutex::new(false),
             state: Mutex::new(State {
                 present: parts.iter().filter(|p| p.is_some()).count(),
                 suspect: vec![false; parts.len()],
@@ -938,16 +1004,19 @@ impl Entry {
                 return Err(FinalizeError::Mismatch { expected, actual });
             }
         }
-        // Three syncs, whatever the object's size (2,000 small objects pay them 2,000
-        // times): the data, the sidecar, and one of the directory after both renames. Until
+        // Three syncs whatever the size (none for a syncless entry, see the module docs):
+        // the data, the sidecar, and one of the directory after both renames. Until
         // that last one a crash may keep either rename or neither: a sidecar without its
         // `done` file is ignored (the checkpoint resumes the data file), a `done` file
         // without its sidecar is discarded; neither is ever served unverified.
         let file = self.file();
-        file.sync_all()?;
+        let sync = !self.syncless();
+        if sync {
+            file.sync_all()?;
+        }
         if let Some(meta) = &self.paths.meta {
             let bytes = ckpt.encode();
-            checkpoint::write_atomic_in_dir(meta, &bytes)?;
+            checkpoint::write_atomic_in_dir(meta, &bytes, sync)?;
             self.stats
                 .checkpoint_bytes
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -958,7 +1027,9 @@ impl Entry {
             file.set_permissions(fs::Permissions::from_mode(private::user_file_mode()))?;
         }
         fs::rename(&self.paths.data, &self.paths.done)?;
-        checkpoint::sync_dir(&self.paths.done)?;
+        if sync {
+            checkpoint::sync_dir(&self.paths.done)?;
+        }
         match fs::remove_file(&self.paths.ckpt) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
