@@ -21,9 +21,9 @@ pub fn combine(crc_a: u64, crc_b: u64, len_b: u64) -> u64 {
 /// `combine` for one fixed `len_b`, built once and applied in at most 64 XORs: appending
 /// `len` zero bytes to a CRC-64/XZ register is a linear map over GF(2), kept here as its
 /// matrix (column `i` is the image of bit `i`). `crc-fast`'s combine (Mark Adler's
-/// crccomb) builds that matrix by repeated squaring on every call, about 0.1 ms: folding
-/// the 4,096 part CRCs of a 1 GiB object in 256 KiB parts cost 0.4 CPU-s, and finalizing
-/// small objects 18 % of the mount's CPU (`perf`, 2,000 objects of 128 KiB).
+/// crccomb) builds that matrix by repeated squaring on every call: folding the part CRCs
+/// took 4,096 such calls for a 1 GiB object in 256 KiB parts, and finalizing small
+/// objects was 18 % of the mount's CPU samples (`perf`, 2,000 objects of 128 KiB).
 pub struct Combiner {
     len: u64,
     op: [u64; 64],
