@@ -93,23 +93,29 @@ impl Tree {
         }
     }
 
+    /// A fresh listing of `dir`: the one its inode holds, or the one kept by its key after
+    /// the kernel forgot the inode (`drop_caches` and memory pressure forget them all; a
+    /// lookup in it then cost a HEAD and a LIST per name, in the bench's `ls` then read of
+    /// 2,000 small objects).
+    fn fresh_listing(&self, dir: &Inode) -> Option<Arc<Listing>> {
+        let fresh = |l: &Arc<Listing>| self.fresh(Some(l.fetched));
+        let held = dir.state.lock().listing.clone();
+        held.filter(fresh)
+            .or_else(|| self.stale_listings.lock().get(&dir.key).filter(fresh))
+    }
+
     /// The directory's listing, from memory when fresh, else one paged LIST walk.
     async fn listing(&self, dir: &Arc<Inode>) -> Result<Arc<Listing>, FsError> {
-        if let Some(l) = dir.state.lock().listing.clone() {
-            if self.fresh(Some(l.fetched)) {
-                return Ok(l);
-            }
+        if let Some(l) = self.fresh_listing(dir) {
+            return Ok(l);
         }
         let _guard = dir.refresh.lock().await;
         // Someone else may have refreshed it while we waited.
+        if let Some(l) = self.fresh_listing(dir) {
+            return Ok(l);
+        }
         let held = dir.state.lock().listing.clone();
-        if let Some(l) = held.as_ref().filter(|l| self.fresh(Some(l.fetched))) {
-            return Ok(l.clone());
-        }
         let stale = held.or_else(|| self.stale_listings.lock().get(&dir.key));
-        if let Some(l) = stale.as_ref().filter(|l| self.fresh(Some(l.fetched))) {
-            return Ok(l.clone());
-        }
         // Stale-if-error (`outage.rs`): the listing held is served while the store is away.
         if self.outage.down() {
             return stale.ok_or_else(|| self.outage.fail_fast(&format!("listing {:?}", dir.key)));
@@ -318,16 +324,8 @@ impl Tree {
         if invalid_name(name).is_some() || name.contains('/') {
             return Err(FsError::NotFound);
         }
-        // 1. A fresh listing of the parent answers both ways: the one its inode holds, or
-        //    the one kept by its key after the kernel forgot the inode (`drop_caches` and
-        //    memory pressure forget them all; each name then cost a HEAD and a LIST, in
-        //    the bench's `ls` then read of 2,000 small objects).
-        let held = dir.state.lock().listing.clone();
-        let fresh = |l: &Arc<Listing>| self.fresh(Some(l.fetched));
-        let listing = held
-            .filter(fresh)
-            .or_else(|| self.stale_listings.lock().get(&dir.key).filter(fresh));
-        if let Some(l) = listing {
+        // 1. A fresh listing of the parent answers both ways.
+        if let Some(l) = self.fresh_listing(&dir) {
             return match l.by_name.get(name) {
                 Some(&i) => Ok(self.attr_of(&self.entry_inode(&dir, &l, &l.entries[i], 1))),
                 None => Err(FsError::NotFound),
