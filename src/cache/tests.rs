@@ -137,3 +137,35 @@ fn evictions_and_finalizations_are_counted() {
     assert!(METRICS.evictions.get() > evicted);
     assert!(METRICS.finalizations.get() > finalized);
 }
+
+#[test]
+fn one_writer_at_a_time_is_told_a_flush_is_due() {
+    use crate::store::memory::MemoryStore;
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..(4 * PS) as u32).map(|i| (i % 251) as u8).collect();
+    let meta = MemoryStore::new().put("k", data.clone());
+    // A batch of one part: every part written makes a flush due.
+    let cache = PartCache::open(
+        CacheConfig {
+            batch_bytes: PS,
+            ..cfg(dir.path())
+        },
+        NS.into(),
+    )
+    .unwrap();
+    let e = cache.open_entry(&meta).unwrap();
+    let complete = |i: usize| {
+        let r = e.part_range(i);
+        let bytes = &data[r.start as usize..r.end as usize];
+        e.write_part(r.start, bytes).unwrap();
+        e.complete_part(i, crate::crc64::checksum(bytes)).0
+    };
+    // Writers finishing while the first one told has not flushed yet are not told again
+    // (each would flush on its own, one after another).
+    assert_eq!(
+        [complete(0), complete(1), complete(2)],
+        [true, false, false]
+    );
+    e.flush().unwrap();
+    assert!(complete(3), "after the flush the next batch is due again");
+}
