@@ -28,7 +28,7 @@ https_setup() {
   local aids=""
   if "$BIN" serve --help 2> /dev/null | grep -q -- '--testing-aids'; then aids=--testing-aids; fi
   # shellcheck disable=SC2086 # a list of options
-  "$BIN" serve "$BENCH_DIR/data" --listen 127.0.0.1:0 --anonymous $aids \
+  "$BIN" serve "$STORE_DIR" --listen 127.0.0.1:0 --anonymous $aids \
     --tls-cert "$d/server.crt" --tls-key "$d/server.key" > "$d/serve.out" 2> "$d/serve.err" &
   TLS_PID=$!
   for _ in $(seq 100); do

@@ -93,6 +93,8 @@ for i in range(dirs):
 PY
     touch "$BENCH_DIR/${TREE_PREFIX%/}.complete"
   fi
+  # Into the store's tmpfs copy, if serve reads one (scripts/bench.sh: store_dir).
+  store_sync
   # serve computes an object's ETag and CRC-64 on its first request; pay that now, not in
   # the first cold run of whichever tool comes first.
   for k in "${PAR_KEYS[@]}"; do curl -sfI "$SERVE_URL/$BUCKET/$k" > /dev/null; done

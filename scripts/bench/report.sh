@@ -239,6 +239,7 @@ peers_report() {
     echo "freed memory goes back to the host within 1-2 s and is slower to touch afterwards;"
     echo "waiting puts every cold run in that same state)."
     echo "Bytes fetched = the server's bytes_sent (GET bodies written to sockets)."
+    echo "The store (serve) reads its objects from ${STORE_DIR:-\$BENCH_DIR/data}: a real store's disks are not the client's (BENCH_STORE in scripts/bench.sh)."
     echo "Defaults everywhere except rclone --vfs-cache-mode full, s3fs use_cache and Mountpoint --cache${OSSMOUNT_ARGS:+; ossmount with $OSSMOUNT_ARGS}."
     echo
     echo "Run by run (the limit and ossmount of one run are minutes apart, except warm cp's, taken around it):"
