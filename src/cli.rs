@@ -119,6 +119,11 @@ pub struct MountArgs {
     #[arg(long, value_parser = parse_duration,
           default_value = format_duration(FsConfig::default().request_deadline))]
     pub request_deadline: Duration,
+    /// Subdirectory listings fetched ahead when a directory is opened (its first
+    /// subdirectories and the ones after it in its parent), so `ls -R`, `find` and rsync
+    /// walks do not wait for one LIST per directory; 0 turns it off.
+    #[arg(long, default_value_t = FsConfig::default().dir_read_ahead)]
+    pub dir_read_ahead: usize,
     /// Owner of every file and directory. Default: the user running ossmount.
     #[arg(long)]
     pub uid: Option<u32>,
@@ -541,6 +546,7 @@ mod tests {
         assert_eq!(m.cache.cache_min_free, None, "computed from the filesystem");
         assert_eq!(m.metadata_ttl, fs.metadata_ttl);
         assert_eq!(m.request_deadline, fs.request_deadline);
+        assert_eq!(m.dir_read_ahead, fs.dir_read_ahead);
         assert_eq!((m.file_mode, m.dir_mode), (fs.file_mode, fs.dir_mode));
         let cli = Cli::try_parse_from(["ossmount", "download", "oss://bkt/k"]).unwrap();
         let Command::Download(d) = cli.command else {

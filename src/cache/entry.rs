@@ -15,8 +15,8 @@
 //! happened, so after `kill -9` the worst case is re-fetching the parts of the last batch.
 //! The batch ([`Entry::complete_part`] asks for a flush every `batch_bytes` of new parts,
 //! counted in this entry's parts, or `batch_interval`) keeps fsyncs rare: one fdatasync
-//! and one checkpoint per 512 MiB (or second) by default (with 256 KiB parts a checkpoint is 8 bytes
-//! per present part plus one bit per part: ~33 KB for a complete 1 GiB object). Measured (test
+//! and one checkpoint per 128 MiB (or second) by default (with 256 KiB parts a checkpoint is
+//! 8 bytes per present part plus one bit per part: ~33 KB for a complete 1 GiB object). Measured (test
 //! `checkpoint_to_data_write_ratio`, 64 MiB in 1 MiB parts, the worst case of small parts):
 //! 4,098 checkpoint bytes for 67,108,864 data bytes, a ratio of 6.1e-5, with 8 fdatasyncs.
 //!

@@ -293,12 +293,12 @@ fn serve_inner(args: MountArgs, url: StoreUrl, ready: &mut dyn FnMut()) -> Resul
     } else {
         Some(open_cache(&args, &rt, store.clone(), cfg.namespace())?)
     };
-    let tree = Arc::new(Tree::new(
+    let tree = Tree::new(
         store.clone(),
         &prefix,
         cache.clone().map_or(DataPath::Uncached, DataPath::Cache),
         fs_config(&args),
-    ));
+    );
     gauges::register(&args.url, &args.mountpoint, &tree, cache.as_ref());
     let metrics_at = match args.metrics_addr {
         Some(addr) => Some(
@@ -488,6 +488,7 @@ fn fs_config(args: &MountArgs) -> FsConfig {
         metadata_ttl: args.metadata_ttl,
         follow_symlinks: args.follow_symlinks,
         request_deadline: args.request_deadline,
+        dir_read_ahead: args.dir_read_ahead,
         direct_io_above: args
             .direct_io
             .then_some(CacheConfig::default().small_object_threshold),

@@ -86,6 +86,7 @@ fn apply_one(args: &mut MountArgs, opt: &str) -> Result<(), String> {
         "checkpoint_batch" => args.cache.checkpoint_batch = parse_size(&need(&value)?)?,
         "metadata_ttl" => args.metadata_ttl = parse_duration(&need(&value)?)?,
         "request_deadline" => args.request_deadline = parse_duration(&need(&value)?)?,
+        "dir_read_ahead" => args.dir_read_ahead = num(&value)? as usize,
         "uid" => args.uid = Some(num(&value)?),
         "gid" => args.gid = Some(num(&value)?),
         "file_mode" => args.file_mode = parse_mode(&need(&value)?)?,

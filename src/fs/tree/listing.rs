@@ -54,6 +54,23 @@ pub(super) struct Listing {
     pub(super) bytes: u64,
 }
 
+impl Listing {
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Names of the subdirectories, in name order, after `name` (from the first: `None`).
+    pub(super) fn subdirs_after<'a>(&'a self, name: Option<&str>) -> impl Iterator<Item = &'a str> {
+        let from = name.map_or(0, |n| {
+            self.by_name.get(n).map_or(self.entries.len(), |&i| i + 1)
+        });
+        self.entries[from..]
+            .iter()
+            .filter(|e| e.kind == Kind::Dir)
+            .map(|e| e.name.as_str())
+    }
+}
+
 struct ListEntry {
     name: String,
     kind: Kind,
@@ -98,20 +115,29 @@ impl Tree {
     /// lookup in it then cost a HEAD and a LIST per name, in the bench's `ls` then read of
     /// 2,000 small objects).
     fn fresh_listing(&self, dir: &Inode) -> Option<Arc<Listing>> {
-        let fresh = |l: &Arc<Listing>| self.fresh(Some(l.fetched));
         let held = dir.state.lock().listing.clone();
-        held.filter(fresh)
-            .or_else(|| self.stale_listings.lock().get(&dir.key).filter(fresh))
+        held.filter(|l| self.fresh(Some(l.fetched)))
+            .or_else(|| self.fresh_listing_by_key(&dir.key))
+    }
+
+    /// A fresh listing of directory `key` kept by key (a forgotten directory's, or one read
+    /// ahead, see `dir_ahead.rs`).
+    pub(super) fn fresh_listing_by_key(&self, key: &str) -> Option<Arc<Listing>> {
+        let l = self.stale_listings.lock().get(key)?;
+        self.fresh(Some(l.fetched)).then_some(l)
     }
 
     /// The directory's listing, from memory when fresh, else one paged LIST walk.
     async fn listing(&self, dir: &Arc<Inode>) -> Result<Arc<Listing>, FsError> {
         if let Some(l) = self.fresh_listing(dir) {
+            self.hold(dir, &l);
             return Ok(l);
         }
         let _guard = dir.refresh.lock().await;
-        // Someone else may have refreshed it while we waited.
+        // Someone else may have refreshed it while we waited, or it is being read ahead.
+        self.wait_for_read_ahead(&dir.key).await;
         if let Some(l) = self.fresh_listing(dir) {
+            self.hold(dir, &l);
             return Ok(l);
         }
         let held = dir.state.lock().listing.clone();
@@ -120,30 +146,51 @@ impl Tree {
         if self.outage.down() {
             return stale.ok_or_else(|| self.outage.fail_fast(&format!("listing {:?}", dir.key)));
         }
-        let listing = match self.ask(stale.is_some(), self.fetch_listing(dir)).await {
+        let listing = match self
+            .ask(stale.is_some(), self.fetch_listing(&dir.key, Some(dir.ino)))
+            .await
+        {
             Revalidated::Answer(r) => Arc::new(r?),
             Revalidated::Unreachable => return Ok(stale.expect("asked with a stale listing")),
         };
         self.stale_listings
             .lock()
             .put(&dir.key, listing.clone(), listing.entries.len());
-        // Installed under the table lock, so a concurrent forget of `dir` cannot remove it
-        // between our check and the install (which would leave its bytes counted).
-        let table = self.table.read();
-        if table.by_ino.contains_key(&dir.ino) {
-            let old = dir.state.lock().listing.replace(listing.clone());
-            self.listed_bytes
-                .fetch_add(listing.bytes, Ordering::Relaxed);
-            if let Some(old) = old {
-                self.listed_bytes.fetch_sub(old.bytes, Ordering::Relaxed);
-            }
-        }
-        drop(table);
+        self.hold(dir, &listing);
         Ok(listing)
     }
 
-    async fn fetch_listing(&self, dir: &Arc<Inode>) -> Result<Listing, FsError> {
-        let prefix = dir.key.clone();
+    /// Make `listing` the one `dir`'s inode holds (and counts in `statfs`), if it does not
+    /// already: a listing found by key (read ahead, or kept after a forget) as well as one
+    /// just fetched.
+    fn hold(&self, dir: &Arc<Inode>, listing: &Arc<Listing>) {
+        // Installed under the table lock, so a concurrent forget of `dir` cannot remove it
+        // between our check and the install (which would leave its bytes counted).
+        let table = self.table.read();
+        if !table.by_ino.contains_key(&dir.ino) {
+            return;
+        }
+        let mut st = dir.state.lock();
+        if st.listing.as_ref().is_some_and(|l| Arc::ptr_eq(l, listing)) {
+            return;
+        }
+        let old = st.listing.replace(listing.clone());
+        drop(st);
+        self.listed_bytes
+            .fetch_add(listing.bytes, Ordering::Relaxed);
+        if let Some(old) = old {
+            self.listed_bytes.fetch_sub(old.bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// One paged LIST walk of directory `prefix`; `dir_ino`: its inode, whose children
+    /// the kernel holds learn what the listing says (none for a directory read ahead).
+    pub(super) async fn fetch_listing(
+        &self,
+        prefix: &str,
+        dir_ino: Option<u64>,
+    ) -> Result<Listing, FsError> {
+        let prefix = prefix.to_string();
         let mut files: BTreeMap<String, ObjectMeta> = BTreeMap::new();
         let mut dirs: BTreeSet<String> = BTreeSet::new();
         let mut token = None;
@@ -239,7 +286,7 @@ impl Tree {
             files
                 .iter()
                 .filter_map(|(name, meta)| {
-                    let ino = table.by_name.get(&(dir.ino, name.clone(), Kind::File))?;
+                    let ino = table.by_name.get(&(dir_ino?, name.clone(), Kind::File))?;
                     Some((table.by_ino.get(ino)?.clone(), meta.clone()))
                 })
                 .collect()
@@ -252,7 +299,9 @@ impl Tree {
             links
                 .iter()
                 .filter_map(|(name, text)| {
-                    let ino = table.by_name.get(&(dir.ino, name.clone(), Kind::Symlink))?;
+                    let ino = table
+                        .by_name
+                        .get(&(dir_ino?, name.clone(), Kind::Symlink))?;
                     Some((table.by_ino.get(ino)?.clone(), text))
                 })
                 .collect()
@@ -473,6 +522,7 @@ impl Tree {
             return Err(FsError::NotDir);
         }
         let listing = self.listing(&dir).await?;
+        self.read_ahead_dirs(&dir.key, &listing);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let handle = DirHandle {
             listing,

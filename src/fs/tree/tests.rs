@@ -15,14 +15,11 @@ use crate::store::StoreError;
 fn tree(store: &MemoryStore, prefix: &str, ttl: Duration) -> Arc<Tree> {
     let config = FsConfig {
         metadata_ttl: ttl,
+        // These tests count LISTs; read-ahead has its own.
+        dir_read_ahead: 0,
         ..FsConfig::default()
     };
-    Arc::new(Tree::new(
-        Arc::new(store.clone()),
-        prefix,
-        DataPath::Uncached,
-        config,
-    ))
+    Tree::new(Arc::new(store.clone()), prefix, DataPath::Uncached, config)
 }
 
 fn lists(s: &MemoryStore) -> u64 {
@@ -362,12 +359,7 @@ fn cached_tree_with(store: &MemoryStore, dir: &std::path::Path, config: FsConfig
         "memory/bkt".to_string(),
     )
     .unwrap();
-    Arc::new(Tree::new(
-        Arc::new(store.clone()),
-        "",
-        DataPath::Cache(cache),
-        config,
-    ))
+    Tree::new(Arc::new(store.clone()), "", DataPath::Cache(cache), config)
 }
 
 /// Open `ino` until the open offers the finalized file (finalizing runs in the background
@@ -629,4 +621,60 @@ async fn a_forgotten_directory_s_fresh_listing_still_answers_lookups() {
     s.put("d/c", b"ccc".to_vec());
     assert_eq!(lookup(&t, d.ino, "c").await.unwrap().size, 3);
     assert!(heads(&s) > requests.1);
+}
+
+/// LISTs served by `s` once they stop changing (read-ahead runs in the background).
+async fn settled_lists(s: &MemoryStore) -> u64 {
+    let mut last = lists(s);
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = lists(s);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("LISTs still growing: {last}");
+}
+
+#[tokio::test]
+async fn a_walk_finds_the_next_directories_read_ahead_and_lists_each_once() {
+    let s = MemoryStore::new();
+    for d in 0..10 {
+        s.put(&format!("d{d}/f"), b"x".to_vec());
+        s.put(&format!("d{d}/sub/g"), b"y".to_vec());
+    }
+    let config = FsConfig {
+        metadata_ttl: HOUR,
+        dir_read_ahead: 4,
+        ..FsConfig::default()
+    };
+    let t = Tree::new(Arc::new(s.clone()), "", DataPath::Uncached, config);
+    assert_eq!(names(&t, ROOT_INO).await.len(), 12);
+    // Opening the root read ahead its first 4 subdirectories, nobody having opened them.
+    assert_eq!(settled_lists(&s).await, 1 + 4);
+    // Opening d0 reads ahead its own subdirectory and the next sibling not yet listed (d4).
+    let d0 = lookup(&t, ROOT_INO, "d0").await.unwrap();
+    assert_eq!(names(&t, d0.ino).await, [".", "..", "f", "sub"]);
+    assert_eq!(settled_lists(&s).await, 5 + 2);
+    // A whole walk (as `ls -R` does it): each of the 21 directories listed exactly once.
+    for d in 0..10 {
+        let dir = lookup(&t, ROOT_INO, &format!("d{d}")).await.unwrap();
+        assert_eq!(names(&t, dir.ino).await.len(), 4);
+        let sub = lookup(&t, dir.ino, "sub").await.unwrap();
+        assert_eq!(names(&t, sub.ino).await, [".", "..", "g"]);
+    }
+    assert_eq!(settled_lists(&s).await, 21);
+    assert_eq!(heads(&s), 0, "every lookup answered from a listing");
+}
+
+#[tokio::test]
+async fn without_read_ahead_a_directory_costs_its_own_list_only() {
+    let s = MemoryStore::new();
+    for d in 0..5 {
+        s.put(&format!("d{d}/f"), b"x".to_vec());
+    }
+    let t = tree(&s, "", HOUR); // dir_read_ahead: 0
+    assert_eq!(names(&t, ROOT_INO).await.len(), 7);
+    assert_eq!(settled_lists(&s).await, 1);
 }
